@@ -1,0 +1,38 @@
+# Sourced by the scripts in this folder: where builds go, and installing what a fresh machine lacks.
+# shellcheck shell=bash
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# One persistent target dir outside the clone: RocksDB and librdkafka take ~20 minutes to build cold,
+# and CI runs in a fresh clone on the same machine.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/streamagg/target}
+STREAMAGG_BIN="$CARGO_TARGET_DIR/release/streamagg"
+
+log() { echo "==> $*" >&2; }
+
+# Debian packages the C/C++ parts of rdkafka (librdkafka, cmake build) and rocksdb (bindgen) need.
+BUILD_PACKAGES=(cmake clang libclang-dev libcurl4-openssl-dev libsasl2-dev libssl-dev libzstd-dev liblz4-dev pkg-config)
+
+ensure_build_deps() {
+  local missing=()
+  for pkg in "${BUILD_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v cargo >/dev/null || { echo "error: cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+  command -v java >/dev/null || { echo "error: java not found: Java 17+ runs the local Kafka broker" >&2; exit 1; }
+  local java_major
+  java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)
+  [[ -n "$java_major" && "$java_major" -ge 17 ]] || { echo "error: Java 17+ is required (found: ${java_major:-none})" >&2; exit 1; }
+  command -v mvn >/dev/null || { echo "error: mvn not found: Maven resolves the Kafka broker from Maven Central" >&2; exit 1; }
+}
+
+build_release() {
+  log "building streamagg (release; first build compiles RocksDB and librdkafka, ~20 minutes on 2 cores)"
+  (cd "$REPO_ROOT" && cargo build --release --locked --bin streamagg)
+}

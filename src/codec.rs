@@ -1,0 +1,457 @@
+//! Bytes ↔ records: the wire formats of [`TrafficEvent`] and [`TrafficAverage`] — JSON, and the raw
+//! Avro binary datum (no container, no schema-registry prefix) of the schemas in `schemas/`. Pure: no I/O.
+//!
+//! The Avro datum of these flat records is the concatenation of their fields (strings and longs as
+//! zig-zag varints, doubles as 8 little-endian bytes), so it is written and read here directly into the
+//! fixed structs, without building a generic `apache_avro::types::Value` tree per record: this is the
+//! hot path. The `.avsc` files stay the single source of truth: they are embedded in the binary
+//! ([`TRAFFIC_EVENT_SCHEMA`], [`TRAFFIC_AVERAGE_SCHEMA`]), and the tests hold this codec byte-for-byte
+//! equal to `apache-avro`'s generic encoder and decoder for those schemas.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::model::{TrafficAverage, TrafficEvent};
+
+/// `schemas/traffic_event.avsc`, embedded at build time.
+pub const TRAFFIC_EVENT_SCHEMA: &str = include_str!("../schemas/traffic_event.avsc");
+/// `schemas/traffic_average.avsc`, embedded at build time.
+pub const TRAFFIC_AVERAGE_SCHEMA: &str = include_str!("../schemas/traffic_average.avsc");
+
+/// A record's wire format on a topic.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per record; unknown fields are ignored when reading.
+    Json,
+    /// The raw Avro binary datum of the record's schema.
+    Avro,
+}
+
+/// Why a record could not be decoded. The text is what goes into the DLQ header `streamagg.error`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("invalid Avro datum: {0}")]
+    Avro(&'static str),
+    #[error("empty source")]
+    EmptySource,
+    #[error("non-finite value")]
+    NonFiniteValue,
+}
+
+/// A record with a JSON and an Avro form.
+pub trait WireRecord: Serialize + DeserializeOwned + Sized {
+    /// Appends the record's Avro datum to `out`.
+    fn write_avro(&self, out: &mut Vec<u8>);
+    /// Reads the record's fields, in schema order, from `reader`.
+    fn read_avro(reader: &mut AvroReader<'_>) -> Result<Self, DecodeError>;
+    /// Rules beyond the schema that a record must meet to be processed.
+    fn validate(&self) -> Result<(), DecodeError> {
+        Ok(())
+    }
+}
+
+/// Appends `record` in `format` to `out` (which is not cleared, so one buffer can be reused).
+pub fn encode<R: WireRecord>(record: &R, format: Format, out: &mut Vec<u8>) {
+    match format {
+        // Serializing plain structs of strings and numbers into a Vec cannot fail.
+        Format::Json => serde_json::to_writer(&mut *out, record).unwrap_or_default(),
+        Format::Avro => record.write_avro(out),
+    }
+}
+
+/// `record` in `format`, as a new buffer.
+pub fn encode_to_vec<R: WireRecord>(record: &R, format: Format) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    encode(record, format, &mut out);
+    out
+}
+
+/// Decodes one record in `format` from the whole of `bytes`, and validates it.
+pub fn decode<R: WireRecord>(bytes: &[u8], format: Format) -> Result<R, DecodeError> {
+    let record = match format {
+        Format::Json => {
+            serde_json::from_slice::<R>(bytes).map_err(|e| DecodeError::Json(e.to_string()))?
+        }
+        Format::Avro => {
+            let mut reader = AvroReader { rest: bytes };
+            let record = R::read_avro(&mut reader)?;
+            if !reader.rest.is_empty() {
+                return Err(DecodeError::Avro("trailing bytes after the record"));
+            }
+            record
+        }
+    };
+    record.validate()?;
+    Ok(record)
+}
+
+impl WireRecord for TrafficEvent {
+    fn write_avro(&self, out: &mut Vec<u8>) {
+        put_string(out, &self.source);
+        put_long(out, self.timestamp);
+        put_double(out, self.value);
+    }
+
+    fn read_avro(reader: &mut AvroReader<'_>) -> Result<Self, DecodeError> {
+        Ok(TrafficEvent {
+            source: reader.string()?.to_owned(),
+            timestamp: reader.long()?,
+            value: reader.double()?,
+        })
+    }
+
+    fn validate(&self) -> Result<(), DecodeError> {
+        if self.source.is_empty() {
+            return Err(DecodeError::EmptySource);
+        }
+        if !self.value.is_finite() {
+            return Err(DecodeError::NonFiniteValue);
+        }
+        Ok(())
+    }
+}
+
+impl WireRecord for TrafficAverage {
+    fn write_avro(&self, out: &mut Vec<u8>) {
+        put_string(out, &self.source);
+        put_long(out, self.window_start);
+        put_long(out, self.window_end);
+        put_long(out, self.count);
+        put_double(out, self.sum);
+        put_double(out, self.avg);
+        put_double(out, self.min);
+        put_double(out, self.max);
+    }
+
+    fn read_avro(reader: &mut AvroReader<'_>) -> Result<Self, DecodeError> {
+        Ok(TrafficAverage {
+            source: reader.string()?.to_owned(),
+            window_start: reader.long()?,
+            window_end: reader.long()?,
+            count: reader.long()?,
+            sum: reader.double()?,
+            avg: reader.double()?,
+            min: reader.double()?,
+            max: reader.double()?,
+        })
+    }
+}
+
+fn put_long(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+fn put_string(out: &mut Vec<u8>, value: &str) {
+    put_long(out, value.len() as i64);
+    out.extend_from_slice(value.as_bytes());
+}
+
+fn put_double(out: &mut Vec<u8>, value: f64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// Reads Avro primitives from the front of a byte slice, refusing truncated or malformed input.
+pub struct AvroReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> AvroReader<'a> {
+    fn long(&mut self) -> Result<i64, DecodeError> {
+        let mut zigzag: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = self
+                .rest
+                .split_first()
+                .ok_or(DecodeError::Avro("truncated long"))?;
+            self.rest = rest;
+            if shift == 63 && byte > 1 {
+                return Err(DecodeError::Avro("long overflows 64 bits"));
+            }
+            zigzag |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64));
+            }
+        }
+        Err(DecodeError::Avro("long overflows 64 bits"))
+    }
+
+    fn string(&mut self) -> Result<&'a str, DecodeError> {
+        let len = usize::try_from(self.long()?)
+            .map_err(|_| DecodeError::Avro("negative string length"))?;
+        if len > self.rest.len() {
+            return Err(DecodeError::Avro("truncated string"));
+        }
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::Avro("string is not UTF-8"))
+    }
+
+    fn double(&mut self) -> Result<f64, DecodeError> {
+        let (bytes, rest) = self
+            .rest
+            .split_first_chunk::<8>()
+            .ok_or(DecodeError::Avro("truncated double"))?;
+        self.rest = rest;
+        Ok(f64::from_le_bytes(*bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::writer::datum::GenericDatumWriter;
+    use apache_avro::{types::Value, Schema};
+
+    fn to_avro_datum(schema: &Schema, value: Value) -> apache_avro::AvroResult<Vec<u8>> {
+        GenericDatumWriter::builder(schema)
+            .build()?
+            .write_value_to_vec(value)
+    }
+
+    fn from_avro_datum(schema: &Schema, bytes: &mut &[u8]) -> apache_avro::AvroResult<Value> {
+        GenericDatumReader::builder(schema)
+            .build()?
+            .read_value(bytes)
+    }
+
+    fn event(source: &str, timestamp: i64, value: f64) -> TrafficEvent {
+        TrafficEvent {
+            source: source.to_owned(),
+            timestamp,
+            value,
+        }
+    }
+
+    fn event_value(e: &TrafficEvent) -> Value {
+        Value::Record(vec![
+            ("source".into(), Value::String(e.source.clone())),
+            ("timestamp".into(), Value::TimestampMillis(e.timestamp)),
+            ("value".into(), Value::Double(e.value)),
+        ])
+    }
+
+    fn average_value(a: &TrafficAverage) -> Value {
+        Value::Record(vec![
+            ("source".into(), Value::String(a.source.clone())),
+            (
+                "window_start".into(),
+                Value::TimestampMillis(a.window_start),
+            ),
+            ("window_end".into(), Value::TimestampMillis(a.window_end)),
+            ("count".into(), Value::Long(a.count)),
+            ("sum".into(), Value::Double(a.sum)),
+            ("avg".into(), Value::Double(a.avg)),
+            ("min".into(), Value::Double(a.min)),
+            ("max".into(), Value::Double(a.max)),
+        ])
+    }
+
+    fn events() -> Vec<TrafficEvent> {
+        vec![
+            event("a", 0, 0.0),
+            event("link-7/eth0", 1_700_000_000_123, 12.5),
+            event("ünïcødé ☃", -1, -3.25e-300),
+            event(&"x".repeat(300), i64::MAX, f64::MAX),
+            event("min", i64::MIN, f64::MIN_POSITIVE),
+            event("63", 63, 1.0),
+            event("64", 64, 1.0),
+            event("-65", -65, 1.0),
+        ]
+    }
+
+    #[test]
+    fn avro_event_bytes_equal_apache_avro_generic_encoder() {
+        let schema = Schema::parse_str(TRAFFIC_EVENT_SCHEMA).expect("embedded schema parses");
+        for e in events() {
+            let expected = to_avro_datum(&schema, event_value(&e)).expect("apache-avro encodes");
+            assert_eq!(encode_to_vec(&e, Format::Avro), expected, "{e:?}");
+            let generic =
+                from_avro_datum(&schema, &mut expected.as_slice()).expect("apache-avro decodes");
+            assert_eq!(generic, event_value(&e));
+            assert_eq!(decode::<TrafficEvent>(&expected, Format::Avro), Ok(e));
+        }
+    }
+
+    #[test]
+    fn avro_average_bytes_equal_apache_avro_generic_encoder() {
+        let schema = Schema::parse_str(TRAFFIC_AVERAGE_SCHEMA).expect("embedded schema parses");
+        let a = TrafficAverage {
+            source: "core-router-1".into(),
+            window_start: 1_700_000_040_000,
+            window_end: 1_700_000_100_000,
+            count: 300,
+            sum: 4567.125,
+            avg: 15.22375,
+            min: -2.0,
+            max: 99.5,
+        };
+        let expected = to_avro_datum(&schema, average_value(&a)).expect("apache-avro encodes");
+        assert_eq!(encode_to_vec(&a, Format::Avro), expected);
+        assert_eq!(decode::<TrafficAverage>(&expected, Format::Avro), Ok(a));
+    }
+
+    #[test]
+    fn json_uses_the_schema_field_names_and_integer_millis() {
+        let e = event("s1", 1_700_000_000_000, 2.5);
+        let json: serde_json::Value =
+            serde_json::from_slice(&encode_to_vec(&e, Format::Json)).expect("valid JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({"source": "s1", "timestamp": 1_700_000_000_000_i64, "value": 2.5})
+        );
+        for e in events() {
+            assert_eq!(
+                decode::<TrafficEvent>(&encode_to_vec(&e, Format::Json), Format::Json),
+                Ok(e)
+            );
+        }
+    }
+
+    #[test]
+    fn json_ignores_unknown_fields() {
+        let bytes = br#"{"value": 1.5, "unit": "Mbit/s", "source": "s", "timestamp": 7}"#;
+        assert_eq!(
+            decode::<TrafficEvent>(bytes, Format::Json),
+            Ok(event("s", 7, 1.5))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        let mut good_avro = encode_to_vec(&event("s", 1, 1.0), Format::Avro);
+        let mut nan_avro = Vec::new();
+        event("s", 1, f64::NAN).write_avro(&mut nan_avro);
+        let mut inf_avro = Vec::new();
+        event("s", 1, f64::INFINITY).write_avro(&mut inf_avro);
+        let mut empty_avro = Vec::new();
+        event("", 1, 1.0).write_avro(&mut empty_avro);
+        let truncated = good_avro[..good_avro.len() - 1].to_vec();
+        good_avro.push(0);
+        let trailing = good_avro;
+
+        let cases: Vec<(&str, Vec<u8>, Format, DecodeError)> = vec![
+            (
+                "empty payload, avro",
+                vec![],
+                Format::Avro,
+                DecodeError::Avro("truncated long"),
+            ),
+            (
+                "truncated double",
+                truncated,
+                Format::Avro,
+                DecodeError::Avro("truncated double"),
+            ),
+            (
+                "trailing byte",
+                trailing,
+                Format::Avro,
+                DecodeError::Avro("trailing bytes after the record"),
+            ),
+            (
+                "string longer than payload",
+                vec![0x10, b'a'],
+                Format::Avro,
+                DecodeError::Avro("truncated string"),
+            ),
+            (
+                "negative string length",
+                vec![0x01],
+                Format::Avro,
+                DecodeError::Avro("negative string length"),
+            ),
+            (
+                "invalid utf-8",
+                vec![0x02, 0xff],
+                Format::Avro,
+                DecodeError::Avro("string is not UTF-8"),
+            ),
+            (
+                "overlong varint",
+                vec![0xff; 11],
+                Format::Avro,
+                DecodeError::Avro("long overflows 64 bits"),
+            ),
+            (
+                "NaN value, avro",
+                nan_avro,
+                Format::Avro,
+                DecodeError::NonFiniteValue,
+            ),
+            (
+                "infinite value, avro",
+                inf_avro,
+                Format::Avro,
+                DecodeError::NonFiniteValue,
+            ),
+            (
+                "empty source, avro",
+                empty_avro,
+                Format::Avro,
+                DecodeError::EmptySource,
+            ),
+            (
+                "empty source, json",
+                br#"{"source":"","timestamp":1,"value":1}"#.to_vec(),
+                Format::Json,
+                DecodeError::EmptySource,
+            ),
+        ];
+        for (name, bytes, format, expected) in cases {
+            assert_eq!(
+                decode::<TrafficEvent>(&bytes, format),
+                Err(expected),
+                "{name}"
+            );
+        }
+
+        let json_failures: &[(&str, &[u8])] = &[
+            ("missing value", br#"{"source":"s","timestamp":1}"#),
+            (
+                "string timestamp",
+                br#"{"source":"s","timestamp":"1","value":1}"#,
+            ),
+            (
+                "fractional timestamp",
+                br#"{"source":"s","timestamp":1.5,"value":1}"#,
+            ),
+            (
+                "value out of f64 range",
+                br#"{"source":"s","timestamp":1,"value":1e400}"#,
+            ),
+            ("not an object", b"[1,2,3]"),
+            ("not JSON", b"\x00\x01garbage"),
+        ];
+        for (name, bytes) in json_failures {
+            assert!(
+                matches!(
+                    decode::<TrafficEvent>(bytes, Format::Json),
+                    Err(DecodeError::Json(_))
+                ),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn encode_appends_so_one_buffer_serves_many_records() {
+        let mut buf = Vec::new();
+        encode(&event("a", 1, 1.0), Format::Avro, &mut buf);
+        let first = buf.len();
+        encode(&event("b", 2, 2.0), Format::Avro, &mut buf);
+        assert_eq!(
+            decode::<TrafficEvent>(&buf[first..], Format::Avro),
+            Ok(event("b", 2, 2.0))
+        );
+    }
+}

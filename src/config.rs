@@ -1,0 +1,489 @@
+//! Configuration of `streamagg run`: flags, `STREAMAGG_*` environment variables and a TOML file,
+//! validated once into [`RunSettings`]. Precedence: flag > environment > file > default.
+//!
+//! Everything downstream takes `RunSettings` and never re-checks it: cross-field rules (distinct
+//! topics, positive durations, librdkafka pass-through keys that would fight settings streamagg
+//! manages) are enforced here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::codec::Format;
+use crate::kafka::KafkaSettings;
+use crate::window::WindowSpec;
+
+/// librdkafka consumer properties streamagg sets itself; passing them through is refused.
+pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "group.protocol",
+    "partition.assignment.strategy",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "isolation.level",
+];
+
+/// librdkafka producer properties streamagg sets itself; passing them through is refused.
+pub const MANAGED_PRODUCER_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "enable.idempotence",
+    "transactional.id",
+    "acks",
+    "partitioner",
+];
+
+/// Where a record's event time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EventTime {
+    /// The record's `timestamp` field.
+    Field,
+    /// The Kafka record timestamp (CreateTime or LogAppendTime).
+    Kafka,
+}
+
+/// A configuration error: one line naming the setting.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("missing setting '{0}' (flag --{1}, env STREAMAGG_{2}, or the config file)")]
+    Missing(&'static str, &'static str, &'static str),
+    #[error("invalid setting '{key}': {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("[kafka.{table}] may not set '{key}': streamagg manages it")]
+    Managed { table: &'static str, key: String },
+}
+
+/// The settings as they may appear in the TOML file or on the command line: all optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    pub brokers: Option<String>,
+    pub input: Option<Vec<String>>,
+    pub output: Option<String>,
+    pub group: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub input_format: Option<Format>,
+    pub output_format: Option<Format>,
+    pub event_time: Option<EventTime>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub window: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub grace: Option<Duration>,
+    pub min_value: Option<f64>,
+    pub late_topic: Option<String>,
+    pub dlq_topic: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub checkpoint_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub kafka_timeout: Option<Duration>,
+    #[serde(default)]
+    pub kafka: KafkaPassThrough,
+}
+
+/// `[kafka.consumer]` and `[kafka.producer]`: librdkafka properties passed through unchanged.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaPassThrough {
+    #[serde(default)]
+    pub consumer: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub producer: BTreeMap<String, toml::Value>,
+}
+
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+impl RunOptions {
+    /// Parses a TOML config file's text; unknown keys are errors.
+    pub fn from_toml(path: &str, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.message().replace('\n', " "),
+        })
+    }
+
+    /// Reads and parses a TOML config file.
+    pub fn from_file(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// `self` where set, else `fallback` (flags and environment over the file).
+    pub fn or(self, fallback: RunOptions) -> RunOptions {
+        let mut kafka = fallback.kafka;
+        kafka.consumer.extend(self.kafka.consumer);
+        kafka.producer.extend(self.kafka.producer);
+        RunOptions {
+            brokers: self.brokers.or(fallback.brokers),
+            input: self.input.or(fallback.input),
+            output: self.output.or(fallback.output),
+            group: self.group.or(fallback.group),
+            state_dir: self.state_dir.or(fallback.state_dir),
+            input_format: self.input_format.or(fallback.input_format),
+            output_format: self.output_format.or(fallback.output_format),
+            event_time: self.event_time.or(fallback.event_time),
+            window: self.window.or(fallback.window),
+            grace: self.grace.or(fallback.grace),
+            min_value: self.min_value.or(fallback.min_value),
+            late_topic: self.late_topic.or(fallback.late_topic),
+            dlq_topic: self.dlq_topic.or(fallback.dlq_topic),
+            checkpoint_interval: self.checkpoint_interval.or(fallback.checkpoint_interval),
+            kafka_timeout: self.kafka_timeout.or(fallback.kafka_timeout),
+            kafka,
+        }
+    }
+}
+
+/// Validated settings of `streamagg run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    pub kafka: KafkaSettings,
+    pub input_topics: Vec<String>,
+    pub output_topic: String,
+    pub group: String,
+    pub state_dir: PathBuf,
+    pub input_format: Format,
+    pub output_format: Format,
+    pub event_time: EventTime,
+    pub window: WindowSpec,
+    pub min_value: Option<f64>,
+    pub late_topic: Option<String>,
+    pub dlq_topic: Option<String>,
+    pub checkpoint_interval: Duration,
+    pub consumer_properties: BTreeMap<String, String>,
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+fn millis(key: &'static str, duration: Duration) -> Result<i64, ConfigError> {
+    i64::try_from(duration.as_millis()).map_err(|_| ConfigError::Invalid {
+        key,
+        reason: "too long".into(),
+    })
+}
+
+fn topic(key: &'static str, name: String) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            reason: format!("'{name}' is not a valid Kafka topic name"),
+        })
+    }
+}
+
+fn pass_through(
+    table: &'static str,
+    values: BTreeMap<String, toml::Value>,
+    managed: &[&str],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    values
+        .into_iter()
+        .map(|(key, value)| {
+            if managed.contains(&key.as_str()) {
+                return Err(ConfigError::Managed { table, key });
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "kafka",
+                        reason: format!(
+                            "[kafka.{table}] '{key}' must be a string, number or boolean, not {}",
+                            other.type_str()
+                        ),
+                    })
+                }
+            };
+            Ok((key, value))
+        })
+        .collect()
+}
+
+impl TryFrom<RunOptions> for RunSettings {
+    type Error = ConfigError;
+
+    fn try_from(options: RunOptions) -> Result<Self, ConfigError> {
+        let brokers = options
+            .brokers
+            .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
+        if brokers.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "brokers",
+                reason: "is empty".into(),
+            });
+        }
+        let input_topics: Vec<String> = options
+            .input
+            .ok_or(ConfigError::Missing("input", "input", "INPUT"))?
+            .into_iter()
+            .map(|t| topic("input", t))
+            .collect::<Result<_, _>>()?;
+        if input_topics.is_empty() {
+            return Err(ConfigError::Missing("input", "input", "INPUT"));
+        }
+        let output_topic = topic(
+            "output",
+            options
+                .output
+                .ok_or(ConfigError::Missing("output", "output", "OUTPUT"))?,
+        )?;
+        let late_topic = options
+            .late_topic
+            .map(|t| topic("late_topic", t))
+            .transpose()?;
+        let dlq_topic = options
+            .dlq_topic
+            .map(|t| topic("dlq_topic", t))
+            .transpose()?;
+        let mut written = vec![("output", &output_topic)];
+        written.extend(late_topic.iter().map(|t| ("late_topic", t)));
+        written.extend(dlq_topic.iter().map(|t| ("dlq_topic", t)));
+        for (key, name) in &written {
+            if input_topics.contains(name) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("'{name}' is also an input topic"),
+                });
+            }
+        }
+        let mut sorted_inputs = input_topics.clone();
+        sorted_inputs.sort();
+        sorted_inputs.dedup();
+        if sorted_inputs.len() != input_topics.len() {
+            return Err(ConfigError::Invalid {
+                key: "input",
+                reason: "names a topic twice".into(),
+            });
+        }
+
+        let group = options.group.unwrap_or_else(|| "streamagg".to_owned());
+        if group.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "group",
+                reason: "is empty".into(),
+            });
+        }
+        let size_ms = millis("window", options.window.unwrap_or(Duration::from_secs(60)))?;
+        if size_ms <= 0 {
+            return Err(ConfigError::Invalid {
+                key: "window",
+                reason: "must be at least 1ms".into(),
+            });
+        }
+        let grace_ms = millis("grace", options.grace.unwrap_or(Duration::from_secs(10)))?;
+        let checkpoint_interval = options
+            .checkpoint_interval
+            .unwrap_or(Duration::from_secs(1));
+        if checkpoint_interval < Duration::from_millis(10) {
+            return Err(ConfigError::Invalid {
+                key: "checkpoint_interval",
+                reason: "must be at least 10ms".into(),
+            });
+        }
+        let timeout = options.kafka_timeout.unwrap_or(Duration::from_secs(10));
+        if timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "kafka_timeout",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        if let Some(min) = options.min_value {
+            if !min.is_finite() {
+                return Err(ConfigError::Invalid {
+                    key: "min_value",
+                    reason: "must be a finite number".into(),
+                });
+            }
+        }
+        Ok(RunSettings {
+            kafka: KafkaSettings { brokers, timeout },
+            input_topics,
+            output_topic,
+            group,
+            state_dir: options
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("./state")),
+            input_format: options.input_format.unwrap_or(Format::Json),
+            output_format: options.output_format.unwrap_or(Format::Json),
+            event_time: options.event_time.unwrap_or(EventTime::Field),
+            window: WindowSpec { size_ms, grace_ms },
+            min_value: options.min_value,
+            late_topic,
+            dlq_topic,
+            checkpoint_interval,
+            consumer_properties: pass_through(
+                "consumer",
+                options.kafka.consumer,
+                MANAGED_CONSUMER_KEYS,
+            )?,
+            producer_properties: pass_through(
+                "producer",
+                options.kafka.producer,
+                MANAGED_PRODUCER_KEYS,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> RunOptions {
+        RunOptions {
+            input: Some(vec!["traffic".into()]),
+            output: Some("averages".into()),
+            ..RunOptions::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_set() {
+        let settings = RunSettings::try_from(minimal()).expect("valid");
+        assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(settings.group, "streamagg");
+        assert_eq!(
+            settings.window,
+            WindowSpec {
+                size_ms: 60_000,
+                grace_ms: 10_000
+            }
+        );
+        assert_eq!(settings.checkpoint_interval, Duration::from_secs(1));
+        assert_eq!(settings.input_format, Format::Json);
+        assert_eq!(settings.event_time, EventTime::Field);
+        assert_eq!(settings.state_dir, PathBuf::from("./state"));
+    }
+
+    #[test]
+    fn the_file_parses_with_durations_and_pass_through_tables() {
+        let text = r#"
+            brokers = "10.0.0.1:9092"
+            input = ["a", "b"]
+            output = "out"
+            window = "30s"
+            grace = "2s"
+            input_format = "avro"
+            event_time = "kafka"
+            min_value = 0.5
+            [kafka.consumer]
+            "fetch.max.bytes" = 1048576
+            "auto.offset.reset" = "latest"
+            [kafka.producer]
+            "linger.ms" = "5"
+        "#;
+        let settings =
+            RunSettings::try_from(RunOptions::from_toml("f.toml", text).expect("parses"))
+                .expect("valid");
+        assert_eq!(settings.input_topics, ["a", "b"]);
+        assert_eq!(
+            settings.window,
+            WindowSpec {
+                size_ms: 30_000,
+                grace_ms: 2_000
+            }
+        );
+        assert_eq!(settings.input_format, Format::Avro);
+        assert_eq!(settings.event_time, EventTime::Kafka);
+        assert_eq!(settings.min_value, Some(0.5));
+        assert_eq!(settings.consumer_properties["fetch.max.bytes"], "1048576");
+        assert_eq!(settings.consumer_properties["auto.offset.reset"], "latest");
+        assert_eq!(settings.producer_properties["linger.ms"], "5");
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let file = RunOptions {
+            group: Some("from-file".into()),
+            grace: Some(Duration::from_secs(3)),
+            ..minimal()
+        };
+        let flags = RunOptions {
+            group: Some("from-flag".into()),
+            ..RunOptions::default()
+        };
+        let settings = RunSettings::try_from(flags.or(file)).expect("valid");
+        assert_eq!(settings.group, "from-flag");
+        assert_eq!(settings.window.grace_ms, 3_000);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_the_key_named() {
+        let cases: Vec<(&str, RunOptions, &str)> = vec![
+            ("no input", RunOptions { input: None, ..minimal() }, "missing setting 'input' (flag --input, env STREAMAGG_INPUT, or the config file)"),
+            ("no output", RunOptions { output: None, ..minimal() }, "missing setting 'output' (flag --output, env STREAMAGG_OUTPUT, or the config file)"),
+            ("bad topic", RunOptions { output: Some("a b".into()), ..minimal() }, "invalid setting 'output': 'a b' is not a valid Kafka topic name"),
+            ("loop", RunOptions { output: Some("traffic".into()), ..minimal() }, "invalid setting 'output': 'traffic' is also an input topic"),
+            ("dup input", RunOptions { input: Some(vec!["x".into(), "x".into()]), ..minimal() }, "invalid setting 'input': names a topic twice"),
+            ("zero window", RunOptions { window: Some(Duration::ZERO), ..minimal() }, "invalid setting 'window': must be at least 1ms"),
+            ("tiny checkpoint", RunOptions { checkpoint_interval: Some(Duration::from_millis(1)), ..minimal() }, "invalid setting 'checkpoint_interval': must be at least 10ms"),
+            ("nan min", RunOptions { min_value: Some(f64::NAN), ..minimal() }, "invalid setting 'min_value': must be a finite number"),
+        ];
+        for (name, options, message) in cases {
+            assert_eq!(
+                RunSettings::try_from(options)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(message.to_owned()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn managed_librdkafka_keys_and_unknown_file_keys_are_refused() {
+        let managed = RunOptions::from_toml("f.toml", "[kafka.consumer]\n\"group.id\" = \"x\"\n")
+            .expect("parses");
+        assert_eq!(
+            RunSettings::try_from(RunOptions {
+                kafka: managed.kafka,
+                ..minimal()
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+            Err("[kafka.consumer] may not set 'group.id': streamagg manages it".to_owned())
+        );
+        let unknown = RunOptions::from_toml("f.toml", "input = [\"a\"]\nwindwo = \"1m\"\n")
+            .map_err(|e| e.to_string());
+        assert!(
+            matches!(&unknown, Err(m) if m.starts_with("config file f.toml: unknown field `windwo`")),
+            "{unknown:?}"
+        );
+        let bad_duration =
+            RunOptions::from_toml("f.toml", "grace = \"soon\"\n").map_err(|e| e.to_string());
+        assert!(bad_duration.is_err());
+    }
+}

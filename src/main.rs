@@ -1,0 +1,475 @@
+//! The `streamagg` binary: parses the command line into validated settings, runs the subcommand, and
+//! turns any error into one line on stderr and a non-zero exit code.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use streamagg::codec::{decode, Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
+use streamagg::config::{RunOptions, RunSettings};
+use streamagg::consume::{read_to_end, Isolation};
+use streamagg::generate::GeneratorConfig;
+use streamagg::kafka::KafkaSettings;
+use streamagg::model::{TrafficAverage, TrafficEvent};
+use streamagg::produce::{generate_to_topic, now_ms, Pace, ProduceSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "streamagg",
+    version,
+    about = "Per-minute event-time traffic averages from Apache Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the processor: consume traffic, aggregate per source and event-time window, emit averages.
+    Run(Box<RunArgs>),
+    /// Write synthetic TrafficEvents to a topic, keyed by source (creates the topic if missing).
+    Produce(ProduceArgs),
+    /// Print the records of a topic, from the beginning to its current end, as JSON lines.
+    Consume(ConsumeArgs),
+    /// Create or delete topics.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Print an embedded Avro schema.
+    Schema {
+        #[arg(value_enum)]
+        record: RecordKind,
+    },
+}
+
+#[derive(Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "STREAMAGG_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// How long to wait for the cluster to answer before giving up, e.g. 10s.
+    #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    kafka_timeout: Duration,
+}
+
+impl KafkaArgs {
+    fn settings(&self) -> Result<KafkaSettings> {
+        if self.brokers.trim().is_empty() {
+            bail!("--brokers is empty");
+        }
+        if self.kafka_timeout.is_zero() {
+            bail!("--kafka-timeout must be greater than zero");
+        }
+        Ok(KafkaSettings {
+            brokers: self.brokers.clone(),
+            timeout: self.kafka_timeout,
+        })
+    }
+}
+
+/// `streamagg run` flags. Each has an environment variable (`STREAMAGG_` + the flag in upper snake
+/// case) and a key in the TOML file (the flag in snake case); precedence: flag > env > file > default.
+#[derive(Args)]
+struct RunArgs {
+    /// TOML config file; unknown keys are errors.
+    #[arg(long, env = "STREAMAGG_CONFIG")]
+    config: Option<String>,
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long, env = "STREAMAGG_BROKERS")]
+    brokers: Option<String>,
+    /// Input topics, comma-separated.
+    #[arg(long, env = "STREAMAGG_INPUT", value_delimiter = ',')]
+    input: Option<Vec<String>>,
+    /// Output topic for TrafficAverage records.
+    #[arg(long, env = "STREAMAGG_OUTPUT")]
+    output: Option<String>,
+    /// Consumer group [default: streamagg].
+    #[arg(long, env = "STREAMAGG_GROUP")]
+    group: Option<String>,
+    /// Directory of the RocksDB state store [default: ./state].
+    #[arg(long, env = "STREAMAGG_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
+    /// Input payload format [default: json].
+    #[arg(long, env = "STREAMAGG_INPUT_FORMAT", value_enum)]
+    input_format: Option<Format>,
+    /// Output payload format [default: json].
+    #[arg(long, env = "STREAMAGG_OUTPUT_FORMAT", value_enum)]
+    output_format: Option<Format>,
+    /// Event time from the record's `timestamp` field or the Kafka record timestamp [default: field].
+    #[arg(long, env = "STREAMAGG_EVENT_TIME", value_enum)]
+    event_time: Option<streamagg::config::EventTime>,
+    /// Window size [default: 60s].
+    #[arg(long, env = "STREAMAGG_WINDOW", value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    /// How long after a window's end it still accepts out-of-order events [default: 10s].
+    #[arg(long, env = "STREAMAGG_GRACE", value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
+    /// Drop events with value below this before aggregation (the threshold filter).
+    #[arg(long, env = "STREAMAGG_MIN_VALUE")]
+    min_value: Option<f64>,
+    /// Forward late events here, unchanged, with headers saying why.
+    #[arg(long, env = "STREAMAGG_LATE_TOPIC")]
+    late_topic: Option<String>,
+    /// Forward undecodable or invalid records here, unchanged, with headers saying why.
+    #[arg(long, env = "STREAMAGG_DLQ_TOPIC")]
+    dlq_topic: Option<String>,
+    /// How often state and offsets are checkpointed [default: 1s].
+    #[arg(long, env = "STREAMAGG_CHECKPOINT_INTERVAL", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// How long to wait for the cluster at start-up [default: 10s].
+    #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", value_parser = humantime::parse_duration)]
+    kafka_timeout: Option<Duration>,
+}
+
+impl RunArgs {
+    fn settings(self) -> Result<RunSettings> {
+        let file = match &self.config {
+            Some(path) => RunOptions::from_file(path)?,
+            None => RunOptions::default(),
+        };
+        let flags = RunOptions {
+            brokers: self.brokers,
+            input: self.input,
+            output: self.output,
+            group: self.group,
+            state_dir: self.state_dir,
+            input_format: self.input_format,
+            output_format: self.output_format,
+            event_time: self.event_time,
+            window: self.window,
+            grace: self.grace,
+            min_value: self.min_value,
+            late_topic: self.late_topic,
+            dlq_topic: self.dlq_topic,
+            checkpoint_interval: self.checkpoint_interval,
+            kafka_timeout: self.kafka_timeout,
+            kafka: Default::default(),
+        };
+        Ok(RunSettings::try_from(flags.or(file))?)
+    }
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create topics that do not exist yet.
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Topic names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+    /// Delete topics; a topic that does not exist is not an error.
+    Delete {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Topic names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Topic to write to.
+    #[arg(long)]
+    topic: String,
+    /// Partitions of the topic if it has to be created.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Number of distinct sources.
+    #[arg(long, default_value_t = 100)]
+    sources: u32,
+    /// Events per second, with the wall clock as event time (runs until --count or Ctrl-C).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Number of events; without --rate they are written as fast as possible, with event times spread
+    /// evenly over --span ending now.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Event-time span of a preload (--count without --rate), e.g. 10m.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    span: Duration,
+    /// Event-time start of a preload in epoch milliseconds (default: now minus --span, on a minute).
+    #[arg(long)]
+    start_ms: Option<i64>,
+    /// Payload format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Each event's timestamp lags its clock by up to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    out_of_order_ms: u64,
+    /// Fraction of events whose timestamp lags a further --late-by-ms (late for the processor).
+    #[arg(long, default_value_t = 0.0)]
+    late_fraction: f64,
+    /// How far late events lag.
+    #[arg(long, default_value_t = 120_000)]
+    late_by_ms: u64,
+    /// RNG seed; the same seed gives the same events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl ProduceArgs {
+    fn settings(&self) -> Result<ProduceSettings> {
+        if self.topic.is_empty() {
+            bail!("--topic is empty");
+        }
+        if self.partitions < 1 {
+            bail!("--partitions must be at least 1");
+        }
+        if self.sources < 1 {
+            bail!("--sources must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.late_fraction) {
+            bail!(
+                "--late-fraction must be within [0, 1], got {}",
+                self.late_fraction
+            );
+        }
+        let span_ms = i64::try_from(self.span.as_millis()).context("--span is too long")?;
+        let pace = match (self.rate, self.count) {
+            (Some(rate), count) if rate.is_finite() && rate > 0.0 => Pace::Rate {
+                per_second: rate,
+                count,
+            },
+            (Some(rate), _) => bail!("--rate must be a positive number, got {rate}"),
+            (None, Some(count)) => {
+                let start_ms = self
+                    .start_ms
+                    .unwrap_or_else(|| (now_ms() - span_ms) / 60_000 * 60_000);
+                Pace::Preload {
+                    count,
+                    start_ms,
+                    span_ms,
+                }
+            }
+            (None, None) => bail!("give --count, --rate, or both"),
+        };
+        Ok(ProduceSettings {
+            kafka: self.kafka.settings()?,
+            topic: self.topic.clone(),
+            partitions: self.partitions,
+            format: self.format,
+            generator: GeneratorConfig {
+                sources: self.sources,
+                seed: self.seed,
+                out_of_order_ms: self.out_of_order_ms,
+                late_fraction: self.late_fraction,
+                late_by_ms: self.late_by_ms,
+            },
+            pace,
+            progress_every: Duration::from_secs(5),
+        })
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RecordKind {
+    /// TrafficEvent, the input record.
+    Event,
+    /// TrafficAverage, the output record.
+    Average,
+}
+
+#[derive(Args)]
+struct ConsumeArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Topic to read.
+    #[arg(long)]
+    topic: String,
+    /// Which record the topic holds.
+    #[arg(long, value_enum, default_value = "average")]
+    record: RecordKind,
+    /// Payload format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Also show records of open or aborted transactions.
+    #[arg(long)]
+    read_uncommitted: bool,
+    /// Give up if the end of the topic is not reached within this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    deadline: Duration,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs collected from files and containers stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("streamagg: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run_processor(args.settings()?),
+        Command::Produce(args) => produce(args.settings()?),
+        Command::Consume(args) => consume(&args),
+        Command::Topics { action } => topics(action),
+        Command::Schema { record } => {
+            print!(
+                "{}",
+                match record {
+                    RecordKind::Event => TRAFFIC_EVENT_SCHEMA,
+                    RecordKind::Average => TRAFFIC_AVERAGE_SCHEMA,
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Sets the returned flag on SIGINT or SIGTERM, so long runs stop cleanly and deliver what they queued.
+fn stop_on_signal(runtime: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    runtime.spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut sigterm) => {
+                    sigterm.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+        tracing::info!("stop requested: finishing in-flight work");
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+/// Runs `work` on its own thread with a stop flag that SIGINT/SIGTERM set, and returns its result.
+fn until_signalled<T: Send>(name: &str, work: impl FnOnce(&AtomicBool) -> T + Send) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stop = stop_on_signal(&runtime);
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| work(&stop));
+        // Keep the signal task running on this thread while the work runs on its own.
+        runtime.block_on(async {
+            while !worker.is_finished() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))
+    })
+}
+
+fn run_processor(settings: RunSettings) -> Result<()> {
+    until_signalled("processor", |stop| streamagg::pipeline::run(settings, stop))??;
+    Ok(())
+}
+
+fn produce(settings: ProduceSettings) -> Result<()> {
+    let report = until_signalled("producer", |stop| generate_to_topic(&settings, stop))??;
+    println!(
+        "produced {} events to '{}' in {:.2}s ({:.0} events/s)",
+        report.delivered,
+        settings.topic,
+        report.elapsed.as_secs_f64(),
+        report.events_per_second()
+    );
+    Ok(())
+}
+
+fn consume(args: &ConsumeArgs) -> Result<()> {
+    let settings = args.kafka.settings()?;
+    let isolation = if args.read_uncommitted {
+        Isolation::ReadUncommitted
+    } else {
+        Isolation::ReadCommitted
+    };
+    let records = read_to_end(&settings, &args.topic, isolation, args.deadline)?;
+    let mut undecodable = 0_u64;
+    for record in &records {
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let line = match args.record {
+            RecordKind::Event => {
+                decode::<TrafficEvent>(payload, args.format).map(|r| serde_json::to_string(&r))
+            }
+            RecordKind::Average => {
+                decode::<TrafficAverage>(payload, args.format).map(|r| serde_json::to_string(&r))
+            }
+        };
+        match line {
+            Ok(Ok(line)) => println!("{line}"),
+            _ => undecodable += 1,
+        }
+    }
+    if undecodable > 0 {
+        eprintln!(
+            "streamagg: {undecodable} of {} records did not decode as {:?}",
+            records.len(),
+            args.format
+        );
+    }
+    Ok(())
+}
+
+fn topics(action: TopicsAction) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match action {
+        TopicsAction::Create {
+            kafka: args,
+            names,
+            partitions,
+            replication,
+        } => {
+            let settings = args.settings()?;
+            if partitions < 1 || replication < 1 {
+                bail!("--partitions and --replication must be at least 1");
+            }
+            let admin = streamagg::kafka::admin_client(&settings)?;
+            for name in &names {
+                let created = runtime.block_on(streamagg::kafka::ensure_topic(
+                    &admin,
+                    &settings,
+                    name,
+                    partitions,
+                    replication,
+                ))?;
+                println!("{name}: {}", if created { "created" } else { "exists" });
+            }
+        }
+        TopicsAction::Delete { kafka: args, names } => {
+            let settings = args.settings()?;
+            let admin = streamagg::kafka::admin_client(&settings)?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            runtime.block_on(streamagg::kafka::delete_topics(&admin, &settings, &names))?;
+            println!("deleted {}", names.join(", "));
+        }
+    }
+    Ok(())
+}

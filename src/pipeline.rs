@@ -1,0 +1,568 @@
+//! `streamagg run`: the consumer-group loop wiring source → decode → window → state/checkpoint → sink.
+//!
+//! One thread owns a `BaseConsumer` and polls it; the [`Processor`] (open windows, state store, sink)
+//! lives in the consumer's context behind a mutex, so librdkafka's rebalance callback — which runs
+//! inside `poll` on the same thread — can checkpoint revoked partitions before they are released and
+//! set the resume offsets of assigned ones before they are fetched. Every `checkpoint_interval` the
+//! loop checkpoints: outputs are flushed, then state and the offsets it reflects are written to
+//! RocksDB in one batch, then the offsets are committed to the group with rebuild metadata.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::Offset;
+
+use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan};
+use crate::codec::decode;
+use crate::config::{EventTime, RunSettings};
+use crate::kafka::{self, ConnectionAware, KafkaSetupError, StreamaggContext};
+use crate::model::TrafficEvent;
+use crate::produce::ProduceError;
+use crate::sink::Sink;
+use crate::store::{PartitionCheckpoint, PartitionUpdate, StateStore, StoreError, TopicPartition};
+use crate::window::{Observed, PartitionWindows};
+
+/// Why the processor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Setup(Box<KafkaSetupError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Produce(Box<ProduceError>),
+    #[error("input topic '{0}' does not exist")]
+    InputMissing(String),
+    #[error("{what} topic '{topic}' does not exist")]
+    OutputMissing { what: &'static str, topic: String },
+    #[error("Kafka consumer: {0}")]
+    Consumer(KafkaError),
+}
+
+impl From<KafkaSetupError> for PipelineError {
+    fn from(error: KafkaSetupError) -> Self {
+        PipelineError::Setup(Box::new(error))
+    }
+}
+
+impl From<ProduceError> for PipelineError {
+    fn from(error: ProduceError) -> Self {
+        PipelineError::Produce(Box::new(error))
+    }
+}
+
+/// What happened to input records, counted since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub aggregated: u64,
+    pub late: u64,
+    pub filtered: u64,
+    pub invalid: u64,
+    pub replayed: u64,
+    pub windows_emitted: u64,
+    pub checkpoints: u64,
+}
+
+/// One owned input partition.
+struct PartitionState {
+    windows: PartitionWindows,
+    /// The offset after the last processed record; `None` before the first record of a fresh partition.
+    next_offset: Option<i64>,
+    /// Records below this offset are a rebuild of state another owner already emitted from.
+    replay_until: i64,
+    /// Processed records since the last checkpoint.
+    changed: bool,
+}
+
+/// The open windows of every owned partition, with the store and sink they checkpoint to.
+pub struct Processor {
+    settings: RunSettings,
+    store: StateStore,
+    sink: Sink,
+    /// topic → partition → state (two levels so a message is looked up without allocating).
+    partitions: HashMap<String, HashMap<i32, PartitionState>>,
+    counts: Counts,
+}
+
+impl Processor {
+    /// Processes one input record.
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+        let Some(state) = self
+            .partitions
+            .get_mut(message.topic())
+            .and_then(|p| p.get_mut(&message.partition()))
+        else {
+            return Ok(()); // fetched just before its partition was revoked: the new owner processes it
+        };
+        let offset = message.offset();
+        if state.next_offset.is_some_and(|next| offset < next) {
+            return Ok(()); // already reflected in state
+        }
+        let replay = offset < state.replay_until;
+        let event = decode::<TrafficEvent>(
+            message.payload().unwrap_or_default(),
+            self.settings.input_format,
+        );
+        let outcome = match event {
+            Err(error) => Err(error.to_string()),
+            Ok(event) => {
+                let timestamp = match self.settings.event_time {
+                    EventTime::Field => Some(event.timestamp),
+                    EventTime::Kafka => message.timestamp().to_millis(),
+                };
+                match timestamp {
+                    None => Err("record has no Kafka timestamp".to_owned()),
+                    Some(_) if self.settings.min_value.is_some_and(|min| event.value < min) => {
+                        Ok(None)
+                    }
+                    Some(timestamp) => Ok(Some(state.windows.observe(
+                        &event.source,
+                        timestamp,
+                        event.value,
+                        offset,
+                    ))),
+                }
+            }
+        };
+        state.next_offset = Some(offset + 1);
+        state.changed = true;
+        if replay {
+            // Side outputs and counts of these records happened when they were first processed.
+            self.counts.replayed += 1;
+            return Ok(());
+        }
+        match outcome {
+            Ok(Some(Observed::Aggregated)) => self.counts.aggregated += 1,
+            Ok(Some(Observed::Late { window_start })) => {
+                self.counts.late += 1;
+                self.sink.forward_late(message, window_start)?;
+            }
+            Ok(Some(Observed::OutOfRange)) => {
+                self.counts.invalid += 1;
+                self.sink
+                    .forward_invalid(message, "timestamp out of range")?;
+            }
+            Ok(None) => self.counts.filtered += 1,
+            Err(reason) => {
+                self.counts.invalid += 1;
+                self.sink.forward_invalid(message, &reason)?;
+            }
+        }
+        for window in state.windows.close_due() {
+            self.sink.emit(&window)?;
+            self.counts.windows_emitted += 1;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints the owned partitions (those in `only`, if given) that processed records since their
+    /// last checkpoint: flush outputs, write state + offsets in one batch, commit to the group.
+    fn checkpoint<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[TopicPartition]>,
+        mode: CommitMode,
+    ) -> Result<(), PipelineError> {
+        let selected = |topic: &str, partition: i32| {
+            only.is_none_or(|list| {
+                list.iter()
+                    .any(|tp| tp.topic == topic && tp.partition == partition)
+            })
+        };
+        let any_changed = self
+            .partitions
+            .iter()
+            .any(|(topic, parts)| parts.iter().any(|(&p, s)| s.changed && selected(topic, p)));
+        if !any_changed {
+            return Ok(());
+        }
+        // Outputs first: state must never claim offsets whose windows were not delivered.
+        self.sink
+            .flush(self.settings.kafka.timeout.max(Duration::from_secs(30)))?;
+
+        let mut updates = Vec::new();
+        let mut commit = TopicPartitionList::new();
+        for (topic, parts) in &mut self.partitions {
+            for (&partition, state) in parts.iter_mut() {
+                let Some(next_offset) = state
+                    .next_offset
+                    .filter(|_| state.changed && selected(topic, partition))
+                else {
+                    continue;
+                };
+                let stream_time = state.windows.stream_time();
+                let metadata = CommitMetadata {
+                    stream_time,
+                    rebuild_offset: state.windows.rebuild_offset().unwrap_or(next_offset),
+                };
+                let mut element = commit.add_partition(topic, partition);
+                element
+                    .set_offset(Offset::Offset(next_offset))
+                    .map_err(PipelineError::Consumer)?;
+                element.set_metadata(metadata.encode());
+                updates.push(PartitionUpdate {
+                    partition: TopicPartition {
+                        topic: topic.clone(),
+                        partition,
+                    },
+                    checkpoint: PartitionCheckpoint {
+                        next_offset,
+                        stream_time,
+                    },
+                    closed_before: state.windows.open_from(),
+                    changed: state.windows.take_dirty(),
+                });
+                state.changed = false;
+            }
+        }
+        self.store.write(&updates)?;
+        self.counts.checkpoints += 1;
+        // The group commit is advisory (RocksDB is the truth for this instance); a failed commit only
+        // means a new owner would rebuild from an older point.
+        if let Err(error) = consumer.commit(&commit, mode) {
+            tracing::warn!(%error, "committing offsets to the group failed; will retry at the next checkpoint");
+            for (topic, parts) in &mut self.partitions {
+                for (&partition, state) in parts.iter_mut() {
+                    if commit.find_partition(topic, partition).is_some() {
+                        state.changed = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prepares newly assigned partitions and sets the offsets they resume from in `assignment`.
+    fn assign<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        assignment: &mut TopicPartitionList,
+    ) -> Result<(), PipelineError> {
+        let committed = consumer
+            .committed_offsets(assignment.clone(), self.settings.kafka.timeout)
+            .map_err(PipelineError::Consumer)?;
+        let mut resumed = Vec::new();
+        for element in assignment.elements() {
+            let tp = TopicPartition {
+                topic: element.topic().to_owned(),
+                partition: element.partition(),
+            };
+            let group = committed
+                .find_partition(&tp.topic, tp.partition)
+                .and_then(|c| match c.offset() {
+                    Offset::Offset(offset) => Some((offset, CommitMetadata::parse(c.metadata()))),
+                    _ => None,
+                });
+            let local = self.store.load(&tp)?;
+            let plan = plan_resume(local.as_ref().map(|(checkpoint, _)| *checkpoint), group);
+            let spec = self.settings.window;
+            let (state, from) = match plan {
+                ResumePlan::Local { from } => {
+                    let (checkpoint, windows) = local.unwrap_or((
+                        PartitionCheckpoint {
+                            next_offset: from,
+                            stream_time: None,
+                        },
+                        Vec::new(),
+                    ));
+                    let windows = PartitionWindows::restore(spec, checkpoint.stream_time, windows);
+                    (
+                        PartitionState {
+                            windows,
+                            next_offset: Some(from),
+                            replay_until: from,
+                            changed: false,
+                        },
+                        Some(from),
+                    )
+                }
+                ResumePlan::Rebuild {
+                    from,
+                    replay_until,
+                    stream_time,
+                    forget_local,
+                } => {
+                    if forget_local {
+                        self.store.forget(&tp)?;
+                    }
+                    let windows = PartitionWindows::restore(spec, stream_time, Vec::new());
+                    (
+                        PartitionState {
+                            windows,
+                            next_offset: Some(from),
+                            replay_until,
+                            changed: false,
+                        },
+                        Some(from),
+                    )
+                }
+                ResumePlan::CommittedOnly { from, forget_local } => {
+                    if forget_local {
+                        self.store.forget(&tp)?;
+                    }
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
+                    let windows = PartitionWindows::new(spec);
+                    (
+                        PartitionState {
+                            windows,
+                            next_offset: Some(from),
+                            replay_until: from,
+                            changed: false,
+                        },
+                        Some(from),
+                    )
+                }
+                ResumePlan::Fresh => (
+                    PartitionState {
+                        windows: PartitionWindows::new(spec),
+                        next_offset: None,
+                        replay_until: 0,
+                        changed: false,
+                    },
+                    None,
+                ),
+            };
+            resumed.push((tp, state, from, plan));
+        }
+        for (tp, state, from, plan) in resumed {
+            if let Some(from) = from {
+                assignment
+                    .set_partition_offset(&tp.topic, tp.partition, Offset::Offset(from))
+                    .map_err(PipelineError::Consumer)?;
+            }
+            tracing::info!(topic = %tp.topic, partition = tp.partition, ?plan, "assigned");
+            self.partitions
+                .entry(tp.topic)
+                .or_default()
+                .insert(tp.partition, state);
+        }
+        Ok(())
+    }
+
+    /// Checkpoints revoked partitions and drops their in-memory state.
+    fn revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &TopicPartitionList,
+    ) -> Result<(), PipelineError> {
+        let list: Vec<TopicPartition> = revoked
+            .elements()
+            .iter()
+            .map(|e| TopicPartition {
+                topic: e.topic().to_owned(),
+                partition: e.partition(),
+            })
+            .collect();
+        let result = self.checkpoint(consumer, Some(&list), CommitMode::Sync);
+        for tp in &list {
+            if let Some(parts) = self.partitions.get_mut(&tp.topic) {
+                parts.remove(&tp.partition);
+            }
+            tracing::info!(topic = %tp.topic, partition = tp.partition, "revoked");
+        }
+        result
+    }
+}
+
+/// The consumer's context: logging, plus the processor the rebalance callback works on.
+struct ProcessorContext {
+    base: StreamaggContext,
+    processor: Mutex<Processor>,
+    /// An error raised inside a callback, picked up by the poll loop.
+    failure: Mutex<Option<PipelineError>>,
+}
+
+impl ProcessorContext {
+    fn fail(&self, error: PipelineError) {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert(error);
+        }
+    }
+
+    fn take_failure(&self) -> Option<PipelineError> {
+        self.failure.lock().ok().and_then(|mut f| f.take())
+    }
+
+    fn with_processor<T>(&self, f: impl FnOnce(&mut Processor) -> T) -> T {
+        let mut guard = self
+            .processor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+}
+
+impl ClientContext for ProcessorContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.base.log_line(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.log_error(error, reason);
+    }
+}
+
+impl ConnectionAware for ProcessorContext {
+    fn mark_connected(&self) {
+        self.base.mark_connected();
+    }
+}
+
+impl ConsumerContext for ProcessorContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let prepared = self.with_processor(|p| p.assign(consumer, partitions));
+                let assigned = if cooperative {
+                    consumer.incremental_assign(partitions)
+                } else {
+                    consumer.assign(partitions)
+                };
+                prepared.and(assigned.map_err(PipelineError::Consumer))
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let checkpointed = self.with_processor(|p| p.revoke(consumer, partitions));
+                let released = if cooperative {
+                    consumer.incremental_unassign(partitions)
+                } else {
+                    consumer.unassign()
+                };
+                checkpointed.and(released.map_err(PipelineError::Consumer))
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error");
+                if !cooperative {
+                    let _ = consumer.unassign();
+                }
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            self.fail(error);
+        }
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    pub counts: Counts,
+}
+
+/// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.
+pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, PipelineError> {
+    let store = StateStore::open(&settings.state_dir)?;
+    let sink = Sink::connect(&settings)?;
+    for topic in &settings.input_topics {
+        if kafka::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
+            return Err(PipelineError::InputMissing(topic.clone()));
+        }
+    }
+    let written = [
+        ("output", Some(&settings.output_topic)),
+        ("late", settings.late_topic.as_ref()),
+        ("DLQ", settings.dlq_topic.as_ref()),
+    ];
+    for (what, topic) in written {
+        if let Some(topic) = topic {
+            if kafka::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
+                return Err(PipelineError::OutputMissing {
+                    what,
+                    topic: topic.clone(),
+                });
+            }
+        }
+    }
+
+    let mut config = settings.kafka.client_config("streamagg");
+    config
+        .set("group.id", &settings.group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed");
+    for (key, value) in &settings.consumer_properties {
+        config.set(key, value);
+    }
+    let context = ProcessorContext {
+        base: StreamaggContext::default(),
+        processor: Mutex::new(Processor {
+            settings: settings.clone(),
+            store,
+            sink,
+            partitions: HashMap::new(),
+            counts: Counts::default(),
+        }),
+        failure: Mutex::new(None),
+    };
+    let consumer: BaseConsumer<ProcessorContext> = config
+        .create_with_context(context)
+        .map_err(KafkaSetupError::Config)?;
+    kafka::fetch_metadata(consumer.client(), &settings.kafka, None)?;
+    let topics: Vec<&str> = settings.input_topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(PipelineError::Consumer)?;
+    tracing::info!(group = %settings.group, inputs = ?settings.input_topics, output = %settings.output_topic, "running");
+
+    let context = consumer.context();
+    let mut last_checkpoint = Instant::now();
+    let mut last_report = Instant::now();
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                if let Err(error) = context.with_processor(|p| p.handle(&message)) {
+                    break Err(error);
+                }
+            }
+            Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+            None => {}
+        }
+        if let Some(error) = context.take_failure() {
+            break Err(error);
+        }
+        if last_checkpoint.elapsed() >= settings.checkpoint_interval {
+            last_checkpoint = Instant::now();
+            if let Err(error) =
+                context.with_processor(|p| p.checkpoint(&consumer, None, CommitMode::Async))
+            {
+                break Err(error);
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            let counts = context.with_processor(|p| p.counts);
+            tracing::info!(?counts, "progress");
+        }
+    };
+    // On a clean stop: a final synchronous checkpoint, then leave the group (dropping the consumer
+    // revokes its partitions through the callback above, which has nothing left to write).
+    let result = result
+        .and_then(|()| context.with_processor(|p| p.checkpoint(&consumer, None, CommitMode::Sync)));
+    let counts = context.with_processor(|p| p.counts);
+    drop(consumer);
+    tracing::info!(?counts, "stopped");
+    result.map(|()| RunReport { counts })
+}

@@ -1,0 +1,274 @@
+//! Writing records to Kafka: [`RecordProducer`], a tuned idempotent producer that waits instead of
+//! failing when its queue is full and accounts for every delivery, and [`generate_to_topic`], the
+//! `streamagg produce` traffic generator built on it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::codec::{encode, Format};
+use crate::generate::{GeneratorConfig, TrafficGenerator};
+use crate::kafka::{self, KafkaSettings, KafkaSetupError, StreamaggContext};
+
+/// Why producing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    #[error("cannot produce to '{topic}': {cause}")]
+    Send { topic: String, cause: KafkaError },
+    #[error("{failed} of {total} records were not delivered; first error: {first_error}")]
+    Delivery {
+        failed: u64,
+        total: u64,
+        first_error: String,
+    },
+    #[error("{pending} records were still undelivered after waiting {}", humantime::format_duration(*.waited))]
+    FlushTimeout { pending: i32, waited: Duration },
+}
+
+/// An idempotent, batching, compressing producer. Keys are hashed with Java's murmur2 partitioner,
+/// so a key lands on the same partition as it would from a Java producer.
+pub struct RecordProducer {
+    producer: BaseProducer<StreamaggContext>,
+    sent: u64,
+}
+
+impl RecordProducer {
+    /// Creates the producer and checks that the cluster answers within `settings.timeout`.
+    /// `properties` are librdkafka pass-through settings applied over the defaults here.
+    pub fn connect(
+        settings: &KafkaSettings,
+        client_id: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<Self, KafkaSetupError> {
+        let mut config = settings.client_config(client_id);
+        config
+            .set("enable.idempotence", "true")
+            .set("partitioner", "murmur2_random")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576");
+        for (key, value) in properties {
+            config.set(key, value);
+        }
+        let producer: BaseProducer<StreamaggContext> = config
+            .create_with_context(StreamaggContext::default())
+            .map_err(KafkaSetupError::Config)?;
+        kafka::fetch_metadata(producer.client(), settings, None)?;
+        Ok(RecordProducer { producer, sent: 0 })
+    }
+
+    /// The underlying client, for metadata requests.
+    pub fn client(&self) -> &rdkafka::client::Client<StreamaggContext> {
+        self.producer.client()
+    }
+
+    /// Queues one record; when the local queue is full, serves delivery reports until there is room.
+    pub fn send(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), ProduceError> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((cause, _)) => {
+                    return Err(ProduceError::Send {
+                        topic: topic.to_owned(),
+                        cause,
+                    })
+                }
+            }
+        }
+        self.sent += 1;
+        // Serve delivery reports regularly so their queue does not grow with the run.
+        if self.sent.is_multiple_of(1024) {
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// (delivered, failed) so far.
+    pub fn delivery_counts(&self) -> (u64, u64) {
+        let stats = &self.producer.context().deliveries;
+        (
+            stats.delivered.load(Ordering::Relaxed),
+            stats.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits until every queued record is delivered or failed, for at most `timeout`. Fails unless
+    /// every record sent so far was delivered.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), ProduceError> {
+        if self.producer.flush(timeout).is_err() {
+            return Err(ProduceError::FlushTimeout {
+                pending: self.producer.in_flight_count(),
+                waited: timeout,
+            });
+        }
+        let (_, failed) = self.delivery_counts();
+        if failed > 0 {
+            let first_error = self
+                .producer
+                .context()
+                .deliveries
+                .first_error()
+                .unwrap_or_default();
+            return Err(ProduceError::Delivery {
+                failed,
+                total: self.sent,
+                first_error,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What `streamagg produce` writes, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProduceSettings {
+    pub kafka: KafkaSettings,
+    pub topic: String,
+    /// Partitions of the topic if it has to be created.
+    pub partitions: i32,
+    pub format: Format,
+    pub generator: GeneratorConfig,
+    pub pace: Pace,
+    /// How often progress is logged.
+    pub progress_every: Duration,
+}
+
+/// How many events, how fast, and which event time they carry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pace {
+    /// As fast as possible, `count` events whose event time advances evenly from `start_ms` over
+    /// `span_ms` (a preload for tests and benchmarks).
+    Preload {
+        count: u64,
+        start_ms: i64,
+        span_ms: i64,
+    },
+    /// `per_second` events a second with the wall clock as event time, until `count` (if any) or stop.
+    Rate { per_second: f64, count: Option<u64> },
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProduceReport {
+    pub delivered: u64,
+    pub elapsed: Duration,
+}
+
+impl ProduceReport {
+    pub fn events_per_second(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes generated traffic to `settings.topic` (created if missing), keyed by source, until the
+/// pace's count is reached or `stop` is set; then waits for every delivery. Blocks.
+pub fn generate_to_topic(
+    settings: &ProduceSettings,
+    stop: &AtomicBool,
+) -> Result<ProduceReport, ProduceError> {
+    let mut producer =
+        RecordProducer::connect(&settings.kafka, "streamagg-produce", &BTreeMap::new())?;
+    if kafka::partition_count(producer.client(), &settings.kafka, &settings.topic)?.is_none() {
+        let admin = kafka::admin_client(&settings.kafka)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| KafkaSetupError::CreateTopic {
+                topic: settings.topic.clone(),
+                reason: e.to_string(),
+            })?;
+        if runtime.block_on(kafka::ensure_topic(
+            &admin,
+            &settings.kafka,
+            &settings.topic,
+            settings.partitions,
+            1,
+        ))? {
+            tracing::info!(topic = %settings.topic, partitions = settings.partitions, "created topic");
+        }
+    }
+
+    let mut generator = TrafficGenerator::new(settings.generator.clone());
+    let mut payload = Vec::with_capacity(128);
+    let started = Instant::now();
+    let mut last_progress = started;
+    let mut produced: u64 = 0;
+    let limit = match settings.pace {
+        Pace::Preload { count, .. } => Some(count),
+        Pace::Rate { count, .. } => count,
+    };
+    while limit.is_none_or(|limit| produced < limit) && !stop.load(Ordering::Relaxed) {
+        let base_ms = match settings.pace {
+            Pace::Preload {
+                count,
+                start_ms,
+                span_ms,
+            } => {
+                start_ms
+                    + (i128::from(span_ms) * i128::from(produced) / i128::from(count.max(1))) as i64
+            }
+            Pace::Rate { per_second, .. } => {
+                let due = started + Duration::from_secs_f64(produced as f64 / per_second);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                now_ms()
+            }
+        };
+        let event = generator.next_event(base_ms);
+        payload.clear();
+        encode(&event, settings.format, &mut payload);
+        producer.send(&settings.topic, event.source.as_bytes(), &payload, None)?;
+        produced += 1;
+        if last_progress.elapsed() >= settings.progress_every {
+            last_progress = Instant::now();
+            let (delivered, failed) = producer.delivery_counts();
+            let rate = produced as f64 / started.elapsed().as_secs_f64();
+            tracing::info!(
+                produced,
+                delivered,
+                failed,
+                rate = format!("{rate:.0}/s"),
+                "producing"
+            );
+        }
+    }
+    producer.flush(Duration::from_secs(60).max(settings.kafka.timeout))?;
+    let (delivered, _) = producer.delivery_counts();
+    Ok(ProduceReport {
+        delivered,
+        elapsed: started.elapsed(),
+    })
+}

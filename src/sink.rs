@@ -1,0 +1,207 @@
+//! The output edge of the processor: closed windows become `TrafficAverage` records on the output
+//! topic; late and undecodable input records are forwarded unchanged to the late topic and the DLQ,
+//! with headers saying why and where they came from. All through one idempotent [`RecordProducer`].
+
+use std::time::Duration;
+
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+
+use crate::codec::{encode, Format};
+use crate::config::RunSettings;
+use crate::kafka::KafkaSetupError;
+use crate::model::TrafficAverage;
+use crate::produce::{ProduceError, RecordProducer};
+use crate::window::{ClosedWindow, WindowSpec};
+
+/// Header naming why a record went to the DLQ or late topic.
+pub const HEADER_ERROR: &str = "streamagg.error";
+/// Headers naming where a forwarded record came from.
+pub const HEADER_TOPIC: &str = "streamagg.topic";
+pub const HEADER_PARTITION: &str = "streamagg.partition";
+pub const HEADER_OFFSET: &str = "streamagg.offset";
+/// On late records: the start of the window that had closed.
+pub const HEADER_WINDOW_START: &str = "streamagg.window_start";
+
+/// The averages of one closed window.
+pub fn average_of(window: &ClosedWindow, spec: WindowSpec) -> TrafficAverage {
+    let a = &window.aggregate;
+    TrafficAverage {
+        source: window.source.clone(),
+        window_start: window.window_start,
+        window_end: window.window_start + spec.size_ms,
+        count: a.count as i64,
+        sum: a.sum,
+        avg: a.sum / a.count as f64,
+        min: a.min,
+        max: a.max,
+    }
+}
+
+/// Writes the processor's outputs.
+pub struct Sink {
+    producer: RecordProducer,
+    output_topic: String,
+    output_format: Format,
+    late_topic: Option<String>,
+    dlq_topic: Option<String>,
+    spec: WindowSpec,
+    buffer: Vec<u8>,
+}
+
+impl Sink {
+    /// Connects the producer (checking the cluster answers) with the run's pass-through properties.
+    pub fn connect(settings: &RunSettings) -> Result<Self, KafkaSetupError> {
+        let producer = RecordProducer::connect(
+            &settings.kafka,
+            "streamagg-sink",
+            &settings.producer_properties,
+        )?;
+        Ok(Sink {
+            producer,
+            output_topic: settings.output_topic.clone(),
+            output_format: settings.output_format,
+            late_topic: settings.late_topic.clone(),
+            dlq_topic: settings.dlq_topic.clone(),
+            spec: settings.window,
+            buffer: Vec::with_capacity(256),
+        })
+    }
+
+    /// The producer's client, for metadata requests.
+    pub fn client(&self) -> &rdkafka::client::Client<crate::kafka::StreamaggContext> {
+        self.producer.client()
+    }
+
+    /// Queues the average of a closed window, keyed by source.
+    pub fn emit(&mut self, window: &ClosedWindow) -> Result<(), ProduceError> {
+        self.buffer.clear();
+        encode(
+            &average_of(window, self.spec),
+            self.output_format,
+            &mut self.buffer,
+        );
+        self.producer.send(
+            &self.output_topic,
+            window.source.as_bytes(),
+            &self.buffer,
+            None,
+        )
+    }
+
+    /// Forwards a record whose window had closed to the late topic, if one is set. Returns whether it was.
+    pub fn forward_late(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        window_start: i64,
+    ) -> Result<bool, ProduceError> {
+        let Some(topic) = self.late_topic.clone() else {
+            return Ok(false);
+        };
+        let headers = provenance(message, "late: window closed").insert(Header {
+            key: HEADER_WINDOW_START,
+            value: Some(window_start.to_string().as_bytes()),
+        });
+        self.forward(&topic, message, headers)?;
+        Ok(true)
+    }
+
+    /// Forwards a record that could not be processed to the DLQ, if one is set. Returns whether it was.
+    pub fn forward_invalid(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+    ) -> Result<bool, ProduceError> {
+        let Some(topic) = self.dlq_topic.clone() else {
+            return Ok(false);
+        };
+        self.forward(&topic, message, provenance(message, reason))?;
+        Ok(true)
+    }
+
+    fn forward(
+        &mut self,
+        topic: &str,
+        message: &BorrowedMessage<'_>,
+        headers: OwnedHeaders,
+    ) -> Result<(), ProduceError> {
+        self.producer.send(
+            topic,
+            message.key().unwrap_or_default(),
+            message.payload().unwrap_or_default(),
+            Some(headers),
+        )
+    }
+
+    /// Waits until everything queued is delivered (see [`RecordProducer::flush`]).
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), ProduceError> {
+        self.producer.flush(timeout)
+    }
+}
+
+/// The original record's headers followed by the reason and where the record came from.
+fn provenance(message: &BorrowedMessage<'_>, reason: &str) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            headers = headers.insert(header);
+        }
+    }
+    headers
+        .insert(Header {
+            key: HEADER_ERROR,
+            value: Some(reason.as_bytes()),
+        })
+        .insert(Header {
+            key: HEADER_TOPIC,
+            value: Some(message.topic().as_bytes()),
+        })
+        .insert(Header {
+            key: HEADER_PARTITION,
+            value: Some(message.partition().to_string().as_bytes()),
+        })
+        .insert(Header {
+            key: HEADER_OFFSET,
+            value: Some(message.offset().to_string().as_bytes()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::Aggregate;
+
+    #[test]
+    fn average_divides_sum_by_count_and_spans_the_window() {
+        let window = ClosedWindow {
+            source: "s".into(),
+            window_start: 120_000,
+            aggregate: Aggregate {
+                count: 4,
+                sum: 10.0,
+                min: 1.0,
+                max: 4.0,
+                first_offset: 0,
+            },
+        };
+        let average = average_of(
+            &window,
+            WindowSpec {
+                size_ms: 60_000,
+                grace_ms: 0,
+            },
+        );
+        assert_eq!(
+            average,
+            TrafficAverage {
+                source: "s".into(),
+                window_start: 120_000,
+                window_end: 180_000,
+                count: 4,
+                sum: 10.0,
+                avg: 2.5,
+                min: 1.0,
+                max: 4.0
+            }
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! The RocksDB state store: per input partition, the open windows' aggregates and the checkpoint
+//! (next offset, stream time) they correspond to — always written together in one atomic `WriteBatch`.
+//!
+//! Layout (two column families, big-endian keys so byte order is numeric order):
+//! - `windows`: `partition key ‖ window_start (sign-flipped i64) ‖ source` → [`Aggregate`] (40 bytes).
+//!   "All windows of a partition" is one prefix; "windows starting before t" is a range inside it, so
+//!   closed windows are deleted with one range delete.
+//! - `partitions`: `partition key` → [`PartitionCheckpoint`].
+//!
+//! The partition key is `topic length (u16) ‖ topic ‖ partition (u32)`.
+
+use std::path::Path;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
+
+use crate::window::Aggregate;
+
+const WINDOWS: &str = "windows";
+const PARTITIONS: &str = "partitions";
+const CHECKPOINT_VERSION: u8 = 1;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state store in {dir}: {cause}")]
+    Open { dir: String, cause: String },
+    #[error("state store: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("state store holds a malformed {what} record (written by another version?)")]
+    Corrupt { what: &'static str },
+}
+
+/// One input partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Where a partition's processing stands: everything before `next_offset` is reflected in the stored
+/// windows, and `stream_time` is the largest event timestamp among those offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionCheckpoint {
+    pub next_offset: i64,
+    pub stream_time: Option<i64>,
+}
+
+/// What a checkpoint writes for one partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionUpdate {
+    pub partition: TopicPartition,
+    pub checkpoint: PartitionCheckpoint,
+    /// Windows starting before this are closed: deleted.
+    pub closed_before: i64,
+    /// Open windows that changed: written.
+    pub changed: Vec<(i64, String, Aggregate)>,
+}
+
+/// The RocksDB database in the state directory.
+pub struct StateStore {
+    db: DB,
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let open_error = |cause: String| StoreError::Open {
+            dir: dir.display().to_string(),
+            cause,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let mut family = Options::default();
+        family.set_compression_type(DBCompressionType::Lz4);
+        family.set_bottommost_compression_type(DBCompressionType::Zstd);
+        let families = [
+            ColumnFamilyDescriptor::new(WINDOWS, family.clone()),
+            ColumnFamilyDescriptor::new(PARTITIONS, family),
+        ];
+        let db = DB::open_cf_descriptors(&options, dir, families)
+            .map_err(|e| open_error(e.into_string()))?;
+        Ok(StateStore { db })
+    }
+
+    fn family(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // Both families are created by `open`, so they always exist.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| unreachable!("column family {name} is created by open"))
+    }
+
+    /// The stored checkpoint and open windows of `partition`, if it has any.
+    #[allow(clippy::type_complexity)]
+    pub fn load(
+        &self,
+        partition: &TopicPartition,
+    ) -> Result<Option<(PartitionCheckpoint, Vec<(i64, String, Aggregate)>)>, StoreError> {
+        let key = partition_key(partition);
+        let Some(bytes) = self.db.get_cf(self.family(PARTITIONS), &key)? else {
+            return Ok(None);
+        };
+        let checkpoint = decode_checkpoint(&bytes).ok_or(StoreError::Corrupt {
+            what: "partition checkpoint",
+        })?;
+        let mut windows = Vec::new();
+        for item in self.db.iterator_cf(
+            self.family(WINDOWS),
+            IteratorMode::From(&key, Direction::Forward),
+        ) {
+            let (window_key, value) = item?;
+            let Some(rest) = window_key.strip_prefix(key.as_slice()) else {
+                break;
+            };
+            let (start, source) =
+                decode_window_suffix(rest).ok_or(StoreError::Corrupt { what: "window key" })?;
+            let aggregate = decode_aggregate(&value).ok_or(StoreError::Corrupt {
+                what: "window aggregate",
+            })?;
+            windows.push((start, source, aggregate));
+        }
+        Ok(Some((checkpoint, windows)))
+    }
+
+    /// Writes every update in one atomic, synced batch.
+    pub fn write(&self, updates: &[PartitionUpdate]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        let (windows, partitions) = (self.family(WINDOWS), self.family(PARTITIONS));
+        for update in updates {
+            let key = partition_key(&update.partition);
+            batch.delete_range_cf(
+                windows,
+                window_key(&key, i64::MIN, ""),
+                window_key(&key, update.closed_before, ""),
+            );
+            for (start, source, aggregate) in &update.changed {
+                batch.put_cf(
+                    windows,
+                    window_key(&key, *start, source),
+                    encode_aggregate(aggregate),
+                );
+            }
+            batch.put_cf(partitions, &key, encode_checkpoint(&update.checkpoint));
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Forgets everything stored for `partition` (its local state is stale).
+    pub fn forget(&self, partition: &TopicPartition) -> Result<(), StoreError> {
+        let key = partition_key(partition);
+        let mut batch = WriteBatch::default();
+        let mut end = key.clone();
+        end.push(0xff);
+        batch.delete_range_cf(self.family(WINDOWS), key.as_slice(), end.as_slice());
+        batch.delete_cf(self.family(PARTITIONS), &key);
+        self.db.write(batch)?;
+        Ok(())
+    }
+}
+
+/// `topic length (u16 BE) ‖ topic ‖ partition (u32 BE)`.
+pub fn partition_key(partition: &TopicPartition) -> Vec<u8> {
+    let topic = partition.topic.as_bytes();
+    let mut key = Vec::with_capacity(2 + topic.len() + 4);
+    // Kafka topic names are at most 249 bytes, so the length always fits.
+    key.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    key.extend_from_slice(topic);
+    key.extend_from_slice(&(partition.partition as u32).to_be_bytes());
+    key
+}
+
+/// `partition key ‖ window_start with the sign bit flipped (u64 BE) ‖ source`.
+pub fn window_key(partition_key: &[u8], window_start: i64, source: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(partition_key.len() + 8 + source.len());
+    key.extend_from_slice(partition_key);
+    key.extend_from_slice(&((window_start as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(source.as_bytes());
+    key
+}
+
+fn decode_window_suffix(suffix: &[u8]) -> Option<(i64, String)> {
+    let (start, source) = suffix.split_first_chunk::<8>()?;
+    let start = (u64::from_be_bytes(*start) ^ (1 << 63)) as i64;
+    Some((start, String::from_utf8(source.to_vec()).ok()?))
+}
+
+fn encode_aggregate(a: &Aggregate) -> [u8; 40] {
+    let mut out = [0_u8; 40];
+    out[0..8].copy_from_slice(&a.count.to_le_bytes());
+    out[8..16].copy_from_slice(&a.sum.to_le_bytes());
+    out[16..24].copy_from_slice(&a.min.to_le_bytes());
+    out[24..32].copy_from_slice(&a.max.to_le_bytes());
+    out[32..40].copy_from_slice(&a.first_offset.to_le_bytes());
+    out
+}
+
+fn decode_aggregate(bytes: &[u8]) -> Option<Aggregate> {
+    let field = |i: usize| -> Option<[u8; 8]> { bytes.get(i * 8..i * 8 + 8)?.try_into().ok() };
+    if bytes.len() != 40 {
+        return None;
+    }
+    Some(Aggregate {
+        count: u64::from_le_bytes(field(0)?),
+        sum: f64::from_le_bytes(field(1)?),
+        min: f64::from_le_bytes(field(2)?),
+        max: f64::from_le_bytes(field(3)?),
+        first_offset: i64::from_le_bytes(field(4)?),
+    })
+}
+
+fn encode_checkpoint(c: &PartitionCheckpoint) -> [u8; 18] {
+    let mut out = [0_u8; 18];
+    out[0] = CHECKPOINT_VERSION;
+    out[1] = u8::from(c.stream_time.is_some());
+    out[2..10].copy_from_slice(&c.next_offset.to_le_bytes());
+    out[10..18].copy_from_slice(&c.stream_time.unwrap_or(0).to_le_bytes());
+    out
+}
+
+fn decode_checkpoint(bytes: &[u8]) -> Option<PartitionCheckpoint> {
+    if bytes.len() != 18 || bytes[0] != CHECKPOINT_VERSION {
+        return None;
+    }
+    let next_offset = i64::from_le_bytes(bytes[2..10].try_into().ok()?);
+    let stream_time = i64::from_le_bytes(bytes[10..18].try_into().ok()?);
+    Some(PartitionCheckpoint {
+        next_offset,
+        stream_time: (bytes[1] == 1).then_some(stream_time),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(topic: &str, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.to_owned(),
+            partition,
+        }
+    }
+
+    fn agg(count: u64, first_offset: i64) -> Aggregate {
+        Aggregate {
+            count,
+            sum: count as f64 * 1.5,
+            min: -1.0,
+            max: 9.0,
+            first_offset,
+        }
+    }
+
+    #[test]
+    fn window_keys_sort_by_partition_then_start_then_source() {
+        let p0 = partition_key(&tp("traffic", 0));
+        let p1 = partition_key(&tp("traffic", 1));
+        let other = partition_key(&tp("traffic2", 0));
+        let ordered = [
+            window_key(&p0, i64::MIN, ""),
+            window_key(&p0, -60_000, "z"),
+            window_key(&p0, 0, "a"),
+            window_key(&p0, 0, "b"),
+            window_key(&p0, 60_000, ""),
+            window_key(&p0, 60_000, "a"),
+            window_key(&p0, i64::MAX, "a"),
+            window_key(&p1, i64::MIN, "a"),
+            window_key(&other, 0, "a"),
+        ];
+        for pair in ordered.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} < {:?}", pair[0], pair[1]);
+        }
+        // A topic that is a prefix of another cannot alias it: the length comes first.
+        assert!(!window_key(&other, 0, "a").starts_with(&p0));
+    }
+
+    #[test]
+    fn window_suffix_and_records_round_trip() {
+        let p = partition_key(&tp("t", 3));
+        for (start, source) in [
+            (0_i64, "a"),
+            (-60_000, "ü/eth0"),
+            (i64::MAX, ""),
+            (i64::MIN, "x"),
+        ] {
+            let key = window_key(&p, start, source);
+            assert_eq!(
+                decode_window_suffix(&key[p.len()..]),
+                Some((start, source.to_owned()))
+            );
+        }
+        let a = agg(7, 42);
+        assert_eq!(decode_aggregate(&encode_aggregate(&a)), Some(a));
+        for checkpoint in [
+            PartitionCheckpoint {
+                next_offset: 0,
+                stream_time: None,
+            },
+            PartitionCheckpoint {
+                next_offset: 12_345,
+                stream_time: Some(-5),
+            },
+        ] {
+            assert_eq!(
+                decode_checkpoint(&encode_checkpoint(&checkpoint)),
+                Some(checkpoint)
+            );
+        }
+        assert_eq!(decode_checkpoint(&[9; 18]), None);
+        assert_eq!(decode_aggregate(&[0; 39]), None);
+    }
+
+    #[test]
+    fn a_checkpoint_survives_reopening_and_closed_windows_are_deleted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b) = (tp("traffic", 0), tp("traffic", 1));
+        {
+            let store = StateStore::open(dir.path()).expect("opens");
+            assert_eq!(store.load(&a).expect("loads"), None);
+            store
+                .write(&[
+                    PartitionUpdate {
+                        partition: a.clone(),
+                        checkpoint: PartitionCheckpoint {
+                            next_offset: 10,
+                            stream_time: Some(130_000),
+                        },
+                        closed_before: i64::MIN,
+                        changed: vec![
+                            (0, "s1".into(), agg(1, 0)),
+                            (60_000, "s1".into(), agg(2, 3)),
+                            (120_000, "s2".into(), agg(3, 5)),
+                        ],
+                    },
+                    PartitionUpdate {
+                        partition: b.clone(),
+                        checkpoint: PartitionCheckpoint {
+                            next_offset: 4,
+                            stream_time: Some(1),
+                        },
+                        closed_before: i64::MIN,
+                        changed: vec![(0, "s9".into(), agg(4, 0))],
+                    },
+                ])
+                .expect("writes");
+            // The next checkpoint closes [0, 60s) and updates a later window.
+            store
+                .write(&[PartitionUpdate {
+                    partition: a.clone(),
+                    checkpoint: PartitionCheckpoint {
+                        next_offset: 20,
+                        stream_time: Some(135_000),
+                    },
+                    closed_before: 60_000,
+                    changed: vec![(120_000, "s2".into(), agg(5, 5))],
+                }])
+                .expect("writes");
+        }
+        let store = StateStore::open(dir.path()).expect("reopens");
+        let (checkpoint, windows) = store.load(&a).expect("loads").expect("has state");
+        assert_eq!(
+            checkpoint,
+            PartitionCheckpoint {
+                next_offset: 20,
+                stream_time: Some(135_000)
+            }
+        );
+        assert_eq!(
+            windows,
+            vec![
+                (60_000, "s1".into(), agg(2, 3)),
+                (120_000, "s2".into(), agg(5, 5))
+            ]
+        );
+        let (_, windows_b) = store.load(&b).expect("loads").expect("has state");
+        assert_eq!(
+            windows_b,
+            vec![(0, "s9".into(), agg(4, 0))],
+            "other partitions untouched"
+        );
+
+        store.forget(&a).expect("forgets");
+        assert_eq!(store.load(&a).expect("loads"), None);
+        assert!(store.load(&b).expect("loads").is_some());
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").expect("writes");
+        let error = StateStore::open(&file.join("state")).err().expect("fails");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot open the state store in "),
+            "{error}"
+        );
+    }
+}

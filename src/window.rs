@@ -1,0 +1,442 @@
+//! Event-time tumbling windows of one input partition — pure logic, no I/O.
+//!
+//! Windows are `[start, start + size)`, aligned to the epoch. A partition's *stream time* is the
+//! largest event timestamp it has seen. A window closes when its partition's stream time reaches
+//! `start + size + grace`; an event whose window has already closed is late and is not aggregated.
+//! Closed windows come out in order of `window_start`, then `source`, each exactly once, and are then
+//! dropped. Because stream time only moves forward and closing is monotone in `start`, "every window
+//! with `start < open_from()` is closed" holds at all times: the store uses it to delete closed windows
+//! with one range delete.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Window size and grace period, in milliseconds. Both validated positive / non-negative by config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub size_ms: i64,
+    pub grace_ms: i64,
+}
+
+impl WindowSpec {
+    /// The start of the window holding `timestamp`, or `None` if that window's close time does not fit
+    /// in an `i64` (a timestamp within one window of the ends of time: treated as bad input).
+    pub fn start_of(&self, timestamp: i64) -> Option<i64> {
+        let start = timestamp
+            .div_euclid(self.size_ms)
+            .checked_mul(self.size_ms)?;
+        start
+            .checked_add(self.size_ms)?
+            .checked_add(self.grace_ms)?;
+        Some(start)
+    }
+
+    /// The stream time at which the window starting at `start` closes.
+    pub fn closes_at(&self, start: i64) -> i64 {
+        start
+            .saturating_add(self.size_ms)
+            .saturating_add(self.grace_ms)
+    }
+
+    /// The first window start still open at `stream_time`: every window starting before it is closed.
+    pub fn open_from(&self, stream_time: i64) -> i64 {
+        // closes_at(s) > t  ⇔  s > t - size - grace  ⇔  s ≥ t - size - grace + 1; rounded up to a start.
+        let bound = stream_time
+            .saturating_sub(self.size_ms)
+            .saturating_sub(self.grace_ms)
+            .saturating_add(1);
+        let start = bound.div_euclid(self.size_ms).saturating_mul(self.size_ms);
+        if start < bound {
+            start.saturating_add(self.size_ms)
+        } else {
+            start
+        }
+    }
+}
+
+/// The running aggregate of one source in one window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aggregate {
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    /// The smallest input offset that contributed: replaying the partition from the smallest of these
+    /// over all open windows rebuilds them.
+    pub first_offset: i64,
+}
+
+impl Aggregate {
+    pub fn of(value: f64, offset: i64) -> Self {
+        Aggregate {
+            count: 1,
+            sum: value,
+            min: value,
+            max: value,
+            first_offset: offset,
+        }
+    }
+
+    pub fn add(&mut self, value: f64, offset: i64) {
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.first_offset = self.first_offset.min(offset);
+    }
+}
+
+/// A window that has closed, ready to be emitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedWindow {
+    pub source: String,
+    pub window_start: i64,
+    pub aggregate: Aggregate,
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// Added to its open window.
+    Aggregated,
+    /// Its window had already closed on this partition.
+    Late { window_start: i64 },
+    /// Its timestamp is within one window of the ends of `i64` time.
+    OutOfRange,
+}
+
+/// The open windows of one input partition, and its stream time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionWindows {
+    spec: WindowSpec,
+    stream_time: Option<i64>,
+    /// window start → source → aggregate, plus a dirty flag since the last checkpoint.
+    open: BTreeMap<i64, HashMap<String, (Aggregate, bool)>>,
+    /// Keys whose dirty flag went from false to true since the last `take_dirty`.
+    dirty: Vec<(i64, String)>,
+}
+
+impl PartitionWindows {
+    pub fn new(spec: WindowSpec) -> Self {
+        PartitionWindows {
+            spec,
+            stream_time: None,
+            open: BTreeMap::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Rebuilds a partition from checkpointed windows (not dirty: they are already stored).
+    pub fn restore(
+        spec: WindowSpec,
+        stream_time: Option<i64>,
+        windows: impl IntoIterator<Item = (i64, String, Aggregate)>,
+    ) -> Self {
+        let mut restored = PartitionWindows::new(spec);
+        restored.stream_time = stream_time;
+        for (start, source, aggregate) in windows {
+            restored
+                .open
+                .entry(start)
+                .or_default()
+                .insert(source, (aggregate, false));
+        }
+        restored
+    }
+
+    pub fn stream_time(&self) -> Option<i64> {
+        self.stream_time
+    }
+
+    /// The first window start still open (see [`WindowSpec::open_from`]); `i64::MIN` before any event.
+    pub fn open_from(&self) -> i64 {
+        self.stream_time
+            .map_or(i64::MIN, |t| self.spec.open_from(t))
+    }
+
+    /// Number of open (source, window) pairs.
+    pub fn open_count(&self) -> usize {
+        self.open.values().map(HashMap::len).sum()
+    }
+
+    /// The smallest input offset contributing to an open window, if any window is open.
+    pub fn rebuild_offset(&self) -> Option<i64> {
+        self.open
+            .values()
+            .flat_map(|sources| sources.values().map(|(a, _)| a.first_offset))
+            .min()
+    }
+
+    /// Adds one event at input `offset`, advancing stream time.
+    pub fn observe(&mut self, source: &str, timestamp: i64, value: f64, offset: i64) -> Observed {
+        let Some(start) = self.spec.start_of(timestamp) else {
+            return Observed::OutOfRange;
+        };
+        let stream_time = self.stream_time.map_or(timestamp, |t| t.max(timestamp));
+        self.stream_time = Some(stream_time);
+        if self.spec.closes_at(start) <= stream_time {
+            return Observed::Late {
+                window_start: start,
+            };
+        }
+        let sources = self.open.entry(start).or_default();
+        match sources.get_mut(source) {
+            Some((aggregate, dirty)) => {
+                aggregate.add(value, offset);
+                if !*dirty {
+                    *dirty = true;
+                    self.dirty.push((start, source.to_owned()));
+                }
+            }
+            None => {
+                sources.insert(source.to_owned(), (Aggregate::of(value, offset), true));
+                self.dirty.push((start, source.to_owned()));
+            }
+        }
+        Observed::Aggregated
+    }
+
+    /// Removes and returns every window that stream time has closed, by `window_start` then `source`.
+    pub fn close_due(&mut self) -> Vec<ClosedWindow> {
+        let open_from = self.open_from();
+        let mut closed = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() >= open_from {
+                break;
+            }
+            let window_start = *entry.key();
+            let mut sources: Vec<(String, (Aggregate, bool))> =
+                entry.remove().into_iter().collect();
+            sources.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            closed.extend(
+                sources
+                    .into_iter()
+                    .map(|(source, (aggregate, _))| ClosedWindow {
+                        source,
+                        window_start,
+                        aggregate,
+                    }),
+            );
+        }
+        closed
+    }
+
+    /// The open windows changed since the last call, with their aggregates; clears their dirty flags.
+    pub fn take_dirty(&mut self) -> Vec<(i64, String, Aggregate)> {
+        let mut changed = Vec::with_capacity(self.dirty.len());
+        for (start, source) in std::mem::take(&mut self.dirty) {
+            if let Some((aggregate, dirty)) =
+                self.open.get_mut(&start).and_then(|s| s.get_mut(&source))
+            {
+                *dirty = false;
+                changed.push((start, source, *aggregate));
+            }
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: WindowSpec = WindowSpec {
+        size_ms: 60_000,
+        grace_ms: 10_000,
+    };
+
+    #[test]
+    fn window_start_rounds_down_to_the_epoch_aligned_window() {
+        let cases: &[(i64, Option<i64>)] = &[
+            (0, Some(0)),
+            (59_999, Some(0)),
+            (60_000, Some(60_000)),
+            (-1, Some(-60_000)),
+            (-60_000, Some(-60_000)),
+            (1_700_000_012_345, Some(1_699_999_980_000)),
+            (i64::MAX, None),
+            (i64::MAX - 40_000, None),
+            (i64::MAX - 80_000, Some(9_223_372_036_854_660_000)),
+            (i64::MIN, None),
+        ];
+        for &(timestamp, expected) in cases {
+            assert_eq!(MINUTE.start_of(timestamp), expected, "{timestamp}");
+        }
+    }
+
+    #[test]
+    fn open_from_is_the_first_start_whose_close_time_is_after_stream_time() {
+        for stream_time in [
+            -200_000_i64,
+            -70_001,
+            -1,
+            0,
+            69_999,
+            70_000,
+            70_001,
+            129_999,
+            130_000,
+            1_700_000_012_345,
+        ] {
+            let open_from = MINUTE.open_from(stream_time);
+            assert_eq!(open_from.rem_euclid(60_000), 0);
+            assert!(MINUTE.closes_at(open_from) > stream_time, "{stream_time}");
+            assert!(
+                MINUTE.closes_at(open_from - 60_000) <= stream_time,
+                "{stream_time}"
+            );
+        }
+    }
+
+    /// The table: events (source, timestamp, value) in arrival order, and what each produced.
+    #[test]
+    fn observe_and_close_follow_stream_time_and_grace() {
+        let mut windows = PartitionWindows::new(MINUTE);
+        type Step = (
+            &'static str,
+            i64,
+            f64,
+            Observed,
+            &'static [(&'static str, i64, u64)],
+        );
+        let steps: &[Step] = &[
+            ("a", 5_000, 1.0, Observed::Aggregated, &[]),
+            ("b", 59_000, 3.0, Observed::Aggregated, &[]),
+            ("a", 61_000, 5.0, Observed::Aggregated, &[]),
+            // out of order but within grace: still counts for [0, 60s)
+            ("a", 30_000, 7.0, Observed::Aggregated, &[]),
+            // stream time 69_999: [0, 60s) closes at 70_000, not yet
+            ("c", 69_999, 1.0, Observed::Aggregated, &[]),
+            // stream time 70_000: [0, 60s) closes; sorted by source
+            (
+                "c",
+                70_000,
+                1.0,
+                Observed::Aggregated,
+                &[("a", 0, 2), ("b", 0, 1)],
+            ),
+            // its window closed: late
+            ("b", 10_000, 9.0, Observed::Late { window_start: 0 }, &[]),
+            // a far-future event closes everything before it
+            (
+                "z",
+                1_000_000,
+                2.0,
+                Observed::Aggregated,
+                &[("a", 60_000, 1), ("c", 60_000, 2)],
+            ),
+        ];
+        for (i, &(source, timestamp, value, expected, closes)) in steps.iter().enumerate() {
+            assert_eq!(
+                windows.observe(source, timestamp, value, i as i64),
+                expected,
+                "step {i}"
+            );
+            let closed: Vec<(String, i64, u64)> = windows
+                .close_due()
+                .into_iter()
+                .map(|w| (w.source, w.window_start, w.aggregate.count))
+                .collect();
+            let expected: Vec<(String, i64, u64)> = closes
+                .iter()
+                .map(|&(s, w, c)| (s.to_owned(), w, c))
+                .collect();
+            assert_eq!(closed, expected, "step {i}");
+        }
+        assert_eq!(windows.stream_time(), Some(1_000_000));
+        assert_eq!(windows.open_count(), 1);
+    }
+
+    #[test]
+    fn aggregates_sum_count_min_max_and_first_offset() {
+        let mut windows = PartitionWindows::new(MINUTE);
+        for (offset, value) in [(10, 4.0), (11, -1.5), (12, 9.25), (13, 0.0)] {
+            windows.observe("s", 1_000 + offset, value, offset);
+        }
+        assert_eq!(windows.rebuild_offset(), Some(10));
+        windows.observe("t", 200_000, 1.0, 14);
+        let closed = windows.close_due();
+        assert_eq!(
+            closed,
+            vec![ClosedWindow {
+                source: "s".into(),
+                window_start: 0,
+                aggregate: Aggregate {
+                    count: 4,
+                    sum: 11.75,
+                    min: -1.5,
+                    max: 9.25,
+                    first_offset: 10
+                },
+            }]
+        );
+        assert_eq!(windows.rebuild_offset(), Some(14));
+    }
+
+    #[test]
+    fn dirty_windows_are_reported_once_per_change_and_closed_ones_not_at_all() {
+        let mut windows = PartitionWindows::new(MINUTE);
+        windows.observe("a", 1_000, 1.0, 0);
+        windows.observe("a", 2_000, 1.0, 1);
+        windows.observe("b", 61_000, 1.0, 2);
+        let dirty = windows.take_dirty();
+        assert_eq!(
+            dirty
+                .iter()
+                .map(|(s, src, a)| (*s, src.as_str(), a.count))
+                .collect::<Vec<_>>(),
+            [(0, "a", 2), (60_000, "b", 1)]
+        );
+        assert!(windows.take_dirty().is_empty());
+        windows.observe("b", 62_000, 1.0, 3);
+        windows.observe("c", 500_000, 1.0, 4);
+        windows.close_due();
+        // b changed but then closed: nothing to store for it; c is new.
+        let dirty: Vec<_> = windows
+            .take_dirty()
+            .into_iter()
+            .map(|(s, src, _)| (s, src))
+            .collect();
+        assert_eq!(dirty, [(480_000, "c".to_owned())]);
+    }
+
+    #[test]
+    fn restore_then_continue_equals_an_uninterrupted_run() {
+        let events: Vec<(String, i64, f64)> = (0..2_000)
+            .map(|i| {
+                (
+                    format!("s{}", i % 7),
+                    i * 997 % 400_000 + i * 300,
+                    (i % 13) as f64,
+                )
+            })
+            .collect();
+        let mut uninterrupted = PartitionWindows::new(MINUTE);
+        let mut expected = Vec::new();
+        for (offset, (source, ts, value)) in events.iter().enumerate() {
+            uninterrupted.observe(source, *ts, *value, offset as i64);
+            expected.extend(uninterrupted.close_due());
+        }
+
+        let mut first = PartitionWindows::new(MINUTE);
+        let mut got = Vec::new();
+        for (offset, (source, ts, value)) in events.iter().enumerate().take(1_000) {
+            first.observe(source, *ts, *value, offset as i64);
+            got.extend(first.close_due());
+        }
+        let stored: Vec<_> = first
+            .open
+            .iter()
+            .flat_map(|(start, sources)| {
+                sources
+                    .iter()
+                    .map(move |(src, (a, _))| (*start, src.clone(), *a))
+            })
+            .collect();
+        let mut second = PartitionWindows::restore(MINUTE, first.stream_time(), stored);
+        for (offset, (source, ts, value)) in events.iter().enumerate().skip(1_000) {
+            second.observe(source, *ts, *value, offset as i64);
+            got.extend(second.close_due());
+        }
+        assert_eq!(got, expected);
+    }
+}

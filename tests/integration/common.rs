@@ -1,0 +1,178 @@
+//! Helpers shared by the integration tests: the real broker's address, topics with random names that
+//! are deleted when the test ends, and running the `streamagg` binary.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use streamagg::kafka::{self, KafkaSettings};
+
+/// The broker the tests run against: `STREAMAGG_TEST_BROKERS`, default the one `scripts/kafka up` starts.
+pub fn brokers() -> String {
+    std::env::var("STREAMAGG_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
+pub fn kafka_settings() -> KafkaSettings {
+    KafkaSettings {
+        brokers: brokers(),
+        timeout: Duration::from_secs(20),
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(future)
+}
+
+/// A topic with a random name, created on the real broker and deleted on drop.
+pub struct TestTopic {
+    pub name: String,
+}
+
+impl TestTopic {
+    pub fn create(purpose: &str, partitions: i32) -> TestTopic {
+        let name = format!("it-{purpose}-{:016x}", rand::random::<u64>());
+        let settings = kafka_settings();
+        let admin = kafka::admin_client(&settings).expect("admin client");
+        let created = block_on(kafka::ensure_topic(&admin, &settings, &name, partitions, 1))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "creating {name} on {} failed (is `scripts/kafka up` running?): {e}",
+                    brokers()
+                )
+            });
+        assert!(created, "a random topic name must be new");
+        TestTopic { name }
+    }
+}
+
+impl Drop for TestTopic {
+    fn drop(&mut self) {
+        let settings = kafka_settings();
+        if let Ok(admin) = kafka::admin_client(&settings) {
+            if let Err(e) = block_on(kafka::delete_topics(&admin, &settings, &[&self.name])) {
+                eprintln!("warning: could not delete test topic {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// Runs the `streamagg` binary built for these tests with `args`.
+pub fn streamagg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_streamagg"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the streamagg binary runs")
+}
+
+/// A `streamagg run` child process; killed if still running when dropped. Its stderr goes to a file
+/// so tests can read what it logged.
+pub struct ProcessorProcess {
+    child: std::process::Child,
+    pub log_path: std::path::PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl ProcessorProcess {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> ProcessorProcess {
+        let log_dir = tempfile::tempdir().expect("temp dir");
+        let log_path = log_dir.path().join("processor.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_streamagg"))
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the streamagg binary starts");
+        ProcessorProcess {
+            child,
+            log_path,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit, at most `deadline`; panics with its log otherwise.
+    pub fn wait(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if started.elapsed() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "processor did not exit within {deadline:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then expect a clean exit within 30 s.
+    pub fn stop_gracefully(&mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "graceful stop failed ({status}); log:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+}
+
+impl Drop for ProcessorProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads `topic` until it holds at least `count` records or `deadline` passes, calling `check`
+/// between reads (e.g. to fail fast when a processor died). Returns the last read.
+pub fn wait_for_records(
+    topic: &str,
+    count: usize,
+    deadline: Duration,
+    mut check: impl FnMut(),
+) -> Vec<streamagg::consume::RawRecord> {
+    let started = std::time::Instant::now();
+    loop {
+        let records = streamagg::consume::read_to_end(
+            &kafka_settings(),
+            topic,
+            streamagg::consume::Isolation::ReadCommitted,
+            Duration::from_secs(30),
+        )
+        .expect("topic readable");
+        if records.len() >= count || started.elapsed() > deadline {
+            return records;
+        }
+        check();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

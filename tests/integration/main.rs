@@ -1,0 +1,6 @@
+//! Integration tests against a real Apache Kafka broker (`scripts/kafka up`) and the real binary.
+//! One test binary, so the crate links once.
+
+mod common;
+mod foundation;
+mod processor;

@@ -736,3 +736,68 @@ fn run_fails_with_one_line_for_each_kind_of_misconfiguration() {
         assert!(lines[0].starts_with(&prefix), "{args:?}: {}", lines[0]);
     }
 }
+
+#[test]
+fn settings_come_from_flags_over_environment_over_the_config_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("streamagg.toml");
+    let missing = format!("it-missing-{:016x}", rand::random::<u64>());
+    std::fs::write(
+        &config,
+        format!(
+            "input = [\"{missing}\"]\noutput = \"out\"\nwindow = \"0s\"\nbrokers = \"{}\"\n",
+            brokers()
+        ),
+    )
+    .expect("write");
+    let config = config.to_str().expect("utf8");
+    let state_dir = dir.path().join("state");
+    let run = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_streamagg"));
+        command
+            .args([
+                "run",
+                "--config",
+                config,
+                "--state-dir",
+                state_dir.to_str().expect("utf8"),
+            ])
+            .args(extra);
+        command.env("RUST_LOG", "warn");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let out = command.output().expect("runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).trim().to_owned()
+    };
+    // The file alone: its invalid window is reported.
+    assert_eq!(
+        run(&[], &[]),
+        "streamagg: error: invalid setting 'window': must be at least 1ms"
+    );
+    // The environment overrides the file; the next problem is the file's missing input topic.
+    assert_eq!(
+        run(&[("STREAMAGG_WINDOW", "5s")], &[]),
+        format!("streamagg: error: input topic '{missing}' does not exist")
+    );
+    // A flag overrides the environment.
+    assert_eq!(
+        run(&[("STREAMAGG_WINDOW", "5s")], &["--window", "0s"]),
+        "streamagg: error: invalid setting 'window': must be at least 1ms"
+    );
+    // Unknown keys in the file are refused, with the key named.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "input = [\"a\"]\nwindw = \"1m\"\n").expect("write");
+    let out = streamagg(&["run", "--config", typo.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.trim().starts_with(&format!(
+            "streamagg: error: config file {}: unknown field `windw`",
+            typo.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -59,6 +59,24 @@ pub enum KafkaSetupError {
     Config(KafkaError),
 }
 
+impl KafkaSetupError {
+    /// The cluster at `settings.brokers` did not answer within `settings.timeout`.
+    pub fn unreachable(settings: &KafkaSettings, cause: KafkaError) -> Self {
+        KafkaSetupError::Unreachable {
+            brokers: settings.brokers.clone(),
+            waited: settings.timeout,
+            cause,
+        }
+    }
+}
+
+/// Admin operations wait for their result as long as start-up waits for the cluster.
+fn admin_options(settings: &KafkaSettings) -> AdminOptions {
+    AdminOptions::new()
+        .operation_timeout(Some(settings.timeout))
+        .request_timeout(Some(settings.timeout))
+}
+
 /// The client context of every streamagg client: librdkafka's own log lines go to `tracing` (target
 /// `librdkafka`) at debug level until the cluster has answered once, so an unreachable cluster is
 /// reported once by the caller, not by a screenful of retries; afterwards warnings and errors are
@@ -171,11 +189,7 @@ pub fn fetch_metadata<C: ConnectionAware>(
 ) -> Result<Metadata, KafkaSetupError> {
     let metadata = client
         .fetch_metadata(topic, settings.timeout)
-        .map_err(|cause| KafkaSetupError::Unreachable {
-            brokers: settings.brokers.clone(),
-            waited: settings.timeout,
-            cause,
-        })?;
+        .map_err(|cause| KafkaSetupError::unreachable(settings, cause))?;
     client.context().mark_connected();
     Ok(metadata)
 }
@@ -213,18 +227,12 @@ pub async fn ensure_topic(
     partitions: i32,
     replication: i32,
 ) -> Result<bool, KafkaSetupError> {
-    let options = AdminOptions::new()
-        .operation_timeout(Some(settings.timeout))
-        .request_timeout(Some(settings.timeout));
+    let options = admin_options(settings);
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     let results = admin
         .create_topics([&new_topic], &options)
         .await
-        .map_err(|cause| KafkaSetupError::Unreachable {
-            brokers: settings.brokers.clone(),
-            waited: settings.timeout,
-            cause,
-        })?;
+        .map_err(|cause| KafkaSetupError::unreachable(settings, cause))?;
     match results.into_iter().next() {
         Some(Ok(_)) => Ok(true),
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
@@ -245,17 +253,11 @@ pub async fn delete_topics(
     settings: &KafkaSettings,
     topics: &[&str],
 ) -> Result<(), KafkaSetupError> {
-    let options = AdminOptions::new()
-        .operation_timeout(Some(settings.timeout))
-        .request_timeout(Some(settings.timeout));
+    let options = admin_options(settings);
     let results = admin
         .delete_topics(topics, &options)
         .await
-        .map_err(|cause| KafkaSetupError::Unreachable {
-            brokers: settings.brokers.clone(),
-            waited: settings.timeout,
-            cause,
-        })?;
+        .map_err(|cause| KafkaSetupError::unreachable(settings, cause))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}

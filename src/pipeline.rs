@@ -265,71 +265,46 @@ impl Processor {
             let local = self.store.load(&tp)?;
             let plan = plan_resume(local.as_ref().map(|(checkpoint, _)| *checkpoint), group);
             let spec = self.settings.window;
-            let (state, from) = match plan {
+            let forget_local = match plan {
+                ResumePlan::Rebuild { forget_local, .. }
+                | ResumePlan::CommittedOnly { forget_local, .. } => forget_local,
+                ResumePlan::Local { .. } | ResumePlan::Fresh => false,
+            };
+            if forget_local {
+                self.store.forget(&tp)?;
+            }
+            // (windows, offset to seek to, offset below which records are a replay)
+            let (windows, from, replay_until) = match plan {
                 ResumePlan::Local { from } => {
-                    let (checkpoint, windows) = local.unwrap_or((
-                        PartitionCheckpoint {
-                            next_offset: from,
-                            stream_time: None,
-                        },
-                        Vec::new(),
-                    ));
-                    let windows = PartitionWindows::restore(spec, checkpoint.stream_time, windows);
+                    let (stream_time, stored) =
+                        local.map(|(c, w)| (c.stream_time, w)).unwrap_or_default();
                     (
-                        PartitionState {
-                            windows,
-                            next_offset: Some(from),
-                            replay_until: from,
-                            changed: false,
-                        },
+                        PartitionWindows::restore(spec, stream_time, stored),
                         Some(from),
+                        from,
                     )
                 }
                 ResumePlan::Rebuild {
                     from,
                     replay_until,
                     stream_time,
-                    forget_local,
-                } => {
-                    if forget_local {
-                        self.store.forget(&tp)?;
-                    }
-                    let windows = PartitionWindows::restore(spec, stream_time, Vec::new());
-                    (
-                        PartitionState {
-                            windows,
-                            next_offset: Some(from),
-                            replay_until,
-                            changed: false,
-                        },
-                        Some(from),
-                    )
-                }
-                ResumePlan::CommittedOnly { from, forget_local } => {
-                    if forget_local {
-                        self.store.forget(&tp)?;
-                    }
-                    tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
-                    let windows = PartitionWindows::new(spec);
-                    (
-                        PartitionState {
-                            windows,
-                            next_offset: Some(from),
-                            replay_until: from,
-                            changed: false,
-                        },
-                        Some(from),
-                    )
-                }
-                ResumePlan::Fresh => (
-                    PartitionState {
-                        windows: PartitionWindows::new(spec),
-                        next_offset: None,
-                        replay_until: 0,
-                        changed: false,
-                    },
-                    None,
+                    ..
+                } => (
+                    PartitionWindows::restore(spec, stream_time, Vec::new()),
+                    Some(from),
+                    replay_until,
                 ),
+                ResumePlan::CommittedOnly { from, .. } => {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
+                    (PartitionWindows::new(spec), Some(from), from)
+                }
+                ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
+            };
+            let state = PartitionState {
+                windows,
+                next_offset: from,
+                replay_until,
+                changed: false,
             };
             resumed.push((tp, state, from, plan));
         }

@@ -152,6 +152,17 @@ impl Drop for ProcessorProcess {
     }
 }
 
+/// Everything on `topic` now (committed records only), read from the beginning.
+pub fn read_all(topic: &str) -> Vec<streamagg::consume::RawRecord> {
+    streamagg::consume::read_to_end(
+        &kafka_settings(),
+        topic,
+        streamagg::consume::Isolation::ReadCommitted,
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
+}
+
 /// Reads `topic` until it holds at least `count` records or `deadline` passes, calling `check`
 /// between reads (e.g. to fail fast when a processor died). Returns the last read.
 pub fn wait_for_records(
@@ -162,13 +173,7 @@ pub fn wait_for_records(
 ) -> Vec<streamagg::consume::RawRecord> {
     let started = std::time::Instant::now();
     loop {
-        let records = streamagg::consume::read_to_end(
-            &kafka_settings(),
-            topic,
-            streamagg::consume::Isolation::ReadCommitted,
-            Duration::from_secs(30),
-        )
-        .expect("topic readable");
+        let records = read_all(topic);
         if records.len() >= count || started.elapsed() > deadline {
             return records;
         }

@@ -5,12 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use streamagg::codec::{decode, encode_to_vec, Format};
-use streamagg::consume::{read_to_end, Isolation};
 use streamagg::generate::{GeneratorConfig, TrafficGenerator};
 use streamagg::model::TrafficEvent;
 use streamagg::produce::RecordProducer;
 
-use crate::common::{kafka_settings, streamagg, TestTopic};
+use crate::common::{kafka_settings, read_all, streamagg, TestTopic};
 
 fn round_trip(format: Format) {
     let topic = TestTopic::create("roundtrip", 4);
@@ -42,13 +41,7 @@ fn round_trip(format: Format) {
         .flush(Duration::from_secs(30))
         .expect("all delivered");
 
-    let records = read_to_end(
-        &kafka_settings(),
-        &topic.name,
-        Isolation::ReadCommitted,
-        Duration::from_secs(60),
-    )
-    .expect("topic read back");
+    let records = read_all(&topic.name);
     assert_eq!(records.len(), sent.len());
 
     // Kafka keeps order per partition, and keyed records of one source share a partition: so per

@@ -10,12 +10,12 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{types::Value as AvroValue, Schema};
 use rdkafka::message::{Header, OwnedHeaders};
 use streamagg::codec::{Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
-use streamagg::consume::{read_to_end, Isolation, RawRecord};
+use streamagg::consume::RawRecord;
 use streamagg::generate::{GeneratorConfig, TrafficGenerator};
 use streamagg::produce::RecordProducer;
 
 use crate::common::{
-    brokers, kafka_settings, streamagg, wait_for_records, ProcessorProcess, TestTopic,
+    brokers, kafka_settings, read_all, streamagg, wait_for_records, ProcessorProcess, TestTopic,
 };
 
 const WINDOW_MS: i64 = 60_000;
@@ -337,13 +337,7 @@ fn assert_output_matches(format: Format, output: &[RawRecord], expected: &Expect
 }
 
 fn assert_side_topic(topic: &str, expected: &BTreeSet<usize>, reason_prefix: &str) {
-    let records = read_to_end(
-        &kafka_settings(),
-        topic,
-        Isolation::ReadCommitted,
-        Duration::from_secs(30),
-    )
-    .expect("read");
+    let records = read_all(topic);
     let got: BTreeSet<usize> = records.iter().map(index_of).collect();
     assert_eq!(got.len(), records.len(), "{topic}: duplicates");
     assert_eq!(&got, expected, "{topic}");
@@ -444,13 +438,7 @@ fn oracle_test(format: Format) {
     let topics = Topics::create(&format!("oracle-{}", format_name(format)));
     let inputs = dataset(format, 11);
     produce_inputs(&topics.input.name, &inputs, 0..inputs.len());
-    let input_records = read_to_end(
-        &kafka_settings(),
-        &topics.input.name,
-        Isolation::ReadCommitted,
-        Duration::from_secs(30),
-    )
-    .expect("input");
+    let input_records = read_all(&topics.input.name);
     let expected = oracle(format, &inputs, &input_records);
     assert!(
         expected.windows.len() > 600 && !expected.late.is_empty() && !expected.invalid.is_empty()
@@ -470,13 +458,7 @@ fn oracle_test(format: Format) {
     processor.stop_gracefully();
     assert_output_matches(format, &output, &expected);
     // Nothing more arrived after the expected count (no late duplicates).
-    let output = read_to_end(
-        &kafka_settings(),
-        &topics.output.name,
-        Isolation::ReadCommitted,
-        Duration::from_secs(30),
-    )
-    .expect("output");
+    let output = read_all(&topics.output.name);
     assert_output_matches(format, &output, &expected);
     assert_side_topic(&topics.late.name, &expected.late, "late");
     assert_side_topic(&topics.dlq.name, &expected.invalid, "");
@@ -516,21 +498,9 @@ fn graceful_restart_neither_loses_nor_duplicates_a_window() {
     first.stop_gracefully();
 
     produce_inputs(&topics.input.name, &inputs, half..inputs.len());
-    let input_records = read_to_end(
-        &kafka_settings(),
-        &topics.input.name,
-        Isolation::ReadCommitted,
-        Duration::from_secs(30),
-    )
-    .expect("input");
+    let input_records = read_all(&topics.input.name);
     let expected = oracle(format, &inputs, &input_records);
-    let between = read_to_end(
-        &kafka_settings(),
-        &topics.output.name,
-        Isolation::ReadCommitted,
-        Duration::from_secs(30),
-    )
-    .expect("output");
+    let between = read_all(&topics.output.name);
     assert!(
         between.len() < expected.windows.len(),
         "the first run must stop mid-stream"
@@ -609,13 +579,7 @@ fn two_instances_split_the_partitions_and_together_equal_the_oracle() {
         std::thread::sleep(Duration::from_millis(100));
     }
     produce_inputs(&topics.input.name, &inputs, half..inputs.len());
-    let input_records = read_to_end(
-        &kafka_settings(),
-        &topics.input.name,
-        Isolation::ReadCommitted,
-        Duration::from_secs(30),
-    )
-    .expect("input");
+    let input_records = read_all(&topics.input.name);
     let expected = oracle(format, &inputs, &input_records);
     let output = wait_for_records(
         &topics.output.name,

@@ -18,6 +18,7 @@ use crate::window::WindowSpec;
 /// librdkafka consumer properties streamagg sets itself; passing them through is refused.
 pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
     "bootstrap.servers",
+    "group.instance.id",
     "group.id",
     "group.protocol",
     "partition.assignment.strategy",
@@ -35,6 +36,18 @@ pub const MANAGED_PRODUCER_KEYS: &[&str] = &[
     "acks",
     "partitioner",
 ];
+
+/// What streamagg promises about the output when something fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Outputs and the input offsets they reflect commit in one Kafka transaction per checkpoint:
+    /// a `read_committed` consumer sees every window exactly once, whatever fails.
+    ExactlyOnce,
+    /// No transactions: after a crash, windows closed since the last checkpoint are emitted again,
+    /// byte-identical.
+    AtLeastOnce,
+}
 
 /// Where a record's event time comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -84,6 +97,10 @@ pub struct RunOptions {
     pub checkpoint_interval: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub kafka_timeout: Option<Duration>,
+    pub guarantee: Option<Guarantee>,
+    pub instance_id: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub idle_close_after: Option<Duration>,
     #[serde(default)]
     pub kafka: KafkaPassThrough,
 }
@@ -151,6 +168,9 @@ impl RunOptions {
             dlq_topic: self.dlq_topic.or(fallback.dlq_topic),
             checkpoint_interval: self.checkpoint_interval.or(fallback.checkpoint_interval),
             kafka_timeout: self.kafka_timeout.or(fallback.kafka_timeout),
+            guarantee: self.guarantee.or(fallback.guarantee),
+            instance_id: self.instance_id.or(fallback.instance_id),
+            idle_close_after: self.idle_close_after.or(fallback.idle_close_after),
             kafka,
         }
     }
@@ -172,6 +192,11 @@ pub struct RunSettings {
     pub late_topic: Option<String>,
     pub dlq_topic: Option<String>,
     pub checkpoint_interval: Duration,
+    pub guarantee: Guarantee,
+    /// Names this instance in its transactional id; `None`: one generated once and kept in the state dir.
+    pub instance_id: Option<String>,
+    /// Advance an idle partition's stream time by wall clock after this long without records.
+    pub idle_close_after: Option<Duration>,
     pub consumer_properties: BTreeMap<String, String>,
     pub producer_properties: BTreeMap<String, String>,
 }
@@ -328,6 +353,24 @@ impl TryFrom<RunOptions> for RunSettings {
                 });
             }
         }
+        if let Some(id) = &options.instance_id {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "instance_id",
+                    reason: "use letters, digits, '.', '_' and '-'".into(),
+                });
+            }
+        }
+        if options.idle_close_after.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::Invalid {
+                key: "idle_close_after",
+                reason: "must be greater than zero".into(),
+            });
+        }
         Ok(RunSettings {
             kafka: KafkaSettings { brokers, timeout },
             input_topics,
@@ -344,6 +387,9 @@ impl TryFrom<RunOptions> for RunSettings {
             late_topic,
             dlq_topic,
             checkpoint_interval,
+            guarantee: options.guarantee.unwrap_or(Guarantee::ExactlyOnce),
+            instance_id: options.instance_id,
+            idle_close_after: options.idle_close_after,
             consumer_properties: pass_through(
                 "consumer",
                 options.kafka.consumer,
@@ -386,6 +432,8 @@ mod tests {
         assert_eq!(settings.input_format, Format::Json);
         assert_eq!(settings.event_time, EventTime::Field);
         assert_eq!(settings.state_dir, PathBuf::from("./state"));
+        assert_eq!(settings.guarantee, Guarantee::ExactlyOnce);
+        assert_eq!(settings.idle_close_after, None);
     }
 
     #[test]
@@ -399,6 +447,9 @@ mod tests {
             input_format = "avro"
             event_time = "kafka"
             min_value = 0.5
+            guarantee = "at-least-once"
+            instance_id = "node-1"
+            idle_close_after = "30s"
             [kafka.consumer]
             "fetch.max.bytes" = 1048576
             "auto.offset.reset" = "latest"
@@ -419,6 +470,9 @@ mod tests {
         assert_eq!(settings.input_format, Format::Avro);
         assert_eq!(settings.event_time, EventTime::Kafka);
         assert_eq!(settings.min_value, Some(0.5));
+        assert_eq!(settings.guarantee, Guarantee::AtLeastOnce);
+        assert_eq!(settings.instance_id.as_deref(), Some("node-1"));
+        assert_eq!(settings.idle_close_after, Some(Duration::from_secs(30)));
         assert_eq!(settings.consumer_properties["fetch.max.bytes"], "1048576");
         assert_eq!(settings.consumer_properties["auto.offset.reset"], "latest");
         assert_eq!(settings.producer_properties["linger.ms"], "5");
@@ -451,6 +505,8 @@ mod tests {
             ("zero window", RunOptions { window: Some(Duration::ZERO), ..minimal() }, "invalid setting 'window': must be at least 1ms"),
             ("tiny checkpoint", RunOptions { checkpoint_interval: Some(Duration::from_millis(1)), ..minimal() }, "invalid setting 'checkpoint_interval': must be at least 10ms"),
             ("nan min", RunOptions { min_value: Some(f64::NAN), ..minimal() }, "invalid setting 'min_value': must be a finite number"),
+            ("bad instance id", RunOptions { instance_id: Some("a b".into()), ..minimal() }, "invalid setting 'instance_id': use letters, digits, '.', '_' and '-'"),
+            ("zero idle close", RunOptions { idle_close_after: Some(Duration::ZERO), ..minimal() }, "invalid setting 'idle_close_after': must be greater than zero"),
         ];
         for (name, options, message) in cases {
             assert_eq!(

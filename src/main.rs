@@ -124,6 +124,17 @@ struct RunArgs {
     /// How long to wait for the cluster at start-up [default: 10s].
     #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", value_parser = humantime::parse_duration)]
     kafka_timeout: Option<Duration>,
+    /// Delivery guarantee [default: exactly-once].
+    #[arg(long, env = "STREAMAGG_GUARANTEE", value_enum)]
+    guarantee: Option<streamagg::config::Guarantee>,
+    /// Stable name of this instance, part of its transactional id [default: generated once, kept in
+    /// the state dir].
+    #[arg(long, env = "STREAMAGG_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Advance an idle partition's stream time by wall clock after this long without records, so its
+    /// last windows close (trades replay determinism for latency) [default: off].
+    #[arg(long, env = "STREAMAGG_IDLE_CLOSE_AFTER", value_parser = humantime::parse_duration)]
+    idle_close_after: Option<Duration>,
 }
 
 impl RunArgs {
@@ -148,6 +159,9 @@ impl RunArgs {
             dlq_topic: self.dlq_topic,
             checkpoint_interval: self.checkpoint_interval,
             kafka_timeout: self.kafka_timeout,
+            guarantee: self.guarantee,
+            instance_id: self.instance_id,
+            idle_close_after: self.idle_close_after,
             kafka: Default::default(),
         };
         Ok(RunSettings::try_from(flags.or(file))?)

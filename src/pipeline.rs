@@ -8,7 +8,7 @@
 //! RocksDB in one batch, then the offsets are committed to the group with rebuild metadata.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,12 +23,14 @@ use rdkafka::Offset;
 
 use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan};
 use crate::codec::decode;
-use crate::config::{EventTime, RunSettings};
+use crate::config::{EventTime, Guarantee, RunSettings};
 use crate::kafka::{self, ConnectionAware, KafkaSetupError, StreamaggContext};
 use crate::model::TrafficEvent;
-use crate::produce::ProduceError;
+use crate::produce::{ProduceError, TransactionErrorKind};
 use crate::sink::Sink;
-use crate::store::{PartitionCheckpoint, PartitionUpdate, StateStore, StoreError, TopicPartition};
+use crate::store::{
+    self, PartitionCheckpoint, PartitionUpdate, StateStore, StoreError, TopicPartition,
+};
 use crate::window::{Observed, PartitionWindows};
 
 /// Why the processor stopped with an error.
@@ -46,6 +48,8 @@ pub enum PipelineError {
     OutputMissing { what: &'static str, topic: String },
     #[error("Kafka consumer: {0}")]
     Consumer(KafkaError),
+    #[error("the consumer has no group metadata to commit a transaction with")]
+    NoGroupMetadata,
 }
 
 impl From<KafkaSetupError> for PipelineError {
@@ -70,6 +74,7 @@ pub struct Counts {
     pub replayed: u64,
     pub windows_emitted: u64,
     pub checkpoints: u64,
+    pub aborts: u64,
 }
 
 /// One owned input partition.
@@ -81,6 +86,8 @@ struct PartitionState {
     replay_until: i64,
     /// Processed records since the last checkpoint.
     changed: bool,
+    /// When the partition last delivered a record (for `idle_close_after`).
+    last_record: Instant,
 }
 
 /// The open windows of every owned partition, with the store and sink they checkpoint to.
@@ -135,6 +142,7 @@ impl Processor {
         };
         state.next_offset = Some(offset + 1);
         state.changed = true;
+        state.last_record = Instant::now();
         if replay {
             // Side outputs and counts of these records happened when they were first processed.
             self.counts.replayed += 1;
@@ -164,39 +172,21 @@ impl Processor {
         Ok(())
     }
 
-    /// Checkpoints the owned partitions (those in `only`, if given) that processed records since their
-    /// last checkpoint: flush outputs, write state + offsets in one batch, commit to the group.
+    /// Checkpoints every owned partition that processed records since its last checkpoint.
+    ///
+    /// at-least-once: flush outputs → write state + offsets to RocksDB in one batch → commit offsets
+    /// to the group (advisory). exactly-once: commit outputs and offsets in one Kafka transaction →
+    /// then write RocksDB; if the transaction must be aborted, everything since the last checkpoint is
+    /// redone from there ([`Processor::rewind`]).
     fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        only: Option<&[TopicPartition]>,
-        mode: CommitMode,
     ) -> Result<(), PipelineError> {
-        let selected = |topic: &str, partition: i32| {
-            only.is_none_or(|list| {
-                list.iter()
-                    .any(|tp| tp.topic == topic && tp.partition == partition)
-            })
-        };
-        let any_changed = self
-            .partitions
-            .iter()
-            .any(|(topic, parts)| parts.iter().any(|(&p, s)| s.changed && selected(topic, p)));
-        if !any_changed {
-            return Ok(());
-        }
-        // Outputs first: state must never claim offsets whose windows were not delivered.
-        self.sink
-            .flush(self.settings.kafka.timeout.max(Duration::from_secs(30)))?;
-
         let mut updates = Vec::new();
-        let mut commit = TopicPartitionList::new();
+        let mut offsets = TopicPartitionList::new();
         for (topic, parts) in &mut self.partitions {
             for (&partition, state) in parts.iter_mut() {
-                let Some(next_offset) = state
-                    .next_offset
-                    .filter(|_| state.changed && selected(topic, partition))
-                else {
+                let Some(next_offset) = state.next_offset.filter(|_| state.changed) else {
                     continue;
                 };
                 let stream_time = state.windows.stream_time();
@@ -204,7 +194,7 @@ impl Processor {
                     stream_time,
                     rebuild_offset: state.windows.rebuild_offset().unwrap_or(next_offset),
                 };
-                let mut element = commit.add_partition(topic, partition);
+                let mut element = offsets.add_partition(topic, partition);
                 element
                     .set_offset(Offset::Offset(next_offset))
                     .map_err(PipelineError::Consumer)?;
@@ -224,34 +214,69 @@ impl Processor {
                 state.changed = false;
             }
         }
-        self.store.write(&updates)?;
-        self.counts.checkpoints += 1;
-        // The group commit is advisory (RocksDB is the truth for this instance); a failed commit only
-        // means a new owner would rebuild from an older point.
-        if let Err(error) = consumer.commit(&commit, mode) {
-            tracing::warn!(%error, "committing offsets to the group failed; will retry at the next checkpoint");
-            for (topic, parts) in &mut self.partitions {
-                for (&partition, state) in parts.iter_mut() {
-                    if commit.find_partition(topic, partition).is_some() {
-                        state.changed = true;
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let patience = self.settings.kafka.timeout.max(Duration::from_secs(60));
+        match self.settings.guarantee {
+            Guarantee::AtLeastOnce => {
+                // Outputs first: state must never claim offsets whose windows were not delivered.
+                self.sink.flush(patience)?;
+                self.store.write(&updates)?;
+                // The group commit is advisory (RocksDB is the truth for this instance); a failed
+                // commit only means a new owner rebuilds from an older point.
+                if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                    tracing::warn!(%error, "committing offsets to the group failed; retrying at the next checkpoint");
+                    self.mark_changed(&offsets);
+                }
+            }
+            Guarantee::ExactlyOnce => {
+                let group = consumer
+                    .group_metadata()
+                    .ok_or(PipelineError::NoGroupMetadata)?;
+                match self.sink.commit_transaction(&offsets, &group, patience) {
+                    Ok(()) => self.store.write(&updates)?,
+                    Err(error)
+                        if error.transaction_kind() == Some(TransactionErrorKind::Abortable) =>
+                    {
+                        tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint");
+                        self.sink.abort_transaction()?;
+                        self.counts.aborts += 1;
+                        self.rewind(consumer)?;
+                        return Ok(());
                     }
+                    Err(error) => return Err(error.into()),
                 }
             }
         }
+        self.counts.checkpoints += 1;
         Ok(())
     }
 
-    /// Prepares newly assigned partitions and sets the offsets they resume from in `assignment`.
-    fn assign<C: ConsumerContext>(
+    fn mark_changed(&mut self, offsets: &TopicPartitionList) {
+        for element in offsets.elements() {
+            if let Some(state) = self
+                .partitions
+                .get_mut(element.topic())
+                .and_then(|p| p.get_mut(&element.partition()))
+            {
+                state.changed = true;
+            }
+        }
+    }
+
+    /// Sets up state for `partitions` (replacing any) from the local store and the group's committed
+    /// offsets, and returns where each must be read from (`None`: where `auto.offset.reset` says).
+    fn resume<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        assignment: &mut TopicPartitionList,
-    ) -> Result<(), PipelineError> {
+        partitions: &TopicPartitionList,
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>, PipelineError> {
         let committed = consumer
-            .committed_offsets(assignment.clone(), self.settings.kafka.timeout)
+            .committed_offsets(partitions.clone(), self.settings.kafka.timeout)
             .map_err(PipelineError::Consumer)?;
-        let mut resumed = Vec::new();
-        for element in assignment.elements() {
+        let mut positions = Vec::new();
+        for element in partitions.elements() {
             let tp = TopicPartition {
                 topic: element.topic().to_owned(),
                 partition: element.partition(),
@@ -273,7 +298,7 @@ impl Processor {
             if forget_local {
                 self.store.forget(&tp)?;
             }
-            // (windows, offset to seek to, offset below which records are a replay)
+            // (windows, offset to read from, offset below which records are a replay)
             let (windows, from, replay_until) = match plan {
                 ResumePlan::Local { from } => {
                     let (stream_time, stored) =
@@ -300,51 +325,113 @@ impl Processor {
                 }
                 ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
             };
+            tracing::info!(topic = %tp.topic, partition = tp.partition, ?plan, "assigned");
             let state = PartitionState {
                 windows,
                 next_offset: from,
                 replay_until,
                 changed: false,
+                last_record: Instant::now(),
             };
-            resumed.push((tp, state, from, plan));
+            self.partitions
+                .entry(tp.topic.clone())
+                .or_default()
+                .insert(tp.partition, state);
+            positions.push((tp, from));
         }
-        for (tp, state, from, plan) in resumed {
+        Ok(positions)
+    }
+
+    /// Prepares newly assigned partitions and sets the offsets they resume from in `assignment`.
+    fn assign<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        assignment: &mut TopicPartitionList,
+    ) -> Result<(), PipelineError> {
+        for (tp, from) in self.resume(consumer, assignment)? {
             if let Some(from) = from {
                 assignment
                     .set_partition_offset(&tp.topic, tp.partition, Offset::Offset(from))
                     .map_err(PipelineError::Consumer)?;
             }
-            tracing::info!(topic = %tp.topic, partition = tp.partition, ?plan, "assigned");
-            self.partitions
-                .entry(tp.topic)
-                .or_default()
-                .insert(tp.partition, state);
         }
         Ok(())
     }
 
-    /// Checkpoints revoked partitions and drops their in-memory state.
+    /// After an aborted transaction: every owned partition goes back to its last checkpoint (state
+    /// reloaded, consumer seeked), as if the work since then had never happened.
+    fn rewind<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), PipelineError> {
+        let mut owned = TopicPartitionList::new();
+        for (topic, parts) in &self.partitions {
+            for &partition in parts.keys() {
+                owned.add_partition(topic, partition);
+            }
+        }
+        for (tp, from) in self.resume(consumer, &owned)? {
+            let offset = from.map_or(Offset::Beginning, Offset::Offset);
+            consumer
+                .seek(&tp.topic, tp.partition, offset, self.settings.kafka.timeout)
+                .map_err(PipelineError::Consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints everything, then drops the state of revoked partitions.
     fn revoke<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
     ) -> Result<(), PipelineError> {
-        let list: Vec<TopicPartition> = revoked
-            .elements()
-            .iter()
-            .map(|e| TopicPartition {
-                topic: e.topic().to_owned(),
-                partition: e.partition(),
-            })
-            .collect();
-        let result = self.checkpoint(consumer, Some(&list), CommitMode::Sync);
-        for tp in &list {
-            if let Some(parts) = self.partitions.get_mut(&tp.topic) {
-                parts.remove(&tp.partition);
+        // Under exactly-once the open transaction spans all partitions, so all are checkpointed.
+        let result = self.checkpoint(consumer);
+        for element in revoked.elements() {
+            if let Some(parts) = self.partitions.get_mut(element.topic()) {
+                parts.remove(&element.partition());
             }
-            tracing::info!(topic = %tp.topic, partition = tp.partition, "revoked");
+            tracing::info!(
+                topic = element.topic(),
+                partition = element.partition(),
+                "revoked"
+            );
         }
         result
+    }
+
+    /// With `idle_close_after`: advances the stream time of partitions that received nothing for that
+    /// long by the wall-clock time since their last record, and emits the windows that closes.
+    fn close_idle(&mut self, now: Instant) -> Result<(), PipelineError> {
+        let Some(idle_after) = self.settings.idle_close_after else {
+            return Ok(());
+        };
+        for parts in self.partitions.values_mut() {
+            for state in parts.values_mut() {
+                let idle = now.saturating_duration_since(state.last_record);
+                let (Some(stream_time), Some(next)) =
+                    (state.windows.stream_time(), state.next_offset)
+                else {
+                    continue;
+                };
+                if idle < idle_after || next < state.replay_until {
+                    continue;
+                }
+                let advanced =
+                    stream_time.saturating_add(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
+                state.windows.advance_stream_time(advanced);
+                state.last_record = now;
+                let closed = state.windows.close_due();
+                if !closed.is_empty() {
+                    state.changed = true;
+                }
+                for window in closed {
+                    self.sink.emit(&window)?;
+                    self.counts.windows_emitted += 1;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -445,7 +532,17 @@ pub struct RunReport {
 /// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.
 pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, PipelineError> {
     let store = StateStore::open(&settings.state_dir)?;
-    let sink = Sink::connect(&settings)?;
+    let transactional_id = match settings.guarantee {
+        Guarantee::ExactlyOnce => {
+            let instance = match &settings.instance_id {
+                Some(id) => id.clone(),
+                None => store::instance_id(&settings.state_dir)?,
+            };
+            Some(format!("streamagg-{}-{instance}", settings.group))
+        }
+        Guarantee::AtLeastOnce => None,
+    };
+    let sink = Sink::connect(&settings, transactional_id.as_deref())?;
     for topic in &settings.input_topics {
         if kafka::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
             return Err(PipelineError::InputMissing(topic.clone()));
@@ -500,44 +597,80 @@ pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, Pipeli
     tracing::info!(group = %settings.group, inputs = ?settings.input_topics, output = %settings.output_topic, "running");
 
     let context = consumer.context();
+    let started = Instant::now();
+    let last_poll_ms = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| watch_poll_loop(&started, &last_poll_ms, &done));
+        let result = poll_loop(&consumer, &settings, stop, &started, &last_poll_ms);
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    // On a clean stop: a final checkpoint, then leave the group (dropping the consumer revokes its
+    // partitions through the callback above, which has nothing left to write).
+    let result = result.and_then(|()| context.with_processor(|p| p.checkpoint(&consumer)));
+    let counts = context.with_processor(|p| p.counts);
+    drop(consumer);
+    tracing::info!(?counts, "stopped");
+    result.map(|()| RunReport { counts })
+}
+
+/// How long the poll loop may go without polling before the watchdog reports it stalled.
+const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// Polls, processes, closes idle windows and checkpoints until `stop` is set or an error occurs.
+fn poll_loop(
+    consumer: &BaseConsumer<ProcessorContext>,
+    settings: &RunSettings,
+    stop: &AtomicBool,
+    started: &Instant,
+    last_poll_ms: &AtomicU64,
+) -> Result<(), PipelineError> {
+    let context = consumer.context();
     let mut last_checkpoint = Instant::now();
     let mut last_report = Instant::now();
-    let result = loop {
-        if stop.load(Ordering::Relaxed) {
-            break Ok(());
-        }
+    while !stop.load(Ordering::Relaxed) {
+        last_poll_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                if let Err(error) = context.with_processor(|p| p.handle(&message)) {
-                    break Err(error);
-                }
-            }
+            Some(Ok(message)) => context.with_processor(|p| p.handle(&message))?,
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
             None => {}
         }
         if let Some(error) = context.take_failure() {
-            break Err(error);
+            return Err(error);
+        }
+        if settings.idle_close_after.is_some() {
+            context.with_processor(|p| p.close_idle(Instant::now()))?;
         }
         if last_checkpoint.elapsed() >= settings.checkpoint_interval {
             last_checkpoint = Instant::now();
-            if let Err(error) =
-                context.with_processor(|p| p.checkpoint(&consumer, None, CommitMode::Async))
-            {
-                break Err(error);
-            }
+            context.with_processor(|p| p.checkpoint(consumer))?;
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
             let counts = context.with_processor(|p| p.counts);
             tracing::info!(?counts, "progress");
         }
-    };
-    // On a clean stop: a final synchronous checkpoint, then leave the group (dropping the consumer
-    // revokes its partitions through the callback above, which has nothing left to write).
-    let result = result
-        .and_then(|()| context.with_processor(|p| p.checkpoint(&consumer, None, CommitMode::Sync)));
-    let counts = context.with_processor(|p| p.counts);
-    drop(consumer);
-    tracing::info!(?counts, "stopped");
-    result.map(|()| RunReport { counts })
+    }
+    Ok(())
+}
+
+/// The watchdog: reports (once per stall) when the poll loop has not polled for [`STALL_AFTER`] —
+/// a stuck broker call or a slow checkpoint that would otherwise only show as a silent consumer lag.
+fn watch_poll_loop(started: &Instant, last_poll_ms: &AtomicU64, done: &AtomicBool) {
+    let mut reported = false;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(500));
+        let since_poll = Duration::from_millis(
+            (started.elapsed().as_millis() as u64)
+                .saturating_sub(last_poll_ms.load(Ordering::Relaxed)),
+        );
+        if since_poll >= STALL_AFTER && !reported {
+            tracing::error!(stalled_for = ?since_poll, "the poll loop is stalled");
+            reported = true;
+        } else if since_poll < STALL_AFTER && reported {
+            tracing::warn!("the poll loop is polling again");
+            reported = false;
+        }
+    }
 }

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
 
 use crate::codec::{encode, Format};
 use crate::generate::{GeneratorConfig, TrafficGenerator};
@@ -30,6 +32,48 @@ pub enum ProduceError {
     },
     #[error("{pending} records were still undelivered after waiting {}", humantime::format_duration(*.waited))]
     FlushTimeout { pending: i32, waited: Duration },
+    #[error("transaction {stage} failed: {cause}")]
+    Transaction {
+        stage: &'static str,
+        cause: KafkaError,
+        kind: TransactionErrorKind,
+    },
+}
+
+/// What a failed transaction step leaves us to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionErrorKind {
+    /// Try the same step again.
+    Retriable,
+    /// Abort the transaction and redo its work.
+    Abortable,
+    /// The producer cannot go on (fenced by a newer instance, not authorized, …).
+    Fatal,
+}
+
+impl ProduceError {
+    fn transaction(stage: &'static str, cause: KafkaError) -> Self {
+        let classified = match &cause {
+            KafkaError::Transaction(e) => Some(e),
+            _ => None,
+        };
+        let kind = match classified {
+            Some(e) if e.is_fatal() => TransactionErrorKind::Fatal,
+            Some(e) if e.txn_requires_abort() => TransactionErrorKind::Abortable,
+            Some(e) if e.is_retriable() => TransactionErrorKind::Retriable,
+            // Errors without librdkafka's classification (e.g. local state errors) are not safe to retry.
+            _ => TransactionErrorKind::Fatal,
+        };
+        ProduceError::Transaction { stage, cause, kind }
+    }
+
+    /// The transaction error kind, if this is a transaction error.
+    pub fn transaction_kind(&self) -> Option<TransactionErrorKind> {
+        match self {
+            ProduceError::Transaction { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
 }
 
 /// An idempotent, batching, compressing producer. Keys are hashed with Java's murmur2 partitioner,
@@ -37,6 +81,9 @@ pub enum ProduceError {
 pub struct RecordProducer {
     producer: BaseProducer<StreamaggContext>,
     sent: u64,
+    /// `Some(open)` for a transactional producer: whether a transaction is open.
+    transaction: Option<bool>,
+    timeout: Duration,
 }
 
 impl RecordProducer {
@@ -47,6 +94,41 @@ impl RecordProducer {
         client_id: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<Self, KafkaSetupError> {
+        let producer = Self::create(settings, client_id, properties, None)?;
+        Ok(RecordProducer {
+            producer,
+            sent: 0,
+            transaction: None,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// A transactional producer with `transactional_id`: connects, then fences any older producer
+    /// with the same id and aborts what it left open (`init_transactions`).
+    pub fn connect_transactional(
+        settings: &KafkaSettings,
+        client_id: &str,
+        properties: &BTreeMap<String, String>,
+        transactional_id: &str,
+    ) -> Result<Self, ProduceError> {
+        let producer = Self::create(settings, client_id, properties, Some(transactional_id))?;
+        producer
+            .init_transactions(settings.timeout)
+            .map_err(|e| ProduceError::transaction("init", e))?;
+        Ok(RecordProducer {
+            producer,
+            sent: 0,
+            transaction: Some(false),
+            timeout: settings.timeout,
+        })
+    }
+
+    fn create(
+        settings: &KafkaSettings,
+        client_id: &str,
+        properties: &BTreeMap<String, String>,
+        transactional_id: Option<&str>,
+    ) -> Result<BaseProducer<StreamaggContext>, KafkaSetupError> {
         let mut config = settings.client_config(client_id);
         config
             .set("enable.idempotence", "true")
@@ -56,6 +138,13 @@ impl RecordProducer {
             .set("batch.size", "1000000")
             .set("queue.buffering.max.messages", "1000000")
             .set("queue.buffering.max.kbytes", "1048576");
+        if let Some(id) = transactional_id {
+            // Kafka Streams' default under exactly-once: a crashed instance's open transaction blocks
+            // read_committed consumers for at most this long.
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", "10000");
+        }
         for (key, value) in properties {
             config.set(key, value);
         }
@@ -63,7 +152,7 @@ impl RecordProducer {
             .create_with_context(StreamaggContext::default())
             .map_err(KafkaSetupError::Config)?;
         kafka::fetch_metadata(producer.client(), settings, None)?;
-        Ok(RecordProducer { producer, sent: 0 })
+        Ok(producer)
     }
 
     /// The underlying client, for metadata requests.
@@ -79,6 +168,7 @@ impl RecordProducer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<(), ProduceError> {
+        self.begin_if_transactional()?;
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
         if let Some(headers) = headers {
             record = record.headers(headers);
@@ -102,6 +192,55 @@ impl RecordProducer {
         // Serve delivery reports regularly so their queue does not grow with the run.
         if self.sent.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    fn begin_if_transactional(&mut self) -> Result<(), ProduceError> {
+        if self.transaction == Some(false) {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| ProduceError::transaction("begin", e))?;
+            self.transaction = Some(true);
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction (opening one if needed) together with the consumer `offsets` of
+    /// `group`. Retriable failures are retried with backoff for up to `patience`; other failures are
+    /// returned with their [`TransactionErrorKind`].
+    pub fn commit_transaction(
+        &mut self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+        patience: Duration,
+    ) -> Result<(), ProduceError> {
+        self.begin_if_transactional()?;
+        let mut retry = Retry {
+            started: Instant::now(),
+            patience,
+            backoff: Duration::from_millis(100),
+        };
+        while let Err(e) = self
+            .producer
+            .send_offsets_to_transaction(offsets, group, self.timeout)
+        {
+            retry.or_fail(ProduceError::transaction("send offsets", e))?;
+        }
+        while let Err(e) = self.producer.commit_transaction(self.timeout) {
+            retry.or_fail(ProduceError::transaction("commit", e))?;
+        }
+        self.transaction = Some(false);
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if any: its records are never visible to read_committed consumers.
+    pub fn abort_transaction(&mut self) -> Result<(), ProduceError> {
+        if self.transaction == Some(true) {
+            self.producer
+                .abort_transaction(self.timeout)
+                .map_err(|e| ProduceError::transaction("abort", e))?;
+            self.transaction = Some(false);
         }
         Ok(())
     }
@@ -138,6 +277,28 @@ impl RecordProducer {
                 first_error,
             });
         }
+        Ok(())
+    }
+}
+
+/// Backoff for retriable transaction steps, bounded in time.
+struct Retry {
+    started: Instant,
+    patience: Duration,
+    backoff: Duration,
+}
+
+impl Retry {
+    /// Sleeps and returns `Ok` if `error` is retriable and patience remains; otherwise returns it.
+    fn or_fail(&mut self, error: ProduceError) -> Result<(), ProduceError> {
+        if error.transaction_kind() != Some(TransactionErrorKind::Retriable)
+            || self.started.elapsed() >= self.patience
+        {
+            return Err(error);
+        }
+        tracing::warn!(%error, retry_in = ?self.backoff, "retrying");
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
         Ok(())
     }
 }

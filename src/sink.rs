@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::TopicPartitionList;
 
 use crate::codec::{encode, Format};
 use crate::config::RunSettings;
-use crate::kafka::KafkaSetupError;
 use crate::model::TrafficAverage;
 use crate::produce::{ProduceError, RecordProducer};
 use crate::window::{ClosedWindow, WindowSpec};
@@ -49,13 +50,22 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Connects the producer (checking the cluster answers) with the run's pass-through properties.
-    pub fn connect(settings: &RunSettings) -> Result<Self, KafkaSetupError> {
-        let producer = RecordProducer::connect(
-            &settings.kafka,
-            "streamagg-sink",
-            &settings.producer_properties,
-        )?;
+    /// Connects the producer (checking the cluster answers) with the run's pass-through properties;
+    /// a transactional one when `transactional_id` is given.
+    pub fn connect(
+        settings: &RunSettings,
+        transactional_id: Option<&str>,
+    ) -> Result<Self, ProduceError> {
+        let properties = &settings.producer_properties;
+        let producer = match transactional_id {
+            Some(id) => RecordProducer::connect_transactional(
+                &settings.kafka,
+                "streamagg-sink",
+                properties,
+                id,
+            )?,
+            None => RecordProducer::connect(&settings.kafka, "streamagg-sink", properties)?,
+        };
         Ok(Sink {
             producer,
             output_topic: settings.output_topic.clone(),
@@ -130,6 +140,22 @@ impl Sink {
             message.payload().unwrap_or_default(),
             Some(headers),
         )
+    }
+
+    /// Commits everything sent since the last commit together with the consumer's `offsets`, in one
+    /// transaction (see [`RecordProducer::commit_transaction`]).
+    pub fn commit_transaction(
+        &mut self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+        patience: Duration,
+    ) -> Result<(), ProduceError> {
+        self.producer.commit_transaction(offsets, group, patience)
+    }
+
+    /// Aborts everything sent since the last commit.
+    pub fn abort_transaction(&mut self) -> Result<(), ProduceError> {
+        self.producer.abort_transaction()
     }
 
     /// Waits until everything queued is delivered (see [`RecordProducer::flush`]).

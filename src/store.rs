@@ -165,6 +165,28 @@ impl StateStore {
     }
 }
 
+/// The name of the instance that owns `dir`: generated on first use and kept in `dir/instance-id`, so
+/// a restarted instance gets the same transactional id and fences its previous incarnation.
+pub fn instance_id(dir: &Path) -> Result<String, StoreError> {
+    let path = dir.join("instance-id");
+    let open_error = |e: std::io::Error| StoreError::Open {
+        dir: dir.display().to_string(),
+        cause: e.to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(open_error(e)),
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    let temporary = dir.join("instance-id.tmp");
+    std::fs::write(&temporary, &id)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(open_error)?;
+    Ok(id)
+}
+
 /// `topic length (u16 BE) ‖ topic ‖ partition (u32 BE)`.
 pub fn partition_key(partition: &TopicPartition) -> Vec<u8> {
     let topic = partition.topic.as_bytes();
@@ -388,6 +410,16 @@ mod tests {
         store.forget(&a).expect("forgets");
         assert_eq!(store.load(&a).expect("loads"), None);
         assert!(store.load(&b).expect("loads").is_some());
+    }
+
+    #[test]
+    fn the_instance_id_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = instance_id(dir.path()).expect("generated");
+        assert_eq!(first.len(), 16);
+        assert_eq!(instance_id(dir.path()).expect("kept"), first);
+        let other = tempfile::tempdir().expect("temp dir");
+        assert_ne!(instance_id(other.path()).expect("generated"), first);
     }
 
     #[test]

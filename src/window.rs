@@ -195,6 +195,11 @@ impl PartitionWindows {
         Observed::Aggregated
     }
 
+    /// Moves stream time forward to `stream_time` without an event (idle-partition closing); never back.
+    pub fn advance_stream_time(&mut self, stream_time: i64) {
+        self.stream_time = Some(self.stream_time.map_or(stream_time, |t| t.max(stream_time)));
+    }
+
     /// Removes and returns every window that stream time has closed, by `window_start` then `source`.
     pub fn close_due(&mut self) -> Vec<ClosedWindow> {
         let open_from = self.open_from();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 
@@ -237,10 +237,21 @@ impl RecordProducer {
     /// Aborts the open transaction, if any: its records are never visible to read_committed consumers.
     pub fn abort_transaction(&mut self) -> Result<(), ProduceError> {
         if self.transaction == Some(true) {
+            // librdkafka's abort waits for the delivery reports of every outstanding record, which
+            // only a poll serves: purge them, and poll the purge reports out, first.
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+            let _ = self.producer.flush(Duration::from_secs(1));
             self.producer
                 .abort_transaction(self.timeout)
                 .map_err(|e| ProduceError::transaction("abort", e))?;
             self.transaction = Some(false);
+            // The purged records failed on purpose; they are redone, not lost.
+            self.producer
+                .context()
+                .deliveries
+                .failed
+                .store(0, Ordering::Relaxed);
         }
         Ok(())
     }

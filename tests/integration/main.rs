@@ -2,5 +2,7 @@
 //! One test binary, so the crate links once.
 
 mod common;
+mod faults;
 mod foundation;
+mod oracle;
 mod processor;

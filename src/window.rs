@@ -405,6 +405,18 @@ mod tests {
     }
 
     #[test]
+    fn advancing_stream_time_closes_windows_and_never_moves_it_back() {
+        let mut windows = PartitionWindows::new(MINUTE);
+        windows.observe("a", 1_000, 1.0, 0);
+        windows.advance_stream_time(69_999);
+        assert!(windows.close_due().is_empty());
+        windows.advance_stream_time(70_000);
+        assert_eq!(windows.close_due().len(), 1);
+        windows.advance_stream_time(5);
+        assert_eq!(windows.stream_time(), Some(70_000));
+    }
+
+    #[test]
     fn restore_then_continue_equals_an_uninterrupted_run() {
         let events: Vec<(String, i64, f64)> = (0..2_000)
             .map(|i| {

@@ -278,3 +278,57 @@ fn exclusive_processing_resumes_by_itself_after_a_broker_restart() {
     processor.stop_gracefully();
     assert_all_match(format, &topics, &inputs, Delivery::ExactlyOnce, &output);
 }
+
+#[test]
+fn idle_close_after_emits_the_last_window_of_an_idle_partition() {
+    let topics = Topics::create("idle", 1);
+    let window_start = 1_700_000_000_000_i64;
+    let mut producer = streamagg::produce::RecordProducer::connect(
+        &crate::common::kafka_settings(),
+        "it-idle",
+        &Default::default(),
+    )
+    .expect("broker");
+    let values = [60.0, 70.0, 80.5];
+    for (i, value) in values.iter().enumerate() {
+        let payload = crate::oracle::encode_independently(
+            Format::Json,
+            "quiet-link",
+            window_start + i as i64 * 100,
+            *value,
+        );
+        producer
+            .send(&topics.input.name, b"quiet-link", &payload, None)
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let state = dir.path().join("state");
+    let group = random_group();
+    let mut args = topics.args("json", &group, state.to_str().expect("utf8"));
+    args.retain(|a| a != "60s" && a != "10s" && a != "--window" && a != "--grace");
+    args.extend(
+        [
+            "--window",
+            "2s",
+            "--grace",
+            "1s",
+            "--idle-close-after",
+            "1s",
+        ]
+        .map(String::from),
+    );
+    let mut processor = ProcessorProcess::start(&args);
+    // No later event ever arrives: only wall-clock advancement can close the window.
+    let output = wait_for_records(&topics.output.name, 1, Duration::from_secs(30), || {
+        check_alive(&mut [&mut processor])
+    });
+    processor.stop_gracefully();
+    assert_eq!(output.len(), 1, "log:\n{}", processor.log());
+    let average: serde_json::Value =
+        serde_json::from_slice(output[0].payload.as_deref().expect("payload")).expect("json");
+    assert_eq!(average["count"], 3);
+    assert_eq!(average["sum"], 210.5);
+    assert_eq!(average["window_start"], window_start);
+}

@@ -138,3 +138,72 @@ pub fn read_to_end(
     records.sort_by_key(|r| (r.partition, r.offset));
     Ok(records)
 }
+
+/// How far a consumer group is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset, if it has one.
+    pub committed: Option<i64>,
+    /// The partition's end (high watermark).
+    pub end: i64,
+}
+
+impl PartitionLag {
+    /// Records not yet committed by the group (all of them if it has no commit).
+    pub fn lag(&self) -> i64 {
+        self.end - self.committed.unwrap_or(0).min(self.end)
+    }
+}
+
+/// The committed offsets of `group` on every partition of `topics` against their ends, without
+/// joining the group. Blocks.
+pub fn group_lag(
+    settings: &KafkaSettings,
+    group: &str,
+    topics: &[String],
+) -> Result<Vec<PartitionLag>, ReadError> {
+    let consumer: BaseConsumer<StreamaggContext> = settings
+        .client_config("streamagg-lag")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create_with_context(StreamaggContext::default())
+        .map_err(KafkaSetupError::Config)?;
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let partitions = kafka::partition_count(consumer.client(), settings, topic)?
+            .ok_or_else(|| KafkaSetupError::TopicMissing(topic.clone()))?;
+        for partition in 0..partitions as i32 {
+            list.add_partition(topic, partition);
+        }
+    }
+    let kafka_error = |topic: &str| {
+        let topic = topic.to_owned();
+        move |cause| ReadError::Kafka { topic, cause }
+    };
+    let committed = consumer
+        .committed_offsets(list.clone(), settings.timeout)
+        .map_err(kafka_error(group))?;
+    let mut lags = Vec::new();
+    for element in list.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let (_, end) = consumer
+            .fetch_watermarks(topic, partition, settings.timeout)
+            .map_err(kafka_error(topic))?;
+        let committed = committed
+            .find_partition(topic, partition)
+            .and_then(|c| match c.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
+        lags.push(PartitionLag {
+            topic: topic.to_owned(),
+            partition,
+            committed,
+            end,
+        });
+    }
+    Ok(lags)
+}

@@ -35,6 +35,20 @@ enum Command {
     Produce(ProduceArgs),
     /// Print the records of a topic, from the beginning to its current end, as JSON lines.
     Consume(ConsumeArgs),
+    /// Show how far a consumer group is behind on topics (exit code 0 whether or not it lags).
+    Lag {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Topics, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        topic: Vec<String>,
+        /// Print only the total lag, as one number.
+        #[arg(long)]
+        total: bool,
+    },
     /// Create or delete topics.
     Topics {
         #[command(subcommand)]
@@ -343,6 +357,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Produce(args) => produce(args.settings()?),
         Command::Consume(args) => consume(&args),
         Command::Topics { action } => topics(action),
+        Command::Lag {
+            kafka,
+            group,
+            topic,
+            total,
+        } => lag(&kafka.settings()?, &group, &topic, total),
         Command::Schema { record } => {
             print!(
                 "{}",
@@ -485,5 +505,31 @@ fn topics(action: TopicsAction) -> Result<()> {
             println!("deleted {}", names.join(", "));
         }
     }
+    Ok(())
+}
+
+fn lag(settings: &KafkaSettings, group: &str, topics: &[String], total_only: bool) -> Result<()> {
+    let lags = streamagg::consume::group_lag(settings, group, topics)?;
+    let total: i64 = lags.iter().map(|l| l.lag()).sum();
+    if total_only {
+        println!("{total}");
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>9} {:>12} {:>12} {:>10}",
+        "topic", "partition", "committed", "end", "lag"
+    );
+    for l in &lags {
+        let committed = l.committed.map_or("-".to_owned(), |c| c.to_string());
+        println!(
+            "{:<40} {:>9} {:>12} {:>12} {:>10}",
+            l.topic,
+            l.partition,
+            committed,
+            l.end,
+            l.lag()
+        );
+    }
+    println!("total lag: {total}");
     Ok(())
 }

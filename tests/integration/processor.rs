@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use streamagg::codec::Format;
 
-use crate::common::{brokers, read_all, streamagg, wait_for_records, ProcessorProcess, TestTopic};
+use crate::common::{
+    brokers, kafka_settings, read_all, streamagg, wait_for_records, ProcessorProcess, TestTopic,
+};
 use crate::oracle::{
     assert_output_matches, assert_side_topic, assigned_partitions, check_alive, dataset,
     format_name, oracle, produce_inputs, Delivery, Topics,
@@ -25,6 +27,20 @@ fn oracle_test(format: Format) {
     let state = tempfile::tempdir().expect("state dir");
     let group = format!("it-group-{:016x}", rand::random::<u64>());
     let state_dir = state.path().to_str().expect("utf8 path");
+    let total_lag = || -> i64 {
+        let lags = streamagg::consume::group_lag(
+            &kafka_settings(),
+            &group,
+            std::slice::from_ref(&topics.input.name),
+        )
+        .expect("lag readable");
+        lags.iter().map(|l| l.lag()).sum()
+    };
+    assert_eq!(
+        total_lag(),
+        input_records.len() as i64,
+        "a new group lags by the whole topic"
+    );
     let mut processor =
         ProcessorProcess::start(&topics.args(format_name(format), &group, state_dir));
     let output = wait_for_records(
@@ -34,6 +50,7 @@ fn oracle_test(format: Format) {
         || check_alive(&mut [&mut processor]),
     );
     processor.stop_gracefully();
+    assert_eq!(total_lag(), 0, "everything consumed was committed");
     assert_output_matches(format, &output, &expected, Delivery::ExactlyOnce);
     // Nothing more arrived after the expected count (no late duplicates).
     let output = read_all(&topics.output.name);

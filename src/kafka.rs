@@ -271,3 +271,108 @@ pub async fn delete_topics(
     }
     Ok(())
 }
+
+/// Whether a Kafka client error is worth trying again: the cluster is moving (rebalance, coordinator
+/// or leader change, broker restart) rather than refusing.
+pub fn is_transient(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::NetworkException
+                | Code::WaitingForCoordinator
+                | Code::CoordinatorNotAvailable
+                | Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+                | Code::RebalanceInProgress
+                | Code::UnstableOffsetCommit
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+        )
+    )
+}
+
+/// Exponential backoff between attempts of one operation, bounded by a total patience.
+#[derive(Debug)]
+pub struct Backoff {
+    started: std::time::Instant,
+    patience: Duration,
+    delay: Duration,
+}
+
+impl Backoff {
+    pub fn new(patience: Duration) -> Self {
+        Backoff {
+            started: std::time::Instant::now(),
+            patience,
+            delay: Duration::from_millis(100),
+        }
+    }
+
+    /// After a failed attempt: sleeps and returns `true` if patience remains for another one,
+    /// returns `false` (without sleeping) if it has run out.
+    pub fn wait(&mut self, error: &dyn std::fmt::Display) -> bool {
+        if self.started.elapsed() + self.delay > self.patience {
+            return false;
+        }
+        tracing::warn!(%error, retry_in = ?self.delay, "retrying");
+        std::thread::sleep(self.delay);
+        self.delay = (self.delay * 2).min(Duration::from_secs(5));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_the_ones_a_moving_cluster_causes() {
+        let cases = [
+            (
+                KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
+                true,
+            ),
+            (
+                KafkaError::MetadataFetch(RDKafkaErrorCode::NotCoordinator),
+                true,
+            ),
+            (
+                KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress),
+                true,
+            ),
+            (
+                KafkaError::MetadataFetch(RDKafkaErrorCode::UnstableOffsetCommit),
+                true,
+            ),
+            (
+                KafkaError::MetadataFetch(RDKafkaErrorCode::GroupAuthorizationFailed),
+                false,
+            ),
+            (
+                KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+                false,
+            ),
+            (
+                KafkaError::ConsumerCommit(RDKafkaErrorCode::InvalidArgument),
+                false,
+            ),
+            (KafkaError::Canceled, false),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(is_transient(&error), expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn backoff_gives_up_when_patience_runs_out() {
+        assert!(!Backoff::new(Duration::ZERO).wait(&"boom"));
+        let mut backoff = Backoff::new(Duration::from_millis(250));
+        assert!(backoff.wait(&"boom"), "100 ms fits in 250 ms");
+        assert!(!backoff.wait(&"boom"), "another 200 ms does not");
+    }
+}

@@ -24,7 +24,7 @@ use rdkafka::Offset;
 use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan};
 use crate::codec::decode;
 use crate::config::{EventTime, Guarantee, RunSettings};
-use crate::kafka::{self, ConnectionAware, KafkaSetupError, StreamaggContext};
+use crate::kafka::{self, Backoff, ConnectionAware, KafkaSetupError, StreamaggContext};
 use crate::model::TrafficEvent;
 use crate::produce::{ProduceError, TransactionErrorKind};
 use crate::sink::Sink;
@@ -272,9 +272,16 @@ impl Processor {
         consumer: &BaseConsumer<C>,
         partitions: &TopicPartitionList,
     ) -> Result<Vec<(TopicPartition, Option<i64>)>, PipelineError> {
-        let committed = consumer
-            .committed_offsets(partitions.clone(), self.settings.kafka.timeout)
-            .map_err(PipelineError::Consumer)?;
+        // Asked inside a rebalance, while the group coordinator may itself be moving: transient
+        // failures are retried, like every other step that talks to the cluster.
+        let mut backoff = Backoff::new(self.settings.kafka.timeout.max(Duration::from_secs(60)));
+        let committed = loop {
+            match consumer.committed_offsets(partitions.clone(), self.settings.kafka.timeout) {
+                Ok(committed) => break committed,
+                Err(error) if kafka::is_transient(&error) && backoff.wait(&error) => {}
+                Err(error) => return Err(PipelineError::Consumer(error)),
+            }
+        };
         let mut positions = Vec::new();
         for element in partitions.elements() {
             let tp = TopicPartition {

@@ -15,7 +15,7 @@ use rdkafka::TopicPartitionList;
 
 use crate::codec::{encode, Format};
 use crate::generate::{GeneratorConfig, TrafficGenerator};
-use crate::kafka::{self, KafkaSettings, KafkaSetupError, StreamaggContext};
+use crate::kafka::{self, Backoff, KafkaSettings, KafkaSetupError, StreamaggContext};
 
 /// Why producing failed.
 #[derive(Debug, thiserror::Error)]
@@ -216,19 +216,15 @@ impl RecordProducer {
         patience: Duration,
     ) -> Result<(), ProduceError> {
         self.begin_if_transactional()?;
-        let mut retry = Retry {
-            started: Instant::now(),
-            patience,
-            backoff: Duration::from_millis(100),
-        };
+        let mut backoff = Backoff::new(patience);
         while let Err(e) = self
             .producer
             .send_offsets_to_transaction(offsets, group, self.timeout)
         {
-            retry.or_fail(ProduceError::transaction("send offsets", e))?;
+            retry_or_fail(&mut backoff, ProduceError::transaction("send offsets", e))?;
         }
         while let Err(e) = self.producer.commit_transaction(self.timeout) {
-            retry.or_fail(ProduceError::transaction("commit", e))?;
+            retry_or_fail(&mut backoff, ProduceError::transaction("commit", e))?;
         }
         self.transaction = Some(false);
         Ok(())
@@ -292,25 +288,12 @@ impl RecordProducer {
     }
 }
 
-/// Backoff for retriable transaction steps, bounded in time.
-struct Retry {
-    started: Instant,
-    patience: Duration,
-    backoff: Duration,
-}
-
-impl Retry {
-    /// Sleeps and returns `Ok` if `error` is retriable and patience remains; otherwise returns it.
-    fn or_fail(&mut self, error: ProduceError) -> Result<(), ProduceError> {
-        if error.transaction_kind() != Some(TransactionErrorKind::Retriable)
-            || self.started.elapsed() >= self.patience
-        {
-            return Err(error);
-        }
-        tracing::warn!(%error, retry_in = ?self.backoff, "retrying");
-        std::thread::sleep(self.backoff);
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+/// Sleeps and returns `Ok` if `error` is retriable and `backoff` has patience left; otherwise returns it.
+fn retry_or_fail(backoff: &mut Backoff, error: ProduceError) -> Result<(), ProduceError> {
+    if error.transaction_kind() == Some(TransactionErrorKind::Retriable) && backoff.wait(&error) {
         Ok(())
+    } else {
+        Err(error)
     }
 }
 

@@ -448,6 +448,10 @@ struct ProcessorContext {
     processor: Mutex<Processor>,
     /// An error raised inside a callback, picked up by the poll loop.
     failure: Mutex<Option<PipelineError>>,
+    /// Set once the consumer is leaving the group: partitions a last rebalance still hands over are
+    /// accepted without restoring state (nothing will be read from them, and the group coordinator
+    /// no longer answers offset fetches of a closing member).
+    closing: AtomicBool,
 }
 
 impl ProcessorContext {
@@ -499,7 +503,11 @@ impl ConsumerContext for ProcessorContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let prepared = self.with_processor(|p| p.assign(consumer, partitions));
+                let prepared = if self.closing.load(Ordering::Relaxed) {
+                    Ok(())
+                } else {
+                    self.with_processor(|p| p.assign(consumer, partitions))
+                };
                 let assigned = if cooperative {
                     consumer.incremental_assign(partitions)
                 } else {
@@ -592,6 +600,7 @@ pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, Pipeli
             counts: Counts::default(),
         }),
         failure: Mutex::new(None),
+        closing: AtomicBool::new(false),
     };
     let consumer: BaseConsumer<ProcessorContext> = config
         .create_with_context(context)
@@ -617,6 +626,7 @@ pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, Pipeli
     // partitions through the callback above, which has nothing left to write).
     let result = result.and_then(|()| context.with_processor(|p| p.checkpoint(&consumer)));
     let counts = context.with_processor(|p| p.counts);
+    context.closing.store(true, Ordering::Relaxed);
     drop(consumer);
     tracing::info!(?counts, "stopped");
     result.map(|()| RunReport { counts })

@@ -12,7 +12,7 @@ use streamagg::codec::Format;
 use crate::common::{read_all, wait_for_records, ProcessorProcess};
 use crate::oracle::{
     assert_output_matches, assert_side_topic, check_alive, dataset, format_name, oracle,
-    produce_inputs_gradually, wait_until_assigned, Delivery, Topics,
+    produce_input_range_gradually, produce_inputs_gradually, wait_until_assigned, Delivery, Topics,
 };
 
 /// Consumer settings that make a dead member leave the group in seconds, not the default 45 s.
@@ -237,10 +237,15 @@ fn exclusive_processing_resumes_by_itself_after_a_broker_restart() {
     let format = Format::Json;
     let topics = Topics::create("broker-restart", 4);
     let inputs = Arc::new(dataset(format, 105, 12_000));
-    let traffic = produce_inputs_gradually(
+    // Upstream writes the first half before the restart and the second half after it. (The
+    // processor, not the test's own producer, is what must ride out the restart: a librdkafka
+    // producer with batches in flight at the broker's shutdown has been seen to stall for minutes.)
+    let half = inputs.len() / 2;
+    let before = produce_input_range_gradually(
         topics.input.name.clone(),
         Arc::clone(&inputs),
-        60,
+        0..half,
+        20,
         Duration::from_millis(300),
     );
     let dir = tempfile::tempdir().expect("dir");
@@ -252,7 +257,9 @@ fn exclusive_processing_resumes_by_itself_after_a_broker_restart() {
         state.to_str().expect("utf8"),
     ));
     wait_until_assigned(&mut processor, Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(3));
+    before.join().expect("first half written");
+    // Restart while the processor is mid-stream: windows open, a transaction likely in flight.
+    std::thread::sleep(Duration::from_millis(500));
 
     let kafka = |action: &str| {
         let status =
@@ -266,8 +273,15 @@ fn exclusive_processing_resumes_by_itself_after_a_broker_restart() {
     std::thread::sleep(Duration::from_secs(2));
     check_alive(&mut [&mut processor]);
     kafka("up");
-
-    traffic.join().expect("traffic written");
+    produce_input_range_gradually(
+        topics.input.name.clone(),
+        Arc::clone(&inputs),
+        half..inputs.len(),
+        20,
+        Duration::from_millis(300),
+    )
+    .join()
+    .expect("second half written");
     let expected = expected_windows(format, &topics, &inputs);
     let output = wait_for_records(
         &topics.output.name,

@@ -483,11 +483,23 @@ pub fn assigned_partitions(log: &str) -> BTreeSet<i32> {
         .collect()
 }
 
-/// Writes `inputs` in `chunks` pieces with `pause` between them on a background thread (one producer
-/// for the whole run, so it rides out a broker restart), as live upstream traffic would arrive.
+/// Writes `inputs` in `chunks` pieces with `pause` between them on a background thread, as live
+/// upstream traffic would arrive.
 pub fn produce_inputs_gradually(
     topic: String,
     inputs: std::sync::Arc<Vec<Input>>,
+    chunks: usize,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    let all = 0..inputs.len();
+    produce_input_range_gradually(topic, inputs, all, chunks, pause)
+}
+
+/// [`produce_inputs_gradually`] for `inputs[range]` only (records keep their index in `inputs`).
+pub fn produce_input_range_gradually(
+    topic: String,
+    inputs: std::sync::Arc<Vec<Input>>,
+    range: std::ops::Range<usize>,
     chunks: usize,
     pause: Duration,
 ) -> std::thread::JoinHandle<()> {
@@ -495,10 +507,11 @@ pub fn produce_inputs_gradually(
         let mut producer =
             RecordProducer::connect(&kafka_settings(), "it-dataset", &Default::default())
                 .expect("broker");
-        let chunk = inputs.len().div_ceil(chunks.max(1));
-        for (n, part) in inputs.chunks(chunk).enumerate() {
+        let chunk = range.len().div_ceil(chunks.max(1)).max(1);
+        let first = range.start;
+        for (n, part) in inputs[range].chunks(chunk).enumerate() {
             for (i, input) in part.iter().enumerate() {
-                let index = n * chunk + i;
+                let index = first + n * chunk + i;
                 let headers = OwnedHeaders::new().insert(Header {
                     key: INDEX_HEADER,
                     value: Some(index.to_string().as_bytes()),

@@ -12,9 +12,13 @@ log() { echo "==> $*" >&2; }
 # Debian packages the C/C++ parts of rdkafka (librdkafka, cmake build) and rocksdb (bindgen) need.
 BUILD_PACKAGES=(cmake clang libclang-dev libcurl4-openssl-dev libsasl2-dev libssl-dev libzstd-dev liblz4-dev pkg-config)
 
-ensure_build_deps() {
+# What the tests need beyond the build: a real Prometheus (and promtool) for the observability tests.
+TEST_PACKAGES=(prometheus)
+
+# ensure_packages PKG… — installs the Debian packages that are missing (idempotent).
+ensure_packages() {
   local missing=()
-  for pkg in "${BUILD_PACKAGES[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if ((${#missing[@]})); then
@@ -24,6 +28,10 @@ ensure_build_deps() {
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+ensure_build_deps() {
+  ensure_packages "${BUILD_PACKAGES[@]}"
   command -v cargo >/dev/null || { echo "error: cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
   command -v java >/dev/null || { echo "error: java not found: Java 17+ runs the local Kafka broker" >&2; exit 1; }
   local java_major

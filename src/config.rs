@@ -6,6 +6,7 @@
 //! manages) are enforced here.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub const MANAGED_PRODUCER_KEYS: &[&str] = &[
     "acks",
     "partitioner",
 ];
+
+/// The port of the metrics and health endpoint unless `metrics_addr` says otherwise (the
+/// OpenTelemetry Prometheus exporter's port).
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
 
 /// What streamagg promises about the output when something fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -101,6 +106,10 @@ pub struct RunOptions {
     pub instance_id: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
     pub idle_close_after: Option<Duration>,
+    /// `host:port` of the metrics and health endpoint, or `off`.
+    pub metrics_addr: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub stall_timeout: Option<Duration>,
     #[serde(default)]
     pub kafka: KafkaPassThrough,
 }
@@ -171,6 +180,8 @@ impl RunOptions {
             guarantee: self.guarantee.or(fallback.guarantee),
             instance_id: self.instance_id.or(fallback.instance_id),
             idle_close_after: self.idle_close_after.or(fallback.idle_close_after),
+            metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
+            stall_timeout: self.stall_timeout.or(fallback.stall_timeout),
             kafka,
         }
     }
@@ -197,6 +208,10 @@ pub struct RunSettings {
     pub instance_id: Option<String>,
     /// Advance an idle partition's stream time by wall clock after this long without records.
     pub idle_close_after: Option<Duration>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: not at all.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long the poll loop may go without polling before it counts as stalled (`/healthz` fails).
+    pub stall_timeout: Duration,
     pub consumer_properties: BTreeMap<String, String>,
     pub producer_properties: BTreeMap<String, String>,
 }
@@ -371,6 +386,21 @@ impl TryFrom<RunOptions> for RunSettings {
                 reason: "must be greater than zero".into(),
             });
         }
+        let metrics_addr = match options.metrics_addr.as_deref().map(str::trim) {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
+            Some("off") => None,
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::Invalid {
+                key: "metrics_addr",
+                reason: format!("'{text}' is not an ip:port address (or 'off')"),
+            })?),
+        };
+        let stall_timeout = options.stall_timeout.unwrap_or(Duration::from_secs(30));
+        if stall_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                key: "stall_timeout",
+                reason: "must be at least 100ms".into(),
+            });
+        }
         Ok(RunSettings {
             kafka: KafkaSettings { brokers, timeout },
             input_topics,
@@ -390,6 +420,8 @@ impl TryFrom<RunOptions> for RunSettings {
             guarantee: options.guarantee.unwrap_or(Guarantee::ExactlyOnce),
             instance_id: options.instance_id,
             idle_close_after: options.idle_close_after,
+            metrics_addr,
+            stall_timeout,
             consumer_properties: pass_through(
                 "consumer",
                 options.kafka.consumer,
@@ -434,6 +466,33 @@ mod tests {
         assert_eq!(settings.state_dir, PathBuf::from("./state"));
         assert_eq!(settings.guarantee, Guarantee::ExactlyOnce);
         assert_eq!(settings.idle_close_after, None);
+        assert_eq!(
+            settings.metrics_addr,
+            Some("127.0.0.1:9464".parse().expect("addr"))
+        );
+        assert_eq!(settings.stall_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_metrics_endpoint_can_move_or_be_turned_off() {
+        let cases = [
+            ("0.0.0.0:9464", Some("0.0.0.0:9464")),
+            ("127.0.0.1:0", Some("127.0.0.1:0")),
+            ("[::1]:9000", Some("[::1]:9000")),
+            ("off", None),
+        ];
+        for (text, expected) in cases {
+            let settings = RunSettings::try_from(RunOptions {
+                metrics_addr: Some(text.into()),
+                ..minimal()
+            })
+            .expect("valid");
+            assert_eq!(
+                settings.metrics_addr,
+                expected.map(|e| e.parse().expect("addr")),
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -507,6 +566,8 @@ mod tests {
             ("nan min", RunOptions { min_value: Some(f64::NAN), ..minimal() }, "invalid setting 'min_value': must be a finite number"),
             ("bad instance id", RunOptions { instance_id: Some("a b".into()), ..minimal() }, "invalid setting 'instance_id': use letters, digits, '.', '_' and '-'"),
             ("zero idle close", RunOptions { idle_close_after: Some(Duration::ZERO), ..minimal() }, "invalid setting 'idle_close_after': must be greater than zero"),
+            ("bad metrics addr", RunOptions { metrics_addr: Some("localhost".into()), ..minimal() }, "invalid setting 'metrics_addr': 'localhost' is not an ip:port address (or 'off')"),
+            ("tiny stall timeout", RunOptions { stall_timeout: Some(Duration::from_millis(5)), ..minimal() }, "invalid setting 'stall_timeout': must be at least 100ms"),
         ];
         for (name, options, message) in cases {
             assert_eq!(

@@ -115,6 +115,13 @@ impl ProducerContext for StreamaggContext {
                 self.deliveries.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err((error, _)) => {
+                let purged = matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                );
+                if !purged {
+                    metrics::counter!(crate::telemetry::metric::PRODUCER_ERRORS).increment(1);
+                }
                 if self.deliveries.failed.fetch_add(1, Ordering::Relaxed) == 0 {
                     if let Ok(mut first) = self.deliveries.first_error.lock() {
                         *first = Some(error.to_string());

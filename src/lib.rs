@@ -4,7 +4,8 @@
 //! runs the processor — records are decoded by [`codec`] into [`model`] records, assigned to windows
 //! by [`window`], kept in [`store`] with the offsets [`checkpoint`] decides on, and emitted by
 //! [`sink`]. [`config`] validates the processor's settings, [`consume`] reads topics back, and
-//! [`kafka`] is the shared edge to the cluster. See `ARCHITECTURE.md` for the whole map.
+//! [`kafka`] is the shared edge to the cluster. [`telemetry`] names the metrics and serves them with
+//! the health probes. See `ARCHITECTURE.md` for the whole map.
 
 pub mod checkpoint;
 pub mod codec;
@@ -17,4 +18,5 @@ pub mod pipeline;
 pub mod produce;
 pub mod sink;
 pub mod store;
+pub mod telemetry;
 pub mod window;

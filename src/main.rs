@@ -15,6 +15,7 @@ use streamagg::generate::GeneratorConfig;
 use streamagg::kafka::KafkaSettings;
 use streamagg::model::{TrafficAverage, TrafficEvent};
 use streamagg::produce::{generate_to_topic, now_ms, Pace, ProduceSettings};
+use streamagg::telemetry::{self, Health};
 
 #[derive(Parser)]
 #[command(
@@ -23,8 +24,23 @@ use streamagg::produce::{generate_to_topic, now_ms, Pace, ProduceSettings};
     about = "Per-minute event-time traffic averages from Apache Kafka"
 )]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMAGG_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -149,6 +165,14 @@ struct RunArgs {
     /// last windows close (trades replay determinism for latency) [default: off].
     #[arg(long, env = "STREAMAGG_IDLE_CLOSE_AFTER", value_parser = humantime::parse_duration)]
     idle_close_after: Option<Duration>,
+    /// Serve /metrics, /healthz and /readyz on this ip:port, or `off` [default: 127.0.0.1:9464;
+    /// in a container use 0.0.0.0:9464].
+    #[arg(long, env = "STREAMAGG_METRICS_ADDR")]
+    metrics_addr: Option<String>,
+    /// The poll loop counts as stalled (/healthz fails, the watchdog logs) after this long without
+    /// polling [default: 30s].
+    #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    stall_timeout: Option<Duration>,
 }
 
 impl RunArgs {
@@ -176,6 +200,8 @@ impl RunArgs {
             guarantee: self.guarantee,
             instance_id: self.instance_id,
             idle_close_after: self.idle_close_after,
+            metrics_addr: self.metrics_addr,
+            stall_timeout: self.stall_timeout,
             kafka: Default::default(),
         };
         Ok(RunSettings::try_from(flags.or(file))?)
@@ -333,16 +359,20 @@ struct ConsumeArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match cli.log_format {
         // Colour only on a terminal: logs collected from files and containers stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match run(Cli::parse()) {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("streamagg: error: {error:#}");
@@ -420,7 +450,16 @@ fn until_signalled<T: Send>(name: &str, work: impl FnOnce(&AtomicBool) -> T + Se
 }
 
 fn run_processor(settings: RunSettings) -> Result<()> {
-    until_signalled("processor", |stop| streamagg::pipeline::run(settings, stop))??;
+    let health = Arc::new(Health::new(settings.stall_timeout));
+    if let Some(addr) = settings.metrics_addr {
+        // Gauges of partitions this instance no longer owns drop out after two minutes.
+        let metrics = telemetry::install_recorder(Duration::from_secs(120))?;
+        let bound = telemetry::serve(addr, Some(metrics), Arc::clone(&health))?;
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    }
+    until_signalled("processor", |stop| {
+        streamagg::pipeline::run(settings, stop, health)
+    })??;
     Ok(())
 }
 

@@ -8,8 +8,8 @@
 //! RocksDB in one batch, then the offsets are committed to the group with rebuild metadata.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -31,7 +31,8 @@ use crate::sink::Sink;
 use crate::store::{
     self, PartitionCheckpoint, PartitionUpdate, StateStore, StoreError, TopicPartition,
 };
-use crate::window::{Observed, PartitionWindows};
+use crate::telemetry::{self, metric, Health};
+use crate::window::{ClosedWindow, Observed, PartitionWindows};
 
 /// Why the processor stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,7 @@ impl From<ProduceError> for PipelineError {
 /// What happened to input records, counted since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    pub consumed: u64,
     pub aggregated: u64,
     pub late: u64,
     pub filtered: u64,
@@ -98,6 +100,32 @@ pub struct Processor {
     /// topic → partition → state (two levels so a message is looked up without allocating).
     partitions: HashMap<String, HashMap<i32, PartitionState>>,
     counts: Counts,
+    health: Arc<Health>,
+    /// Whether the group has handed this instance its first assignment (possibly empty).
+    assigned_once: bool,
+    emit_latency: metrics::Histogram,
+    checkpoint_duration: metrics::Histogram,
+}
+
+/// Emits closed windows to the sink, counting them and observing their emission latency.
+fn emit_windows(
+    sink: &mut Sink,
+    counts: &mut Counts,
+    emit_latency: &metrics::Histogram,
+    window_size_ms: i64,
+    windows: Vec<ClosedWindow>,
+) -> Result<(), ProduceError> {
+    if windows.is_empty() {
+        return Ok(());
+    }
+    let now = crate::produce::now_ms();
+    for window in windows {
+        sink.emit(&window)?;
+        counts.windows_emitted += 1;
+        let window_end = window.window_start.saturating_add(window_size_ms);
+        emit_latency.record(now.saturating_sub(window_end) as f64 / 1000.0);
+    }
+    Ok(())
 }
 
 impl Processor {
@@ -114,6 +142,7 @@ impl Processor {
         if state.next_offset.is_some_and(|next| offset < next) {
             return Ok(()); // already reflected in state
         }
+        self.counts.consumed += 1;
         let replay = offset < state.replay_until;
         let event = decode::<TrafficEvent>(
             message.payload().unwrap_or_default(),
@@ -165,10 +194,14 @@ impl Processor {
                 self.sink.forward_invalid(message, &reason)?;
             }
         }
-        for window in state.windows.close_due() {
-            self.sink.emit(&window)?;
-            self.counts.windows_emitted += 1;
-        }
+        let closed = state.windows.close_due();
+        emit_windows(
+            &mut self.sink,
+            &mut self.counts,
+            &self.emit_latency,
+            self.settings.window.size_ms,
+            closed,
+        )?;
         Ok(())
     }
 
@@ -217,6 +250,7 @@ impl Processor {
         if updates.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let patience = self.settings.kafka.timeout.max(Duration::from_secs(60));
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
@@ -250,7 +284,61 @@ impl Processor {
             }
         }
         self.counts.checkpoints += 1;
+        self.checkpoint_duration
+            .record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Publishes counts and gauges, and readiness: assigned, and no partition still replaying.
+    fn publish(&self) {
+        let c = &self.counts;
+        for (name, value) in [
+            (metric::RECORDS_CONSUMED, c.consumed),
+            (metric::EVENTS_AGGREGATED, c.aggregated),
+            (metric::EVENTS_LATE, c.late),
+            (metric::EVENTS_FILTERED, c.filtered),
+            (metric::RECORDS_INVALID, c.invalid),
+            (metric::RECORDS_REPLAYED, c.replayed),
+            (metric::WINDOWS_EMITTED, c.windows_emitted),
+            (metric::CHECKPOINTS, c.checkpoints),
+            (metric::TRANSACTION_ABORTS, c.aborts),
+        ] {
+            metrics::counter!(name).absolute(value);
+        }
+        let now_ms = crate::produce::now_ms();
+        let (mut open, mut owned, mut replaying) = (0, 0, false);
+        for (topic, parts) in &self.partitions {
+            for (partition, state) in parts {
+                owned += 1;
+                open += state.windows.open_count();
+                replaying |= state.next_offset.is_some_and(|n| n < state.replay_until);
+                if let Some(stream_time) = state.windows.stream_time() {
+                    let labels = [
+                        ("topic", topic.clone()),
+                        ("partition", partition.to_string()),
+                    ];
+                    metrics::gauge!(metric::STREAM_TIME_SECONDS, &labels)
+                        .set(stream_time as f64 / 1000.0);
+                    metrics::gauge!(metric::WATERMARK_LAG_SECONDS, &labels)
+                        .set(now_ms.saturating_sub(stream_time) as f64 / 1000.0);
+                }
+            }
+        }
+        metrics::gauge!(metric::OPEN_WINDOWS).set(open as f64);
+        metrics::gauge!(metric::ASSIGNED_PARTITIONS).set(owned as f64);
+        let stats = self.store.stats();
+        metrics::gauge!(metric::STATE_KEYS).set(stats.keys as f64);
+        metrics::gauge!(metric::STATE_SIZE_BYTES).set(stats.bytes as f64);
+        let ready = self.assigned_once && !replaying;
+        self.health.set_ready(ready);
+        // Gauges set only on change would age out of the exporter: refresh them with the rest.
+        metrics::gauge!(metric::READY).set(if ready { 1.0 } else { 0.0 });
+        let guarantee = match self.settings.guarantee {
+            Guarantee::ExactlyOnce => "exactly-once",
+            Guarantee::AtLeastOnce => "at-least-once",
+        };
+        metrics::gauge!(metric::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "guarantee" => guarantee)
+            .set(1.0);
     }
 
     fn mark_changed(&mut self, offsets: &TopicPartitionList) {
@@ -362,6 +450,7 @@ impl Processor {
                     .map_err(PipelineError::Consumer)?;
             }
         }
+        self.assigned_once = true;
         Ok(())
     }
 
@@ -432,10 +521,13 @@ impl Processor {
                 if !closed.is_empty() {
                     state.changed = true;
                 }
-                for window in closed {
-                    self.sink.emit(&window)?;
-                    self.counts.windows_emitted += 1;
-                }
+                emit_windows(
+                    &mut self.sink,
+                    &mut self.counts,
+                    &self.emit_latency,
+                    self.settings.window.size_ms,
+                    closed,
+                )?;
             }
         }
         Ok(())
@@ -482,6 +574,10 @@ impl ClientContext for ProcessorContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.base.log_error(error, reason);
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        telemetry::publish_consumer_lag(&statistics);
+    }
 }
 
 impl ConnectionAware for ProcessorContext {
@@ -503,6 +599,7 @@ impl ConsumerContext for ProcessorContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                metrics::counter!(metric::REBALANCES, "event" => "assigned").increment(1);
                 let prepared = if self.closing.load(Ordering::Relaxed) {
                     Ok(())
                 } else {
@@ -516,6 +613,7 @@ impl ConsumerContext for ProcessorContext {
                 prepared.and(assigned.map_err(PipelineError::Consumer))
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                metrics::counter!(metric::REBALANCES, "event" => "revoked").increment(1);
                 let checkpointed = self.with_processor(|p| p.revoke(consumer, partitions));
                 let released = if cooperative {
                     consumer.incremental_unassign(partitions)
@@ -545,7 +643,18 @@ pub struct RunReport {
 }
 
 /// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.
-pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, PipelineError> {
+pub fn run(
+    settings: RunSettings,
+    stop: &AtomicBool,
+    health: Arc<Health>,
+) -> Result<RunReport, PipelineError> {
+    // Counters of rare events exist from the start, at zero, so rates and alerts see them.
+    for counter in [metric::PRODUCER_ERRORS, metric::CHECKPOINT_FAILURES] {
+        metrics::counter!(counter).increment(0);
+    }
+    for event in ["assigned", "revoked"] {
+        metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
+    }
     let store = StateStore::open(&settings.state_dir)?;
     let transactional_id = match settings.guarantee {
         Guarantee::ExactlyOnce => {
@@ -586,7 +695,9 @@ pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, Pipeli
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // Per-partition lag for the metrics endpoint (a pass-through setting may change it).
+        .set("statistics.interval.ms", "5000");
     for (key, value) in &settings.consumer_properties {
         config.set(key, value);
     }
@@ -598,6 +709,10 @@ pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, Pipeli
             sink,
             partitions: HashMap::new(),
             counts: Counts::default(),
+            health: Arc::clone(&health),
+            assigned_once: false,
+            emit_latency: metrics::histogram!(metric::EMIT_LATENCY_SECONDS),
+            checkpoint_duration: metrics::histogram!(metric::CHECKPOINT_DURATION_SECONDS),
         }),
         failure: Mutex::new(None),
         closing: AtomicBool::new(false),
@@ -613,12 +728,10 @@ pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, Pipeli
     tracing::info!(group = %settings.group, inputs = ?settings.input_topics, output = %settings.output_topic, "running");
 
     let context = consumer.context();
-    let started = Instant::now();
-    let last_poll_ms = AtomicU64::new(0);
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
-        scope.spawn(|| watch_poll_loop(&started, &last_poll_ms, &done));
-        let result = poll_loop(&consumer, &settings, stop, &started, &last_poll_ms);
+        scope.spawn(|| watch_poll_loop(&health, &done));
+        let result = poll_loop(&consumer, &settings, stop, &health);
         done.store(true, Ordering::Relaxed);
         result
     });
@@ -626,28 +739,27 @@ pub fn run(settings: RunSettings, stop: &AtomicBool) -> Result<RunReport, Pipeli
     // partitions through the callback above, which has nothing left to write).
     let result = result.and_then(|()| context.with_processor(|p| p.checkpoint(&consumer)));
     let counts = context.with_processor(|p| p.counts);
+    health.set_ready(false);
     context.closing.store(true, Ordering::Relaxed);
     drop(consumer);
     tracing::info!(?counts, "stopped");
     result.map(|()| RunReport { counts })
 }
 
-/// How long the poll loop may go without polling before the watchdog reports it stalled.
-const STALL_AFTER: Duration = Duration::from_secs(30);
-
-/// Polls, processes, closes idle windows and checkpoints until `stop` is set or an error occurs.
+/// Polls, processes, closes idle windows, checkpoints and publishes metrics until `stop` is set or
+/// an error occurs.
 fn poll_loop(
     consumer: &BaseConsumer<ProcessorContext>,
     settings: &RunSettings,
     stop: &AtomicBool,
-    started: &Instant,
-    last_poll_ms: &AtomicU64,
+    health: &Health,
 ) -> Result<(), PipelineError> {
     let context = consumer.context();
     let mut last_checkpoint = Instant::now();
+    let mut last_publish = Instant::now();
     let mut last_report = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        last_poll_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        health.polled();
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => context.with_processor(|p| p.handle(&message))?,
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
@@ -661,7 +773,23 @@ fn poll_loop(
         }
         if last_checkpoint.elapsed() >= settings.checkpoint_interval {
             last_checkpoint = Instant::now();
-            context.with_processor(|p| p.checkpoint(consumer))?;
+            let checkpointed = context.with_processor(|p| {
+                let aborts = p.counts.aborts;
+                let result = p.checkpoint(consumer);
+                (result, p.counts.aborts > aborts)
+            });
+            match checkpointed {
+                (Ok(()), false) => {}
+                (Ok(()), true) => metrics::counter!(metric::CHECKPOINT_FAILURES).increment(1),
+                (Err(error), _) => {
+                    metrics::counter!(metric::CHECKPOINT_FAILURES).increment(1);
+                    return Err(error);
+                }
+            }
+        }
+        if last_publish.elapsed() >= Duration::from_secs(1) {
+            last_publish = Instant::now();
+            context.with_processor(|p| p.publish());
         }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
@@ -672,20 +800,21 @@ fn poll_loop(
     Ok(())
 }
 
-/// The watchdog: reports (once per stall) when the poll loop has not polled for [`STALL_AFTER`] —
-/// a stuck broker call or a slow checkpoint that would otherwise only show as a silent consumer lag.
-fn watch_poll_loop(started: &Instant, last_poll_ms: &AtomicU64, done: &AtomicBool) {
+/// The watchdog: reports (once per stall, in the log and the metrics) when the poll loop has not
+/// polled for the stall timeout — a stuck broker call or a slow checkpoint that would otherwise only
+/// show as a silent consumer lag. `/healthz` reads the same [`Health`].
+fn watch_poll_loop(health: &Health, done: &AtomicBool) {
     let mut reported = false;
+    metrics::counter!(metric::POLL_LOOP_STALLS).absolute(0);
     while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(500));
-        let since_poll = Duration::from_millis(
-            (started.elapsed().as_millis() as u64)
-                .saturating_sub(last_poll_ms.load(Ordering::Relaxed)),
-        );
-        if since_poll >= STALL_AFTER && !reported {
-            tracing::error!(stalled_for = ?since_poll, "the poll loop is stalled");
+        std::thread::sleep(Duration::from_millis(200));
+        let stalled = !health.is_live();
+        metrics::gauge!(metric::POLL_LOOP_STALLED).set(if stalled { 1.0 } else { 0.0 });
+        if stalled && !reported {
+            tracing::error!(stalled_for = ?health.since_last_poll(), "the poll loop is stalled");
+            metrics::counter!(metric::POLL_LOOP_STALLS).increment(1);
             reported = true;
-        } else if since_poll < STALL_AFTER && reported {
+        } else if !stalled && reported {
             tracing::warn!("the poll loop is polling again");
             reported = false;
         }

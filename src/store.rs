@@ -59,6 +59,13 @@ pub struct PartitionUpdate {
     pub changed: Vec<(i64, String, Aggregate)>,
 }
 
+/// Size of the state store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
 /// The RocksDB database in the state directory.
 pub struct StateStore {
     db: DB,
@@ -150,6 +157,26 @@ impl StateStore {
         options.set_sync(true);
         self.db.write_opt(batch, &options)?;
         Ok(())
+    }
+
+    /// Estimated keys and bytes (SST files plus memtables) of the store, for the metrics; RocksDB's
+    /// own estimates, cheap to read.
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats::default();
+        for family in [WINDOWS, PARTITIONS] {
+            let cf = self.family(family);
+            let property = |name: &str| {
+                self.db
+                    .property_int_value_cf(cf, name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            stats.keys += property("rocksdb.estimate-num-keys");
+            stats.bytes += property("rocksdb.total-sst-files-size")
+                + property("rocksdb.cur-size-all-mem-tables");
+        }
+        stats
     }
 
     /// Forgets everything stored for `partition` (its local state is stale).
@@ -406,6 +433,9 @@ mod tests {
             vec![(0, "s9".into(), agg(4, 0))],
             "other partitions untouched"
         );
+
+        let stats = store.stats();
+        assert!(stats.keys > 0 && stats.bytes > 0, "{stats:?}");
 
         store.forget(&a).expect("forgets");
         assert_eq!(store.load(&a).expect("loads"), None);

@@ -64,6 +64,8 @@ pub fn streamagg(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_streamagg"))
         .args(args)
         .env("RUST_LOG", "warn")
+        // Many processors run at once: each serves its metrics on a port of its own.
+        .env("STREAMAGG_METRICS_ADDR", "127.0.0.1:0")
         .output()
         .expect("the streamagg binary runs")
 }
@@ -85,6 +87,7 @@ impl ProcessorProcess {
             .arg("run")
             .args(args)
             .env("RUST_LOG", "info")
+            .env("STREAMAGG_METRICS_ADDR", "127.0.0.1:0")
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -98,6 +101,36 @@ impl ProcessorProcess {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Where the process serves /metrics, /healthz and /readyz, as its log says (it binds port 0).
+    pub fn telemetry_addr(&mut self, deadline: Duration) -> std::net::SocketAddr {
+        let started = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            let addr = log
+                .lines()
+                .filter(|line| line.contains("serving /metrics"))
+                .find_map(|line| {
+                    line.split("addr=")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                });
+            if let Some(addr) = addr {
+                return addr;
+            }
+            if let Some(status) = self.exited() {
+                panic!("processor exited ({status}) before serving metrics; log:\n{log}");
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "processor did not serve metrics within {deadline:?}; log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the process.
@@ -180,4 +213,30 @@ pub fn wait_for_records(
         check();
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body). Enough for probes and Prometheus' API.
+pub fn http_get(
+    addr: std::net::SocketAddr,
+    path_and_query: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:.80}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }

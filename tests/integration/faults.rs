@@ -11,8 +11,9 @@ use streamagg::codec::Format;
 
 use crate::common::{read_all, wait_for_records, ProcessorProcess};
 use crate::oracle::{
-    assert_output_matches, assert_side_topic, check_alive, dataset, format_name, oracle,
-    produce_input_range_gradually, produce_inputs_gradually, wait_until_assigned, Delivery, Topics,
+    assert_output_matches, assert_side_topic, check_alive, dataset, expected_windows, format_name,
+    oracle, produce_input_range_gradually, produce_inputs_gradually, random_group,
+    wait_until_assigned, Delivery, Topics,
 };
 
 /// Consumer settings that make a dead member leave the group in seconds, not the default 45 s.
@@ -24,10 +25,6 @@ fn fast_failover_config(dir: &std::path::Path) -> String {
     )
     .expect("config written");
     path.to_str().expect("utf8").to_owned()
-}
-
-fn random_group() -> String {
-    format!("it-group-{:016x}", rand::random::<u64>())
 }
 
 /// Everything a fault test checks at the end: output, late topic and DLQ against the oracle.
@@ -42,12 +39,6 @@ fn assert_all_match(
     assert_output_matches(format, output, &expected, delivery);
     assert_side_topic(&topics.late.name, &expected.late, "late", delivery);
     assert_side_topic(&topics.dlq.name, &expected.invalid, "", delivery);
-}
-
-fn expected_windows(format: Format, topics: &Topics, inputs: &[crate::oracle::Input]) -> usize {
-    oracle(format, inputs, &read_all(&topics.input.name))
-        .windows
-        .len()
 }
 
 fn crash_test(guarantee: &str, delivery: Delivery, seed: u64) {

@@ -4,5 +4,6 @@
 mod common;
 mod faults;
 mod foundation;
+mod observability;
 mod oracle;
 mod processor;

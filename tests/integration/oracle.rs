@@ -544,3 +544,15 @@ pub fn wait_until_assigned(process: &mut ProcessorProcess, deadline: Duration) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A consumer group name no other test uses.
+pub fn random_group() -> String {
+    format!("it-group-{:016x}", rand::random::<u64>())
+}
+
+/// How many windows the oracle expects from `inputs` as they sit in the input topic.
+pub fn expected_windows(format: Format, topics: &Topics, inputs: &[Input]) -> usize {
+    oracle(format, inputs, &crate::common::read_all(&topics.input.name))
+        .windows
+        .len()
+}

@@ -1,0 +1,482 @@
+//! Telemetry: the name, kind, unit and help of every metric streamagg exports (defined once, here),
+//! the Prometheus recorder with explicit histogram buckets, the health the poll loop reports, and
+//! the HTTP endpoint that serves `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Counters of the hot path are plain integers in the processor, published as absolute values once
+//! a second; only rare events (rebalances, stalls, producer errors) and per-window observations
+//! touch the recorder directly.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+use rdkafka::statistics::Partition;
+
+/// Metric names. Counters end in `_total`, units are base units, labels are bounded (topic and
+/// partition only; never a source).
+pub mod metric {
+    pub const RECORDS_CONSUMED: &str = "streamagg_records_consumed_total";
+    pub const EVENTS_AGGREGATED: &str = "streamagg_events_aggregated_total";
+    pub const EVENTS_LATE: &str = "streamagg_events_late_total";
+    pub const EVENTS_FILTERED: &str = "streamagg_events_filtered_total";
+    pub const RECORDS_INVALID: &str = "streamagg_records_invalid_total";
+    pub const RECORDS_REPLAYED: &str = "streamagg_records_replayed_total";
+    pub const WINDOWS_EMITTED: &str = "streamagg_windows_emitted_total";
+    pub const OPEN_WINDOWS: &str = "streamagg_open_windows";
+    pub const ASSIGNED_PARTITIONS: &str = "streamagg_assigned_partitions";
+    pub const STATE_KEYS: &str = "streamagg_state_keys";
+    pub const STATE_SIZE_BYTES: &str = "streamagg_state_size_bytes";
+    pub const CHECKPOINTS: &str = "streamagg_checkpoints_total";
+    pub const CHECKPOINT_FAILURES: &str = "streamagg_checkpoint_failures_total";
+    pub const CHECKPOINT_DURATION_SECONDS: &str = "streamagg_checkpoint_duration_seconds";
+    pub const TRANSACTION_ABORTS: &str = "streamagg_transaction_aborts_total";
+    pub const REBALANCES: &str = "streamagg_rebalances_total";
+    pub const CONSUMER_LAG_RECORDS: &str = "streamagg_consumer_lag_records";
+    pub const EMIT_LATENCY_SECONDS: &str = "streamagg_emit_latency_seconds";
+    pub const STREAM_TIME_SECONDS: &str = "streamagg_stream_time_seconds";
+    pub const WATERMARK_LAG_SECONDS: &str = "streamagg_watermark_lag_seconds";
+    pub const PRODUCER_ERRORS: &str = "streamagg_producer_errors_total";
+    pub const POLL_LOOP_STALLS: &str = "streamagg_poll_loop_stalls_total";
+    pub const POLL_LOOP_STALLED: &str = "streamagg_poll_loop_stalled";
+    pub const READY: &str = "streamagg_ready";
+    pub const BUILD_INFO: &str = "streamagg_build_info";
+}
+
+/// Histogram buckets (upper bounds, seconds) of checkpoint and transaction-commit durations.
+pub const CHECKPOINT_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Histogram buckets (upper bounds, seconds) of event-time-to-emission latency: a window closes
+/// `grace` after its end at the earliest, so the interesting range starts at seconds.
+pub const EMIT_LATENCY_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot install the metrics recorder: {0}")]
+    Recorder(String),
+    #[error("cannot serve metrics on {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: String },
+}
+
+/// Installs the process-wide Prometheus recorder and describes every metric. Gauges that are not
+/// updated for `stale_after` (e.g. lag of a partition no longer assigned) drop out of the output.
+pub fn install_recorder(stale_after: Duration) -> Result<PrometheusHandle, TelemetryError> {
+    let builder = PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(stale_after))
+        .set_buckets_for_metric(
+            Matcher::Full(metric::CHECKPOINT_DURATION_SECONDS.into()),
+            CHECKPOINT_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(metric::EMIT_LATENCY_SECONDS.into()),
+                EMIT_LATENCY_BUCKETS,
+            )
+        })
+        .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
+    let handle = builder
+        .install_recorder()
+        .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metric::*;
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        RECORDS_CONSUMED,
+        Unit::Count,
+        "Input records read from Kafka."
+    );
+    describe_counter!(
+        EVENTS_AGGREGATED,
+        Unit::Count,
+        "Events added to an open window."
+    );
+    describe_counter!(
+        EVENTS_LATE,
+        Unit::Count,
+        "Events whose window had already closed on their partition."
+    );
+    describe_counter!(
+        EVENTS_FILTERED,
+        Unit::Count,
+        "Events dropped by --min-value before aggregation."
+    );
+    describe_counter!(
+        RECORDS_INVALID,
+        Unit::Count,
+        "Undecodable or invalid records (forwarded to the DLQ topic if set)."
+    );
+    describe_counter!(RECORDS_REPLAYED, Unit::Count, "Records re-read to rebuild the open windows of a partition taken over without current local state.");
+    describe_counter!(
+        WINDOWS_EMITTED,
+        Unit::Count,
+        "Closed windows whose average was produced to the output topic."
+    );
+    describe_gauge!(
+        OPEN_WINDOWS,
+        Unit::Count,
+        "(window, source) aggregates currently open."
+    );
+    describe_gauge!(
+        ASSIGNED_PARTITIONS,
+        Unit::Count,
+        "Input partitions this instance owns."
+    );
+    describe_gauge!(
+        STATE_KEYS,
+        Unit::Count,
+        "Estimated keys in the RocksDB state store."
+    );
+    describe_gauge!(
+        STATE_SIZE_BYTES,
+        Unit::Bytes,
+        "RocksDB state store size: SST files plus memtables."
+    );
+    describe_counter!(
+        CHECKPOINTS,
+        Unit::Count,
+        "Checkpoints written (exactly-once: transactions committed)."
+    );
+    describe_counter!(
+        CHECKPOINT_FAILURES,
+        Unit::Count,
+        "Checkpoints that failed (the instance stops, or aborts and redoes the work)."
+    );
+    describe_histogram!(
+        CHECKPOINT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to write one checkpoint: flush or transaction commit, then RocksDB."
+    );
+    describe_counter!(
+        TRANSACTION_ABORTS,
+        Unit::Count,
+        "Transactions aborted and redone from the last checkpoint."
+    );
+    describe_counter!(
+        REBALANCES,
+        Unit::Count,
+        "Consumer group rebalance callbacks, by event (assigned, revoked)."
+    );
+    describe_gauge!(CONSUMER_LAG_RECORDS, Unit::Count, "Records between the consumer's position and the end of the partition (librdkafka statistics).");
+    describe_histogram!(
+        EMIT_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Wall clock at emission minus the window's end."
+    );
+    describe_gauge!(
+        STREAM_TIME_SECONDS,
+        Unit::Seconds,
+        "Stream time (largest event time seen) of an owned partition, Unix seconds."
+    );
+    describe_gauge!(
+        WATERMARK_LAG_SECONDS,
+        Unit::Seconds,
+        "Wall clock minus the stream time of an owned partition."
+    );
+    describe_counter!(
+        PRODUCER_ERRORS,
+        Unit::Count,
+        "Records the producer failed to deliver."
+    );
+    describe_counter!(
+        POLL_LOOP_STALLS,
+        Unit::Count,
+        "Times the poll loop went longer than --stall-timeout without polling."
+    );
+    describe_gauge!(
+        POLL_LOOP_STALLED,
+        Unit::Count,
+        "1 while the poll loop is stalled (then /healthz fails)."
+    );
+    describe_gauge!(
+        READY,
+        Unit::Count,
+        "1 once partitions are assigned and their state restored (/readyz)."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        Unit::Count,
+        "Always 1; labels carry the version and the delivery guarantee."
+    );
+}
+
+/// Liveness and readiness, fed by the poll loop and the processor, read by the HTTP endpoint.
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    /// Milliseconds after `started` of the latest poll; 0 before the first.
+    last_poll_ms: AtomicU64,
+    ready: AtomicBool,
+    stall_after: Duration,
+}
+
+impl Health {
+    pub fn new(stall_after: Duration) -> Self {
+        Health {
+            started: Instant::now(),
+            last_poll_ms: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+            stall_after,
+        }
+    }
+
+    /// Called by the poll loop every time it polls.
+    pub fn polled(&self) {
+        let ms = (self.started.elapsed().as_millis() as u64).max(1);
+        self.last_poll_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the poll loop last polled; `None` before it first did (start-up).
+    pub fn since_last_poll(&self) -> Option<Duration> {
+        match self.last_poll_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
+        }
+    }
+
+    /// Live unless the poll loop has gone `stall_after` without polling.
+    pub fn is_live(&self) -> bool {
+        self.since_last_poll()
+            .is_none_or(|since| since < self.stall_after)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        if self.ready.swap(ready, Ordering::Relaxed) != ready {
+            tracing::info!(ready, "readiness changed");
+        }
+    }
+
+    /// Partitions assigned and restored, and the poll loop live.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.is_live()
+    }
+
+    pub fn stall_after(&self) -> Duration {
+        self.stall_after
+    }
+}
+
+/// Records behind the end of a partition, from its librdkafka statistics: the last stable offset
+/// (read_committed) or high watermark, minus the position handed to the application (or the
+/// committed offset before the first record). `None` for partitions not being fetched.
+///
+/// librdkafka's own `consumer_lag` is measured from the consumer's committed offset, which
+/// transactional commits (`send_offsets_to_transaction`) do not update, so it is not used.
+pub fn partition_lag(partition: &Partition) -> Option<i64> {
+    if partition.partition < 0 || partition.fetch_state != "active" {
+        return None;
+    }
+    let end = if partition.ls_offset >= 0 {
+        partition.ls_offset
+    } else {
+        partition.hi_offset
+    };
+    let position = if partition.app_offset >= 0 {
+        partition.app_offset
+    } else {
+        partition.committed_offset
+    };
+    (end >= 0 && position >= 0).then(|| (end - position).max(0))
+}
+
+/// Publishes the lag of every fetched partition in a librdkafka statistics report.
+pub fn publish_consumer_lag(statistics: &rdkafka::Statistics) {
+    for (topic, t) in &statistics.topics {
+        for partition in t.partitions.values() {
+            if let Some(lag) = partition_lag(partition) {
+                metrics::gauge!(
+                    metric::CONSUMER_LAG_RECORDS,
+                    "topic" => topic.clone(),
+                    "partition" => partition.partition.to_string()
+                )
+                .set(lag as f64);
+            }
+        }
+    }
+}
+
+/// Serves `/metrics` (when `metrics` is given), `/healthz` and `/readyz` on `addr` from a thread of
+/// its own, for the life of the process. Returns the bound address (`addr` may ask for port 0).
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Option<PrometheusHandle>,
+    health: Arc<Health>,
+) -> Result<SocketAddr, TelemetryError> {
+    let bind_error = |cause: std::io::Error| TelemetryError::Bind {
+        addr,
+        cause: cause.to_string(),
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(bind_error)?;
+    std::thread::Builder::new()
+        .name("telemetry".into())
+        .spawn(move || runtime.block_on(accept_loop(listener, metrics, health)))
+        .map_err(bind_error)?;
+    Ok(bound)
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    metrics: Option<PrometheusHandle>,
+    health: Arc<Health>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "the telemetry endpoint cannot listen");
+            return;
+        }
+    };
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a telemetry connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        let health = Arc::clone(&health);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<_>| {
+                let response = respond(request.uri().path(), metrics.as_ref(), &health);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+fn respond(
+    path: &str,
+    metrics: Option<&PrometheusHandle>,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response
+    };
+    let probe = |ok: bool, what: &str| {
+        if ok {
+            text(StatusCode::OK, "ok\n".into())
+        } else {
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("{what}\n"))
+        }
+    };
+    match (path, metrics) {
+        ("/metrics", Some(handle)) => {
+            handle.run_upkeep();
+            let mut response = text(StatusCode::OK, handle.render());
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        ("/healthz", _) => probe(health.is_live(), "the poll loop is stalled"),
+        ("/readyz", _) => probe(
+            health.is_ready(),
+            "not ready: partitions not yet assigned and restored, or the poll loop is stalled",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(fetch_state: &str, ls: i64, hi: i64, app: i64, committed: i64) -> Partition {
+        Partition {
+            fetch_state: fetch_state.to_owned(),
+            ls_offset: ls,
+            hi_offset: hi,
+            app_offset: app,
+            committed_offset: committed,
+            ..Partition::default()
+        }
+    }
+
+    #[test]
+    fn lag_is_the_distance_from_the_position_to_the_stable_end() {
+        let cases = [
+            // (fetch state, ls_offset, hi_offset, app_offset, committed, lag)
+            ("active", 100, 120, 40, 10, Some(60)),
+            ("active", -1, 120, 40, 10, Some(80)),
+            ("active", 100, 120, -1001, 10, Some(90)),
+            ("active", 100, 120, -1001, -1001, None),
+            ("active", 100, 120, 130, 10, Some(0)),
+            ("stopped", 100, 120, 40, 10, None),
+            ("none", 100, 120, 40, 10, None),
+        ];
+        for (state, ls, hi, app, committed, expected) in cases {
+            assert_eq!(
+                partition_lag(&partition(state, ls, hi, app, committed)),
+                expected,
+                "{state} ls={ls} hi={hi} app={app} committed={committed}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_is_live_at_start_up_and_not_after_a_stall() {
+        let health = Health::new(Duration::from_millis(50));
+        assert!(health.is_live(), "no poll yet: starting up, alive");
+        assert!(!health.is_ready());
+        health.polled();
+        health.set_ready(true);
+        assert!(health.is_live() && health.is_ready());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!health.is_live(), "no poll for longer than stall_after");
+        assert!(!health.is_ready(), "a stalled loop is not ready either");
+        health.polled();
+        assert!(health.is_live() && health.is_ready());
+    }
+
+    #[test]
+    fn the_endpoint_answers_probes_by_health() {
+        let health = Health::new(Duration::from_secs(60));
+        let status = |path: &str, health: &Health| respond(path, None, health).status();
+        assert_eq!(status("/healthz", &health), StatusCode::OK);
+        assert_eq!(status("/readyz", &health), StatusCode::SERVICE_UNAVAILABLE);
+        health.set_ready(true);
+        assert_eq!(status("/readyz", &health), StatusCode::OK);
+        assert_eq!(
+            status("/metrics", &health),
+            StatusCode::NOT_FOUND,
+            "metrics off"
+        );
+        assert_eq!(status("/other", &health), StatusCode::NOT_FOUND);
+    }
+}

@@ -345,7 +345,17 @@ fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
     };
     kafka("pause");
     let stalled = std::panic::catch_unwind(|| {
-        watch_probe(addr, "/healthz", Duration::from_secs(30), |s| s == 503)
+        let seen = watch_probe(addr, "/healthz", Duration::from_secs(30), |s| s == 503);
+        // Keep the broker frozen until the watchdog (which looks every 200 ms) has reported it too.
+        let started = Instant::now();
+        while !processor.log().contains("the poll loop is stalled") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the watchdog reports the stall"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen
     });
     kafka("resume");
     let seen = stalled.unwrap_or_else(|_| {

@@ -104,6 +104,7 @@ pub struct RunOptions {
     pub kafka_timeout: Option<Duration>,
     pub guarantee: Option<Guarantee>,
     pub instance_id: Option<String>,
+    pub static_membership: Option<bool>,
     #[serde(default, with = "humantime_serde_opt")]
     pub idle_close_after: Option<Duration>,
     /// `host:port` of the metrics and health endpoint, or `off`.
@@ -179,6 +180,7 @@ impl RunOptions {
             kafka_timeout: self.kafka_timeout.or(fallback.kafka_timeout),
             guarantee: self.guarantee.or(fallback.guarantee),
             instance_id: self.instance_id.or(fallback.instance_id),
+            static_membership: self.static_membership.or(fallback.static_membership),
             idle_close_after: self.idle_close_after.or(fallback.idle_close_after),
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
             stall_timeout: self.stall_timeout.or(fallback.stall_timeout),
@@ -206,6 +208,8 @@ pub struct RunSettings {
     pub guarantee: Guarantee,
     /// Names this instance in its transactional id; `None`: one generated once and kept in the state dir.
     pub instance_id: Option<String>,
+    /// Join the group as a static member (`group.instance.id = streamagg-<instance id>`, KIP-345).
+    pub static_membership: bool,
     /// Advance an idle partition's stream time by wall clock after this long without records.
     pub idle_close_after: Option<Duration>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: not at all.
@@ -419,6 +423,7 @@ impl TryFrom<RunOptions> for RunSettings {
             checkpoint_interval,
             guarantee: options.guarantee.unwrap_or(Guarantee::ExactlyOnce),
             instance_id: options.instance_id,
+            static_membership: options.static_membership.unwrap_or(false),
             idle_close_after: options.idle_close_after,
             metrics_addr,
             stall_timeout,
@@ -466,6 +471,7 @@ mod tests {
         assert_eq!(settings.state_dir, PathBuf::from("./state"));
         assert_eq!(settings.guarantee, Guarantee::ExactlyOnce);
         assert_eq!(settings.idle_close_after, None);
+        assert!(!settings.static_membership);
         assert_eq!(
             settings.metrics_addr,
             Some("127.0.0.1:9464".parse().expect("addr"))
@@ -508,6 +514,7 @@ mod tests {
             min_value = 0.5
             guarantee = "at-least-once"
             instance_id = "node-1"
+            static_membership = true
             idle_close_after = "30s"
             [kafka.consumer]
             "fetch.max.bytes" = 1048576
@@ -531,6 +538,7 @@ mod tests {
         assert_eq!(settings.min_value, Some(0.5));
         assert_eq!(settings.guarantee, Guarantee::AtLeastOnce);
         assert_eq!(settings.instance_id.as_deref(), Some("node-1"));
+        assert!(settings.static_membership);
         assert_eq!(settings.idle_close_after, Some(Duration::from_secs(30)));
         assert_eq!(settings.consumer_properties["fetch.max.bytes"], "1048576");
         assert_eq!(settings.consumer_properties["auto.offset.reset"], "latest");

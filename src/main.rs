@@ -38,6 +38,14 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ProbeKind {
+    /// Alive: the poll loop polls.
+    Healthz,
+    /// Ready: partitions assigned and restored.
+    Readyz,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -69,6 +77,16 @@ enum Command {
     Topics {
         #[command(subcommand)]
         action: TopicsAction,
+    },
+    /// Ask a running processor's endpoint whether it is healthy or ready: exit 0 if so, 1 if not
+    /// (the container's health check).
+    Probe {
+        /// Which probe.
+        #[arg(value_enum, default_value = "healthz")]
+        probe: ProbeKind,
+        /// The processor's metrics address (`0.0.0.0` means this host).
+        #[arg(long, env = "STREAMAGG_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+        metrics_addr: std::net::SocketAddr,
     },
     /// Print an embedded Avro schema.
     Schema {
@@ -398,6 +416,22 @@ fn run(cli: Cli) -> Result<()> {
             topic,
             total,
         } => lag(&kafka.settings()?, &group, &topic, total),
+        Command::Probe {
+            probe,
+            metrics_addr,
+        } => {
+            let path = match probe {
+                ProbeKind::Healthz => "/healthz",
+                ProbeKind::Readyz => "/readyz",
+            };
+            let (status, body) = telemetry::http_get(metrics_addr, path, Duration::from_secs(5))
+                .with_context(|| format!("cannot reach {metrics_addr}{path}"))?;
+            if status != 200 {
+                bail!("{path} answered {status}: {}", body.trim());
+            }
+            println!("{}", body.trim());
+            Ok(())
+        }
         Command::Schema { record } => {
             print!(
                 "{}",

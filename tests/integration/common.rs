@@ -215,28 +215,10 @@ pub fn wait_for_records(
     }
 }
 
-/// A plain HTTP/1.0 GET on loopback: (status code, body). Enough for probes and Prometheus' API.
+/// A plain HTTP GET on loopback: (status code, body). Enough for probes and Prometheus' API.
 pub fn http_get(
     addr: std::net::SocketAddr,
     path_and_query: &str,
 ) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:.80}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    streamagg::telemetry::http_get(addr, path_and_query, Duration::from_secs(10))
 }

@@ -288,7 +288,18 @@ fn readyz_answers_only_once_partitions_are_assigned() {
         processor.log()
     );
     assert_eq!(http_get(addr, "/healthz").expect("healthz").0, 200);
+    // The container's health check is the binary itself.
+    let probe = streamagg(&["probe", "readyz", "--metrics-addr", &addr.to_string()]);
+    assert!(probe.status.success(), "probe readyz: {probe:?}");
     processor.stop_gracefully();
+    let gone = streamagg(&["probe", "healthz", "--metrics-addr", &addr.to_string()]);
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(!gone.status.success(), "nothing serves {addr} any more");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("streamagg: error: cannot reach"),
+        "{stderr}"
+    );
 }
 
 /// Freezes the shared broker, so `scripts/test` runs it on its own after the other tests.

@@ -375,3 +375,68 @@ fn settings_come_from_flags_over_environment_over_the_config_file() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// `--event-time kafka`: windows follow the Kafka record timestamps, not the `timestamp` field (set
+/// here to a value that would put every event in the same 1970 window).
+#[test]
+fn kafka_record_timestamps_drive_the_windows_with_event_time_kafka() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let topics = Topics::create("kafka-time", 1);
+    let producer: rdkafka::producer::BaseProducer = crate::common::kafka_settings()
+        .client_config("it-kafka-time")
+        .create()
+        .expect("producer");
+    let start = 1_700_000_040_000_i64; // a window start (a multiple of 60 s)
+                                       // (Kafka timestamp, value): two events in the first window, one in the next, and a late-enough
+                                       // one that closes both (stream time passes start + 120 s + grace).
+    let events = [
+        (start + 1_000, 10.0),
+        (start + 2_000, 20.0),
+        (start + 61_000, 40.0),
+        (start + 200_000, 1.0),
+    ];
+    for (timestamp, value) in events {
+        let payload = crate::oracle::encode_independently(Format::Json, "link", 0, value);
+        producer
+            .send(
+                BaseRecord::to(&topics.input.name)
+                    .key("link")
+                    .payload(&payload)
+                    .timestamp(timestamp),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut args = topics.args(
+        "json",
+        &crate::oracle::random_group(),
+        dir.path().join("state").to_str().expect("utf8"),
+    );
+    let filter = args
+        .iter()
+        .position(|a| a == "--min-value")
+        .expect("args set a filter");
+    args.drain(filter..filter + 2);
+    args.extend(["--event-time".into(), "kafka".into()]);
+    let mut processor = ProcessorProcess::start(&args);
+    let output = wait_for_records(&topics.output.name, 2, Duration::from_secs(60), || {
+        check_alive(&mut [&mut processor])
+    });
+    processor.stop_gracefully();
+    let windows: Vec<(i64, i64, f64)> = output
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value =
+                serde_json::from_slice(r.payload.as_deref().expect("payload")).expect("json");
+            (
+                v["window_start"].as_i64().expect("window_start"),
+                v["count"].as_i64().expect("count"),
+                v["sum"].as_f64().expect("sum"),
+            )
+        })
+        .collect();
+    assert_eq!(windows, vec![(start, 2, 30.0), (start + 60_000, 1, 40.0)]);
+}

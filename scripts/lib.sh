@@ -59,3 +59,19 @@ ensure_hadolint() {
   fi
   echo "$hadolint"
 }
+
+# Helm is not packaged by Debian: it is built once from its Go module into a cache outside the clone.
+HELM_VERSION=v3.22.0
+TOOLS_BIN=${STREAMAGG_CACHE:-$HOME/.cache/streamagg}/bin
+
+# Prints the path of the pinned helm, building it with `go install` if needed (a few minutes, once).
+ensure_helm() {
+  local helm="$TOOLS_BIN/helm"
+  if ! go version -m "$helm" 2>/dev/null | grep -Eq "helm.sh/helm/v3[[:space:]]+$HELM_VERSION\b"; then
+    command -v go >/dev/null || { echo "error: go not found: helm is built from its Go module" >&2; exit 1; }
+    log "building helm $HELM_VERSION from its Go module into $TOOLS_BIN (once)"
+    mkdir -p "$TOOLS_BIN"
+    GOBIN="$TOOLS_BIN" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+  fi
+  echo "$helm"
+}

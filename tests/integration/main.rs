@@ -2,6 +2,7 @@
 //! One test binary, so the crate links once.
 
 mod common;
+mod deployment;
 mod faults;
 mod foundation;
 mod observability;

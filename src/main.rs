@@ -12,7 +12,7 @@ use streamagg::codec::{decode, Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCH
 use streamagg::config::{RunOptions, RunSettings};
 use streamagg::consume::{read_to_end, Isolation};
 use streamagg::generate::GeneratorConfig;
-use streamagg::kafka::KafkaSettings;
+use streamagg::kafka::{KafkaSettings, Secret};
 use streamagg::model::{TrafficAverage, TrafficEvent};
 use streamagg::produce::{generate_to_topic, now_ms, Pace, ProduceSettings};
 use streamagg::telemetry::{self, Health};
@@ -116,6 +116,7 @@ impl KafkaArgs {
         Ok(KafkaSettings {
             brokers: self.brokers.clone(),
             timeout: self.kafka_timeout,
+            security: Default::default(),
         })
     }
 }
@@ -195,6 +196,22 @@ struct RunArgs {
     /// polling [default: 30s].
     #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
     stall_timeout: Option<Duration>,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: PLAINTEXT].
+    #[arg(long, env = "STREAMAGG_SECURITY_PROTOCOL")]
+    security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol).
+    #[arg(long, env = "STREAMAGG_SASL_MECHANISM")]
+    sasl_mechanism: Option<String>,
+    /// SASL username. The password is never a flag: set STREAMAGG_SASL_PASSWORD or
+    /// --sasl-password-file.
+    #[arg(long, env = "STREAMAGG_SASL_USERNAME")]
+    sasl_username: Option<String>,
+    /// File holding the SASL password (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "STREAMAGG_SASL_PASSWORD_FILE")]
+    sasl_password_file: Option<std::path::PathBuf>,
+    /// CA certificate(s) that signed the brokers' certificates (with SSL or SASL_SSL).
+    #[arg(long, env = "STREAMAGG_SSL_CA_LOCATION")]
+    ssl_ca_location: Option<String>,
 }
 
 impl RunArgs {
@@ -225,9 +242,29 @@ impl RunArgs {
             idle_close_after: self.idle_close_after,
             metrics_addr: self.metrics_addr,
             stall_timeout: self.stall_timeout,
+            security_protocol: self.security_protocol,
+            sasl_mechanism: self.sasl_mechanism,
+            sasl_username: self.sasl_username,
+            sasl_password_file: self.sasl_password_file,
+            // Only from the environment: a flag would show in `ps`.
+            sasl_password: std::env::var("STREAMAGG_SASL_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .map(Secret::new),
+            ssl_ca_location: self.ssl_ca_location,
             kafka: Default::default(),
         };
-        Ok(RunSettings::try_from(flags.or(file))?)
+        let mut options = flags.or(file);
+        if options.sasl_password.is_none() {
+            if let Some(path) = &options.sasl_password_file {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read sasl_password_file {}", path.display())
+                })?;
+                options.sasl_password =
+                    Some(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()));
+            }
+        }
+        Ok(RunSettings::try_from(options)?)
     }
 }
 

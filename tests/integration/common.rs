@@ -15,6 +15,7 @@ pub fn kafka_settings() -> KafkaSettings {
     KafkaSettings {
         brokers: brokers(),
         timeout: Duration::from_secs(20),
+        security: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! independent oracle of the documented semantics — for JSON and Avro, across a graceful restart,
 //! and with two instances sharing a consumer group.
 
+use std::process::Command;
 use std::time::Duration;
 
 use streamagg::codec::Format;
@@ -327,7 +328,7 @@ fn settings_come_from_flags_over_environment_over_the_config_file() {
     let config = config.to_str().expect("utf8");
     let state_dir = dir.path().join("state");
     let run = |env: &[(&str, &str)], extra: &[&str]| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_streamagg"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_streamagg"));
         command
             .args([
                 "run",
@@ -439,4 +440,70 @@ fn kafka_record_timestamps_drive_the_windows_with_event_time_kafka() {
         })
         .collect();
     assert_eq!(windows, vec![(start, 2, 30.0), (start + 60_000, 1, 40.0)]);
+}
+
+/// SASL settings reach librdkafka (a SASL handshake against the plaintext test listener fails) and
+/// the failure is one line that never carries the password, whether it came from the environment
+/// or a file.
+#[test]
+fn a_failed_sasl_login_is_one_line_without_the_password() {
+    let topics = Topics::create("sasl", 1);
+    let dir = tempfile::tempdir().expect("dir");
+    let password = format!("pw-{:016x}", rand::random::<u64>());
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{password}\n")).expect("written");
+    let base = [
+        "run",
+        "--brokers",
+        &brokers(),
+        "--input",
+        &topics.input.name,
+        "--output",
+        &topics.output.name,
+        "--state-dir",
+        dir.path().join("state").to_str().expect("utf8"),
+        "--kafka-timeout",
+        "3s",
+        "--security-protocol",
+        "SASL_PLAINTEXT",
+        "--sasl-mechanism",
+        "SCRAM-SHA-512",
+        "--sasl-username",
+        "streamagg",
+    ]
+    .map(str::to_owned);
+    let from_env = Command::new(env!("CARGO_BIN_EXE_streamagg"))
+        .args(&base)
+        .env("STREAMAGG_SASL_PASSWORD", &password)
+        .env("STREAMAGG_METRICS_ADDR", "off")
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("runs");
+    let mut with_file = base.to_vec();
+    with_file.extend([
+        "--sasl-password-file".into(),
+        password_file.display().to_string(),
+    ]);
+    let from_file = Command::new(env!("CARGO_BIN_EXE_streamagg"))
+        .args(&with_file)
+        .env("STREAMAGG_METRICS_ADDR", "off")
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("runs");
+    for (how, output) in [("env", from_env), ("file", from_file)] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{how}: a SASL login to a plaintext listener fails"
+        );
+        assert!(
+            !stderr.contains(&password),
+            "{how}: the password leaked:\n{stderr}"
+        );
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("streamagg: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{how}: one error line:\n{stderr}");
+    }
 }

@@ -27,15 +27,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* librdkafka properties of one client: security settings, then the user's pass-through ones. */}}
+{{/* The user's librdkafka pass-through properties of one client. */}}
 {{- define "streamagg.kafkaProperties" -}}
-{{- $k := .root.Values.kafka -}}
-{{- if ne $k.securityProtocol "PLAINTEXT" }}
-"security.protocol" = {{ $k.securityProtocol | quote }}
-{{- end }}
-{{- if $k.tls.caSecret }}
-"ssl.ca.location" = "/etc/streamagg/kafka-ca/{{ $k.tls.caKey }}"
-{{- end }}
 {{- range $key, $value := .extra }}
 {{ $key | quote }} = {{ if kindIs "string" $value }}{{ $value | quote }}{{ else }}{{ $value }}{{ end }}
 {{- end }}

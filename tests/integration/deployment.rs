@@ -1,6 +1,7 @@
 //! One source of truth for deployment: the config file the Helm chart renders (with the settings a
-//! user would give it) drives a real processor through the real broker, and its output equals the
-//! oracle. `scripts/check-helm` holds the rest of the chart to its promises.
+//! user would give it) and the one docker/compose.yaml mounts each drive a real processor through the
+//! real broker, and its output equals the oracle. `scripts/check-helm` holds the rest of the chart
+//! to its promises.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use streamagg::codec::Format;
 use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess};
 use crate::oracle::{
     assert_output_matches, assert_side_topic, check_alive, dataset, oracle,
-    produce_inputs_gradually, Delivery, Topics, MIN_VALUE,
+    produce_inputs_gradually, random_group, Delivery, Topics, MIN_VALUE,
 };
 
 /// The `streamagg.toml` of the chart's ConfigMap, rendered by `helm template` for `release`.
@@ -90,15 +91,60 @@ fn the_config_file_the_helm_chart_renders_runs_a_real_processor() {
     let path = dir.path().join("streamagg.toml");
     std::fs::write(&path, &config).expect("config written");
     // What the pod adds: its name as the instance id, and a state dir (the chart's is the volume).
-    let mut processor = ProcessorProcess::start(&[
-        "--config",
-        path.to_str().expect("utf8"),
-        "--instance-id",
-        &format!("{release}-streamagg-0"),
-        "--state-dir",
+    let instance = format!("{release}-streamagg-0");
+    run_and_match_the_oracle(
+        &topics,
+        &inputs,
+        &[
+            "--config",
+            path.to_str().expect("utf8"),
+            "--instance-id",
+            &instance,
+            "--state-dir",
+            dir.path().join("state").to_str().expect("utf8"),
+        ],
+    );
+}
+
+/// The processor of `docker/compose.yaml` runs from `docker/streamagg.toml`: that very file, with
+/// the test's broker, topics, group and state dir as flags over it.
+#[test]
+fn the_config_file_of_docker_compose_runs_a_real_processor() {
+    let format = Format::Json;
+    let topics = Topics::create("compose", 4);
+    let inputs = Arc::new(dataset(format, 402, 6_000));
+    produce_inputs_gradually(
+        topics.input.name.clone(),
+        Arc::clone(&inputs),
+        1,
+        Duration::ZERO,
+    )
+    .join()
+    .expect("input written");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut args = vec![
+        "--config".to_owned(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docker/streamagg.toml").to_owned(),
+    ];
+    // The oracle's settings (filter, window, grace) and the test's topics, as flags.
+    args.extend(topics.args(
+        "json",
+        &random_group(),
         dir.path().join("state").to_str().expect("utf8"),
-    ]);
-    let expected = oracle(format, &inputs, &read_all(&topics.input.name));
+    ));
+    run_and_match_the_oracle(&topics, &inputs, &args);
+}
+
+/// Runs a processor with `args` until it has emitted every window the oracle expects, stops it, and
+/// holds its output, late and DLQ topics to the oracle (exactly once).
+fn run_and_match_the_oracle<S: AsRef<std::ffi::OsStr>>(
+    topics: &Topics,
+    inputs: &[crate::oracle::Input],
+    args: &[S],
+) {
+    let format = Format::Json;
+    let mut processor = ProcessorProcess::start(args);
+    let expected = oracle(format, inputs, &read_all(&topics.input.name));
     let output = wait_for_records(
         &topics.output.name,
         expected.windows.len(),

@@ -11,8 +11,8 @@ use streamagg::codec::Format;
 
 use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess};
 use crate::oracle::{
-    assert_output_matches, assert_side_topic, check_alive, dataset, oracle,
-    produce_inputs_gradually, random_group, Delivery, Topics, MIN_VALUE,
+    assert_topics_match, check_alive, dataset, oracle, produce_inputs_gradually, random_group,
+    Delivery, Topics, MIN_VALUE,
 };
 
 /// The `streamagg.toml` of the chart's ConfigMap, rendered by `helm template` for `release`.
@@ -152,17 +152,5 @@ fn run_and_match_the_oracle<S: AsRef<std::ffi::OsStr>>(
         || check_alive(&mut [&mut processor]),
     );
     processor.stop_gracefully();
-    assert_output_matches(format, &output, &expected, Delivery::ExactlyOnce);
-    assert_side_topic(
-        &topics.late.name,
-        &expected.late,
-        "late",
-        Delivery::ExactlyOnce,
-    );
-    assert_side_topic(
-        &topics.dlq.name,
-        &expected.invalid,
-        "",
-        Delivery::ExactlyOnce,
-    );
+    assert_topics_match(format, topics, &expected, Delivery::ExactlyOnce, &output);
 }

@@ -11,9 +11,9 @@ use streamagg::codec::Format;
 
 use crate::common::{read_all, wait_for_records, ProcessorProcess};
 use crate::oracle::{
-    assert_output_matches, assert_side_topic, check_alive, dataset, expected_windows, format_name,
-    oracle, produce_input_range_gradually, produce_inputs_gradually, random_group,
-    wait_until_assigned, Delivery, Topics,
+    assert_topics_match, check_alive, dataset, expected_windows, format_name, oracle,
+    produce_input_range_gradually, produce_inputs_gradually, random_group, wait_until_assigned,
+    Delivery, Topics,
 };
 
 /// Consumer settings that make a dead member leave the group in seconds, not the default 45 s.
@@ -36,9 +36,7 @@ fn assert_all_match(
     output: &[streamagg::consume::RawRecord],
 ) {
     let expected = oracle(format, inputs, &read_all(&topics.input.name));
-    assert_output_matches(format, output, &expected, delivery);
-    assert_side_topic(&topics.late.name, &expected.late, "late", delivery);
-    assert_side_topic(&topics.dlq.name, &expected.invalid, "", delivery);
+    assert_topics_match(format, topics, &expected, delivery, output);
 }
 
 fn crash_test(guarantee: &str, delivery: Delivery, seed: u64) {

@@ -556,3 +556,16 @@ pub fn expected_windows(format: Format, topics: &Topics, inputs: &[Input]) -> us
         .windows
         .len()
 }
+
+/// Holds the output topic (`output`, as read), the late topic and the DLQ to `expected`.
+pub fn assert_topics_match(
+    format: Format,
+    topics: &Topics,
+    expected: &Expected,
+    delivery: Delivery,
+    output: &[RawRecord],
+) {
+    assert_output_matches(format, output, expected, delivery);
+    assert_side_topic(&topics.late.name, &expected.late, "late", delivery);
+    assert_side_topic(&topics.dlq.name, &expected.invalid, "", delivery);
+}

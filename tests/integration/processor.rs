@@ -11,7 +11,7 @@ use crate::common::{
     brokers, kafka_settings, read_all, streamagg, wait_for_records, ProcessorProcess, TestTopic,
 };
 use crate::oracle::{
-    assert_output_matches, assert_side_topic, assigned_partitions, check_alive, dataset,
+    assert_output_matches, assert_topics_match, assigned_partitions, check_alive, dataset,
     format_name, oracle, produce_inputs, Delivery, Topics,
 };
 
@@ -55,19 +55,7 @@ fn oracle_test(format: Format) {
     assert_output_matches(format, &output, &expected, Delivery::ExactlyOnce);
     // Nothing more arrived after the expected count (no late duplicates).
     let output = read_all(&topics.output.name);
-    assert_output_matches(format, &output, &expected, Delivery::ExactlyOnce);
-    assert_side_topic(
-        &topics.late.name,
-        &expected.late,
-        "late",
-        Delivery::ExactlyOnce,
-    );
-    assert_side_topic(
-        &topics.dlq.name,
-        &expected.invalid,
-        "",
-        Delivery::ExactlyOnce,
-    );
+    assert_topics_match(format, &topics, &expected, Delivery::ExactlyOnce, &output);
 }
 
 #[test]
@@ -125,19 +113,7 @@ fn graceful_restart_neither_loses_nor_duplicates_a_window() {
         "the restart resumed from local state:\n{}",
         second.log()
     );
-    assert_output_matches(format, &output, &expected, Delivery::ExactlyOnce);
-    assert_side_topic(
-        &topics.late.name,
-        &expected.late,
-        "late",
-        Delivery::ExactlyOnce,
-    );
-    assert_side_topic(
-        &topics.dlq.name,
-        &expected.invalid,
-        "",
-        Delivery::ExactlyOnce,
-    );
+    assert_topics_match(format, &topics, &expected, Delivery::ExactlyOnce, &output);
 }
 
 #[test]
@@ -205,19 +181,7 @@ fn two_instances_split_the_partitions_and_together_equal_the_oracle() {
         log_b.contains("plan=Rebuild"),
         "b rebuilt a handed-over partition from the group commit:\n{log_b}"
     );
-    assert_output_matches(format, &output, &expected, Delivery::ExactlyOnce);
-    assert_side_topic(
-        &topics.late.name,
-        &expected.late,
-        "late",
-        Delivery::ExactlyOnce,
-    );
-    assert_side_topic(
-        &topics.dlq.name,
-        &expected.invalid,
-        "",
-        Delivery::ExactlyOnce,
-    );
+    assert_topics_match(format, &topics, &expected, Delivery::ExactlyOnce, &output);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::{self, KafkaSettings, KafkaSetupError, StreamaggContext};
@@ -50,6 +50,43 @@ pub fn read_to_end(
     isolation: Isolation,
     deadline: Duration,
 ) -> Result<Vec<RawRecord>, ReadError> {
+    let mut records = Vec::new();
+    drain(settings, topic, isolation, deadline, |message| {
+        records.push(RawRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    })?;
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}
+
+/// Hands every record of `topic`, from the beginning up to the end offsets it has when the read
+/// starts, to `visit` (in fetch order), for at most `deadline`; returns how many there were. Blocks.
+/// The benchmark's raw-consume ceiling is this loop with a visitor that only counts.
+pub fn drain(
+    settings: &KafkaSettings,
+    topic: &str,
+    isolation: Isolation,
+    deadline: Duration,
+    mut visit: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<u64, ReadError> {
     let consumer: BaseConsumer<StreamaggContext> = settings
         .client_config("streamagg-reader")
         // librdkafka's assign() needs a group id; this reader never joins the group or commits.
@@ -74,12 +111,14 @@ pub fn read_to_end(
 
     // The end of each partition as of now; partitions already at their end are not read.
     let mut ends = Vec::with_capacity(partitions);
+    let mut total = 0_i64; // offsets to read; equal to the records unless markers or compaction gaps
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions as i32 {
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, settings.timeout)
             .map_err(kafka_error)?;
         if high > low {
+            total += high - low;
             ends.push((partition, high));
             assignment
                 .add_partition_offset(topic, partition, Offset::Offset(low))
@@ -89,54 +128,42 @@ pub fn read_to_end(
     consumer.assign(&assignment).map_err(kafka_error)?;
 
     let started = Instant::now();
-    let mut records = Vec::new();
-    while !ends.is_empty() {
+    let mut count = 0_u64;
+    let mut since_check = 0_u32;
+    while !ends.is_empty() && count < total as u64 {
         if started.elapsed() > deadline {
             return Err(ReadError::Timeout {
                 topic: topic.to_owned(),
                 waited: deadline,
             });
         }
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message.map_err(kafka_error)?;
+        let polled = consumer.poll(Duration::from_millis(100));
+        if let Some(message) = &polled {
+            let message = message.as_ref().map_err(|e| kafka_error(e.clone()))?;
             if ends
                 .iter()
                 .any(|&(p, end)| p == message.partition() && message.offset() < end)
             {
-                records.push(RawRecord {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    headers: message
-                        .headers()
-                        .map(|headers| {
-                            headers
-                                .iter()
-                                .map(|h| {
-                                    (
-                                        h.key.to_owned(),
-                                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                });
+                visit(message);
+                count += 1;
             }
+            since_check += 1;
         }
         // A partition is done once the consumer's position has passed its end: under read_committed
-        // the last offsets may be transaction markers that are never returned as messages.
-        let positions = consumer.position().map_err(kafka_error)?;
-        ends.retain(|&(partition, end)| {
-            !matches!(
-                positions.find_partition(topic, partition).map(|p| p.offset()),
-                Some(Offset::Offset(position)) if position >= end
-            )
-        });
+        // the last offsets may be transaction markers that are never returned as messages. Asked
+        // when the consumer is idle or every 1024 records, not per record.
+        if polled.is_none() || since_check >= 1024 {
+            since_check = 0;
+            let positions = consumer.position().map_err(kafka_error)?;
+            ends.retain(|&(partition, end)| {
+                !matches!(
+                    positions.find_partition(topic, partition).map(|p| p.offset()),
+                    Some(Offset::Offset(position)) if position >= end
+                )
+            });
+        }
     }
-    records.sort_by_key(|r| (r.partition, r.offset));
-    Ok(records)
+    Ok(count)
 }
 
 /// How far a consumer group is behind on one partition.

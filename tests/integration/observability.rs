@@ -244,6 +244,16 @@ fn a_real_prometheus_gets_series_for_every_dashboard_query_and_loads_the_alert_r
     processor.stop_gracefully();
 }
 
+/// The value of an unlabelled metric on `addr`'s `/metrics`; 0 while it is not exported yet.
+fn metric_value(addr: SocketAddr, name: &str) -> f64 {
+    let (_, metrics) = http_get(addr, "/metrics").expect("metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Status codes of `path` until `until` returns true for one, or the deadline passes.
 fn watch_probe(
     addr: SocketAddr,
@@ -346,6 +356,17 @@ fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
     ]);
     let addr = processor.telemetry_addr(Duration::from_secs(30));
     watch_probe(addr, "/readyz", Duration::from_secs(60), |s| s == 200);
+    // Ready means assigned, not yet fetching: freeze the broker only once records flow (then the
+    // consumer's prefetched queue keeps the processor changing state after the freeze).
+    let started = Instant::now();
+    while metric_value(addr, "streamagg_records_consumed_total") < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no record consumed within 60 s; log:\n{}",
+            processor.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let kafka = |action: &str| {
         let status = Command::new(format!("{REPO}/scripts/kafka"))
@@ -382,13 +403,10 @@ fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
         "a stalled instance is not ready either"
     );
     watch_probe(addr, "/healthz", Duration::from_secs(90), |s| s == 200);
-    let (_, metrics) = http_get(addr, "/metrics").expect("metrics");
-    let stalls: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("streamagg_poll_loop_stalls_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("the stall counter is exported");
-    assert!(stalls >= 1.0, "the stall was counted");
+    assert!(
+        metric_value(addr, "streamagg_poll_loop_stalls_total") >= 1.0,
+        "the stall was counted"
+    );
     assert!(processor.log().contains("the poll loop is stalled"));
     processor.stop_gracefully();
 }

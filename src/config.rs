@@ -16,8 +16,9 @@ use crate::codec::Format;
 use crate::kafka::{KafkaSecurity, KafkaSettings, Secret};
 use crate::window::WindowSpec;
 
-/// librdkafka consumer properties streamagg sets itself; passing them through is refused.
-pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
+/// librdkafka properties every client gets from `KafkaSettings` (the cluster and how to reach it);
+/// passing them through is refused for consumer and producer alike.
+pub const MANAGED_CONNECTION_KEYS: &[&str] = &[
     "bootstrap.servers",
     "security.protocol",
     "sasl.mechanism",
@@ -25,6 +26,10 @@ pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
     "sasl.username",
     "sasl.password",
     "ssl.ca.location",
+];
+
+/// librdkafka consumer properties streamagg sets itself, besides the connection keys.
+pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
     "group.instance.id",
     "group.id",
     "group.protocol",
@@ -35,15 +40,8 @@ pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
     "isolation.level",
 ];
 
-/// librdkafka producer properties streamagg sets itself; passing them through is refused.
+/// librdkafka producer properties streamagg sets itself, besides the connection keys.
 pub const MANAGED_PRODUCER_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
     "enable.idempotence",
     "transactional.id",
     "acks",
@@ -281,7 +279,7 @@ fn pass_through(
     values
         .into_iter()
         .map(|(key, value)| {
-            if managed.contains(&key.as_str()) {
+            if managed.contains(&key.as_str()) || MANAGED_CONNECTION_KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::Managed { table, key });
             }
             let value = match value {

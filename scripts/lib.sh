@@ -97,3 +97,30 @@ ensure_helm() {
   fi
   echo "$helm"
 }
+
+# The benchmark's peers (bench/peers), prepared outside the clone's sources.
+QUIX_VENV=${STREAMAGG_CACHE:-$HOME/.cache/streamagg}/quix-venv
+
+# Creates $QUIX_VENV with bench/peers/quix/requirements.txt if it is not installed yet (idempotent);
+# prints its python.
+ensure_quix_venv() {
+  local requirements="$REPO_ROOT/bench/peers/quix/requirements.txt" stamp="$QUIX_VENV/.installed"
+  if ! cmp -s "$requirements" "$stamp"; then
+    log "installing the Quix Streams peer's requirements into $QUIX_VENV"
+    python3 -m venv "$QUIX_VENV" >&2
+    "$QUIX_VENV/bin/pip" install -q -r "$requirements" >&2
+    cp "$requirements" "$stamp"
+  fi
+  echo "$QUIX_VENV/bin/python"
+}
+
+# Builds the Kafka Streams peer with Maven (dependencies from Maven Central, once) and prints the
+# java class path that runs it.
+ensure_kafka_streams_peer() {
+  local dir="$REPO_ROOT/bench/peers/kafka-streams"
+  log "building the Kafka Streams peer (mvn package)"
+  # (Maven's console library writes colour resets even in batch mode: stripped.)
+  (cd "$dir" && mvn -q -B -Dstyle.color=never package dependency:copy-dependencies -DincludeScope=runtime 2>&1 \
+    | sed 's/\x1b\[[0-9;]*m//g' >&2)
+  echo "$dir/target/classes:$dir/target/dependency/*"
+}

@@ -333,6 +333,10 @@ struct ProduceArgs {
     /// RNG seed; the same seed gives the same events.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// After the events, write one event 15 minutes later in event time to every partition (source
+    /// `streamagg.seal`), so every window of the preload closes and its result is emitted.
+    #[arg(long)]
+    seal: bool,
 }
 
 impl ProduceArgs {
@@ -385,6 +389,7 @@ impl ProduceArgs {
             },
             pace,
             progress_every: Duration::from_secs(5),
+            seal: self.seal,
         })
     }
 }
@@ -413,6 +418,9 @@ struct ConsumeArgs {
     /// Also show records of open or aborted transactions.
     #[arg(long)]
     read_uncommitted: bool,
+    /// Print each record as `{"partition":P,"offset":O,"record":{…}}`.
+    #[arg(long)]
+    positions: bool,
     /// Give up if the end of the topic is not reached within this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     deadline: Duration,
@@ -571,6 +579,10 @@ fn consume(args: &ConsumeArgs) -> Result<()> {
             }
         };
         match line {
+            Ok(Ok(line)) if args.positions => println!(
+                r#"{{"partition":{},"offset":{},"record":{line}}}"#,
+                record.partition, record.offset
+            ),
             Ok(Ok(line)) => println!("{line}"),
             _ => undecodable += 1,
         }

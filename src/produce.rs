@@ -16,6 +16,7 @@ use rdkafka::TopicPartitionList;
 use crate::codec::{encode, Format};
 use crate::generate::{GeneratorConfig, TrafficGenerator};
 use crate::kafka::{self, Backoff, KafkaSettings, KafkaSetupError, StreamaggContext};
+use crate::model::TrafficEvent;
 
 /// Why producing failed.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +161,8 @@ impl RecordProducer {
         self.producer.client()
     }
 
-    /// Queues one record; when the local queue is full, serves delivery reports until there is room.
+    /// Queues one record, partitioned by its key; when the local queue is full, serves delivery
+    /// reports until there is room.
     pub fn send(
         &mut self,
         topic: &str,
@@ -168,8 +170,23 @@ impl RecordProducer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<(), ProduceError> {
+        self.send_to(topic, None, key, payload, headers)
+    }
+
+    /// [`RecordProducer::send`] to an explicit partition, or partitioned by key when `None`.
+    pub fn send_to(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), ProduceError> {
         self.begin_if_transactional()?;
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
@@ -309,7 +326,20 @@ pub struct ProduceSettings {
     pub pace: Pace,
     /// How often progress is logged.
     pub progress_every: Duration,
+    /// After the events, one [`SEAL_SOURCE`] event per partition [`SEAL_AFTER_MS`] after the latest
+    /// one in event time, so that every window of a preload closes (benchmarks and demos that must
+    /// see all results).
+    pub seal: bool,
 }
+
+/// The source of the events `--seal` writes; their own windows never close, so they never show
+/// up in any output.
+pub const SEAL_SOURCE: &str = "streamagg.seal";
+
+/// How far the seal events are ahead: beyond any window's size + grace up to 15 minutes, and not
+/// so far that a processor writing event-time timestamps (Kafka Streams' changelogs) is refused by
+/// a broker's `log.message.timestamp.after.max.ms` (one hour by default since Kafka 4.0).
+pub const SEAL_AFTER_MS: i64 = 15 * 60_000;
 
 /// How many events, how fast, and which event time they carry.
 #[derive(Debug, Clone, PartialEq)]
@@ -379,6 +409,7 @@ pub fn generate_to_topic(
     let started = Instant::now();
     let mut last_progress = started;
     let mut produced: u64 = 0;
+    let mut latest_ms = i64::MIN;
     let limit = match settings.pace {
         Pace::Preload { count, .. } => Some(count),
         Pace::Rate { count, .. } => count,
@@ -403,6 +434,7 @@ pub fn generate_to_topic(
             }
         };
         let event = generator.next_event(base_ms);
+        latest_ms = latest_ms.max(event.timestamp);
         payload.clear();
         encode(&event, settings.format, &mut payload);
         producer.send(&settings.topic, event.source.as_bytes(), &payload, None)?;
@@ -418,6 +450,27 @@ pub fn generate_to_topic(
                 rate = format!("{rate:.0}/s"),
                 "producing"
             );
+        }
+    }
+    if settings.seal && produced > 0 && !stop.load(Ordering::Relaxed) {
+        let partitions =
+            kafka::partition_count(producer.client(), &settings.kafka, &settings.topic)?
+                .unwrap_or(0);
+        let seal = TrafficEvent {
+            source: SEAL_SOURCE.to_owned(),
+            timestamp: latest_ms.saturating_add(SEAL_AFTER_MS),
+            value: 0.0,
+        };
+        payload.clear();
+        encode(&seal, settings.format, &mut payload);
+        for partition in 0..partitions as i32 {
+            producer.send_to(
+                &settings.topic,
+                Some(partition),
+                seal.source.as_bytes(),
+                &payload,
+                None,
+            )?;
         }
     }
     producer.flush(Duration::from_secs(60).max(settings.kafka.timeout))?;

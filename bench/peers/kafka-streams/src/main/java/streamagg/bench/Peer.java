@@ -84,6 +84,8 @@ public final class Peer {
   }
 
   public static void main(String[] args) throws Exception {
+    // Warnings and errors on stderr (slf4j-simple), so a failing peer says why.
+    System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", "warn");
     String brokers = args[0], input = args[1], output = args[2], application = args[3];
     Properties props = new Properties();
     props.put(StreamsConfig.APPLICATION_ID_CONFIG, application);
@@ -125,6 +127,18 @@ public final class Peer {
         .to(output, Produced.with(Serdes.String(), Serdes.String()));
 
     KafkaStreams streams = new KafkaStreams(builder.build(), props);
+    // A stream thread that dies takes the client with it; the process must then exit non-zero
+    // instead of idling, so the benchmark reports the failure.
+    streams.setUncaughtExceptionHandler(exception -> {
+      exception.printStackTrace();
+      return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
+    });
+    streams.setStateListener((now, before) -> {
+      if (now == KafkaStreams.State.ERROR) {
+        System.err.println("kafka-streams peer: client in state ERROR");
+        Runtime.getRuntime().halt(1);
+      }
+    });
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime().addShutdownHook(new Thread(() -> {
       streams.close(Duration.ofSeconds(30));

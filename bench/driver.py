@@ -1,0 +1,523 @@
+"""The side-by-side benchmark behind `bench/run` (which builds everything and starts the broker first).
+
+Same broker, same machine, same preloaded input, one run: the raw-consume ceiling, streamagg at least
+once and exactly once, Kafka Streams and Quix Streams, each from a fresh consumer group and state dir,
+each repeated and reported as the median; every run's output is checked against an oracle computed
+here from the input topic; then the cost curve over the number of sources, and the latency mode.
+A benchmark, not a test: it asserts correctness of every output but nothing about timings.
+
+Everything it needs comes from the environment `bench/run` sets: STREAMAGG_BIN, CEILING_BIN,
+FOLLOW_BIN, KS_CLASSPATH, QUIX_PYTHON, BROKERS, REPO_ROOT.
+"""
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+ENV = os.environ
+STREAMAGG = ENV["STREAMAGG_BIN"]
+BROKERS = ENV["BROKERS"]
+REPO_ROOT = ENV["REPO_ROOT"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WINDOW_MS, GRACE_MS = 60_000, 10_000
+SEAL_SOURCE = "streamagg.seal"  # src/produce.rs: --seal's events, whose own windows never close
+RUN_ID = f"{int(time.time())}-{os.getpid()}"
+
+
+def log(message):
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def sa(*args, capture=False, timeout=900):
+    """Runs a streamagg subcommand against the benchmark's broker."""
+    command = [STREAMAGG, *args, "--brokers", BROKERS]
+    result = subprocess.run(command, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stderr.strip()[-500:]}")
+    return result.stdout
+
+
+TOPICS = []
+
+
+def create_topic(name):
+    sa("topics", "create", name, "--partitions", "4")
+    TOPICS.append(name)
+    return name
+
+
+def delete_topic(name):
+    try:
+        sa("topics", "delete", name)
+    except Exception as error:  # cleanup is best effort; say so
+        log(f"warning: could not delete topic {name}: {error}")
+    if name in TOPICS:
+        TOPICS.remove(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input and its oracle
+
+
+@dataclass
+class Dataset:
+    topic: str
+    fmt: str
+    sources: int
+    events: int
+    expected: dict  # (source, window_start) -> (count, sum)
+
+
+def oracle(topic, fmt):
+    """The windows every correct processor emits for `topic`, computed here from the records as
+    they are on the topic: tumbling epoch-aligned windows, per-partition stream time, a window
+    closes once stream time reaches its end + grace; events for closed windows are late (none
+    expected in this input) and windows that never close (the seal events' own) are not emitted."""
+    lines = sa("consume", "--topic", topic, "--record", "event", "--format", fmt, "--positions",
+               "--deadline", "900s", capture=True)
+    windows = defaultdict(lambda: [0, 0.0])
+    stream_time = defaultdict(lambda: -(2**63))
+    late = 0
+    closes_at = {}
+    for line in lines.splitlines():
+        row = json.loads(line)
+        partition, event = row["partition"], row["record"]
+        timestamp = event["timestamp"]
+        start = timestamp - timestamp % WINDOW_MS
+        if start + WINDOW_MS + GRACE_MS <= stream_time[partition]:
+            late += 1
+            continue
+        stream_time[partition] = max(stream_time[partition], timestamp)
+        key = (event["source"], start)
+        windows[key][0] += 1
+        windows[key][1] += event["value"]
+        closes_at[key] = (partition, start + WINDOW_MS + GRACE_MS)
+    if late:
+        raise RuntimeError(f"the preload has {late} late events; the benchmark input must have none")
+    return {key: tuple(value) for key, value in windows.items()
+            if stream_time[closes_at[key][0]] >= closes_at[key][1]}
+
+
+def preload(fmt, sources, events, start_ms):
+    topic = create_topic(f"bench-{RUN_ID}-{fmt}-k{sources}")
+    log(f"preloading {events} {fmt} events over {sources} sources into {topic}")
+    sa("produce", "--topic", topic, "--count", str(events), "--sources", str(sources),
+       "--format", fmt, "--span", "10m", "--start-ms", str(start_ms), "--out-of-order-ms", "1000",
+       "--seed", "7", "--seal")
+    expected = oracle(topic, fmt)
+    log(f"oracle: {len(expected)} windows close in {topic}")
+    return Dataset(topic, fmt, sources, events, expected)
+
+
+def check_output(topic, fmt, dataset):
+    """Compares an output topic with the dataset's oracle: the same windows, each exactly once,
+    with the same count and (to 1e-9 relative) sum. Returns (windows, problem or None)."""
+    lines = sa("consume", "--topic", topic, "--record", "average", "--format", fmt,
+               "--deadline", "900s", capture=True).splitlines()
+    seen = {}
+    for line in lines:
+        average = json.loads(line)
+        key = (average["source"], average["window_start"])
+        if key in seen:
+            return len(lines), f"window {key} emitted twice"
+        seen[key] = (average["count"], average["sum"])
+    if len(seen) != len(dataset.expected):
+        missing = len(set(dataset.expected) - set(seen))
+        extra = len(set(seen) - set(dataset.expected))
+        return len(lines), f"{len(seen)} windows, expected {len(dataset.expected)} ({missing} missing, {extra} unexpected)"
+    for key, (count, total) in dataset.expected.items():
+        got = seen.get(key)
+        if got is None or got[0] != count or abs(got[1] - total) > 1e-9 * max(1.0, abs(total)):
+            return len(lines), f"window {key}: got {got}, expected {(count, total)}"
+    return len(lines), None
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring one process
+
+
+def proc_sample(pid):
+    """CPU seconds, peak RSS (MiB) and bytes written to storage of a live process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                rss = int(line.split()[1]) / 1024
+    write_bytes = 0
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                write_bytes = int(line.split()[1])
+    return cpu, rss, write_bytes
+
+
+def dir_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def stop(process, grace=30):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Result:
+    events_per_s: float
+    cpu_s: float
+    rss_mib: float
+    write_mib: float = 0.0
+    state_mib: float = 0.0
+    windows: int = 0
+
+
+@dataclass
+class Outcome:
+    runs: list = field(default_factory=list)
+    problem: str = None
+
+    def median(self, attribute):
+        values = [getattr(run, attribute) for run in self.runs]
+        return statistics.median(values) if values else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# The systems
+
+
+def ceiling(dataset, decode, timeout):
+    command = [ENV["CEILING_BIN"], "--brokers", BROKERS, "--topic", dataset.topic]
+    if decode:
+        command += ["--decode", dataset.fmt]
+    started = time.time()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.time() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    out = process.stdout.read()
+    err = process.stderr.read()
+    stats = dict(item.split("=") for item in out.split())
+    records = int(stats.get("records", 0))
+    if process.returncode != 0 or records != dataset.events + 4:  # + one seal per partition
+        raise RuntimeError(f"the ceiling read {records} records, expected {dataset.events + 4}: {err.strip()[-300:]}")
+    if decode and int(stats.get("undecodable", 0)):
+        raise RuntimeError(f"the ceiling could not decode {stats['undecodable']} records")
+    return Result(records / elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+def processor_command(system, guarantee, dataset, output, group, state, extra):
+    if system == "streamagg":
+        return [STREAMAGG, "run", "--brokers", BROKERS, "--input", dataset.topic, "--output", output,
+                "--group", group, "--state-dir", state, "--input-format", dataset.fmt,
+                "--output-format", dataset.fmt, "--guarantee", guarantee, *extra]
+    if system == "kafka-streams":
+        return ["java", "-Xmx1g", "-cp", ENV["KS_CLASSPATH"], "streamagg.bench.Peer", BROKERS,
+                dataset.topic, output, group, state,
+                "exactly_once_v2" if guarantee == "exactly-once" else "at_least_once"]
+    if system == "quix":
+        return [ENV["QUIX_PYTHON"], os.path.join(REPO_ROOT, "bench/peers/quix/peer.py"), BROKERS,
+                dataset.topic, output, group, state, guarantee]
+    raise ValueError(system)
+
+
+def processor_run(system, guarantee, dataset, work, timeout, extra=()):
+    """One timed run: from process start until the last expected window is on the output topic
+    (read_committed), then the process's CPU, peak RSS and disk writes, then the output check."""
+    tag = f"{system}-{guarantee}-{dataset.fmt}-k{dataset.sources}-{time.monotonic_ns()}"
+    output = create_topic(f"bench-{RUN_ID}-out-{tag}")
+    state = tempfile.mkdtemp(prefix="state-", dir=work)
+    log_path = os.path.join(work, f"{tag}.log")
+    follower = subprocess.Popen([ENV["FOLLOW_BIN"], "--brokers", BROKERS, "--topic", output,
+                                 "--until", str(len(dataset.expected)), "--timeout", f"{timeout}s"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # the follower is assigned before the first output can exist
+    with open(log_path, "w") as log_file:
+        env = dict(ENV, RUST_LOG=ENV.get("RUST_LOG", "warn"), STREAMAGG_METRICS_ADDR=ENV.get("STREAMAGG_METRICS_ADDR", "127.0.0.1:0"))
+        started = time.time()
+        process = subprocess.Popen(processor_command(system, guarantee, dataset, output, f"bench-{RUN_ID}-{tag}", state, extra),
+                                   stdout=log_file, stderr=log_file, env=env)
+    sample = (0.0, 0.0, 0)
+    try:
+        while follower.poll() is None:
+            if process.poll() is not None:
+                follower.kill()
+                raise RuntimeError(f"{system} exited with {process.returncode} before its output was complete; log: {log_path}")
+            sample = proc_sample(process.pid)
+            time.sleep(0.1)
+        sample = proc_sample(process.pid)
+        out, err = follower.communicate()
+        if follower.returncode != 0:
+            raise RuntimeError(f"{system} {guarantee}: {err.strip()} (log: {log_path})")
+        stats = dict(item.split("=") for item in out.split())
+        elapsed = int(stats["last_arrival_ms"]) / 1000 - started
+        state_bytes = dir_bytes(state)
+    finally:
+        stop(process)
+    windows, problem = check_output(output, "json" if system != "streamagg" else dataset.fmt, dataset)
+    delete_topic(output)
+    if problem:
+        raise RuntimeError(f"{system} {guarantee} output is wrong: {problem} (log: {log_path})")
+    cpu, rss, written = sample
+    return Result(dataset.events / elapsed, cpu, rss, written / 2**20, state_bytes / 2**20, windows)
+
+
+def measure(label, repeat, run):
+    outcome = Outcome()
+    for attempt in range(1, repeat + 1):
+        try:
+            result = run()
+        except Exception as error:  # recorded in the report, and the benchmark goes on
+            outcome.problem = str(error)
+            log(f"{label} run {attempt}: FAILED: {error}")
+            break
+        outcome.runs.append(result)
+        log(f"{label} run {attempt}: {result.events_per_s:,.0f} events/s, {result.cpu_s:.2f} CPU-s, "
+            f"{result.rss_mib:.0f} MiB peak RSS, {result.write_mib:.1f} MiB written, {result.windows} windows")
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# Latency mode
+
+
+def latency_run(guarantee, rate, seconds, sources, work, extra):
+    """Open-loop traffic at `rate` events/s with event time = wall clock into a fresh topic;
+    streamagg consumes it; the follower reports arrival − (window_end + grace) of every average."""
+    tag = f"latency-{guarantee}-{int(rate)}"
+    topic = create_topic(f"bench-{RUN_ID}-{tag}-in")
+    output = create_topic(f"bench-{RUN_ID}-{tag}-out")
+    state = tempfile.mkdtemp(prefix="state-", dir=work)
+    window_s = int(extra[extra.index("--window") + 1].rstrip("s")) if "--window" in extra else 60
+    grace_ms = int(extra[extra.index("--grace") + 1].rstrip("s")) * 1000 if "--grace" in extra else GRACE_MS
+    log_path = os.path.join(work, f"{tag}.log")
+    with open(log_path, "w") as log_file:
+        processor = subprocess.Popen(
+            processor_command("streamagg", guarantee, Dataset(topic, "avro", sources, 0, {}), output,
+                              f"bench-{RUN_ID}-{tag}", state, extra),
+            stdout=log_file, stderr=log_file, env=dict(ENV, RUST_LOG="warn", STREAMAGG_METRICS_ADDR="127.0.0.1:0"))
+    # Windows close only while traffic flows (it carries stream time); a little slack for the last.
+    follow_for = seconds + 10
+    follower = subprocess.Popen([ENV["FOLLOW_BIN"], "--brokers", BROKERS, "--topic", output, "--for",
+                                 f"{follow_for}s", "--format", "avro", "--grace-ms", str(grace_ms)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    started = time.time()
+    generator = subprocess.run([STREAMAGG, "produce", "--brokers", BROKERS, "--topic", topic,
+                                "--rate", str(rate), "--count", str(int(rate * seconds)),
+                                "--sources", str(sources), "--format", "avro"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    achieved = int(rate * seconds) / (time.time() - started)
+    # After the traffic stops no window closes any more; the follower waits out its time.
+    out, err = follower.communicate()
+    stop(processor)
+    delete_topic(topic)
+    delete_topic(output)
+    if generator.returncode != 0 or follower.returncode != 0 or processor.returncode not in (0, None):
+        raise RuntimeError(f"latency run failed: {generator.stderr.strip()[-300:]} {err.strip()} (log: {log_path})")
+    stats = dict(item.split("=") for item in out.split())
+    return {key: int(value) for key, value in stats.items()} | {"achieved_rate": achieved, "rate": rate}
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def fmt_rate(value):
+    return f"{value:,.0f}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if b and b == b and a == a else "n/a"
+
+
+def table(rows, ceiling_rate):
+    lines = ["| system | events/s | vs ceiling | CPU-s per M events | events per CPU-s | peak RSS MiB | state written MiB | state on disk MiB | windows |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, outcome, events in rows:
+        if outcome.problem and not outcome.runs:
+            lines.append(f"| {label} | failed: {outcome.problem[:160]} | | | | | | | |")
+            continue
+        rate, cpu = outcome.median("events_per_s"), outcome.median("cpu_s")
+        lines.append(
+            f"| {label} | {fmt_rate(rate)} | {ratio(rate, ceiling_rate)} | {cpu * 1e6 / events:.2f} | "
+            f"{fmt_rate(events / cpu) if cpu else 'n/a'} | {outcome.median('rss_mib'):.0f} | {outcome.median('write_mib'):.1f} | "
+            f"{outcome.median('state_mib'):.1f} | {outcome.runs[0].windows if outcome.runs else ''} |")
+    return lines
+
+
+def main():
+    # SIGTERM/SIGINT end the run through the `finally` below, which deletes the topics it made.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events per dataset (default 200000)")
+    parser.add_argument("--sources", type=int, default=1000, help="distinct sources of the main datasets")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per system; the median is reported")
+    parser.add_argument("--peers", default="kafka-streams,quix", help="comma-separated peers, or 'none'")
+    parser.add_argument("--k-curve", default="1000,100000,1000000",
+                        help="source counts for the cost curve (streamagg and the ceiling, Avro), or 'none'")
+    parser.add_argument("--k-curve-events", type=int, default=None,
+                        help="events per dataset of the cost curve (default: --events)")
+    parser.add_argument("--latency-seconds", type=int, default=180,
+                        help="length of each latency-mode run (0 skips the latency mode)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI mode: tiny input, one run each, 2 s windows in the latency mode")
+    parser.add_argument("--timeout", type=int, default=1800, help="give up on one run after this many seconds")
+    args = parser.parse_args()
+    latency_extra = []
+    if args.smoke:
+        args.events, args.sources, args.repeat, args.timeout = 20_000, 100, 1, 300
+        args.k_curve = "100,1000"
+        args.latency_seconds = 8
+        latency_extra = ["--window", "2s", "--grace", "1s"]
+    peers = [] if args.peers == "none" else args.peers.split(",")
+    k_curve = [] if args.k_curve == "none" else [int(k) for k in args.k_curve.split(",")]
+    work = tempfile.mkdtemp(prefix="streamagg-bench-")
+    started_at = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
+    start_ms = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
+    report = [f"# streamagg side by side ({started_at})", ""]
+    failures = []
+
+    def section(title, rows, events, ceiling_rate):
+        report.extend([f"## {title}", ""] + table(rows, ceiling_rate) + [""])
+        failures.extend(f"{title}: {label}: {o.problem}" for label, o, _ in rows if o.problem)
+
+    try:
+        # 1. The main comparison, JSON: every system reads the same topic.
+        datasets = {fmt: preload(fmt, args.sources, args.events, start_ms) for fmt in ("json", "avro")}
+        results = {}
+        for fmt, dataset in datasets.items():
+            timeout = args.timeout
+            rows = [("ceiling", measure(f"ceiling {fmt}", args.repeat, lambda: ceiling(dataset, False, timeout))),
+                    (f"ceiling + {fmt} decode", measure(f"ceiling+decode {fmt}", args.repeat, lambda: ceiling(dataset, True, timeout)))]
+            systems = [("streamagg", g) for g in ("at-least-once", "exactly-once")]
+            if fmt == "json":
+                systems += [(peer, g) for peer in peers for g in ("at-least-once", "exactly-once")]
+            for system, guarantee in systems:
+                rows.append((f"{system} {guarantee}", measure(
+                    f"{system} {guarantee} {fmt}", args.repeat,
+                    lambda: processor_run(system, guarantee, dataset, work, timeout))))
+            results[fmt] = dict(rows)
+            ceiling_rate = results[fmt]["ceiling"].median("events_per_s")
+            section(f"{fmt.upper()} input, {args.events:,} events, {args.sources:,} sources",
+                    [(label, outcome, args.events) for label, outcome in rows], args.events, ceiling_rate)
+
+        json_results = results["json"]
+        comparisons = []
+        for guarantee in ("at-least-once", "exactly-once"):
+            ours = json_results[f"streamagg {guarantee}"]
+            for peer in peers:
+                theirs = json_results.get(f"{peer} {guarantee}")
+                if not theirs or not theirs.runs or not ours.runs:
+                    continue
+                comparisons.append(
+                    f"| {guarantee} | {peer} | {ratio(ours.median('events_per_s'), theirs.median('events_per_s'))} | "
+                    f"{ratio(theirs.median('cpu_s'), ours.median('cpu_s'))} | {ratio(ours.median('rss_mib'), theirs.median('rss_mib'))} |")
+        if comparisons:
+            report += ["## streamagg vs the peers (JSON input)", "",
+                       "| guarantee | peer | events/s ratio | events per CPU-s ratio | peak RSS ratio |",
+                       "|---|---|---:|---:|---:|", *comparisons, ""]
+
+        # 2. Cost over the number of sources.
+        for fmt in ("json", "avro"):
+            delete_topic(datasets[fmt].topic)
+        if k_curve:
+            rows = []
+            k_events = args.k_curve_events or args.events
+            for sources in k_curve:
+                dataset = preload("avro", sources, k_events, start_ms)
+                ceiling_outcome = measure(f"ceiling k={sources}", args.repeat, lambda: ceiling(dataset, False, args.timeout))
+                alo = measure(f"streamagg at-least-once k={sources}", args.repeat,
+                              lambda: processor_run("streamagg", "at-least-once", dataset, work, args.timeout))
+                delete_topic(dataset.topic)
+                rows.append((sources, ceiling_outcome, alo, len(dataset.expected)))
+                failures.extend(f"k={sources}: {o.problem}" for o in (ceiling_outcome, alo) if o.problem)
+            report += [f"## Cost over the number of sources (Avro, {k_events:,} events, streamagg at-least-once)", "",
+                       "| sources | windows | ceiling events/s | streamagg events/s | vs ceiling | CPU-s per M events | peak RSS MiB | state written MiB |",
+                       "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for sources, ceiling_outcome, alo, windows in rows:
+                c, r = ceiling_outcome.median("events_per_s"), alo.median("events_per_s")
+                report.append(f"| {sources:,} | {windows:,} | {fmt_rate(c)} | {fmt_rate(r)} | {ratio(r, c)} | "
+                              f"{alo.median('cpu_s') * 1e6 / k_events:.2f} | {alo.median('rss_mib'):.0f} | {alo.median('write_mib'):.1f} |")
+            report.append("")
+
+        # 3. Latency at 50 % and 80 % of streamagg's measured at-least-once rate (Avro).
+        if args.latency_seconds > 0:
+            max_rate = results["avro"]["streamagg at-least-once"].median("events_per_s")
+            report += [f"## Emission latency (open loop, event time = wall clock, {args.sources:,} sources, "
+                       f"{args.latency_seconds} s per run{', 2 s windows, 1 s grace' if latency_extra else ''})", "",
+                       "Latency = arrival at a read_committed consumer − (window end + grace), the earliest moment a window can be final.", "",
+                       "| guarantee | load | target events/s | achieved events/s | samples | p50 ms | p99 ms | p99.9 ms | max ms |",
+                       "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for guarantee in ("at-least-once", "exactly-once"):
+                for load in (0.5, 0.8):
+                    rate = max(100.0, round(max_rate * load)) if max_rate == max_rate else 100.0
+                    try:
+                        stats = latency_run(guarantee, rate, args.latency_seconds, args.sources, work, latency_extra)
+                    except Exception as error:
+                        failures.append(f"latency {guarantee} {load:.0%}: {error}")
+                        report.append(f"| {guarantee} | {load:.0%} | {fmt_rate(rate)} | failed: {str(error)[:120]} | | | | | |")
+                        continue
+                    log(f"latency {guarantee} {load:.0%}: {stats}")
+                    if stats["latency_samples"] == 0:
+                        failures.append(f"latency {guarantee} {load:.0%}: no window closed")
+                    report.append(f"| {guarantee} | {load:.0%} | {fmt_rate(rate)} | {fmt_rate(stats['achieved_rate'])} | "
+                                  f"{stats['latency_samples']:,} | {stats['latency_p50_ms']} | {stats['latency_p99_ms']} | "
+                                  f"{stats['latency_p999_ms']} | {stats['latency_max_ms']} |")
+            report.append("")
+    finally:
+        for topic in list(TOPICS):
+            delete_topic(topic)
+        subprocess.run(["rm", "-rf", work])
+
+    report += ["## How this was measured", "",
+               f"- Machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
+               f"broker: local Apache Kafka (scripts/kafka, KRaft, 127.0.0.1), every topic 4 partitions.",
+               f"- Input: `streamagg produce --count {args.events} --sources K --span 10m --out-of-order-ms 1000 --seed 7 --seal` "
+               "(event times spread over 10 minutes, each up to 1 s behind its clock, then one event 15 minutes later per partition so every window closes).",
+               f"- Every system runs {args.repeat}× from a fresh consumer group and state dir; the table shows medians. "
+               "events/s = input events / (process start → the last expected window arrives at a read_committed consumer), so start-up "
+               "(the JVM's especially) is included. CPU-s, peak RSS (VmHWM) and state written (write_bytes) come from the process's own "
+               "/proc entries at that moment; the broker is excluded. The ceiling is examples/ceiling.rs (a bare rdkafka BaseConsumer, no group).",
+               "- Every run's output is compared with an oracle computed by bench/driver.py from the input topic: the same windows, each once, "
+               "with equal counts and sums. A run with wrong output is reported as failed, never timed.",
+               "- Kafka Streams 4.1.1 (bench/peers/kafka-streams, one stream thread, 64 MiB cache, `java -Xmx1g`); "
+               "Quix Streams (bench/peers/quix, version in requirements.txt). Both read and write JSON; their commit interval is 1 s like streamagg's checkpoint interval.",
+               f"- Command: `bench/run {' '.join(sys.argv[1:])}`", ""]
+    text = "\n".join(report)
+    print(text)
+    results_dir = os.path.join(REPO_ROOT, "bench", "results")
+    os.makedirs(results_dir, exist_ok=True)
+    name = "smoke-latest.md" if args.smoke else f"run-{started_at.replace(':', '')}.md"
+    with open(os.path.join(results_dir, name), "w") as f:
+        f.write(text)
+    log(f"report: bench/results/{name}")
+    if failures:
+        log("some runs failed:\n  " + "\n  ".join(failures))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

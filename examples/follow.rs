@@ -1,0 +1,146 @@
+//! The benchmark's output follower: reads a topic from the beginning as records arrive (read_committed,
+//! so a transactional writer's records count when their transaction commits, as for any downstream
+//! reader) and prints one line of numbers for `bench/`.
+//!
+//!   follow --brokers B --topic T --until N [--timeout 600s]
+//!       stop once N records have arrived; report when the last one did (epoch ms). Exit 1 if the
+//!       timeout passes first.
+//!   follow --brokers B --topic T --for 150s --format json|avro --grace-ms G
+//!       follow for a fixed time, decode every TrafficAverage and report the emission latency:
+//!       arrival time − (window_end + grace), the earliest moment the window could be final.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use streamagg::codec::{decode, Format};
+use streamagg::kafka::{self, KafkaSettings, StreamaggContext};
+use streamagg::model::TrafficAverage;
+use streamagg::produce::now_ms;
+
+struct Args {
+    brokers: String,
+    topic: String,
+    until: Option<u64>,
+    timeout: Duration,
+    follow_for: Option<Duration>,
+    format: Format,
+    grace_ms: Option<i64>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = std::env::args().skip(1);
+    let mut parsed = Args {
+        brokers: "127.0.0.1:9092".to_owned(),
+        topic: String::new(),
+        until: None,
+        timeout: Duration::from_secs(600),
+        follow_for: None,
+        format: Format::Json,
+        grace_ms: None,
+    };
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--brokers" => parsed.brokers = value,
+            "--topic" => parsed.topic = value,
+            "--until" => parsed.until = Some(value.parse().context("--until")?),
+            "--timeout" => parsed.timeout = humantime::parse_duration(&value)?,
+            "--for" => parsed.follow_for = Some(humantime::parse_duration(&value)?),
+            "--grace-ms" => parsed.grace_ms = Some(value.parse().context("--grace-ms")?),
+            "--format" => {
+                parsed.format = match value.as_str() {
+                    "json" => Format::Json,
+                    "avro" => Format::Avro,
+                    other => bail!("--format json|avro, not {other}"),
+                }
+            }
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if parsed.topic.is_empty() {
+        bail!("--topic is required");
+    }
+    if parsed.until.is_none() == parsed.follow_for.is_none() {
+        bail!("give exactly one of --until N and --for DURATION");
+    }
+    Ok(parsed)
+}
+
+/// The value at quantile `q` of sorted `values` (nearest rank).
+fn quantile(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let settings = KafkaSettings {
+        brokers: args.brokers.clone(),
+        timeout: Duration::from_secs(10),
+        security: Default::default(),
+    };
+    let consumer: BaseConsumer<StreamaggContext> = settings
+        .client_config("streamagg-bench-follow")
+        .set("group.id", "streamagg-bench-follow")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(StreamaggContext::default())?;
+    let partitions = kafka::partition_count(consumer.client(), &settings, &args.topic)?
+        .with_context(|| format!("topic {} does not exist", args.topic))?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        assignment.add_partition_offset(&args.topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+
+    let started = Instant::now();
+    let limit = args.follow_for.unwrap_or(args.timeout);
+    let (mut records, mut first_ms, mut last_ms) = (0_u64, None, 0_i64);
+    let mut latencies = Vec::new();
+    let mut undecodable = 0_u64;
+    while started.elapsed() < limit && args.until.is_none_or(|until| records < until) {
+        let Some(message) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let message = message?;
+        let arrived = now_ms();
+        records += 1;
+        first_ms.get_or_insert(arrived);
+        last_ms = arrived;
+        if let Some(grace_ms) = args.grace_ms {
+            match decode::<TrafficAverage>(message.payload().unwrap_or_default(), args.format) {
+                Ok(average) => latencies.push(arrived - (average.window_end + grace_ms)),
+                Err(_) => undecodable += 1,
+            }
+        }
+    }
+    if let Some(until) = args.until {
+        if records < until {
+            bail!(
+                "only {records} of {until} records arrived on {} within {}",
+                args.topic,
+                humantime::format_duration(args.timeout)
+            );
+        }
+    }
+    latencies.sort_unstable();
+    println!(
+        "records={records} first_arrival_ms={} last_arrival_ms={last_ms} undecodable={undecodable} \
+         latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_p999_ms={} latency_max_ms={}",
+        first_ms.unwrap_or(0),
+        latencies.len(),
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        quantile(&latencies, 0.999),
+        latencies.last().copied().unwrap_or(0),
+    );
+    Ok(())
+}

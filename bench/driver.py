@@ -13,6 +13,7 @@ FOLLOW_BIN, KS_CLASSPATH, QUIX_PYTHON, BROKERS, REPO_ROOT.
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -192,6 +193,7 @@ class Result:
     write_mib: float = 0.0
     state_mib: float = 0.0
     windows: int = 0
+    startup_s: float = 0.0
 
 
 @dataclass
@@ -225,7 +227,9 @@ def ceiling(dataset, decode, timeout):
         raise RuntimeError(f"the ceiling read {records} records, expected {dataset.events + 4}: {err.strip()[-300:]}")
     if decode and int(stats.get("undecodable", 0)):
         raise RuntimeError(f"the ceiling could not decode {stats['undecodable']} records")
-    return Result(records / elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+    first, last = int(stats["first_record_ms"]) / 1000, int(stats["last_record_ms"]) / 1000
+    return Result(records / (last - first), usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+                  startup_s=first - started)
 
 
 def processor_command(system, guarantee, dataset, output, group, state, extra):
@@ -255,7 +259,8 @@ def processor_run(system, guarantee, dataset, work, timeout, extra=()):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # the follower is assigned before the first output can exist
     with open(log_path, "w") as log_file:
-        env = dict(ENV, RUST_LOG=ENV.get("RUST_LOG", "warn"), STREAMAGG_METRICS_ADDR=ENV.get("STREAMAGG_METRICS_ADDR", "127.0.0.1:0"))
+        # streamagg logs its first record at info level, as the peers print theirs.
+        env = dict(ENV, RUST_LOG=ENV.get("RUST_LOG", "warn,streamagg::pipeline=info"), STREAMAGG_METRICS_ADDR=ENV.get("STREAMAGG_METRICS_ADDR", "127.0.0.1:0"))
         started = time.time()
         process = subprocess.Popen(processor_command(system, guarantee, dataset, output, f"bench-{RUN_ID}-{tag}", state, extra),
                                    stdout=log_file, stderr=log_file, env=env)
@@ -272,7 +277,12 @@ def processor_run(system, guarantee, dataset, work, timeout, extra=()):
         if follower.returncode != 0:
             raise RuntimeError(f"{system} {guarantee}: {err.strip()} (log: {log_path})")
         stats = dict(item.split("=") for item in out.split())
-        elapsed = int(stats["last_arrival_ms"]) / 1000 - started
+        with open(log_path, errors="replace") as log_file:
+            first = re.search(r"first_record_ms=(\d+)", log_file.read())
+        if not first:
+            raise RuntimeError(f"{system} did not log its first record (first_record_ms=…); log: {log_path}")
+        first_record = int(first.group(1)) / 1000
+        elapsed = int(stats["last_arrival_ms"]) / 1000 - first_record
         state_bytes = dir_bytes(state)
     finally:
         stop(process)
@@ -281,7 +291,8 @@ def processor_run(system, guarantee, dataset, work, timeout, extra=()):
     if problem:
         raise RuntimeError(f"{system} {guarantee} output is wrong: {problem} (log: {log_path})")
     cpu, rss, written = sample
-    return Result(dataset.events / elapsed, cpu, rss, written / 2**20, state_bytes / 2**20, windows)
+    return Result(dataset.events / elapsed, cpu, rss, written / 2**20, state_bytes / 2**20, windows,
+                  first_record - started)
 
 
 def measure(label, repeat, run):
@@ -294,7 +305,7 @@ def measure(label, repeat, run):
             log(f"{label} run {attempt}: FAILED: {error}")
             break
         outcome.runs.append(result)
-        log(f"{label} run {attempt}: {result.events_per_s:,.0f} events/s, {result.cpu_s:.2f} CPU-s, "
+        log(f"{label} run {attempt}: {result.events_per_s:,.0f} events/s, start-up {result.startup_s:.1f} s, {result.cpu_s:.2f} CPU-s, "
             f"{result.rss_mib:.0f} MiB peak RSS, {result.write_mib:.1f} MiB written, {result.windows} windows")
     return outcome
 
@@ -354,15 +365,15 @@ def ratio(a, b):
 
 
 def table(rows, ceiling_rate):
-    lines = ["| system | events/s | vs ceiling | CPU-s per M events | events per CPU-s | peak RSS MiB | state written MiB | state on disk MiB | windows |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| system | events/s | vs ceiling | start-up s | CPU-s per M events | events per CPU-s | peak RSS MiB | state written MiB | state on disk MiB | windows |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, outcome, events in rows:
         if outcome.problem and not outcome.runs:
-            lines.append(f"| {label} | failed: {outcome.problem[:160]} | | | | | | | |")
+            lines.append(f"| {label} | failed: {outcome.problem[:160]} | | | | | | | | |")
             continue
         rate, cpu = outcome.median("events_per_s"), outcome.median("cpu_s")
         lines.append(
-            f"| {label} | {fmt_rate(rate)} | {ratio(rate, ceiling_rate)} | {cpu * 1e6 / events:.2f} | "
+            f"| {label} | {fmt_rate(rate)} | {ratio(rate, ceiling_rate)} | {outcome.median('startup_s'):.1f} | {cpu * 1e6 / events:.2f} | "
             f"{fmt_rate(events / cpu) if cpu else 'n/a'} | {outcome.median('rss_mib'):.0f} | {outcome.median('write_mib'):.1f} | "
             f"{outcome.median('state_mib'):.1f} | {outcome.runs[0].windows if outcome.runs else ''} |")
     return lines
@@ -498,9 +509,11 @@ def main():
                f"- Input: `streamagg produce --count {args.events} --sources K --span 10m --out-of-order-ms 1000 --seed 7 --seal` "
                "(event times spread over 10 minutes, each up to 1 s behind its clock, then one event 15 minutes later per partition so every window closes).",
                f"- Every system runs {args.repeat}× from a fresh consumer group and state dir; the table shows medians. "
-               "events/s = input events / (process start → the last expected window arrives at a read_committed consumer), so start-up "
-               "(the JVM's especially) is included. CPU-s, peak RSS (VmHWM) and state written (write_bytes) come from the process's own "
-               "/proc entries at that moment; the broker is excluded. The ceiling is examples/ceiling.rs (a bare rdkafka BaseConsumer, no group).",
+               "events/s = input events / (the system's first record → the last expected window arrives at a read_committed consumer); "
+               "each system reports its first record itself (streamagg's `first record consumed` log line, the peers' `first_record_ms=` line "
+               "from their timestamp extractors, the ceiling's visitor). start-up s = process start → first record (group join, the JVM). "
+               "CPU-s, peak RSS (VmHWM) and state written (write_bytes) come from the process's own "
+               "/proc entries at that moment, start-up included; the broker is excluded. The ceiling is examples/ceiling.rs (a bare rdkafka BaseConsumer, no group).",
                "- Every run's output is compared with an oracle computed by bench/driver.py from the input topic: the same windows, each once, "
                "with equal counts and sums. A run with wrong output is reported as failed, never timed.",
                "- Kafka Streams 4.1.1 (bench/peers/kafka-streams, one stream thread, 64 MiB cache, `java -Xmx1g`); "

@@ -40,12 +40,14 @@ fn main() -> Result<()> {
     };
     let started = Instant::now();
     let mut undecodable = 0_u64;
+    let mut first_record_ms = None;
     let records = drain(
         &settings,
         &topic,
         Isolation::ReadCommitted,
         Duration::from_secs(3600),
         |message| {
+            first_record_ms.get_or_insert_with(streamagg::produce::now_ms);
             if let Some(format) = format {
                 let payload = rdkafka::Message::payload(message).unwrap_or_default();
                 if decode::<TrafficEvent>(payload, format).is_err() {
@@ -56,8 +58,11 @@ fn main() -> Result<()> {
     )?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "records={records} seconds={seconds:.3} records_per_second={:.0} undecodable={undecodable}",
-        records as f64 / seconds
+        "records={records} seconds={seconds:.3} records_per_second={:.0} undecodable={undecodable} \
+         first_record_ms={} last_record_ms={}",
+        records as f64 / seconds,
+        first_record_ms.unwrap_or(0),
+        streamagg::produce::now_ms(),
     );
     Ok(())
 }

@@ -103,6 +103,8 @@ pub struct Processor {
     health: Arc<Health>,
     /// Whether the group has handed this instance its first assignment (possibly empty).
     assigned_once: bool,
+    /// Whether a record has been consumed yet (the first one is logged: start-up is over).
+    consumed_once: bool,
     emit_latency: metrics::Histogram,
     checkpoint_duration: metrics::Histogram,
 }
@@ -143,6 +145,16 @@ impl Processor {
             return Ok(()); // already reflected in state
         }
         self.counts.consumed += 1;
+        if !self.consumed_once {
+            self.consumed_once = true;
+            tracing::info!(
+                first_record_ms = crate::produce::now_ms(),
+                topic = message.topic(),
+                partition = message.partition(),
+                offset,
+                "first record consumed"
+            );
+        }
         let replay = offset < state.replay_until;
         let event = decode::<TrafficEvent>(
             message.payload().unwrap_or_default(),
@@ -714,6 +726,7 @@ pub fn run(
             counts: Counts::default(),
             health: Arc::clone(&health),
             assigned_once: false,
+            consumed_once: false,
             emit_latency: metrics::histogram!(metric::EMIT_LATENCY_SECONDS),
             checkpoint_duration: metrics::histogram!(metric::CHECKPOINT_DURATION_SECONDS),
         }),
@@ -749,6 +762,9 @@ pub fn run(
     result.map(|()| RunReport { counts })
 }
 
+/// The most records the poll loop takes from librdkafka's queue between two looks at the clock.
+const POLL_BATCH: usize = 1024;
+
 /// Polls, processes, closes idle windows, checkpoints and publishes metrics until `stop` is set or
 /// an error occurs.
 fn poll_loop(
@@ -763,10 +779,18 @@ fn poll_loop(
     let mut last_report = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         health.polled();
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => context.with_processor(|p| p.handle(&message))?,
-            Some(Err(error)) => tracing::warn!(%error, "consumer error"),
-            None => {}
+        // A batch: wait up to 100 ms for the first record, then take what is already fetched without
+        // waiting, up to POLL_BATCH records; the clock is read and the timers below are checked
+        // once per batch, not per record. (The processor's lock is taken per record, never across
+        // a poll: librdkafka runs the rebalance callback, which takes it too, inside poll.)
+        let mut timeout = Duration::from_millis(100);
+        for _ in 0..POLL_BATCH {
+            match consumer.poll(timeout) {
+                Some(Ok(message)) => context.with_processor(|p| p.handle(&message))?,
+                Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                None => break,
+            }
+            timeout = Duration::ZERO;
         }
         if let Some(error) = context.take_failure() {
             return Err(error);

@@ -339,7 +339,8 @@ mod tests {
 
     #[test]
     fn lines_are_split_and_bounded() {
-        let cases: &[(&str, usize, &[&[u8]], &[&str])] = &[
+        type Case<'a> = (&'a str, usize, &'a [&'a [u8]], &'a [&'a str]);
+        let cases: &[Case] = &[
             ("one line", 8, &[b"abc\n"], &["1:abc"]),
             ("two in one chunk", 8, &[b"a\nb\n"], &["1:a", "2:b"]),
             (
@@ -442,23 +443,23 @@ mod tests {
 
     #[test]
     fn bodies_are_arrays_or_ndjson() {
+        type Summary = (u64, Result<String, &'static str>);
         let e = |s: &str| r#"{"source":"S","timestamp":1,"value":1}"#.replace('S', s);
         let array = format!("  [{}, {}, {{\"source\":\"\"}}]", e("a"), e("b"));
         let ndjson = format!("{}\n\n{}\r\nnope\n{}", e("a"), e("b"), e("c"));
-        let summary =
-            |body: &str, max: usize| -> Result<Vec<(u64, Result<String, &str>)>, BodyError> {
-                Ok(parse_body(body.as_bytes(), max)?
-                    .into_iter()
-                    .map(|i| {
-                        (
-                            i.number,
-                            i.event
-                                .map(|e| e.source)
-                                .map_err(|r| Rejection::LABELS[r.index()]),
-                        )
-                    })
-                    .collect())
-            };
+        let summary = |body: &str, max: usize| -> Result<Vec<Summary>, BodyError> {
+            Ok(parse_body(body.as_bytes(), max)?
+                .into_iter()
+                .map(|i| {
+                    (
+                        i.number,
+                        i.event
+                            .map(|e| e.source)
+                            .map_err(|r| Rejection::LABELS[r.index()]),
+                    )
+                })
+                .collect())
+        };
         assert_eq!(
             summary(&array, 100),
             Ok(vec![

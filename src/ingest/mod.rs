@@ -373,7 +373,8 @@ impl ClientContext for GatewayContext {
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown) => {
-                if !self.brokers_down.swap(true, Ordering::Relaxed) {
+                let newly_down = !self.brokers_down.swap(true, Ordering::Relaxed);
+                if newly_down {
                     tracing::warn!("all brokers are down: answering 503 until one is back");
                 }
             }
@@ -714,6 +715,7 @@ mod tests {
             shutdown_timeout: Duration::from_secs(30),
             http_token: None,
             producer_properties: vec!["compression.type=zstd".into()],
+            ..Default::default()
         }
     }
 

@@ -322,11 +322,13 @@ struct IngestArgs {
     /// File holding the bearer token `POST /v1/events` requires (none: no authentication).
     #[arg(long, env = "STREAMAGG_HTTP_TOKEN_FILE")]
     http_token_file: Option<std::path::PathBuf>,
-    /// librdkafka producer property key=value (repeatable), e.g. compression.type=zstd.
+    /// librdkafka producer property key=value (repeatable; `;` separates several in the
+    /// environment variable, since values such as `debug=msg,eos` hold commas), e.g.
+    /// compression.type=zstd.
     #[arg(
         long = "producer-property",
         env = "STREAMAGG_PRODUCER_PROPERTIES",
-        value_delimiter = ','
+        value_delimiter = ';'
     )]
     producer_properties: Vec<String>,
     /// Serve /metrics, /healthz and /readyz on this ip:port, or `off` (one above the processor's

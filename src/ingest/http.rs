@@ -317,6 +317,7 @@ async fn post_events(request: Request<Incoming>, gateway: &Gateway) -> Response<
             }
         }
     }
+    tracing::debug!(total, delivered, failed, ?not_sent, ?first_error, elapsed = ?started.elapsed(), "request acknowledged");
     metrics::histogram!(metric::INGEST_ACK_LATENCY_SECONDS, "protocol" => PROTOCOL.label())
         .record(started.elapsed().as_secs_f64());
 

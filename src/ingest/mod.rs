@@ -359,8 +359,10 @@ pub struct Pending {
 pub struct GatewayContext {
     inner: StreamaggContext,
     stats: Arc<Stats>,
-    /// Set when librdkafka reports every broker down; cleared by the availability probe.
+    /// Set by the monitor while the cluster does not answer a metadata request.
     brokers_down: AtomicBool,
+    /// Set when librdkafka reports a failed connection: the monitor probes the cluster.
+    suspect: AtomicBool,
     /// Set on a fatal producer error: the gateway stops.
     fatal: std::sync::Mutex<Option<String>>,
 }
@@ -372,11 +374,10 @@ impl ClientContext for GatewayContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::AllBrokersDown) => {
-                let newly_down = !self.brokers_down.swap(true, Ordering::Relaxed);
-                if newly_down {
-                    tracing::warn!("all brokers are down: answering 503 until one is back");
-                }
+            // librdkafka reports every failed connection attempt; the monitor then asks the
+            // cluster whether it still answers.
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
+                self.suspect.store(true, Ordering::Relaxed);
             }
             Some(RDKafkaErrorCode::Fatal) => {
                 if let Ok(mut fatal) = self.fatal.lock() {
@@ -644,6 +645,7 @@ fn connect(
         inner: StreamaggContext::default(),
         stats,
         brokers_down: AtomicBool::new(false),
+        suspect: AtomicBool::new(false),
         fatal: std::sync::Mutex::new(None),
     };
     let producer: ThreadedProducer<GatewayContext> = config
@@ -655,8 +657,9 @@ fn connect(
     Ok(producer)
 }
 
-/// Once a second: publish the counts, keep `/healthz` fed, and while librdkafka reports every broker
-/// down, ask the cluster for metadata to notice when one is back.
+/// Once a second: publish the counts, keep `/healthz` fed, and after librdkafka reported a failed
+/// connection (and then every second until it answers) ask the cluster for metadata: while it does
+/// not answer, HTTP requests are refused with `503` up front instead of waiting for delivery timeouts.
 async fn monitor(gateway: Arc<Gateway>, health: Arc<Health>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -666,7 +669,9 @@ async fn monitor(gateway: Arc<Gateway>, health: Arc<Health>) {
         let in_flight = gateway.limits.max_in_flight_bytes - gateway.in_flight.available_permits();
         gateway.stats().publish(in_flight);
         let context = gateway.producer.context();
-        if context.brokers_down.load(Ordering::Relaxed) {
+        if context.suspect.swap(false, Ordering::Relaxed)
+            || context.brokers_down.load(Ordering::Relaxed)
+        {
             let probe = Arc::clone(&gateway);
             let answered = tokio::task::spawn_blocking(move || {
                 probe
@@ -677,9 +682,13 @@ async fn monitor(gateway: Arc<Gateway>, health: Arc<Health>) {
             })
             .await
             .unwrap_or(false);
-            if answered {
-                context.brokers_down.store(false, Ordering::Relaxed);
-                tracing::info!("a broker answers again: accepting events");
+            let was_down = context.brokers_down.swap(!answered, Ordering::Relaxed);
+            match (was_down, answered) {
+                (false, false) => {
+                    tracing::warn!("Kafka does not answer: HTTP requests get 503 until it does")
+                }
+                (true, true) => tracing::info!("Kafka answers again: accepting events"),
+                _ => {}
             }
         }
         health.set_ready(!gateway.unavailable());

@@ -64,6 +64,7 @@ struct Gateway {
 impl Gateway {
     /// Starts the gateway on ports of its own and waits until it is ready.
     fn start(topic: &str, extra: &[&str]) -> Gateway {
+        wait_until_visible(topic);
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join("gateway.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -191,6 +192,25 @@ impl Drop for Gateway {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Waits until the broker's metadata lists `topic` (just created, it may not yet: the gateway would
+/// then refuse to start, rightly, with "topic does not exist").
+fn wait_until_visible(topic: &str) {
+    let settings = crate::common::kafka_settings();
+    let admin = streamagg::kafka::admin_client(&settings).expect("admin client");
+    let started = Instant::now();
+    while streamagg::kafka::partition_count(admin.inner(), &settings, topic)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{topic} not in the metadata within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -253,7 +253,7 @@ fn millis(key: &'static str, duration: Duration) -> Result<i64, ConfigError> {
     })
 }
 
-fn topic(key: &'static str, name: String) -> Result<String, ConfigError> {
+pub(crate) fn topic(key: &'static str, name: String) -> Result<String, ConfigError> {
     let valid = !name.is_empty()
         && name.len() <= 249
         && name != "."
@@ -304,7 +304,7 @@ fn pass_through(
 
 /// TLS and SASL settings, checked for consistency: SASL protocols need a mechanism, a username and
 /// a password; other protocols may not have them; a CA only goes with TLS.
-fn security(options: &RunOptions) -> Result<KafkaSecurity, ConfigError> {
+pub(crate) fn security(options: &RunOptions) -> Result<KafkaSecurity, ConfigError> {
     let invalid = |key, reason: &str| ConfigError::Invalid {
         key,
         reason: reason.to_owned(),

@@ -5,13 +5,15 @@
 //! by [`window`], kept in [`store`] with the offsets [`checkpoint`] decides on, and emitted by
 //! [`sink`]. [`config`] validates the processor's settings, [`consume`] reads topics back, and
 //! [`kafka`] is the shared edge to the cluster. [`telemetry`] names the metrics and serves them with
-//! the health probes. See `ARCHITECTURE.md` for the whole map.
+//! the health probes. [`ingest`] is the gateway that turns TCP and HTTP traffic into input events.
+//! See `ARCHITECTURE.md` for the whole map.
 
 pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod consume;
 pub mod generate;
+pub mod ingest;
 pub mod kafka;
 pub mod model;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use streamagg::codec::{decode, Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCH
 use streamagg::config::{RunOptions, RunSettings};
 use streamagg::consume::{read_to_end, Isolation};
 use streamagg::generate::GeneratorConfig;
+use streamagg::ingest::{IngestOptions, IngestSettings, Limits};
 use streamagg::kafka::{KafkaSettings, Secret};
 use streamagg::model::{TrafficAverage, TrafficEvent};
 use streamagg::produce::{generate_to_topic, now_ms, Pace, ProduceSettings};
@@ -57,6 +58,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Write synthetic TrafficEvents to a topic, keyed by source (creates the topic if missing).
     Produce(ProduceArgs),
+    /// Run the ingest gateway: TrafficEvents from NDJSON over TCP and `POST /v1/events` over HTTP
+    /// to a topic, keyed by source; an HTTP 200 means Kafka acknowledged every accepted event.
+    Ingest(Box<IngestArgs>),
     /// Print the records of a topic, from the beginning to its current end, as JSON lines.
     Consume(ConsumeArgs),
     /// Show how far a consumer group is behind on topics (exit code 0 whether or not it lags).
@@ -268,6 +272,144 @@ impl RunArgs {
     }
 }
 
+/// `streamagg ingest` flags; each also reads `STREAMAGG_` + the flag in upper snake case.
+#[derive(Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Topic to write events to (it must exist).
+    #[arg(long, env = "STREAMAGG_TOPIC")]
+    topic: String,
+    /// Payload format on the topic (clients always send JSON).
+    #[arg(long, env = "STREAMAGG_FORMAT", value_enum, default_value = "json")]
+    format: Format,
+    /// NDJSON over TCP on this ip:port, or `off`.
+    #[arg(long, env = "STREAMAGG_LISTEN_TCP", default_value = "127.0.0.1:8080")]
+    listen_tcp: String,
+    /// HTTP (`POST /v1/events`) on this ip:port, or `off`.
+    #[arg(long, env = "STREAMAGG_LISTEN_HTTP", default_value = "127.0.0.1:8081")]
+    listen_http: String,
+    /// Longest event line in bytes (TCP, and NDJSON bodies).
+    #[arg(long, env = "STREAMAGG_MAX_LINE_BYTES", default_value_t = 65_536)]
+    max_line_bytes: usize,
+    /// Largest HTTP body in bytes (larger: 413).
+    #[arg(long, env = "STREAMAGG_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Open connections per listener; more are refused.
+    #[arg(long, env = "STREAMAGG_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Close a TCP connection that completes no line, or an HTTP one that sends no complete head or
+    /// body, for this long.
+    #[arg(long, env = "STREAMAGG_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    read_timeout: Duration,
+    /// Bytes of events handed to Kafka and not yet acknowledged; when spent, TCP is not read and
+    /// HTTP answers 503.
+    #[arg(long, env = "STREAMAGG_MAX_IN_FLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_in_flight_bytes: usize,
+    /// Bytes of HTTP bodies held in memory at once.
+    #[arg(long, env = "STREAMAGG_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_buffered_body_bytes: usize,
+    /// How long an HTTP request waits for room in those budgets before a 503.
+    #[arg(long, env = "STREAMAGG_QUEUE_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
+    queue_wait: Duration,
+    /// How long the producer tries to deliver an event; an HTTP request not acknowledged by then
+    /// gets 503.
+    #[arg(long, env = "STREAMAGG_DELIVERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    delivery_timeout: Duration,
+    /// On SIGTERM, how long open requests and deliveries may take before exiting anyway.
+    #[arg(long, env = "STREAMAGG_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+    /// File holding the bearer token `POST /v1/events` requires (none: no authentication).
+    #[arg(long, env = "STREAMAGG_HTTP_TOKEN_FILE")]
+    http_token_file: Option<std::path::PathBuf>,
+    /// librdkafka producer property key=value (repeatable; `;` separates several in the
+    /// environment variable, since values such as `debug=msg,eos` hold commas), e.g.
+    /// compression.type=zstd.
+    #[arg(
+        long = "producer-property",
+        env = "STREAMAGG_PRODUCER_PROPERTIES",
+        value_delimiter = ';'
+    )]
+    producer_properties: Vec<String>,
+    /// Serve /metrics, /healthz and /readyz on this ip:port, or `off` (one above the processor's
+    /// default port, so both run on one host).
+    #[arg(long, env = "STREAMAGG_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    metrics_addr: String,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: PLAINTEXT].
+    #[arg(long, env = "STREAMAGG_SECURITY_PROTOCOL")]
+    security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol).
+    #[arg(long, env = "STREAMAGG_SASL_MECHANISM")]
+    sasl_mechanism: Option<String>,
+    /// SASL username; the password comes from STREAMAGG_SASL_PASSWORD or --sasl-password-file.
+    #[arg(long, env = "STREAMAGG_SASL_USERNAME")]
+    sasl_username: Option<String>,
+    /// File holding the SASL password.
+    #[arg(long, env = "STREAMAGG_SASL_PASSWORD_FILE")]
+    sasl_password_file: Option<std::path::PathBuf>,
+    /// CA certificate(s) that signed the brokers' certificates (with SSL or SASL_SSL).
+    #[arg(long, env = "STREAMAGG_SSL_CA_LOCATION")]
+    ssl_ca_location: Option<String>,
+}
+
+/// A secret from a file, without its trailing newline.
+fn read_secret_file(path: &std::path::Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+impl IngestArgs {
+    fn settings(self) -> Result<(IngestSettings, Option<std::net::SocketAddr>)> {
+        let metrics_addr = match self.metrics_addr.trim() {
+            "off" => None,
+            addr => Some(addr.parse().with_context(|| {
+                format!("invalid setting 'metrics_addr': '{addr}' is not ip:port or off")
+            })?),
+        };
+        let sasl_password = match std::env::var("STREAMAGG_SASL_PASSWORD") {
+            Ok(p) if !p.is_empty() => Some(Secret::new(p)),
+            _ => self
+                .sasl_password_file
+                .as_deref()
+                .map(|path| read_secret_file(path, "sasl_password_file").map(Secret::new))
+                .transpose()?,
+        };
+        let http_token = self
+            .http_token_file
+            .as_deref()
+            .map(|path| read_secret_file(path, "http_token_file"))
+            .transpose()?;
+        let options = IngestOptions {
+            brokers: self.kafka.brokers,
+            kafka_timeout: self.kafka.kafka_timeout,
+            security_protocol: self.security_protocol,
+            sasl_mechanism: self.sasl_mechanism,
+            sasl_username: self.sasl_username,
+            sasl_password,
+            ssl_ca_location: self.ssl_ca_location,
+            topic: self.topic,
+            format: Some(self.format),
+            listen_tcp: self.listen_tcp,
+            listen_http: self.listen_http,
+            limits: Limits {
+                max_line_bytes: self.max_line_bytes,
+                max_body_bytes: self.max_body_bytes,
+                max_connections: self.max_connections,
+                read_timeout: self.read_timeout,
+                max_in_flight_bytes: self.max_in_flight_bytes,
+                max_buffered_body_bytes: self.max_buffered_body_bytes,
+                queue_wait: self.queue_wait,
+            },
+            delivery_timeout: self.delivery_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            http_token,
+            producer_properties: self.producer_properties,
+        };
+        Ok((IngestSettings::try_from(options)?, metrics_addr))
+    }
+}
+
 #[derive(Subcommand)]
 enum TopicsAction {
     /// Create topics that do not exist yet.
@@ -453,6 +595,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run_processor(args.settings()?),
         Command::Produce(args) => produce(args.settings()?),
+        Command::Ingest(args) => {
+            let (settings, metrics_addr) = args.settings()?;
+            ingest(settings, metrics_addr)
+        }
         Command::Consume(args) => consume(&args),
         Command::Topics { action } => topics(action),
         Command::Lag {
@@ -545,6 +691,39 @@ fn run_processor(settings: RunSettings) -> Result<()> {
         streamagg::pipeline::run(settings, stop, health)
     })??;
     Ok(())
+}
+
+fn ingest(settings: IngestSettings, metrics_addr: Option<std::net::SocketAddr>) -> Result<()> {
+    // Liveness: the gateway's monitor task ticks every second; 30 s without a tick is a wedged runtime.
+    let health = Arc::new(Health::new(Duration::from_secs(30)));
+    if let Some(addr) = metrics_addr {
+        let metrics = telemetry::install_recorder(Duration::from_secs(120))?;
+        let bound = telemetry::serve(addr, Some(metrics), Arc::clone(&health))?;
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ingest")
+        .build()?;
+    runtime.block_on(streamagg::ingest::run(settings, health, signalled()))?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn signalled() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("stop requested");
 }
 
 fn produce(settings: ProduceSettings) -> Result<()> {

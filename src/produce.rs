@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
@@ -130,15 +131,7 @@ impl RecordProducer {
         properties: &BTreeMap<String, String>,
         transactional_id: Option<&str>,
     ) -> Result<BaseProducer<StreamaggContext>, KafkaSetupError> {
-        let mut config = settings.client_config(client_id);
-        config
-            .set("enable.idempotence", "true")
-            .set("partitioner", "murmur2_random")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "20")
-            .set("batch.size", "1000000")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576");
+        let mut config = producer_config(settings, client_id, &BTreeMap::new());
         if let Some(id) = transactional_id {
             // Kafka Streams' default under exactly-once: a crashed instance's open transaction blocks
             // read_committed consumers for at most this long.
@@ -303,6 +296,29 @@ impl RecordProducer {
         }
         Ok(())
     }
+}
+
+/// The librdkafka configuration of every streamagg producer: idempotent, keyed with Java's murmur2
+/// partitioner, lz4-compressed, batching, with a deep local queue; `properties` (librdkafka
+/// pass-through) are applied over it.
+pub fn producer_config(
+    settings: &KafkaSettings,
+    client_id: &str,
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut config = settings.client_config(client_id);
+    config
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
 }
 
 /// Sleeps and returns `Ok` if `error` is retriable and `backoff` has patience left; otherwise returns it.

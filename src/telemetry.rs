@@ -48,6 +48,17 @@ pub mod metric {
     pub const POLL_LOOP_STALLED: &str = "streamagg_poll_loop_stalled";
     pub const READY: &str = "streamagg_ready";
     pub const BUILD_INFO: &str = "streamagg_build_info";
+    // `streamagg ingest`, the gateway; `protocol` is `tcp` or `http`.
+    pub const INGEST_EVENTS_ACCEPTED: &str = "streamagg_ingest_events_accepted_total";
+    pub const INGEST_EVENTS_REJECTED: &str = "streamagg_ingest_events_rejected_total";
+    pub const INGEST_EVENTS_DELIVERED: &str = "streamagg_ingest_events_delivered_total";
+    pub const INGEST_DELIVERY_FAILURES: &str = "streamagg_ingest_delivery_failures_total";
+    pub const INGEST_IN_FLIGHT_EVENTS: &str = "streamagg_ingest_in_flight_events";
+    pub const INGEST_IN_FLIGHT_BYTES: &str = "streamagg_ingest_in_flight_bytes";
+    pub const INGEST_ACK_LATENCY_SECONDS: &str = "streamagg_ingest_ack_latency_seconds";
+    pub const INGEST_OPEN_CONNECTIONS: &str = "streamagg_ingest_open_connections";
+    pub const INGEST_CONNECTIONS_REFUSED: &str = "streamagg_ingest_connections_refused_total";
+    pub const INGEST_HTTP_RESPONSES: &str = "streamagg_ingest_http_responses_total";
 }
 
 /// Histogram buckets (upper bounds, seconds) of checkpoint and transaction-commit durations.
@@ -58,6 +69,12 @@ pub const CHECKPOINT_BUCKETS: &[f64] = &[
 /// `grace` after its end at the earliest, so the interesting range starts at seconds.
 pub const EMIT_LATENCY_BUCKETS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Histogram buckets (upper bounds, seconds) of the gateway's time from handing events to the
+/// producer to Kafka's acknowledgement (librdkafka batches for `linger.ms` first).
+pub const ACK_LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Why telemetry could not start.
@@ -82,6 +99,12 @@ pub fn install_recorder(stale_after: Duration) -> Result<PrometheusHandle, Telem
             b.set_buckets_for_metric(
                 Matcher::Full(metric::EMIT_LATENCY_SECONDS.into()),
                 EMIT_LATENCY_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(metric::INGEST_ACK_LATENCY_SECONDS.into()),
+                ACK_LATENCY_BUCKETS,
             )
         })
         .map_err(|e| TelemetryError::Recorder(e.to_string()))?;
@@ -211,6 +234,56 @@ fn describe() {
         BUILD_INFO,
         Unit::Count,
         "Always 1; labels carry the version and the delivery guarantee."
+    );
+    describe_counter!(
+        INGEST_EVENTS_ACCEPTED,
+        Unit::Count,
+        "Gateway: valid events handed to the producer, by protocol."
+    );
+    describe_counter!(
+        INGEST_EVENTS_REJECTED,
+        Unit::Count,
+        "Gateway: lines or array elements refused, by protocol and reason."
+    );
+    describe_counter!(
+        INGEST_EVENTS_DELIVERED,
+        Unit::Count,
+        "Gateway: events Kafka acknowledged, by protocol."
+    );
+    describe_counter!(
+        INGEST_DELIVERY_FAILURES,
+        Unit::Count,
+        "Gateway: accepted events the producer failed to deliver, by protocol."
+    );
+    describe_gauge!(
+        INGEST_IN_FLIGHT_EVENTS,
+        Unit::Count,
+        "Gateway: events handed to the producer and not yet acknowledged."
+    );
+    describe_gauge!(
+        INGEST_IN_FLIGHT_BYTES,
+        Unit::Bytes,
+        "Gateway: in-flight budget in use (payload bytes plus a per-event overhead)."
+    );
+    describe_histogram!(
+        INGEST_ACK_LATENCY_SECONDS,
+        Unit::Seconds,
+        "Gateway: from handing events to the producer to Kafka's acknowledgement (per HTTP request; a sample of TCP events)."
+    );
+    describe_gauge!(
+        INGEST_OPEN_CONNECTIONS,
+        Unit::Count,
+        "Gateway: open client connections, by protocol."
+    );
+    describe_counter!(
+        INGEST_CONNECTIONS_REFUSED,
+        Unit::Count,
+        "Gateway: connections refused because the listener had --max-connections open."
+    );
+    describe_counter!(
+        INGEST_HTTP_RESPONSES,
+        Unit::Count,
+        "Gateway: HTTP responses, by status code."
     );
 }
 

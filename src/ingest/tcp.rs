@@ -1,0 +1,220 @@
+//! The TCP door: newline-delimited JSON `TrafficEvent`s, one connection per task.
+//!
+//! A client gets a line back only for what is refused: `rejected line N: <reason>` per refused line,
+//! `error: …` before the gateway closes the connection (too many connections, no complete line
+//! within the read timeout, shutdown). Accepted lines get no answer: TCP has no acknowledgement, and
+//! an event accepted but not yet delivered is lost if the gateway dies (at-most-once). When the
+//! in-flight budget is spent, the connection is simply not read until there is room again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+use super::frame::{self, Frame, LineSplitter};
+use super::{EnqueueError, Gateway, Protocol};
+use crate::codec::encode;
+
+const PROTOCOL: Protocol = Protocol::Tcp;
+
+/// Accepts connections until `stop` turns true; each connection task holds a clone of `alive`.
+pub(super) async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    stop: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let slots = Arc::new(Semaphore::new(gateway.limits.max_connections));
+    let mut stopping = stop.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = stopping.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, typically: back off instead of spinning.
+                tracing::warn!(%error, "accepting a TCP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            gateway.stats.refused_connections[PROTOCOL as usize]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let message = format!(
+                "error: too many connections (limit {}), try again later\n",
+                gateway.limits.max_connections
+            );
+            tokio::spawn(refuse(stream, message.into_bytes()));
+            continue;
+        };
+        let gateway = Arc::clone(&gateway);
+        let stop = stop.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let open = &gateway.stats.open_connections[PROTOCOL as usize];
+            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(error) = connection(stream, &gateway, stop).await {
+                tracing::debug!(%error, "TCP connection ended with an error");
+            }
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop((slot, alive));
+        });
+    }
+}
+
+/// Writes `message` (at most for a second) and closes the connection.
+pub(super) async fn refuse(mut stream: TcpStream, message: Vec<u8>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&message).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// What one frame asks the connection to do next.
+enum Step {
+    Nothing,
+    /// Produce the event whose payload is in the connection's buffer.
+    Send {
+        source: String,
+    },
+    Answer(String),
+}
+
+async fn connection(
+    stream: TcpStream,
+    gateway: &Gateway,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let limits = &gateway.limits;
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::with_capacity(16 * 1024, read);
+    let mut splitter = LineSplitter::new(limits.max_line_bytes);
+    let mut payload = Vec::with_capacity(256);
+    let mut deadline = Instant::now() + limits.read_timeout;
+    loop {
+        if *stop.borrow() {
+            say(
+                &mut write,
+                "error: the gateway is shutting down\n",
+                limits.read_timeout,
+            )
+            .await;
+            return Ok(());
+        }
+        let filled = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => continue,
+            filled = tokio::time::timeout_at(deadline, reader.fill_buf()) => filled,
+        };
+        let (step, end) = match filled {
+            Err(_) => {
+                let message = format!(
+                    "error: no complete line within {}, closing\n",
+                    humantime::format_duration(limits.read_timeout)
+                );
+                say(&mut write, &message, Duration::from_secs(1)).await;
+                return Ok(());
+            }
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok([])) => {
+                let frame = splitter.finish();
+                (
+                    frame.map_or(Step::Nothing, |f| classify(f, gateway, &mut payload)),
+                    true,
+                )
+            }
+            Ok(Ok(buffered)) => {
+                let (used, frame) = splitter.feed(buffered);
+                let step = frame.map_or(Step::Nothing, |f| classify(f, gateway, &mut payload));
+                reader.consume(used);
+                (step, false)
+            }
+        };
+        match step {
+            Step::Nothing => {}
+            Step::Answer(line) => {
+                deadline = Instant::now() + limits.read_timeout;
+                if !say(&mut write, &line, limits.read_timeout).await {
+                    return Ok(());
+                }
+            }
+            Step::Send { source } => {
+                if !send(gateway, &source, &payload, &mut stop).await {
+                    return Ok(());
+                }
+                // Time spent waiting for room in the budget is not the client's.
+                deadline = Instant::now() + limits.read_timeout;
+            }
+        }
+        if end {
+            let _ = write.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+/// Validates a frame: a valid event is encoded into `payload`.
+fn classify(frame: Frame<'_>, gateway: &Gateway, payload: &mut Vec<u8>) -> Step {
+    let Some(item) = frame::item(frame, gateway.limits.max_line_bytes) else {
+        return Step::Nothing;
+    };
+    match item.event {
+        Ok(event) => {
+            payload.clear();
+            encode(&event, gateway.format, payload);
+            Step::Send {
+                source: event.source,
+            }
+        }
+        Err(reason) => {
+            gateway.stats.rejected(PROTOCOL, &reason);
+            Step::Answer(frame::tcp_rejection(item.number, &reason))
+        }
+    }
+}
+
+/// Hands one event to the producer, waiting (and so not reading the socket) while the in-flight
+/// budget or the producer's queue is full. `false` if the connection should end.
+async fn send(
+    gateway: &Gateway,
+    source: &str,
+    payload: &[u8],
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let cost = Gateway::cost(payload.len());
+    loop {
+        let budget = tokio::select! {
+            budget = Arc::clone(&gateway.in_flight).acquire_many_owned(cost) => budget,
+            // Shutting down while the budget is spent: this line is dropped (TCP is best effort).
+            _ = stop.wait_for(|s| *s) => return false,
+        };
+        let Ok(budget) = budget else {
+            return false; // the semaphore is never closed
+        };
+        match gateway.enqueue(source.as_bytes(), payload, PROTOCOL, budget, None) {
+            Ok(()) => return true,
+            Err(EnqueueError::QueueFull) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(EnqueueError::Other(error)) => {
+                tracing::warn!(%error, "cannot hand a TCP event to the producer");
+                return false;
+            }
+        }
+    }
+}
+
+/// Writes one line to the client within `timeout`; `false` if it could not.
+async fn say(write: &mut OwnedWriteHalf, line: &str, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, write.write_all(line.as_bytes())).await,
+        Ok(Ok(()))
+    )
+}

@@ -391,7 +391,7 @@ def main():
                         help="source counts for the cost curve (streamagg and the ceiling, Avro), or 'none'")
     parser.add_argument("--k-curve-events", type=int, default=None,
                         help="events per dataset of the cost curve (default: --events)")
-    parser.add_argument("--latency-seconds", type=int, default=180,
+    parser.add_argument("--latency-seconds", type=int, default=90,
                         help="length of each latency-mode run (0 skips the latency mode)")
     parser.add_argument("--smoke", action="store_true",
                         help="CI mode: tiny input, one run each, 2 s windows in the latency mode")

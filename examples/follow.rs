@@ -93,7 +93,7 @@ fn main() -> Result<()> {
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "10")
         .create_with_context(StreamaggContext::default())?;
-    let partitions = kafka::partition_count(consumer.client(), &settings, &args.topic)?
+    let partitions = kafka::partition_count(&consumer, &settings, &args.topic)?
         .with_context(|| format!("topic {} does not exist", args.topic))?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions as i32 {

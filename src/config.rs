@@ -304,7 +304,7 @@ fn pass_through(
 
 /// TLS and SASL settings, checked for consistency: SASL protocols need a mechanism, a username and
 /// a password; other protocols may not have them; a CA only goes with TLS.
-pub(crate) fn security(options: &RunOptions) -> Result<KafkaSecurity, ConfigError> {
+pub fn security(options: &RunOptions) -> Result<KafkaSecurity, ConfigError> {
     let invalid = |key, reason: &str| ConfigError::Invalid {
         key,
         reason: reason.to_owned(),

@@ -102,7 +102,7 @@ pub fn drain(
         )
         .create_with_context(StreamaggContext::default())
         .map_err(KafkaSetupError::Config)?;
-    let partitions = kafka::partition_count(consumer.client(), settings, topic)?
+    let partitions = kafka::partition_count(&consumer, settings, topic)?
         .ok_or_else(|| KafkaSetupError::TopicMissing(topic.to_owned()))?;
     let kafka_error = |cause| ReadError::Kafka {
         topic: topic.to_owned(),
@@ -200,7 +200,7 @@ pub fn group_lag(
         .map_err(KafkaSetupError::Config)?;
     let mut list = TopicPartitionList::new();
     for topic in topics {
-        let partitions = kafka::partition_count(consumer.client(), settings, topic)?
+        let partitions = kafka::partition_count(&consumer, settings, topic)?
             .ok_or_else(|| KafkaSetupError::TopicMissing(topic.clone()))?;
         for partition in 0..partitions as i32 {
             list.add_partition(topic, partition);

@@ -4,15 +4,18 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::metadata::Metadata;
-use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Where the cluster is, how to authenticate to it, and how long to wait for it.
@@ -100,6 +103,10 @@ pub enum KafkaSetupError {
         waited: Duration,
         cause: KafkaError,
     },
+    /// The brokers answered but refused the connection: failed SASL authentication, or a TLS
+    /// handshake that failed (e.g. a broker certificate the CA does not verify). Retrying cannot help.
+    #[error("Kafka at {brokers} refused the connection: {reason}")]
+    Refused { brokers: String, reason: String },
     #[error("topic '{0}' does not exist")]
     TopicMissing(String),
     #[error("cannot create topic '{topic}': {reason}")]
@@ -135,6 +142,8 @@ fn admin_options(settings: &KafkaSettings) -> AdminOptions {
 #[derive(Default)]
 pub struct StreamaggContext {
     connected: AtomicBool,
+    /// The first refused connection librdkafka reported (see [`ConnectionAware::refusal`]).
+    refusal: Mutex<Option<String>>,
     /// Delivery reports of a producer using this context.
     pub deliveries: DeliveryStats,
 }
@@ -165,7 +174,7 @@ impl ProducerContext for StreamaggContext {
             Ok(_) => {
                 self.deliveries.delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Err((error, _)) => {
+            Err((error, message)) => {
                 let purged = matches!(
                     error.rdkafka_error_code(),
                     Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
@@ -175,7 +184,7 @@ impl ProducerContext for StreamaggContext {
                 }
                 if self.deliveries.failed.fetch_add(1, Ordering::Relaxed) == 0 {
                     if let Ok(mut first) = self.deliveries.first_error.lock() {
-                        *first = Some(error.to_string());
+                        *first = Some(format!("to '{}': {error}", message.topic()));
                     }
                 }
             }
@@ -187,11 +196,124 @@ impl ProducerContext for StreamaggContext {
 pub trait ConnectionAware: ClientContext {
     /// Marks the cluster as reached: from now on librdkafka warnings and errors are logged at their level.
     fn mark_connected(&self);
+
+    /// Why a broker refused the connection (failed SASL authentication or TLS handshake), if
+    /// librdkafka has reported that, as its one-line reason. It carries no secret: librdkafka
+    /// names the broker, the mechanism and the failure, never the password.
+    fn refusal(&self) -> Option<String>;
 }
 
 impl ConnectionAware for StreamaggContext {
     fn mark_connected(&self) {
         self.connected.store(true, Ordering::Relaxed);
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+}
+
+/// Whether a librdkafka error event means the brokers refuse this client's credentials or TLS
+/// settings, rather than being unreachable.
+pub fn is_refusal(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+        )
+    )
+}
+
+/// Whether a Kafka error means this client's principal is not allowed to do what it asked (an ACL
+/// is missing): retrying cannot help.
+pub fn is_not_authorized(error: &KafkaError) -> bool {
+    error
+        .rdkafka_error_code()
+        .is_some_and(is_authorization_code)
+}
+
+/// The broker error codes of a missing ACL.
+pub fn is_authorization_code(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::DelegationTokenAuthorizationFailed
+    )
+}
+
+/// A librdkafka client that the calling thread may serve, so that librdkafka's queued log and
+/// error events (which rust-rdkafka hands to the context only from `poll`) arrive while it waits
+/// for the cluster.
+pub trait ServedClient {
+    type Context: ConnectionAware;
+
+    fn client(&self) -> &Client<Self::Context>;
+
+    /// Serves queued events for up to `wait`; never takes a record from the application.
+    fn serve_events(&self, wait: Duration);
+}
+
+impl<C: ConnectionAware + ProducerContext> ServedClient for BaseProducer<C> {
+    type Context = C;
+
+    fn client(&self) -> &Client<C> {
+        Producer::client(self)
+    }
+
+    fn serve_events(&self, wait: Duration) {
+        self.poll(wait);
+    }
+}
+
+/// A bare client (e.g. an admin client's): its events are not served from here.
+impl<C: ConnectionAware> ServedClient for Client<C> {
+    type Context = C;
+
+    fn client(&self) -> &Client<C> {
+        self
+    }
+
+    fn serve_events(&self, wait: Duration) {
+        std::thread::sleep(wait);
+    }
+}
+
+/// A threaded producer's own thread serves its events.
+impl<C: ConnectionAware + ProducerContext + 'static> ServedClient for ThreadedProducer<C> {
+    type Context = C;
+
+    fn client(&self) -> &Client<C> {
+        Producer::client(self)
+    }
+
+    fn serve_events(&self, wait: Duration) {
+        std::thread::sleep(wait);
+    }
+}
+
+impl<C: ConnectionAware + ConsumerContext> ServedClient for BaseConsumer<C> {
+    type Context = C;
+
+    fn client(&self) -> &Client<C> {
+        Consumer::client(self)
+    }
+
+    /// Polls only while nothing is assigned (a poll could return a record otherwise, which this
+    /// would drop); before that, a poll serves logs, errors and rebalance callbacks only.
+    fn serve_events(&self, wait: Duration) {
+        if self.assignment().is_ok_and(|a| a.count() == 0) {
+            let _ = self.poll(wait);
+        } else {
+            std::thread::sleep(wait);
+        }
     }
 }
 
@@ -215,8 +337,14 @@ impl StreamaggContext {
         }
     }
 
-    /// Logs one librdkafka error event (shared by contexts that wrap this one).
+    /// Logs one librdkafka error event (shared by contexts that wrap this one), and remembers the
+    /// first refused connection.
     pub fn log_error(&self, error: KafkaError, reason: &str) {
+        if is_refusal(&error) {
+            if let Ok(mut refusal) = self.refusal.lock() {
+                refusal.get_or_insert_with(|| reason.to_owned());
+            }
+        }
         if self.connected.load(Ordering::Relaxed) {
             tracing::warn!(target: "librdkafka", %error, "{reason}");
         } else {
@@ -240,25 +368,49 @@ impl ConsumerContext for StreamaggContext {}
 
 /// Asks the cluster for metadata (of `topic` only, if given), waiting at most `settings.timeout`.
 /// Blocks the calling thread.
-pub fn fetch_metadata<C: ConnectionAware>(
-    client: &Client<C>,
+///
+/// The wait is cut into growing slices, between which the client's queued events are served: a
+/// broker that refuses the connection (wrong password, untrusted certificate) ends the wait at once
+/// with librdkafka's reason ([`KafkaSetupError::Refused`]) instead of a timeout that names none.
+pub fn fetch_metadata<K: ServedClient>(
+    kafka: &K,
     settings: &KafkaSettings,
     topic: Option<&str>,
 ) -> Result<Metadata, KafkaSetupError> {
-    let metadata = client
-        .fetch_metadata(topic, settings.timeout)
-        .map_err(|cause| KafkaSetupError::unreachable(settings, cause))?;
-    client.context().mark_connected();
-    Ok(metadata)
+    let client = kafka.client();
+    let deadline = Instant::now() + settings.timeout;
+    let mut slice = Duration::from_millis(100);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.fetch_metadata(topic, slice.min(left)) {
+            Ok(metadata) => {
+                client.context().mark_connected();
+                return Ok(metadata);
+            }
+            Err(cause) => {
+                kafka.serve_events(Duration::from_millis(20));
+                if let Some(reason) = client.context().refusal() {
+                    return Err(KafkaSetupError::Refused {
+                        brokers: settings.brokers.clone(),
+                        reason,
+                    });
+                }
+                if !is_transient(&cause) || Instant::now() >= deadline {
+                    return Err(KafkaSetupError::unreachable(settings, cause));
+                }
+            }
+        }
+        slice *= 2;
+    }
 }
 
 /// The number of partitions of `topic`, or `None` if the cluster does not have it. Blocks.
-pub fn partition_count<C: ConnectionAware>(
-    client: &Client<C>,
+pub fn partition_count<K: ServedClient>(
+    kafka: &K,
     settings: &KafkaSettings,
     topic: &str,
 ) -> Result<Option<usize>, KafkaSetupError> {
-    let metadata = fetch_metadata(client, settings, Some(topic))?;
+    let metadata = fetch_metadata(kafka, settings, Some(topic))?;
     Ok(metadata
         .topics()
         .iter()
@@ -453,6 +605,75 @@ mod tests {
             ..settings
         };
         assert_eq!(plain.client_config("t").get("security.protocol"), None);
+    }
+
+    #[test]
+    fn refusals_and_missing_acls_are_told_apart_from_an_unreachable_cluster() {
+        use RDKafkaErrorCode as Code;
+        let cases = [
+            (KafkaError::Global(Code::Authentication), true, false),
+            (KafkaError::Global(Code::SSL), true, false),
+            (
+                KafkaError::Global(Code::SaslAuthenticationFailed),
+                true,
+                false,
+            ),
+            (
+                KafkaError::Global(Code::BrokerTransportFailure),
+                false,
+                false,
+            ),
+            (
+                KafkaError::MetadataFetch(Code::OperationTimedOut),
+                false,
+                false,
+            ),
+            (
+                KafkaError::MessageProduction(Code::TopicAuthorizationFailed),
+                false,
+                true,
+            ),
+            (
+                KafkaError::ConsumerCommit(Code::GroupAuthorizationFailed),
+                false,
+                true,
+            ),
+            (
+                KafkaError::MetadataFetch(Code::TransactionalIdAuthorizationFailed),
+                false,
+                true,
+            ),
+        ];
+        for (error, refusal, not_authorized) in cases {
+            assert_eq!(is_refusal(&error), refusal, "{error}");
+            assert_eq!(is_not_authorized(&error), not_authorized, "{error}");
+            assert!(
+                !is_transient(&error) || !(refusal || not_authorized),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_refusal_is_kept_and_other_errors_are_not_refusals() {
+        let context = StreamaggContext::default();
+        context.log_error(
+            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "connection refused",
+        );
+        assert_eq!(context.refusal(), None);
+        context.log_error(
+            KafkaError::Global(RDKafkaErrorCode::Authentication),
+            "SASL authentication error: invalid credentials",
+        );
+        context.log_error(
+            KafkaError::Global(RDKafkaErrorCode::SSL),
+            "SSL handshake failed",
+        );
+        assert_eq!(
+            context.refusal().as_deref(),
+            Some("SASL authentication error: invalid credentials")
+        );
     }
 
     #[test]

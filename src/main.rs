@@ -107,6 +107,8 @@ struct KafkaArgs {
     /// How long to wait for the cluster to answer before giving up, e.g. 10s.
     #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     kafka_timeout: Duration,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 impl KafkaArgs {
@@ -120,9 +122,64 @@ impl KafkaArgs {
         Ok(KafkaSettings {
             brokers: self.brokers.clone(),
             timeout: self.kafka_timeout,
-            security: Default::default(),
+            security: self.security.settings()?,
         })
     }
+}
+
+/// TLS and SASL towards the brokers, for every command that talks to Kafka.
+#[derive(Args)]
+struct SecurityArgs {
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: PLAINTEXT].
+    #[arg(long, env = "STREAMAGG_SECURITY_PROTOCOL")]
+    security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol).
+    #[arg(long, env = "STREAMAGG_SASL_MECHANISM")]
+    sasl_mechanism: Option<String>,
+    /// SASL username. The password is never a flag: set STREAMAGG_SASL_PASSWORD or
+    /// --sasl-password-file.
+    #[arg(long, env = "STREAMAGG_SASL_USERNAME")]
+    sasl_username: Option<String>,
+    /// File holding the SASL password (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "STREAMAGG_SASL_PASSWORD_FILE")]
+    sasl_password_file: Option<std::path::PathBuf>,
+    /// CA certificate(s) that signed the brokers' certificates (with SSL or SASL_SSL).
+    #[arg(long, env = "STREAMAGG_SSL_CA_LOCATION")]
+    ssl_ca_location: Option<String>,
+}
+
+impl SecurityArgs {
+    /// The password from `STREAMAGG_SASL_PASSWORD`, else from `--sasl-password-file`.
+    fn password(&self) -> Result<Option<Secret>> {
+        match password_from_env() {
+            Some(password) => Ok(Some(password)),
+            None => self
+                .sasl_password_file
+                .as_deref()
+                .map(|path| read_secret_file(path, "sasl_password_file").map(Secret::new))
+                .transpose(),
+        }
+    }
+
+    /// Validated with the processor's rules.
+    fn settings(&self) -> Result<streamagg::kafka::KafkaSecurity> {
+        Ok(streamagg::config::security(&RunOptions {
+            security_protocol: self.security_protocol.clone(),
+            sasl_mechanism: self.sasl_mechanism.clone(),
+            sasl_username: self.sasl_username.clone(),
+            sasl_password: self.password()?,
+            ssl_ca_location: self.ssl_ca_location.clone(),
+            ..RunOptions::default()
+        })?)
+    }
+}
+
+/// `STREAMAGG_SASL_PASSWORD`, if set and not empty: a password is never a flag (it would show in `ps`).
+fn password_from_env() -> Option<Secret> {
+    std::env::var("STREAMAGG_SASL_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new)
 }
 
 /// `streamagg run` flags. Each has an environment variable (`STREAMAGG_` + the flag in upper snake
@@ -200,22 +257,8 @@ struct RunArgs {
     /// polling [default: 30s].
     #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
     stall_timeout: Option<Duration>,
-    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: PLAINTEXT].
-    #[arg(long, env = "STREAMAGG_SECURITY_PROTOCOL")]
-    security_protocol: Option<String>,
-    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol).
-    #[arg(long, env = "STREAMAGG_SASL_MECHANISM")]
-    sasl_mechanism: Option<String>,
-    /// SASL username. The password is never a flag: set STREAMAGG_SASL_PASSWORD or
-    /// --sasl-password-file.
-    #[arg(long, env = "STREAMAGG_SASL_USERNAME")]
-    sasl_username: Option<String>,
-    /// File holding the SASL password (e.g. a mounted Kubernetes Secret).
-    #[arg(long, env = "STREAMAGG_SASL_PASSWORD_FILE")]
-    sasl_password_file: Option<std::path::PathBuf>,
-    /// CA certificate(s) that signed the brokers' certificates (with SSL or SASL_SSL).
-    #[arg(long, env = "STREAMAGG_SSL_CA_LOCATION")]
-    ssl_ca_location: Option<String>,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 impl RunArgs {
@@ -246,26 +289,20 @@ impl RunArgs {
             idle_close_after: self.idle_close_after,
             metrics_addr: self.metrics_addr,
             stall_timeout: self.stall_timeout,
-            security_protocol: self.security_protocol,
-            sasl_mechanism: self.sasl_mechanism,
-            sasl_username: self.sasl_username,
-            sasl_password_file: self.sasl_password_file,
-            // Only from the environment: a flag would show in `ps`.
-            sasl_password: std::env::var("STREAMAGG_SASL_PASSWORD")
-                .ok()
-                .filter(|p| !p.is_empty())
-                .map(Secret::new),
-            ssl_ca_location: self.ssl_ca_location,
+            security_protocol: self.security.security_protocol,
+            sasl_mechanism: self.security.sasl_mechanism,
+            sasl_username: self.security.sasl_username,
+            sasl_password_file: self.security.sasl_password_file,
+            // Only from the environment here; from `sasl_password_file` (flag or file) below.
+            sasl_password: password_from_env(),
+            ssl_ca_location: self.security.ssl_ca_location,
             kafka: Default::default(),
         };
         let mut options = flags.or(file);
         if options.sasl_password.is_none() {
             if let Some(path) = &options.sasl_password_file {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read sasl_password_file {}", path.display())
-                })?;
                 options.sasl_password =
-                    Some(Secret::new(text.trim_end_matches(['\n', '\r']).to_owned()));
+                    Some(Secret::new(read_secret_file(path, "sasl_password_file")?));
             }
         }
         Ok(RunSettings::try_from(options)?)
@@ -335,21 +372,6 @@ struct IngestArgs {
     /// default port, so both run on one host).
     #[arg(long, env = "STREAMAGG_METRICS_ADDR", default_value = "127.0.0.1:9465")]
     metrics_addr: String,
-    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: PLAINTEXT].
-    #[arg(long, env = "STREAMAGG_SECURITY_PROTOCOL")]
-    security_protocol: Option<String>,
-    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol).
-    #[arg(long, env = "STREAMAGG_SASL_MECHANISM")]
-    sasl_mechanism: Option<String>,
-    /// SASL username; the password comes from STREAMAGG_SASL_PASSWORD or --sasl-password-file.
-    #[arg(long, env = "STREAMAGG_SASL_USERNAME")]
-    sasl_username: Option<String>,
-    /// File holding the SASL password.
-    #[arg(long, env = "STREAMAGG_SASL_PASSWORD_FILE")]
-    sasl_password_file: Option<std::path::PathBuf>,
-    /// CA certificate(s) that signed the brokers' certificates (with SSL or SASL_SSL).
-    #[arg(long, env = "STREAMAGG_SSL_CA_LOCATION")]
-    ssl_ca_location: Option<String>,
 }
 
 /// A secret from a file, without its trailing newline.
@@ -367,14 +389,7 @@ impl IngestArgs {
                 format!("invalid setting 'metrics_addr': '{addr}' is not ip:port or off")
             })?),
         };
-        let sasl_password = match std::env::var("STREAMAGG_SASL_PASSWORD") {
-            Ok(p) if !p.is_empty() => Some(Secret::new(p)),
-            _ => self
-                .sasl_password_file
-                .as_deref()
-                .map(|path| read_secret_file(path, "sasl_password_file").map(Secret::new))
-                .transpose()?,
-        };
+        let sasl_password = self.kafka.security.password()?;
         let http_token = self
             .http_token_file
             .as_deref()
@@ -383,11 +398,11 @@ impl IngestArgs {
         let options = IngestOptions {
             brokers: self.kafka.brokers,
             kafka_timeout: self.kafka.kafka_timeout,
-            security_protocol: self.security_protocol,
-            sasl_mechanism: self.sasl_mechanism,
-            sasl_username: self.sasl_username,
+            security_protocol: self.kafka.security.security_protocol,
+            sasl_mechanism: self.kafka.security.sasl_mechanism,
+            sasl_username: self.kafka.security.sasl_username,
             sasl_password,
-            ssl_ca_location: self.ssl_ca_location,
+            ssl_ca_location: self.kafka.security.ssl_ca_location,
             topic: self.topic,
             format: Some(self.format),
             listen_tcp: self.listen_tcp,

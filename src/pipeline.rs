@@ -49,6 +49,12 @@ pub enum PipelineError {
     OutputMissing { what: &'static str, topic: String },
     #[error("Kafka consumer: {0}")]
     Consumer(KafkaError),
+    /// The cluster's ACLs do not let this principal do its work: never retried.
+    #[error("not authorized (check the Kafka user's ACLs on {topics} and the group): {cause}")]
+    NotAuthorized {
+        topics: String,
+        cause: Box<ProduceError>,
+    },
     #[error("the consumer has no group metadata to commit a transaction with")]
     NoGroupMetadata,
 }
@@ -299,6 +305,19 @@ impl Processor {
         self.checkpoint_duration
             .record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// An error with what only the processor knows added: which topics a refused write was for.
+    fn explain(&self, error: PipelineError) -> PipelineError {
+        match error {
+            PipelineError::Produce(cause) if cause.is_not_authorized() => {
+                PipelineError::NotAuthorized {
+                    topics: self.sink.topics(),
+                    cause,
+                }
+            }
+            other => other,
+        }
     }
 
     /// Publishes counts and gauges, and readiness: assigned, and no partition still replaying.
@@ -596,6 +615,10 @@ impl ConnectionAware for ProcessorContext {
     fn mark_connected(&self) {
         self.base.mark_connected();
     }
+
+    fn refusal(&self) -> Option<String> {
+        self.base.refusal()
+    }
 }
 
 impl ConsumerContext for ProcessorContext {
@@ -736,7 +759,7 @@ pub fn run(
     let consumer: BaseConsumer<ProcessorContext> = config
         .create_with_context(context)
         .map_err(KafkaSetupError::Config)?;
-    kafka::fetch_metadata(consumer.client(), &settings.kafka, None)?;
+    kafka::fetch_metadata(&consumer, &settings.kafka, None)?;
     let topics: Vec<&str> = settings.input_topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
@@ -751,6 +774,7 @@ pub fn run(
         done.store(true, Ordering::Relaxed);
         result
     });
+    let result = result.map_err(|error| context.with_processor(|p| p.explain(error)));
     // On a clean stop: a final checkpoint, then leave the group (dropping the consumer revokes its
     // partitions through the callback above, which has nothing left to write).
     let result = result.and_then(|()| context.with_processor(|p| p.checkpoint(&consumer)));
@@ -787,6 +811,10 @@ fn poll_loop(
         for _ in 0..POLL_BATCH {
             match consumer.poll(timeout) {
                 Some(Ok(message)) => context.with_processor(|p| p.handle(&message))?,
+                // A missing ACL (no read on an input topic or the group) does not go away.
+                Some(Err(error)) if kafka::is_not_authorized(&error) => {
+                    return Err(PipelineError::Consumer(error))
+                }
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 None => break,
             }

@@ -60,6 +60,9 @@ impl ProduceError {
             _ => None,
         };
         let kind = match classified {
+            // A missing ACL (e.g. no write on the output topic) is abortable for librdkafka, but
+            // redoing the work would only meet it again: the producer cannot go on.
+            Some(e) if kafka::is_authorization_code(e.code()) => TransactionErrorKind::Fatal,
             Some(e) if e.is_fatal() => TransactionErrorKind::Fatal,
             Some(e) if e.txn_requires_abort() => TransactionErrorKind::Abortable,
             Some(e) if e.is_retriable() => TransactionErrorKind::Retriable,
@@ -67,6 +70,18 @@ impl ProduceError {
             _ => TransactionErrorKind::Fatal,
         };
         ProduceError::Transaction { stage, cause, kind }
+    }
+
+    /// Whether the cluster's ACLs refused the operation (retrying cannot help).
+    pub fn is_not_authorized(&self) -> bool {
+        match self {
+            ProduceError::Send { cause, .. } | ProduceError::Transaction { cause, .. } => {
+                kafka::is_not_authorized(cause)
+            }
+            ProduceError::Setup(_)
+            | ProduceError::Delivery { .. }
+            | ProduceError::FlushTimeout { .. } => false,
+        }
     }
 
     /// The transaction error kind, if this is a transaction error.
@@ -145,13 +160,13 @@ impl RecordProducer {
         let producer: BaseProducer<StreamaggContext> = config
             .create_with_context(StreamaggContext::default())
             .map_err(KafkaSetupError::Config)?;
-        kafka::fetch_metadata(producer.client(), settings, None)?;
+        kafka::fetch_metadata(&producer, settings, None)?;
         Ok(producer)
     }
 
-    /// The underlying client, for metadata requests.
-    pub fn client(&self) -> &rdkafka::client::Client<StreamaggContext> {
-        self.producer.client()
+    /// The underlying producer, for metadata requests.
+    pub fn client(&self) -> &BaseProducer<StreamaggContext> {
+        &self.producer
     }
 
     /// Queues one record, partitioned by its key; when the local queue is full, serves delivery
@@ -189,6 +204,20 @@ impl RecordProducer {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     self.producer.poll(Duration::from_millis(10));
+                }
+                // A transaction that failed (e.g. the output topic's ACL refused it being added)
+                // refuses every record with a bare state error; librdkafka gives the reason to
+                // the next transaction call, and `begin` changes nothing in that state.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::State), _))
+                    if self.transaction == Some(true) =>
+                {
+                    return Err(match self.producer.begin_transaction() {
+                        Err(reason) => ProduceError::transaction("produce", reason),
+                        Ok(()) => ProduceError::Send {
+                            topic: topic.to_owned(),
+                            cause: KafkaError::MessageProduction(RDKafkaErrorCode::State),
+                        },
+                    });
                 }
                 Err((cause, _)) => {
                     return Err(ProduceError::Send {

@@ -77,8 +77,22 @@ impl Sink {
         })
     }
 
-    /// The producer's client, for metadata requests.
-    pub fn client(&self) -> &rdkafka::client::Client<crate::kafka::StreamaggContext> {
+    /// The topics this sink writes to, for error messages.
+    pub fn topics(&self) -> String {
+        [
+            Some(&self.output_topic),
+            self.late_topic.as_ref(),
+            self.dlq_topic.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    /// The producer, for metadata requests.
+    pub fn client(&self) -> &rdkafka::producer::BaseProducer<crate::kafka::StreamaggContext> {
         self.producer.client()
     }
 

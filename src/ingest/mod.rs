@@ -394,6 +394,10 @@ impl ConnectionAware for GatewayContext {
     fn mark_connected(&self) {
         self.inner.mark_connected();
     }
+
+    fn refusal(&self) -> Option<String> {
+        self.inner.refusal()
+    }
 }
 
 impl ProducerContext for GatewayContext {
@@ -651,7 +655,7 @@ fn connect(
     let producer: ThreadedProducer<GatewayContext> = config
         .create_with_context(context)
         .map_err(KafkaSetupError::Config)?;
-    if kafka::partition_count(producer.client(), &settings.kafka, &settings.topic)?.is_none() {
+    if kafka::partition_count(&producer, &settings.kafka, &settings.topic)?.is_none() {
         return Err(KafkaSetupError::TopicMissing(settings.topic.clone()));
     }
     Ok(producer)

@@ -9,3 +9,4 @@ mod ingest;
 mod observability;
 mod oracle;
 mod processor;
+mod security;

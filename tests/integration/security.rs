@@ -1,0 +1,482 @@
+//! Against the secure broker that `scripts/kafka up --secure` runs (SASL_SSL with SCRAM users, a
+//! throwaway CA, the StandardAuthorizer): a dataset processed end to end over SASL_SSL +
+//! SCRAM-SHA-512 equals the oracle; a wrong password, an untrusted CA and a user without write
+//! rights on the output topic each end in one non-secret error line and a non-zero exit, in bounded
+//! time; and no log of the secured runs carries the password.
+//!
+//! `STREAMAGG_TEST_SECURE_BROKERS` (the SASL_SSL bootstrap) and `STREAMAGG_TEST_SECURE_DIR` (the
+//! CA and the users' password files) say where it is; `scripts/test` starts it and sets both. Without
+//! them these tests fail: a security test that silently skips proves nothing.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use streamagg::codec::Format;
+use streamagg::consume::{read_to_end, Isolation, RawRecord};
+use streamagg::kafka::{self, KafkaSecurity, KafkaSettings, Secret};
+
+use crate::common::ProcessorProcess;
+use crate::oracle::{assert_output_matches, oracle, Delivery, Input, INDEX_HEADER};
+
+/// The user with every right, and the one that may read but not write topics.
+const ADMIN: &str = "streamagg";
+const LIMITED: &str = "limited";
+
+/// The secure broker the tests run against.
+struct Secure {
+    brokers: String,
+    dir: PathBuf,
+}
+
+fn secure() -> Secure {
+    let hint = "start the secure broker with `KAFKA_PORT=9392 scripts/kafka up --secure` and set \
+                what `KAFKA_PORT=9392 scripts/kafka env --secure` prints (scripts/test does both)";
+    let brokers = std::env::var("STREAMAGG_TEST_SECURE_BROKERS")
+        .unwrap_or_else(|_| panic!("STREAMAGG_TEST_SECURE_BROKERS is not set: {hint}"));
+    let dir = PathBuf::from(
+        std::env::var("STREAMAGG_TEST_SECURE_DIR")
+            .unwrap_or_else(|_| panic!("STREAMAGG_TEST_SECURE_DIR is not set: {hint}")),
+    );
+    for file in [
+        "ca.crt",
+        "untrusted-ca.crt",
+        "streamagg.password",
+        "limited.password",
+    ] {
+        assert!(
+            dir.join(file).is_file(),
+            "{} is missing: {hint}",
+            dir.join(file).display()
+        );
+    }
+    Secure { brokers, dir }
+}
+
+impl Secure {
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    fn password(&self, user: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{user}.password")))
+            .expect("password file")
+            .trim()
+            .to_owned()
+    }
+
+    /// Connection settings for `user` with SCRAM-SHA-512, trusting the broker's CA.
+    fn settings(&self, user: &str) -> KafkaSettings {
+        KafkaSettings {
+            brokers: self.brokers.clone(),
+            timeout: Duration::from_secs(20),
+            security: KafkaSecurity {
+                protocol: Some("SASL_SSL".into()),
+                sasl_mechanism: Some("SCRAM-SHA-512".into()),
+                sasl_username: Some(user.into()),
+                sasl_password: Some(Secret::new(self.password(user))),
+                ssl_ca_location: Some(self.path("ca.crt")),
+            },
+        }
+    }
+
+    /// The CLI flags for `user` (password from its file), `mechanism` and the CA file `ca`.
+    fn flags(&self, user: &str, mechanism: &str, ca: &str) -> Vec<String> {
+        [
+            "--brokers",
+            &self.brokers,
+            "--security-protocol",
+            "SASL_SSL",
+            "--sasl-mechanism",
+            mechanism,
+            "--sasl-username",
+            user,
+            "--sasl-password-file",
+            &self.path(&format!("{user}.password")),
+            "--ssl-ca-location",
+            &self.path(ca),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// Everything on `topic`, read over SASL_SSL as the admin user.
+    fn read_all(&self, topic: &str) -> Vec<RawRecord> {
+        read_to_end(
+            &self.settings(ADMIN),
+            topic,
+            Isolation::ReadCommitted,
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("reading {topic} over SASL_SSL: {e}"))
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(future)
+}
+
+/// A topic with a random name on the secure broker, created and deleted over SASL_SSL by the admin
+/// user.
+struct SecureTopic {
+    name: String,
+    settings: KafkaSettings,
+}
+
+impl SecureTopic {
+    fn create(secure: &Secure, purpose: &str, partitions: i32) -> SecureTopic {
+        let name = format!("it-secure-{purpose}-{:016x}", rand::random::<u64>());
+        let settings = secure.settings(ADMIN);
+        let admin = kafka::admin_client(&settings).expect("admin client");
+        let created = block_on(kafka::ensure_topic(&admin, &settings, &name, partitions, 1))
+            .unwrap_or_else(|e| panic!("creating {name} on {} failed: {e}", secure.brokers));
+        assert!(created, "a random topic name must be new");
+        SecureTopic { name, settings }
+    }
+}
+
+impl Drop for SecureTopic {
+    fn drop(&mut self) {
+        if let Ok(admin) = kafka::admin_client(&self.settings) {
+            if let Err(e) = block_on(kafka::delete_topics(&admin, &self.settings, &[&self.name])) {
+                eprintln!("warning: could not delete test topic {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// Runs the binary with `args` and `env`, killing it if it has not exited within `deadline`.
+fn run_bounded(args: &[String], env: &[(&str, &str)], deadline: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamagg"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("STREAMAGG_METRICS_ADDR", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the streamagg binary starts");
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "streamagg {args:?} did not exit within {deadline:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    (output, started.elapsed())
+}
+
+/// The one `streamagg: error:` line of a failed run; fails unless there is exactly one, the exit
+/// code is non-zero, and none of `secrets` shows anywhere in its output.
+fn single_error_line(what: &str, output: &Output, secrets: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{what}: must fail:\n{stderr}");
+    for secret in secrets {
+        assert!(
+            !stderr.contains(secret) && !stdout.contains(secret),
+            "{what}: a password leaked:\n{stderr}"
+        );
+    }
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("streamagg: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{what}: one error line:\n{stderr}");
+    errors[0].to_owned()
+}
+
+/// The arguments of a processor reading `input` and writing `output` over SASL_SSL.
+fn processor_args(
+    secure: &Secure,
+    user: &str,
+    ca: &str,
+    input: &str,
+    output: &str,
+    state_dir: &std::path::Path,
+) -> Vec<String> {
+    let mut args = vec!["run".to_owned()];
+    args.extend(secure.flags(user, "SCRAM-SHA-512", ca));
+    args.extend(
+        [
+            "--input",
+            input,
+            "--output",
+            output,
+            "--group",
+            &crate::oracle::random_group(),
+            "--state-dir",
+            state_dir.to_str().expect("utf8"),
+            "--min-value",
+            "50",
+            "--window",
+            "60s",
+            "--grace",
+            "10s",
+            "--checkpoint-interval",
+            "200ms",
+            "--kafka-timeout",
+            "30s",
+        ]
+        .map(str::to_owned),
+    );
+    args
+}
+
+/// Writes a seeded preload with `streamagg produce` over SASL_SSL as `user` with `mechanism`, the
+/// password from the environment (the processor reads it from a file).
+fn produce(secure: &Secure, user: &str, mechanism: &str, topic: &str, count: u64) -> Output {
+    let args: Vec<String> = [
+        "produce",
+        "--brokers",
+        &secure.brokers,
+        "--security-protocol",
+        "SASL_SSL",
+        "--sasl-mechanism",
+        mechanism,
+        "--sasl-username",
+        user,
+        "--ssl-ca-location",
+        &secure.path("ca.crt"),
+        "--topic",
+        topic,
+        "--count",
+        &count.to_string(),
+        "--sources",
+        "40",
+        "--span",
+        "8m",
+        "--start-ms",
+        "1700000000000",
+        "--out-of-order-ms",
+        "5000",
+        "--late-fraction",
+        "0.02",
+        "--seed",
+        "7",
+        "--seal",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let password = secure.password(user);
+    let (output, _) = run_bounded(
+        &args,
+        &[
+            ("STREAMAGG_SASL_PASSWORD", &password),
+            ("RUST_LOG", "debug"),
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        output.status.success(),
+        "produce over SASL_SSL failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The oracle's view of records written by `streamagg produce`: each input record as an [`Input`]
+/// and a copy carrying its index header, as the oracle expects of the datasets the tests write.
+fn as_oracle_inputs(records: &[RawRecord]) -> (Vec<Input>, Vec<RawRecord>) {
+    let mut inputs = Vec::with_capacity(records.len());
+    let mut indexed = Vec::with_capacity(records.len());
+    for (index, record) in records.iter().enumerate() {
+        inputs.push(Input {
+            source: String::from_utf8(record.key.clone().unwrap_or_default()).expect("utf8 key"),
+            payload: record.payload.clone().unwrap_or_default(),
+        });
+        let mut copy = record.clone();
+        copy.headers
+            .push((INDEX_HEADER.to_owned(), index.to_string().into_bytes()));
+        indexed.push(copy);
+    }
+    (inputs, indexed)
+}
+
+#[test]
+fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without_leaking_the_password(
+) {
+    let secure = secure();
+    let input = SecureTopic::create(&secure, "in", 4);
+    let output = SecureTopic::create(&secure, "out", 4);
+    // SCRAM-SHA-256 for the producer, SCRAM-SHA-512 for the processor: both mechanisms work.
+    let produced = produce(&secure, ADMIN, "SCRAM-SHA-256", &input.name, 6_000);
+
+    let (inputs, indexed) = as_oracle_inputs(&secure.read_all(&input.name));
+    assert!(inputs.len() >= 6_000, "{} input records", inputs.len());
+    let expected = oracle(Format::Json, &inputs, &indexed);
+    assert!(
+        expected.windows.len() > 200,
+        "{} windows",
+        expected.windows.len()
+    );
+
+    let state = tempfile::tempdir().expect("state dir");
+    let args = processor_args(
+        &secure,
+        ADMIN,
+        "ca.crt",
+        &input.name,
+        &output.name,
+        state.path(),
+    );
+    let mut processor = ProcessorProcess::start(&args[1..]);
+    let metrics_addr = processor.telemetry_addr(Duration::from_secs(30));
+    let started = Instant::now();
+    let mut records = secure.read_all(&output.name);
+    while records.len() < expected.windows.len() {
+        if let Some(status) = processor.exited() {
+            panic!("processor exited ({status}); log:\n{}", processor.log());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{} of {} windows after 120 s; log:\n{}",
+            records.len(),
+            expected.windows.len(),
+            processor.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        records = secure.read_all(&output.name);
+    }
+    let (_, metrics) = crate::common::http_get(metrics_addr, "/metrics").expect("/metrics");
+    processor.stop_gracefully();
+    let records = secure.read_all(&output.name);
+    assert_output_matches(Format::Json, &records, &expected, Delivery::ExactlyOnce);
+
+    // Nothing the secured runs wrote, at debug level for the producer, names the password; nor
+    // does `--help` with the password in the environment.
+    let password = secure.password(ADMIN);
+    let help: Vec<String> = ["run", "produce", "ingest", "consume"]
+        .iter()
+        .map(|command| {
+            let args = [command.to_string(), "--help".to_owned()];
+            let (out, _) = run_bounded(
+                &args,
+                &[("STREAMAGG_SASL_PASSWORD", &password)],
+                Duration::from_secs(30),
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    assert!(help.iter().all(|h| h.contains("--sasl-password-file")));
+    let log = processor.log();
+    assert!(
+        log.contains("running"),
+        "the processor's log is captured:\n{log}"
+    );
+    for (what, text) in [
+        ("processor log", log),
+        (
+            "produce stderr",
+            String::from_utf8_lossy(&produced.stderr).into_owned(),
+        ),
+        (
+            "produce stdout",
+            String::from_utf8_lossy(&produced.stdout).into_owned(),
+        ),
+        ("/metrics", metrics),
+        ("--help", help.concat()),
+    ] {
+        assert!(!text.contains(&password), "{what} carries the password");
+    }
+}
+
+#[test]
+fn a_wrong_password_is_one_line_and_exit_1_at_once() {
+    let secure = secure();
+    // Refused before any topic is looked at: the topics need not exist.
+    let (input, output) = ("it-secure-never-in", "it-secure-never-out");
+    let dir = tempfile::tempdir().expect("dir");
+    let wrong = format!("wrong-{:016x}", rand::random::<u64>());
+    std::fs::write(dir.path().join("wrong.password"), format!("{wrong}\n")).expect("written");
+    let mut args = processor_args(
+        &secure,
+        ADMIN,
+        "ca.crt",
+        input,
+        output,
+        &dir.path().join("state"),
+    );
+    let file = args
+        .iter()
+        .position(|a| a == "--sasl-password-file")
+        .expect("flag")
+        + 1;
+    args[file] = dir.path().join("wrong.password").display().to_string();
+    let (out, took) = run_bounded(&args, &[("RUST_LOG", "debug")], Duration::from_secs(60));
+    let line = single_error_line("wrong password", &out, &[&wrong, &secure.password(ADMIN)]);
+    assert!(
+        line.contains("refused the connection") && line.contains("SASL authentication"),
+        "{line}"
+    );
+    // Refused, not timed out: --kafka-timeout is 30 s.
+    assert!(took < Duration::from_secs(15), "took {took:?}: {line}");
+}
+
+#[test]
+fn an_untrusted_ca_is_one_line_and_exit_1_at_once() {
+    let secure = secure();
+    // Refused before any topic is looked at: the topics need not exist.
+    let (input, output) = ("it-secure-never-in", "it-secure-never-out");
+    let dir = tempfile::tempdir().expect("dir");
+    let args = processor_args(
+        &secure,
+        ADMIN,
+        "untrusted-ca.crt",
+        input,
+        output,
+        &dir.path().join("state"),
+    );
+    let (out, took) = run_bounded(&args, &[("RUST_LOG", "debug")], Duration::from_secs(60));
+    let line = single_error_line("untrusted CA", &out, &[&secure.password(ADMIN)]);
+    assert!(
+        line.contains("refused the connection") && line.contains("SSL handshake failed"),
+        "{line}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}: {line}");
+}
+
+#[test]
+fn a_user_without_write_rights_on_the_output_topic_is_one_line_and_exit_1_not_a_retry_loop() {
+    let secure = secure();
+    let input = SecureTopic::create(&secure, "acl-in", 2);
+    let output = SecureTopic::create(&secure, "acl-out", 2);
+    produce(&secure, ADMIN, "SCRAM-SHA-512", &input.name, 2_000);
+    for guarantee in ["exactly-once", "at-least-once"] {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut args = processor_args(
+            &secure,
+            LIMITED,
+            "ca.crt",
+            &input.name,
+            &output.name,
+            &dir.path().join("state"),
+        );
+        args.extend(["--guarantee".to_owned(), guarantee.to_owned()]);
+        let (out, took) = run_bounded(&args, &[("RUST_LOG", "info")], Duration::from_secs(90));
+        let line = single_error_line(
+            &format!("{guarantee}: no ACL"),
+            &out,
+            &[&secure.password(LIMITED), &secure.password(ADMIN)],
+        );
+        assert!(
+            line.contains(&format!("'{}'", output.name))
+                && line.to_lowercase().contains("authorization failed"),
+            "{guarantee}: {line}"
+        );
+        assert!(took < Duration::from_secs(60), "{guarantee}: took {took:?}");
+        assert!(
+            secure.read_all(&output.name).is_empty(),
+            "{guarantee}: nothing may reach the output topic"
+        );
+    }
+}

@@ -49,6 +49,9 @@ pub struct Sink {
     buffer: Vec<u8>,
 }
 
+/// The output producer's `linger.ms` unless configured: see [`Sink::connect`].
+pub const SINK_LINGER_MS: &str = "5";
+
 impl Sink {
     /// Connects the producer (checking the cluster answers) with the run's pass-through properties;
     /// a transactional one when `transactional_id` is given.
@@ -56,7 +59,13 @@ impl Sink {
         settings: &RunSettings,
         transactional_id: Option<&str>,
     ) -> Result<Self, ProduceError> {
-        let properties = &settings.producer_properties;
+        // Results are few next to the input, and a closed window's average should not wait for a
+        // batch to fill: a short linger, unless the run's pass-through properties set one.
+        let mut properties = settings.producer_properties.clone();
+        properties
+            .entry("linger.ms".to_owned())
+            .or_insert_with(|| SINK_LINGER_MS.to_owned());
+        let properties = &properties;
         let producer = match transactional_id {
             Some(id) => RecordProducer::connect_transactional(
                 &settings.kafka,

@@ -17,8 +17,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::frame::{self, bearer_matches, error_body, events_response};
 use super::{EnqueueError, Gateway, Protocol};
@@ -39,77 +39,52 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let slots = Arc::new(Semaphore::new(gateway.limits.max_connections));
-    let mut stopping = stop.clone();
-    loop {
-        let accepted = tokio::select! {
-            _ = stopping.wait_for(|s| *s) => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "accepting an HTTP connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            gateway.stats.refused_connections[PROTOCOL as usize]
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            gateway.stats.response(503);
-            let body = error_body(
-                &format!(
-                    "too many connections (limit {})",
-                    gateway.limits.max_connections
-                ),
-                &[],
-            );
-            let message = format!(
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-                 retry-after: {RETRY_AFTER_SATURATED}\r\ncontent-length: {}\r\n\
-                 connection: close\r\n\r\n{body}",
-                body.len()
-            );
-            tokio::spawn(super::tcp::refuse(stream, message.into_bytes()));
-            continue;
-        };
-        let gateway = Arc::clone(&gateway);
-        let mut stop = stop.clone();
-        let alive = alive.clone();
-        tokio::spawn(async move {
-            let open = &gateway.stats.open_connections[PROTOCOL as usize];
-            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = stream.set_nodelay(true);
-            let service_gateway = Arc::clone(&gateway);
-            let service = hyper::service::service_fn(move |request| {
-                let gateway = Arc::clone(&service_gateway);
-                async move { Ok::<_, Infallible>(handle(request, &gateway).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            // Also bounds idle keep-alive connections: the timer runs while waiting for a head.
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(gateway.limits.read_timeout);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let stopping = tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "HTTP connection ended with an error");
-                    }
-                    false
-                }
-                _ = stop.wait_for(|s| *s) => true,
-            };
-            if stopping {
-                connection.as_mut().graceful_shutdown();
-                let _ = connection.await;
-            }
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            drop((slot, alive));
+    let refusal = |gateway: &Gateway| {
+        gateway.stats.response(503);
+        let body = error_body(
+            &format!(
+                "too many connections (limit {})",
+                gateway.limits.max_connections
+            ),
+            &[],
+        );
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             retry-after: {RETRY_AFTER_SATURATED}\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let serve_one = |stream: TcpStream, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>| async move {
+        let _ = stream.set_nodelay(true);
+        let service_gateway = Arc::clone(&gateway);
+        let service = hyper::service::service_fn(move |request| {
+            let gateway = Arc::clone(&service_gateway);
+            async move { Ok::<_, Infallible>(handle(request, &gateway).await) }
         });
-    }
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        // Also bounds idle keep-alive connections: the timer runs while waiting for a head.
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(gateway.limits.read_timeout);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let stopping = tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "HTTP connection ended with an error");
+                }
+                false
+            }
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if stopping {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    };
+    super::accept_connections(listener, gateway, PROTOCOL, stop, alive, refusal, serve_one).await;
 }
 
 async fn handle(request: Request<Incoming>, gateway: &Gateway) -> Response<Full<Bytes>> {

@@ -711,6 +711,56 @@ async fn wait_fatal(gateway: &Gateway) -> String {
     }
 }
 
+/// The accept loop both listeners share: accepts connections until `stop` turns true, at most
+/// `max_connections` at once; one beyond the limit is counted, sent `refusal` (at most for a second)
+/// and closed; each accepted one runs `serve_one` on a task of its own, counted in the protocol's
+/// open connections and holding a clone of `alive` until it ends.
+async fn accept_connections<Serve, Served>(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    protocol: Protocol,
+    stop: watch::Receiver<bool>,
+    alive: tokio::sync::mpsc::Sender<()>,
+    refusal: impl Fn(&Gateway) -> Vec<u8>,
+    serve_one: Serve,
+) where
+    Serve: Fn(tokio::net::TcpStream, Arc<Gateway>, watch::Receiver<bool>) -> Served,
+    Served: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(gateway.limits.max_connections));
+    let mut stopping = stop.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = stopping.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, typically: back off instead of spinning.
+                tracing::warn!(%error, protocol = protocol.label(), "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            gateway.stats.refused_connections[protocol as usize].fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(tcp::refuse(stream, refusal(&gateway)));
+            continue;
+        };
+        let served = serve_one(stream, Arc::clone(&gateway), stop.clone());
+        let gateway = Arc::clone(&gateway);
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let open = &gateway.stats.open_connections[protocol as usize];
+            open.fetch_add(1, Ordering::Relaxed);
+            served.await;
+            open.fetch_sub(1, Ordering::Relaxed);
+            drop((slot, alive));
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

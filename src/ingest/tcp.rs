@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::frame::{self, Frame, LineSplitter};
@@ -28,45 +28,19 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let slots = Arc::new(Semaphore::new(gateway.limits.max_connections));
-    let mut stopping = stop.clone();
-    loop {
-        let accepted = tokio::select! {
-            _ = stopping.wait_for(|s| *s) => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of file descriptors, typically: back off instead of spinning.
-                tracing::warn!(%error, "accepting a TCP connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            gateway.stats.refused_connections[PROTOCOL as usize]
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let message = format!(
-                "error: too many connections (limit {}), try again later\n",
-                gateway.limits.max_connections
-            );
-            tokio::spawn(refuse(stream, message.into_bytes()));
-            continue;
-        };
-        let gateway = Arc::clone(&gateway);
-        let stop = stop.clone();
-        let alive = alive.clone();
-        tokio::spawn(async move {
-            let open = &gateway.stats.open_connections[PROTOCOL as usize];
-            open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(error) = connection(stream, &gateway, stop).await {
-                tracing::debug!(%error, "TCP connection ended with an error");
-            }
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            drop((slot, alive));
-        });
-    }
+    let refusal = |gateway: &Gateway| {
+        format!(
+            "error: too many connections (limit {}), try again later\n",
+            gateway.limits.max_connections
+        )
+        .into_bytes()
+    };
+    let serve_one = |stream, gateway: Arc<Gateway>, stop| async move {
+        if let Err(error) = connection(stream, &gateway, stop).await {
+            tracing::debug!(%error, "TCP connection ended with an error");
+        }
+    };
+    super::accept_connections(listener, gateway, PROTOCOL, stop, alive, refusal, serve_one).await;
 }
 
 /// Writes `message` (at most for a second) and closes the connection.

@@ -124,3 +124,28 @@ ensure_kafka_streams_peer() {
     | sed 's/\x1b\[[0-9;]*m//g' >&2)
   echo "$dir/target/classes:$dir/target/dependency/*"
 }
+
+# Cargo-installed tools, pinned, in a cache outside the clone (built once, a few minutes each).
+CARGO_TOOLS_ROOT=${STREAMAGG_CACHE:-$HOME/.cache/streamagg}/cargo-tools
+CARGO_DENY_VERSION=0.20.2
+CARGO_FUZZ_VERSION=0.13.2
+
+# ensure_cargo_tool CRATE VERSION — installs CRATE@VERSION into $CARGO_TOOLS_ROOT if that version
+# is not there yet (idempotent); prints the binary's path.
+ensure_cargo_tool() {
+  local crate=$1 version=$2 bin="$CARGO_TOOLS_ROOT/bin/$1"
+  if ! "$bin" --version 2>/dev/null | grep -q "$version"; then
+    log "installing $crate $version into $CARGO_TOOLS_ROOT (once)"
+    # Its own target dir: never mixed with the product's build.
+    CARGO_TARGET_DIR="$CARGO_TOOLS_ROOT/target" cargo install --quiet --locked --root "$CARGO_TOOLS_ROOT" "$crate@$version" >&2
+  fi
+  echo "$bin"
+}
+
+# The fuzz targets need a nightly toolchain (libFuzzer's coverage instrumentation and sanitizers).
+ensure_nightly() {
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "installing the nightly Rust toolchain (for cargo fuzz)"
+    rustup toolchain install nightly --profile minimal >&2
+  fi
+}

@@ -9,7 +9,7 @@
 //! still open are re-aggregated, and nothing is re-emitted or re-forwarded. Rebuild cost is bounded by
 //! the open-window span (window + grace + out-of-orderness), not by topic history.
 
-use crate::store::PartitionCheckpoint;
+use crate::encoding::PartitionCheckpoint;
 
 const PREFIX: &str = "streamagg/1";
 

@@ -13,8 +13,79 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::codec::Format;
-use crate::kafka::{KafkaSecurity, KafkaSettings, Secret};
 use crate::window::WindowSpec;
+
+/// Where the cluster is, how to authenticate to it, and how long to wait for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// How long start-up waits for the cluster to answer a metadata request, and admin operations
+    /// for their result.
+    pub timeout: Duration,
+    pub security: KafkaSecurity,
+}
+
+/// A secret (a password): shown as `<redacted>` by `Debug`, never by `Display`, so no log line,
+/// error or settings dump can carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that hands it to librdkafka.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// TLS and SASL towards the brokers; the default is PLAINTEXT.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KafkaSecurity {
+    /// `security.protocol`: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (`None`: librdkafka's default).
+    pub protocol: Option<String>,
+    /// `sasl.mechanism`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<Secret>,
+    /// `ssl.ca.location`: the CA certificate(s) that signed the brokers' certificates.
+    pub ssl_ca_location: Option<String>,
+    /// `ssl.certificate.location` / `ssl.key.location`: the client certificate and its private key
+    /// (PEM) for brokers that require mutual TLS.
+    pub ssl_certificate_location: Option<String>,
+    pub ssl_key_location: Option<String>,
+    /// `ssl.key.password`: the passphrase of an encrypted private key.
+    pub ssl_key_password: Option<Secret>,
+}
+
+/// TLS and SASL as given by flags, environment and file, before validation ([`Self::validate`]).
+/// In the TOML file they are top-level keys of the same names; the secrets themselves never are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecurityOptions {
+    pub security_protocol: Option<String>,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret).
+    pub sasl_password_file: Option<PathBuf>,
+    /// From `STREAMAGG_SASL_PASSWORD` or read from `sasl_password_file` at the binary's edge.
+    pub sasl_password: Option<Secret>,
+    pub ssl_ca_location: Option<String>,
+    pub ssl_certificate_location: Option<String>,
+    pub ssl_key_location: Option<String>,
+    /// A file holding the private key's passphrase.
+    pub ssl_key_password_file: Option<PathBuf>,
+    /// From `STREAMAGG_SSL_KEY_PASSWORD` or read from `ssl_key_password_file` at the binary's edge.
+    pub ssl_key_password: Option<Secret>,
+}
 
 /// librdkafka properties every client gets from `KafkaSettings` (the cluster and how to reach it);
 /// passing them through is refused for consumer and producer alike.
@@ -26,6 +97,9 @@ pub const MANAGED_CONNECTION_KEYS: &[&str] = &[
     "sasl.username",
     "sasl.password",
     "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
 ];
 
 /// librdkafka consumer properties streamagg sets itself, besides the connection keys.
@@ -129,6 +203,12 @@ pub struct RunOptions {
     #[serde(skip)]
     pub sasl_password: Option<Secret>,
     pub ssl_ca_location: Option<String>,
+    pub ssl_certificate_location: Option<String>,
+    pub ssl_key_location: Option<String>,
+    pub ssl_key_password_file: Option<PathBuf>,
+    /// Like `sasl_password`: from `STREAMAGG_SSL_KEY_PASSWORD` or `ssl_key_password_file` only.
+    #[serde(skip)]
+    pub ssl_key_password: Option<Secret>,
     #[serde(default, with = "humantime_serde_opt")]
     pub stall_timeout: Option<Duration>,
     #[serde(default)]
@@ -177,6 +257,39 @@ impl RunOptions {
         Self::from_toml(path, &text)
     }
 
+    /// The TLS and SASL settings among these options.
+    pub fn security_options(&self) -> SecurityOptions {
+        SecurityOptions {
+            security_protocol: self.security_protocol.clone(),
+            sasl_mechanism: self.sasl_mechanism.clone(),
+            sasl_username: self.sasl_username.clone(),
+            sasl_password_file: self.sasl_password_file.clone(),
+            sasl_password: self.sasl_password.clone(),
+            ssl_ca_location: self.ssl_ca_location.clone(),
+            ssl_certificate_location: self.ssl_certificate_location.clone(),
+            ssl_key_location: self.ssl_key_location.clone(),
+            ssl_key_password_file: self.ssl_key_password_file.clone(),
+            ssl_key_password: self.ssl_key_password.clone(),
+        }
+    }
+
+    /// These options with their TLS and SASL settings replaced by `security`.
+    pub fn with_security(self, security: SecurityOptions) -> RunOptions {
+        RunOptions {
+            security_protocol: security.security_protocol,
+            sasl_mechanism: security.sasl_mechanism,
+            sasl_username: security.sasl_username,
+            sasl_password_file: security.sasl_password_file,
+            sasl_password: security.sasl_password,
+            ssl_ca_location: security.ssl_ca_location,
+            ssl_certificate_location: security.ssl_certificate_location,
+            ssl_key_location: security.ssl_key_location,
+            ssl_key_password_file: security.ssl_key_password_file,
+            ssl_key_password: security.ssl_key_password,
+            ..self
+        }
+    }
+
     /// `self` where set, else `fallback` (flags and environment over the file).
     pub fn or(self, fallback: RunOptions) -> RunOptions {
         let mut kafka = fallback.kafka;
@@ -209,6 +322,14 @@ impl RunOptions {
             sasl_password_file: self.sasl_password_file.or(fallback.sasl_password_file),
             sasl_password: self.sasl_password.or(fallback.sasl_password),
             ssl_ca_location: self.ssl_ca_location.or(fallback.ssl_ca_location),
+            ssl_certificate_location: self
+                .ssl_certificate_location
+                .or(fallback.ssl_certificate_location),
+            ssl_key_location: self.ssl_key_location.or(fallback.ssl_key_location),
+            ssl_key_password_file: self
+                .ssl_key_password_file
+                .or(fallback.ssl_key_password_file),
+            ssl_key_password: self.ssl_key_password.or(fallback.ssl_key_password),
             stall_timeout: self.stall_timeout.or(fallback.stall_timeout),
             kafka,
         }
@@ -302,87 +423,124 @@ fn pass_through(
         .collect()
 }
 
-/// TLS and SASL settings, checked for consistency: SASL protocols need a mechanism, a username and
-/// a password; other protocols may not have them; a CA only goes with TLS.
-pub fn security(options: &RunOptions) -> Result<KafkaSecurity, ConfigError> {
-    let invalid = |key, reason: &str| ConfigError::Invalid {
-        key,
-        reason: reason.to_owned(),
-    };
-    let protocol = options
-        .security_protocol
-        .as_deref()
-        .map(str::to_ascii_uppercase);
-    let (sasl, tls) = match protocol.as_deref() {
-        None | Some("PLAINTEXT") => (false, false),
-        Some("SSL") => (false, true),
-        Some("SASL_PLAINTEXT") => (true, false),
-        Some("SASL_SSL") => (true, true),
-        Some(_) => {
-            return Err(invalid(
-                "security_protocol",
-                "must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-            ))
-        }
-    };
-    let mechanism = options
-        .sasl_mechanism
-        .as_deref()
-        .map(str::to_ascii_uppercase);
-    if sasl {
-        match mechanism.as_deref() {
-            Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") => {}
+impl SecurityOptions {
+    /// TLS and SASL settings, checked for consistency: SASL protocols need a mechanism, a username and
+    /// a password; other protocols may not have them; a CA and a client certificate only go with TLS,
+    /// and a certificate with its key.
+    pub fn validate(&self) -> Result<KafkaSecurity, ConfigError> {
+        let options = self;
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let protocol = options
+            .security_protocol
+            .as_deref()
+            .map(str::to_ascii_uppercase);
+        let (sasl, tls) = match protocol.as_deref() {
+            None | Some("PLAINTEXT") => (false, false),
+            Some("SSL") => (false, true),
+            Some("SASL_PLAINTEXT") => (true, false),
+            Some("SASL_SSL") => (true, true),
             Some(_) => {
                 return Err(invalid(
-                    "sasl_mechanism",
-                    "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                    "security_protocol",
+                    "must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
                 ))
             }
-            None => {
+        };
+        let mechanism = options
+            .sasl_mechanism
+            .as_deref()
+            .map(str::to_ascii_uppercase);
+        if sasl {
+            match mechanism.as_deref() {
+                Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") => {}
+                Some(_) => {
+                    return Err(invalid(
+                        "sasl_mechanism",
+                        "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        "sasl_mechanism",
+                        "is required with a SASL protocol",
+                    ))
+                }
+            }
+            if options.sasl_username.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid("sasl_username", "is required with a SASL protocol"));
+            }
+            if options.sasl_password.is_none() {
                 return Err(invalid(
-                    "sasl_mechanism",
-                    "is required with a SASL protocol",
-                ))
-            }
-        }
-        if options.sasl_username.as_deref().is_none_or(str::is_empty) {
-            return Err(invalid("sasl_username", "is required with a SASL protocol"));
-        }
-        if options.sasl_password.is_none() {
-            return Err(invalid(
                 "sasl_password",
                 "is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file",
             ));
+            }
+        } else if mechanism.is_some()
+            || options.sasl_username.is_some()
+            || options.sasl_password.is_some()
+        {
+            return Err(invalid(
+                "security_protocol",
+                "SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL",
+            ));
         }
-    } else if mechanism.is_some()
-        || options.sasl_username.is_some()
-        || options.sasl_password.is_some()
-    {
-        return Err(invalid(
-            "security_protocol",
-            "SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL",
-        ));
+        for (key, given) in [
+            ("ssl_ca_location", options.ssl_ca_location.is_some()),
+            (
+                "ssl_certificate_location",
+                options.ssl_certificate_location.is_some(),
+            ),
+            ("ssl_key_location", options.ssl_key_location.is_some()),
+        ] {
+            if given && !tls {
+                return Err(invalid(
+                    key,
+                    "only applies with security_protocol SSL or SASL_SSL",
+                ));
+            }
+        }
+        match (&options.ssl_certificate_location, &options.ssl_key_location) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "ssl_key_location",
+                    "is required with ssl_certificate_location",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "ssl_certificate_location",
+                    "is required with ssl_key_location",
+                ))
+            }
+            _ => {}
+        }
+        if options.ssl_key_password.is_some() && options.ssl_key_location.is_none() {
+            return Err(invalid(
+                "ssl_key_password",
+                "is given but ssl_key_location is not",
+            ));
+        }
+        Ok(KafkaSecurity {
+            protocol,
+            sasl_mechanism: mechanism,
+            sasl_username: options.sasl_username.clone(),
+            sasl_password: options.sasl_password.clone(),
+            ssl_ca_location: options.ssl_ca_location.clone(),
+            ssl_certificate_location: options.ssl_certificate_location.clone(),
+            ssl_key_location: options.ssl_key_location.clone(),
+            ssl_key_password: options.ssl_key_password.clone(),
+        })
     }
-    if options.ssl_ca_location.is_some() && !tls {
-        return Err(invalid(
-            "ssl_ca_location",
-            "only applies with security_protocol SSL or SASL_SSL",
-        ));
-    }
-    Ok(KafkaSecurity {
-        protocol,
-        sasl_mechanism: mechanism,
-        sasl_username: options.sasl_username.clone(),
-        sasl_password: options.sasl_password.clone(),
-        ssl_ca_location: options.ssl_ca_location.clone(),
-    })
 }
 
 impl TryFrom<RunOptions> for RunSettings {
     type Error = ConfigError;
 
     fn try_from(options: RunOptions) -> Result<Self, ConfigError> {
-        let security = security(&options)?;
+        let security = options.security_options().validate()?;
         let brokers = options
             .brokers
             .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
@@ -605,8 +763,10 @@ mod tests {
             Some("s3cr3t-pw")
         );
         assert!(!format!("{settings:?}").contains("s3cr3t"));
-        let in_file = RunOptions::from_toml("f.toml", "sasl_password = \"x\"\n");
-        assert!(in_file.is_err(), "the password is not a file key");
+        for secret_key in ["sasl_password", "ssl_key_password"] {
+            let in_file = RunOptions::from_toml("f.toml", &format!("{secret_key} = \"x\"\n"));
+            assert!(in_file.is_err(), "{secret_key} is not a file key");
+        }
     }
 
     #[test]
@@ -713,6 +873,10 @@ mod tests {
             ("sasl without password", RunOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("PLAIN".into()), sasl_username: Some("u".into()), ..minimal() }, "invalid setting 'sasl_password': is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file"),
             ("user without sasl", RunOptions { sasl_username: Some("u".into()), ..minimal() }, "invalid setting 'security_protocol': SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL"),
             ("ca without tls", RunOptions { ssl_ca_location: Some("/ca".into()), ..minimal() }, "invalid setting 'ssl_ca_location': only applies with security_protocol SSL or SASL_SSL"),
+            ("client cert without tls", RunOptions { ssl_certificate_location: Some("/c".into()), ssl_key_location: Some("/k".into()), ..minimal() }, "invalid setting 'ssl_certificate_location': only applies with security_protocol SSL or SASL_SSL"),
+            ("cert without key", RunOptions { security_protocol: Some("SSL".into()), ssl_certificate_location: Some("/c".into()), ..minimal() }, "invalid setting 'ssl_key_location': is required with ssl_certificate_location"),
+            ("key without cert", RunOptions { security_protocol: Some("SSL".into()), ssl_key_location: Some("/k".into()), ..minimal() }, "invalid setting 'ssl_certificate_location': is required with ssl_key_location"),
+            ("key password without key", RunOptions { security_protocol: Some("SSL".into()), ssl_key_password: Some(Secret::new("p".into())), ..minimal() }, "invalid setting 'ssl_key_password': is given but ssl_key_location is not"),
         ];
         for (name, options, message) in cases {
             assert_eq!(

@@ -18,51 +18,7 @@ use rdkafka::producer::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 
-/// Where the cluster is, how to authenticate to it, and how long to wait for it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KafkaSettings {
-    /// `bootstrap.servers`: comma-separated `host:port` list.
-    pub brokers: String,
-    /// How long start-up waits for the cluster to answer a metadata request, and admin operations
-    /// for their result.
-    pub timeout: Duration,
-    pub security: KafkaSecurity,
-}
-
-/// A secret (a password): shown as `<redacted>` by `Debug`, never by `Display`, so no log line,
-/// error or settings dump can carry it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    /// The secret itself, for the one place that hands it to librdkafka.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// TLS and SASL towards the brokers; the default is PLAINTEXT.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct KafkaSecurity {
-    /// `security.protocol`: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (`None`: librdkafka's default).
-    pub protocol: Option<String>,
-    /// `sasl.mechanism`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    pub sasl_password: Option<Secret>,
-    /// `ssl.ca.location`: the CA certificate(s) that signed the brokers' certificates.
-    pub ssl_ca_location: Option<String>,
-}
+pub use crate::config::{KafkaSecurity, KafkaSettings, Secret};
 
 impl KafkaSettings {
     /// The librdkafka properties every client of this cluster shares.
@@ -85,6 +41,15 @@ impl KafkaSettings {
                 security.sasl_password.as_ref().map(Secret::expose),
             ),
             ("ssl.ca.location", security.ssl_ca_location.as_deref()),
+            (
+                "ssl.certificate.location",
+                security.ssl_certificate_location.as_deref(),
+            ),
+            ("ssl.key.location", security.ssl_key_location.as_deref()),
+            (
+                "ssl.key.password",
+                security.ssl_key_password.as_ref().map(Secret::expose),
+            ),
         ] {
             if let Some(value) = value {
                 config.set(key, value);
@@ -216,17 +181,31 @@ impl ConnectionAware for StreamaggContext {
     }
 }
 
-/// Whether a librdkafka error event means the brokers refuse this client's credentials or TLS
-/// settings, rather than being unreachable.
-pub fn is_refusal(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
+/// Whether a librdkafka error event (with its reason text) means the brokers refuse this client's
+/// credentials or TLS settings, rather than being unreachable. A broker that rejects the client's
+/// certificate (mutual TLS) answers with a TLS alert, which librdkafka reports as a transport failure
+/// naming the alert: alerts about certificates and the handshake count as refusals.
+pub fn is_refusal(error: &KafkaError, reason: &str) -> bool {
+    match error.rdkafka_error_code() {
         Some(
             RDKafkaErrorCode::Authentication
-                | RDKafkaErrorCode::SSL
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-        )
-    )
+            | RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::SaslAuthenticationFailed,
+        ) => true,
+        Some(RDKafkaErrorCode::BrokerTransportFailure) => tls_alert(reason).is_some_and(|alert| {
+            // handshake_failure, bad_certificate, certificate_revoked, certificate_expired,
+            // certificate_unknown, unknown_ca, access_denied, certificate_required (RFC 8446 §6).
+            matches!(alert, 40 | 42 | 44 | 45 | 46 | 48 | 49 | 116)
+        }),
+        _ => false,
+    }
+}
+
+/// The TLS alert number in an OpenSSL error text ("… SSL alert number 42 …"), if any.
+fn tls_alert(reason: &str) -> Option<u16> {
+    let (_, after) = reason.split_once("SSL alert number ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Whether a Kafka error means this client's principal is not allowed to do what it asked (an ACL
@@ -340,7 +319,7 @@ impl StreamaggContext {
     /// Logs one librdkafka error event (shared by contexts that wrap this one), and remembers the
     /// first refused connection.
     pub fn log_error(&self, error: KafkaError, reason: &str) {
-        if is_refusal(&error) {
+        if is_refusal(&error, reason) {
             if let Ok(mut refusal) = self.refusal.lock() {
                 refusal.get_or_insert_with(|| reason.to_owned());
             }
@@ -589,6 +568,9 @@ mod tests {
                 sasl_username: Some("agg".into()),
                 sasl_password: Some(Secret::new("hunter2-very-secret".into())),
                 ssl_ca_location: Some("/etc/ca.crt".into()),
+                ssl_certificate_location: Some("/etc/client.crt".into()),
+                ssl_key_location: Some("/etc/client.key".into()),
+                ssl_key_password: Some(Secret::new("key-passphrase-secret".into())),
             },
         };
         let config = settings.client_config("t");
@@ -597,8 +579,18 @@ mod tests {
         assert_eq!(config.get("sasl.username"), Some("agg"));
         assert_eq!(config.get("sasl.password"), Some("hunter2-very-secret"));
         assert_eq!(config.get("ssl.ca.location"), Some("/etc/ca.crt"));
+        assert_eq!(
+            config.get("ssl.certificate.location"),
+            Some("/etc/client.crt")
+        );
+        assert_eq!(config.get("ssl.key.location"), Some("/etc/client.key"));
+        assert_eq!(
+            config.get("ssl.key.password"),
+            Some("key-passphrase-secret")
+        );
         let shown = format!("{settings:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("passphrase-secret"), "{shown}");
         assert!(shown.contains("<redacted>"));
         let plain = KafkaSettings {
             security: KafkaSecurity::default(),
@@ -645,13 +637,32 @@ mod tests {
             ),
         ];
         for (error, refusal, not_authorized) in cases {
-            assert_eq!(is_refusal(&error), refusal, "{error}");
+            assert_eq!(is_refusal(&error, "connection refused"), refusal, "{error}");
             assert_eq!(is_not_authorized(&error), not_authorized, "{error}");
             assert!(
                 !is_transient(&error) || !(refusal || not_authorized),
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn a_tls_alert_about_the_certificate_is_a_refusal_other_transport_failures_are_not() {
+        let transport = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        let cases = [
+            ("ssl://b:9095/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42 (after 1ms in state APIVERSION_QUERY)", true),
+            ("Receive failed: error:0A00045C:SSL routines::tlsv13 alert certificate required: SSL alert number 116", true),
+            ("SSL alert number 48", true),
+            ("Receive failed: SSL alert number 0", false),
+            ("Connect to ipv4#127.0.0.1:9095 failed: Connection refused", false),
+            ("Receive failed: Disconnected", false),
+            ("SSL alert number ", false),
+        ];
+        for (reason, refusal) in cases {
+            assert_eq!(is_refusal(&transport, reason), refusal, "{reason}");
+        }
+        let timeout = KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut);
+        assert!(!is_refusal(&timeout, "SSL alert number 42"));
     }
 
     #[test]

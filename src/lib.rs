@@ -7,18 +7,31 @@
 //! [`kafka`] is the shared edge to the cluster. [`telemetry`] names the metrics and serves them with
 //! the health probes. [`ingest`] is the gateway that turns TCP and HTTP traffic into input events.
 //! See `ARCHITECTURE.md` for the whole map.
+//!
+//! The pure core (codecs, windows, the store's byte layout, config validation, checkpoint decisions)
+//! builds without the `runtime` feature, i.e. without librdkafka and RocksDB: that is what `fuzz/`
+//! links against.
 
 pub mod checkpoint;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod consume;
+pub mod encoding;
 pub mod generate;
+#[cfg(feature = "runtime")]
 pub mod ingest;
+#[cfg(feature = "runtime")]
 pub mod kafka;
 pub mod model;
+#[cfg(feature = "runtime")]
 pub mod pipeline;
+#[cfg(feature = "runtime")]
 pub mod produce;
+#[cfg(feature = "runtime")]
 pub mod sink;
+#[cfg(feature = "runtime")]
 pub mod store;
+#[cfg(feature = "runtime")]
 pub mod telemetry;
 pub mod window;

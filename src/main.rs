@@ -1,6 +1,7 @@
 //! The `streamagg` binary: parses the command line into validated settings, runs the subcommand, and
 //! turns any error into one line on stderr and a non-zero exit code.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use streamagg::codec::{decode, Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
-use streamagg::config::{RunOptions, RunSettings};
+use streamagg::config::{RunOptions, RunSettings, SecurityOptions};
 use streamagg::consume::{read_to_end, Isolation};
 use streamagg::generate::GeneratorConfig;
 use streamagg::ingest::{IngestOptions, IngestSettings, Limits};
@@ -146,40 +147,70 @@ struct SecurityArgs {
     /// CA certificate(s) that signed the brokers' certificates (with SSL or SASL_SSL).
     #[arg(long, env = "STREAMAGG_SSL_CA_LOCATION")]
     ssl_ca_location: Option<String>,
+    /// Client certificate (PEM) for brokers that require mutual TLS; with --ssl-key-location.
+    #[arg(long, env = "STREAMAGG_SSL_CERTIFICATE_LOCATION")]
+    ssl_certificate_location: Option<String>,
+    /// The client certificate's private key (PEM). An encrypted key's passphrase is never a flag:
+    /// set STREAMAGG_SSL_KEY_PASSWORD or --ssl-key-password-file.
+    #[arg(long, env = "STREAMAGG_SSL_KEY_LOCATION")]
+    ssl_key_location: Option<String>,
+    /// File holding the private key's passphrase.
+    #[arg(long, env = "STREAMAGG_SSL_KEY_PASSWORD_FILE")]
+    ssl_key_password_file: Option<std::path::PathBuf>,
 }
 
 impl SecurityArgs {
-    /// The password from `STREAMAGG_SASL_PASSWORD`, else from `--sasl-password-file`.
-    fn password(&self) -> Result<Option<Secret>> {
-        match password_from_env() {
-            Some(password) => Ok(Some(password)),
-            None => self
-                .sasl_password_file
-                .as_deref()
-                .map(|path| read_secret_file(path, "sasl_password_file").map(Secret::new))
-                .transpose(),
-        }
-    }
-
-    /// Validated with the processor's rules.
-    fn settings(&self) -> Result<streamagg::kafka::KafkaSecurity> {
-        Ok(streamagg::config::security(&RunOptions {
+    /// As given; of the secrets only those from the environment (files are read by
+    /// [`read_secret_files`], after a config file may have named them).
+    fn options(&self) -> SecurityOptions {
+        SecurityOptions {
             security_protocol: self.security_protocol.clone(),
             sasl_mechanism: self.sasl_mechanism.clone(),
             sasl_username: self.sasl_username.clone(),
-            sasl_password: self.password()?,
+            sasl_password_file: self.sasl_password_file.clone(),
+            sasl_password: secret_from_env("STREAMAGG_SASL_PASSWORD"),
             ssl_ca_location: self.ssl_ca_location.clone(),
-            ..RunOptions::default()
-        })?)
+            ssl_certificate_location: self.ssl_certificate_location.clone(),
+            ssl_key_location: self.ssl_key_location.clone(),
+            ssl_key_password_file: self.ssl_key_password_file.clone(),
+            ssl_key_password: secret_from_env("STREAMAGG_SSL_KEY_PASSWORD"),
+        }
+    }
+
+    /// With the secret files read, validated with the processor's rules.
+    fn settings(&self) -> Result<streamagg::kafka::KafkaSecurity> {
+        Ok(read_secret_files(self.options())?.validate()?)
     }
 }
 
-/// `STREAMAGG_SASL_PASSWORD`, if set and not empty: a password is never a flag (it would show in `ps`).
-fn password_from_env() -> Option<Secret> {
-    std::env::var("STREAMAGG_SASL_PASSWORD")
+/// A secret from environment variable `name`, if set and not empty: a secret is never a flag (it
+/// would show in `ps`).
+fn secret_from_env(name: &str) -> Option<Secret> {
+    std::env::var(name)
         .ok()
         .filter(|p| !p.is_empty())
         .map(Secret::new)
+}
+
+/// Fills each secret the environment did not give from its file, if one is named.
+fn read_secret_files(mut options: SecurityOptions) -> Result<SecurityOptions> {
+    for (secret, file, what) in [
+        (
+            &mut options.sasl_password,
+            &options.sasl_password_file,
+            "sasl_password_file",
+        ),
+        (
+            &mut options.ssl_key_password,
+            &options.ssl_key_password_file,
+            "ssl_key_password_file",
+        ),
+    ] {
+        if let (None, Some(path)) = (&*secret, file) {
+            *secret = Some(Secret::new(read_secret_file(path, what)?));
+        }
+    }
+    Ok(options)
 }
 
 /// `streamagg run` flags. Each has an environment variable (`STREAMAGG_` + the flag in upper snake
@@ -289,23 +320,13 @@ impl RunArgs {
             idle_close_after: self.idle_close_after,
             metrics_addr: self.metrics_addr,
             stall_timeout: self.stall_timeout,
-            security_protocol: self.security.security_protocol,
-            sasl_mechanism: self.security.sasl_mechanism,
-            sasl_username: self.security.sasl_username,
-            sasl_password_file: self.security.sasl_password_file,
-            // Only from the environment here; from `sasl_password_file` (flag or file) below.
-            sasl_password: password_from_env(),
-            ssl_ca_location: self.security.ssl_ca_location,
-            kafka: Default::default(),
-        };
-        let mut options = flags.or(file);
-        if options.sasl_password.is_none() {
-            if let Some(path) = &options.sasl_password_file {
-                options.sasl_password =
-                    Some(Secret::new(read_secret_file(path, "sasl_password_file")?));
-            }
+            ..RunOptions::default()
         }
-        Ok(RunSettings::try_from(options)?)
+        .with_security(self.security.options());
+        let options = flags.or(file);
+        // The secret files are read once the config file could have named them.
+        let security = read_secret_files(options.security_options())?;
+        Ok(RunSettings::try_from(options.with_security(security))?)
     }
 }
 
@@ -389,7 +410,6 @@ impl IngestArgs {
                 format!("invalid setting 'metrics_addr': '{addr}' is not ip:port or off")
             })?),
         };
-        let sasl_password = self.kafka.security.password()?;
         let http_token = self
             .http_token_file
             .as_deref()
@@ -398,11 +418,7 @@ impl IngestArgs {
         let options = IngestOptions {
             brokers: self.kafka.brokers,
             kafka_timeout: self.kafka.kafka_timeout,
-            security_protocol: self.kafka.security.security_protocol,
-            sasl_mechanism: self.kafka.security.sasl_mechanism,
-            sasl_username: self.kafka.security.sasl_username,
-            sasl_password,
-            ssl_ca_location: self.kafka.security.ssl_ca_location,
+            security: read_secret_files(self.kafka.security.options())?,
             topic: self.topic,
             format: Some(self.format),
             listen_tcp: self.listen_tcp,
@@ -762,6 +778,7 @@ fn consume(args: &ConsumeArgs) -> Result<()> {
     };
     let records = read_to_end(&settings, &args.topic, isolation, args.deadline)?;
     let mut undecodable = 0_u64;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for record in &records {
         let payload = record.payload.as_deref().unwrap_or_default();
         let line = match args.record {
@@ -772,14 +789,27 @@ fn consume(args: &ConsumeArgs) -> Result<()> {
                 decode::<TrafficAverage>(payload, args.format).map(|r| serde_json::to_string(&r))
             }
         };
-        match line {
-            Ok(Ok(line)) if args.positions => println!(
+        let written = match line {
+            Ok(Ok(line)) if args.positions => writeln!(
+                out,
                 r#"{{"partition":{},"offset":{},"record":{line}}}"#,
                 record.partition, record.offset
             ),
-            Ok(Ok(line)) => println!("{line}"),
-            _ => undecodable += 1,
+            Ok(Ok(line)) => writeln!(out, "{line}"),
+            _ => {
+                undecodable += 1;
+                Ok(())
+            }
+        };
+        // A reader that stopped early (`| head`) is not an error: stop writing, quietly.
+        match written {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other.context("writing to stdout")?,
         }
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other.context("writing to stdout")?,
     }
     if undecodable > 0 {
         eprintln!(

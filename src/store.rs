@@ -16,11 +16,14 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
+use crate::encoding::{
+    decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate, encode_checkpoint,
+};
+pub use crate::encoding::{partition_key, window_key, PartitionCheckpoint, TopicPartition};
 use crate::window::Aggregate;
 
 const WINDOWS: &str = "windows";
 const PARTITIONS: &str = "partitions";
-const CHECKPOINT_VERSION: u8 = 1;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,21 +34,6 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     #[error("state store holds a malformed {what} record (written by another version?)")]
     Corrupt { what: &'static str },
-}
-
-/// One input partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: i32,
-}
-
-/// Where a partition's processing stands: everything before `next_offset` is reflected in the stored
-/// windows, and `stream_time` is the largest event timestamp among those offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionCheckpoint {
-    pub next_offset: i64,
-    pub stream_time: Option<i64>,
 }
 
 /// What a checkpoint writes for one partition.
@@ -214,77 +202,6 @@ pub fn instance_id(dir: &Path) -> Result<String, StoreError> {
     Ok(id)
 }
 
-/// `topic length (u16 BE) ‖ topic ‖ partition (u32 BE)`.
-pub fn partition_key(partition: &TopicPartition) -> Vec<u8> {
-    let topic = partition.topic.as_bytes();
-    let mut key = Vec::with_capacity(2 + topic.len() + 4);
-    // Kafka topic names are at most 249 bytes, so the length always fits.
-    key.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    key.extend_from_slice(topic);
-    key.extend_from_slice(&(partition.partition as u32).to_be_bytes());
-    key
-}
-
-/// `partition key ‖ window_start with the sign bit flipped (u64 BE) ‖ source`.
-pub fn window_key(partition_key: &[u8], window_start: i64, source: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(partition_key.len() + 8 + source.len());
-    key.extend_from_slice(partition_key);
-    key.extend_from_slice(&((window_start as u64) ^ (1 << 63)).to_be_bytes());
-    key.extend_from_slice(source.as_bytes());
-    key
-}
-
-fn decode_window_suffix(suffix: &[u8]) -> Option<(i64, String)> {
-    let (start, source) = suffix.split_first_chunk::<8>()?;
-    let start = (u64::from_be_bytes(*start) ^ (1 << 63)) as i64;
-    Some((start, String::from_utf8(source.to_vec()).ok()?))
-}
-
-fn encode_aggregate(a: &Aggregate) -> [u8; 40] {
-    let mut out = [0_u8; 40];
-    out[0..8].copy_from_slice(&a.count.to_le_bytes());
-    out[8..16].copy_from_slice(&a.sum.to_le_bytes());
-    out[16..24].copy_from_slice(&a.min.to_le_bytes());
-    out[24..32].copy_from_slice(&a.max.to_le_bytes());
-    out[32..40].copy_from_slice(&a.first_offset.to_le_bytes());
-    out
-}
-
-fn decode_aggregate(bytes: &[u8]) -> Option<Aggregate> {
-    let field = |i: usize| -> Option<[u8; 8]> { bytes.get(i * 8..i * 8 + 8)?.try_into().ok() };
-    if bytes.len() != 40 {
-        return None;
-    }
-    Some(Aggregate {
-        count: u64::from_le_bytes(field(0)?),
-        sum: f64::from_le_bytes(field(1)?),
-        min: f64::from_le_bytes(field(2)?),
-        max: f64::from_le_bytes(field(3)?),
-        first_offset: i64::from_le_bytes(field(4)?),
-    })
-}
-
-fn encode_checkpoint(c: &PartitionCheckpoint) -> [u8; 18] {
-    let mut out = [0_u8; 18];
-    out[0] = CHECKPOINT_VERSION;
-    out[1] = u8::from(c.stream_time.is_some());
-    out[2..10].copy_from_slice(&c.next_offset.to_le_bytes());
-    out[10..18].copy_from_slice(&c.stream_time.unwrap_or(0).to_le_bytes());
-    out
-}
-
-fn decode_checkpoint(bytes: &[u8]) -> Option<PartitionCheckpoint> {
-    if bytes.len() != 18 || bytes[0] != CHECKPOINT_VERSION {
-        return None;
-    }
-    let next_offset = i64::from_le_bytes(bytes[2..10].try_into().ok()?);
-    let stream_time = i64::from_le_bytes(bytes[10..18].try_into().ok()?);
-    Some(PartitionCheckpoint {
-        next_offset,
-        stream_time: (bytes[1] == 1).then_some(stream_time),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,65 +221,6 @@ mod tests {
             max: 9.0,
             first_offset,
         }
-    }
-
-    #[test]
-    fn window_keys_sort_by_partition_then_start_then_source() {
-        let p0 = partition_key(&tp("traffic", 0));
-        let p1 = partition_key(&tp("traffic", 1));
-        let other = partition_key(&tp("traffic2", 0));
-        let ordered = [
-            window_key(&p0, i64::MIN, ""),
-            window_key(&p0, -60_000, "z"),
-            window_key(&p0, 0, "a"),
-            window_key(&p0, 0, "b"),
-            window_key(&p0, 60_000, ""),
-            window_key(&p0, 60_000, "a"),
-            window_key(&p0, i64::MAX, "a"),
-            window_key(&p1, i64::MIN, "a"),
-            window_key(&other, 0, "a"),
-        ];
-        for pair in ordered.windows(2) {
-            assert!(pair[0] < pair[1], "{:?} < {:?}", pair[0], pair[1]);
-        }
-        // A topic that is a prefix of another cannot alias it: the length comes first.
-        assert!(!window_key(&other, 0, "a").starts_with(&p0));
-    }
-
-    #[test]
-    fn window_suffix_and_records_round_trip() {
-        let p = partition_key(&tp("t", 3));
-        for (start, source) in [
-            (0_i64, "a"),
-            (-60_000, "ü/eth0"),
-            (i64::MAX, ""),
-            (i64::MIN, "x"),
-        ] {
-            let key = window_key(&p, start, source);
-            assert_eq!(
-                decode_window_suffix(&key[p.len()..]),
-                Some((start, source.to_owned()))
-            );
-        }
-        let a = agg(7, 42);
-        assert_eq!(decode_aggregate(&encode_aggregate(&a)), Some(a));
-        for checkpoint in [
-            PartitionCheckpoint {
-                next_offset: 0,
-                stream_time: None,
-            },
-            PartitionCheckpoint {
-                next_offset: 12_345,
-                stream_time: Some(-5),
-            },
-        ] {
-            assert_eq!(
-                decode_checkpoint(&encode_checkpoint(&checkpoint)),
-                Some(checkpoint)
-            );
-        }
-        assert_eq!(decode_checkpoint(&[9; 18]), None);
-        assert_eq!(decode_aggregate(&[0; 39]), None);
     }
 
     #[test]

@@ -456,4 +456,194 @@ mod tests {
         }
         assert_eq!(got, expected);
     }
+
+    /// Properties over generated event streams, checked against an oracle that groups the events
+    /// with its own arithmetic (`ts - ts.rem_euclid(size)`), not through `WindowSpec`.
+    mod properties {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const SPEC: WindowSpec = WindowSpec {
+            size_ms: 1_000,
+            grace_ms: 300,
+        };
+
+        /// (source, timestamp, value, arrival jitter ≤ grace). Values are small integers so float
+        /// sums are exact in any order.
+        type Event = (String, i64, f64, i64);
+        /// (window_start, source, count, sum, min, max, first_offset).
+        type Row = (i64, String, u64, f64, f64, f64, i64);
+
+        fn events() -> impl Strategy<Value = Vec<Event>> {
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["a", "b", "c", "ü/eth0"]).prop_map(str::to_owned),
+                    -2_500_i64..6_000,
+                    (-50_i32..50).prop_map(f64::from),
+                    0..=SPEC.grace_ms,
+                ),
+                0..200,
+            )
+        }
+
+        fn oracle(events: &[Event]) -> Vec<Row> {
+            let mut windows: BTreeMap<(i64, String), Row> = BTreeMap::new();
+            for (offset, (source, ts, value, _)) in events.iter().enumerate() {
+                let start = ts - ts.rem_euclid(SPEC.size_ms);
+                let row = windows.entry((start, source.clone())).or_insert((
+                    start,
+                    source.clone(),
+                    0,
+                    0.0,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                    i64::MAX,
+                ));
+                row.2 += 1;
+                row.3 += value;
+                row.4 = row.4.min(*value);
+                row.5 = row.5.max(*value);
+                row.6 = row.6.min(offset as i64);
+            }
+            windows.into_values().collect()
+        }
+
+        fn flat(closed: &[ClosedWindow]) -> Vec<Row> {
+            closed
+                .iter()
+                .map(|w| {
+                    let a = w.aggregate;
+                    (
+                        w.window_start,
+                        w.source.clone(),
+                        a.count,
+                        a.sum,
+                        a.min,
+                        a.max,
+                        a.first_offset,
+                    )
+                })
+                .collect()
+        }
+
+        /// Feeds `order` (indices into `events`, whose index is the event's offset), closing after
+        /// every event and at the end; returns what was emitted and how many events were late.
+        fn run(events: &[Event], order: &[usize]) -> (Vec<ClosedWindow>, usize) {
+            let mut windows = PartitionWindows::new(SPEC);
+            let mut emitted = Vec::new();
+            let mut late = 0;
+            for &i in order {
+                let (source, ts, value, _) = &events[i];
+                match windows.observe(source, *ts, *value, i as i64) {
+                    Observed::Aggregated => {}
+                    Observed::Late { .. } => late += 1,
+                    Observed::OutOfRange => panic!("timestamps are in range"),
+                }
+                emitted.extend(windows.close_due());
+            }
+            windows.advance_stream_time(i64::MAX / 2);
+            emitted.extend(windows.close_due());
+            (emitted, late)
+        }
+
+        /// A seeded Fisher–Yates shuffle of `0..n`: any permutation, reproducible from the seed.
+        fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+            let mut order: Vec<usize> = (0..n).collect();
+            let mut state = seed | 1;
+            for i in (1..n).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                order.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            order
+        }
+
+        proptest! {
+            /// Any arrival order that keeps every event within grace of the stream time gives the
+            /// oracle's windows, in (window_start, source) order, whatever the order was.
+            #[test]
+            fn any_in_grace_permutation_gives_the_oracle_in_closing_order(events in events()) {
+                // Arrival by timestamp + jitter: an event arrives after no event more than `grace`
+                // newer than itself, so none is late.
+                let mut order: Vec<usize> = (0..events.len()).collect();
+                order.sort_by_key(|&i| (events[i].1 + events[i].3, i));
+                let (emitted, late) = run(&events, &order);
+                prop_assert_eq!(late, 0);
+                prop_assert_eq!(flat(&emitted), oracle(&events));
+            }
+
+            /// Under any order at all, every event is either in exactly one emitted window or
+            /// counted late, each window is emitted once, and emission is in (start, source) order.
+            #[test]
+            fn under_any_order_nothing_is_lost_and_closing_order_is_deterministic(
+                events in events(),
+                shuffle in any::<u64>(),
+            ) {
+                let order = shuffled(events.len(), shuffle);
+                let (emitted, late) = run(&events, &order);
+                let counted: u64 = emitted.iter().map(|w| w.aggregate.count).sum();
+                prop_assert_eq!(counted as usize + late, events.len());
+                for pair in emitted.windows(2) {
+                    prop_assert!(
+                        (pair[0].window_start, &pair[0].source) < (pair[1].window_start, &pair[1].source),
+                        "emitted out of order or twice: {:?} then {:?}", pair[0], pair[1]
+                    );
+                }
+            }
+
+            /// Checkpointing the dirty windows at any point, dropping the in-memory state and
+            /// restoring from the checkpoint, then continuing, emits what an uninterrupted run emits
+            /// (under any order, so late events after the restore are judged as before it).
+            #[test]
+            fn restoring_from_a_checkpoint_at_any_point_changes_nothing(
+                events in events(),
+                shuffle in any::<u64>(),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let order = shuffled(events.len(), shuffle);
+                let (expected, _) = run(&events, &order);
+
+                let cut = if order.is_empty() { 0 } else { cut.index(order.len() + 1) };
+                let mut stored: BTreeMap<(i64, String), Aggregate> = BTreeMap::new();
+                let mut windows = PartitionWindows::new(SPEC);
+                let mut emitted = Vec::new();
+                for &i in &order[..cut] {
+                    let (source, ts, value, _) = &events[i];
+                    windows.observe(source, *ts, *value, i as i64);
+                    emitted.extend(windows.close_due());
+                    // A checkpoint after every few events, as the pipeline does on its interval.
+                    if i % 3 == 0 {
+                        for (start, source, aggregate) in windows.take_dirty() {
+                            stored.insert((start, source), aggregate);
+                        }
+                        let open_from = windows.open_from();
+                        stored.retain(|(start, _), _| *start >= open_from);
+                    }
+                }
+                for (start, source, aggregate) in windows.take_dirty() {
+                    stored.insert((start, source), aggregate);
+                }
+                let open_from = windows.open_from();
+                stored.retain(|(start, _), _| *start >= open_from);
+                let mut restored = PartitionWindows::restore(
+                    SPEC,
+                    windows.stream_time(),
+                    stored.into_iter().map(|((start, source), a)| (start, source, a)),
+                );
+                drop(windows);
+                for &i in &order[cut..] {
+                    let (source, ts, value, _) = &events[i];
+                    restored.observe(source, *ts, *value, i as i64);
+                    emitted.extend(restored.close_due());
+                }
+                restored.advance_stream_time(i64::MAX / 2);
+                emitted.extend(restored.close_due());
+                prop_assert_eq!(flat(&emitted), flat(&expected));
+            }
+        }
+    }
 }

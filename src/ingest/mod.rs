@@ -30,7 +30,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::Format;
-use crate::config::{ConfigError, MANAGED_CONNECTION_KEYS, MANAGED_PRODUCER_KEYS};
+use crate::config::{ConfigError, SecurityOptions, MANAGED_CONNECTION_KEYS, MANAGED_PRODUCER_KEYS};
 use crate::kafka::{
     self, ConnectionAware, KafkaSettings, KafkaSetupError, Secret, StreamaggContext,
 };
@@ -103,12 +103,8 @@ pub struct IngestSettings {
 pub struct IngestOptions {
     pub brokers: String,
     pub kafka_timeout: Duration,
-    pub security_protocol: Option<String>,
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    /// From the environment or a file, never a flag.
-    pub sasl_password: Option<Secret>,
-    pub ssl_ca_location: Option<String>,
+    /// TLS and SASL; secrets from the environment or files, never flags.
+    pub security: SecurityOptions,
     pub topic: String,
     pub format: Option<Format>,
     /// `ip:port`, or `off`.
@@ -134,14 +130,7 @@ impl TryFrom<IngestOptions> for IngestSettings {
             return Err(invalid("kafka_timeout", "must be greater than zero".into()));
         }
         // The processor's rules for TLS and SASL, applied to the same settings.
-        let security = crate::config::security(&crate::config::RunOptions {
-            security_protocol: options.security_protocol,
-            sasl_mechanism: options.sasl_mechanism,
-            sasl_username: options.sasl_username,
-            sasl_password: options.sasl_password,
-            ssl_ca_location: options.ssl_ca_location,
-            ..Default::default()
-        })?;
+        let security = options.security.validate()?;
         let kafka = KafkaSettings {
             brokers: options.brokers,
             timeout: options.kafka_timeout,
@@ -810,9 +799,9 @@ mod tests {
             (
                 "SASL without a password",
                 |o| {
-                    o.security_protocol = Some("SASL_SSL".into());
-                    o.sasl_mechanism = Some("PLAIN".into());
-                    o.sasl_username = Some("u".into());
+                    o.security.security_protocol = Some("SASL_SSL".into());
+                    o.security.sasl_mechanism = Some("PLAIN".into());
+                    o.security.sasl_username = Some("u".into());
                 },
                 "'sasl_password'",
             ),

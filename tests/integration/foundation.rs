@@ -155,6 +155,27 @@ fn produce_command_preloads_and_consume_command_reads_back() {
     assert!(events
         .iter()
         .all(|e| e.timestamp >= start_ms - 1000 && e.timestamp < span_end));
+
+    // A reader that stops early (`consume … | head -n 1`) ends consume quietly, not with a panic.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamagg"))
+        .args(["consume", "--topic", &topic.name, "--brokers"])
+        .arg(crate::common::brokers())
+        .args(["--record", "event", "--format", "avro"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("consume starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).expect("one line");
+    assert!(first.contains("\"source\""), "{first}");
+    drop(stdout);
+    let output = child.wait_with_output().expect("consume exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }
 
 #[test]

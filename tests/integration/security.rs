@@ -4,9 +4,13 @@
 //! rights on the output topic each end in one non-secret error line and a non-zero exit, in bounded
 //! time; and no log of the secured runs carries the password.
 //!
-//! `STREAMAGG_TEST_SECURE_BROKERS` (the SASL_SSL bootstrap) and `STREAMAGG_TEST_SECURE_DIR` (the
-//! CA and the users' password files) say where it is; `scripts/test` starts it and sets both. Without
-//! them these tests fail: a security test that silently skips proves nothing.
+//! The same broker's mutual-TLS listener: a dataset processed with a client certificate (its key
+//! encrypted, the passphrase from a file) equals the oracle, and no certificate is one line and exit 1.
+//!
+//! `STREAMAGG_TEST_SECURE_BROKERS` (the SASL_SSL bootstrap), `STREAMAGG_TEST_MTLS_BROKERS` (the mTLS
+//! bootstrap) and `STREAMAGG_TEST_SECURE_DIR` (the CA, the client certificate and the password files)
+//! say where it is; `scripts/test` starts it and sets them. Without them these tests fail: a security
+//! test that silently skips proves nothing.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -26,6 +30,7 @@ const LIMITED: &str = "limited";
 /// The secure broker the tests run against.
 struct Secure {
     brokers: String,
+    mtls_brokers: String,
     dir: PathBuf,
 }
 
@@ -34,6 +39,8 @@ fn secure() -> Secure {
                 what `KAFKA_PORT=9392 scripts/kafka env --secure` prints (scripts/test does both)";
     let brokers = std::env::var("STREAMAGG_TEST_SECURE_BROKERS")
         .unwrap_or_else(|_| panic!("STREAMAGG_TEST_SECURE_BROKERS is not set: {hint}"));
+    let mtls_brokers = std::env::var("STREAMAGG_TEST_MTLS_BROKERS")
+        .unwrap_or_else(|_| panic!("STREAMAGG_TEST_MTLS_BROKERS is not set: {hint}"));
     let dir = PathBuf::from(
         std::env::var("STREAMAGG_TEST_SECURE_DIR")
             .unwrap_or_else(|_| panic!("STREAMAGG_TEST_SECURE_DIR is not set: {hint}")),
@@ -43,6 +50,9 @@ fn secure() -> Secure {
         "untrusted-ca.crt",
         "streamagg.password",
         "limited.password",
+        "client.crt",
+        "client.key",
+        "client.key.password",
     ] {
         assert!(
             dir.join(file).is_file(),
@@ -50,7 +60,11 @@ fn secure() -> Secure {
             dir.join(file).display()
         );
     }
-    Secure { brokers, dir }
+    Secure {
+        brokers,
+        mtls_brokers,
+        dir,
+    }
 }
 
 impl Secure {
@@ -76,8 +90,38 @@ impl Secure {
                 sasl_username: Some(user.into()),
                 sasl_password: Some(Secret::new(self.password(user))),
                 ssl_ca_location: Some(self.path("ca.crt")),
+                ..KafkaSecurity::default()
             },
         }
+    }
+
+    /// The passphrase of the client certificate's key.
+    fn key_password(&self) -> String {
+        std::fs::read_to_string(self.dir.join("client.key.password"))
+            .expect("key password file")
+            .trim()
+            .to_owned()
+    }
+
+    /// The CLI flags for the mTLS listener: SSL with the client certificate, whose key's passphrase
+    /// comes from its file.
+    fn mtls_flags(&self) -> Vec<String> {
+        [
+            "--brokers",
+            &self.mtls_brokers,
+            "--security-protocol",
+            "SSL",
+            "--ssl-ca-location",
+            &self.path("ca.crt"),
+            "--ssl-certificate-location",
+            &self.path("client.crt"),
+            "--ssl-key-location",
+            &self.path("client.key"),
+            "--ssl-key-password-file",
+            &self.path("client.key.password"),
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     /// The CLI flags for `user` (password from its file), `mechanism` and the CA file `ca`.
@@ -195,17 +239,15 @@ fn single_error_line(what: &str, output: &Output, secrets: &[&str]) -> String {
     errors[0].to_owned()
 }
 
-/// The arguments of a processor reading `input` and writing `output` over SASL_SSL.
+/// The arguments of a processor connected by `connection` reading `input` and writing `output`.
 fn processor_args(
-    secure: &Secure,
-    user: &str,
-    ca: &str,
+    connection: Vec<String>,
     input: &str,
     output: &str,
     state_dir: &std::path::Path,
 ) -> Vec<String> {
     let mut args = vec!["run".to_owned()];
-    args.extend(secure.flags(user, "SCRAM-SHA-512", ca));
+    args.extend(connection);
     args.extend(
         [
             "--input",
@@ -232,56 +274,71 @@ fn processor_args(
     args
 }
 
-/// Writes a seeded preload with `streamagg produce` over SASL_SSL as `user` with `mechanism`, the
-/// password from the environment (the processor reads it from a file).
-fn produce(secure: &Secure, user: &str, mechanism: &str, topic: &str, count: u64) -> Output {
-    let args: Vec<String> = [
-        "produce",
-        "--brokers",
-        &secure.brokers,
-        "--security-protocol",
-        "SASL_SSL",
-        "--sasl-mechanism",
-        mechanism,
-        "--sasl-username",
-        user,
-        "--ssl-ca-location",
-        &secure.path("ca.crt"),
-        "--topic",
-        topic,
-        "--count",
-        &count.to_string(),
-        "--sources",
-        "40",
-        "--span",
-        "8m",
-        "--start-ms",
-        "1700000000000",
-        "--out-of-order-ms",
-        "5000",
-        "--late-fraction",
-        "0.02",
-        "--seed",
-        "7",
-        "--seal",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let password = secure.password(user);
-    let (output, _) = run_bounded(
-        &args,
-        &[
-            ("STREAMAGG_SASL_PASSWORD", &password),
-            ("RUST_LOG", "debug"),
-        ],
-        Duration::from_secs(120),
+/// `args` without `flag` and its value.
+fn without_flag(args: Vec<String>, flag: &str) -> Vec<String> {
+    let mut kept = Vec::with_capacity(args.len());
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == flag {
+            args.next();
+        } else {
+            kept.push(arg);
+        }
+    }
+    kept
+}
+
+/// Writes a seeded preload with `streamagg produce` connected by `connection`, with `env` (the
+/// secrets, where the processor reads them from files).
+fn produce(connection: Vec<String>, env: &[(&str, &str)], topic: &str, count: u64) -> Output {
+    let mut args = vec!["produce".to_owned()];
+    args.extend(connection);
+    args.extend(
+        [
+            "--topic",
+            topic,
+            "--count",
+            &count.to_string(),
+            "--sources",
+            "40",
+            "--span",
+            "8m",
+            "--start-ms",
+            "1700000000000",
+            "--out-of-order-ms",
+            "5000",
+            "--late-fraction",
+            "0.02",
+            "--seed",
+            "7",
+            "--seal",
+        ]
+        .map(str::to_owned),
     );
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    let (output, _) = run_bounded(&args, &env, Duration::from_secs(120));
     assert!(
         output.status.success(),
-        "produce over SASL_SSL failed:\n{}",
+        "produce {args:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// `streamagg produce` over SASL_SSL as `user` with `mechanism`, the password from the environment.
+fn produce_sasl(secure: &Secure, user: &str, mechanism: &str, topic: &str, count: u64) -> Output {
+    let connection = without_flag(
+        secure.flags(user, mechanism, "ca.crt"),
+        "--sasl-password-file",
+    );
+    let password = secure.password(user);
+    produce(
+        connection,
+        &[("STREAMAGG_SASL_PASSWORD", &password)],
+        topic,
+        count,
+    )
 }
 
 /// The oracle's view of records written by `streamagg produce`: each input record as an [`Input`]
@@ -302,15 +359,15 @@ fn as_oracle_inputs(records: &[RawRecord]) -> (Vec<Input>, Vec<RawRecord>) {
     (inputs, indexed)
 }
 
-#[test]
-fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without_leaking_the_password(
-) {
-    let secure = secure();
-    let input = SecureTopic::create(&secure, "in", 4);
-    let output = SecureTopic::create(&secure, "out", 4);
-    // SCRAM-SHA-256 for the producer, SCRAM-SHA-512 for the processor: both mechanisms work.
-    let produced = produce(&secure, ADMIN, "SCRAM-SHA-256", &input.name, 6_000);
-
+/// Runs a processor connected by `connection` from `input` to `output` until the output holds every
+/// window the oracle expects of the input, then checks the output exactly once. Returns the
+/// processor's log and what its `/metrics` showed.
+fn process_to_the_oracle(
+    secure: &Secure,
+    connection: Vec<String>,
+    input: &SecureTopic,
+    output: &SecureTopic,
+) -> (String, String) {
     let (inputs, indexed) = as_oracle_inputs(&secure.read_all(&input.name));
     assert!(inputs.len() >= 6_000, "{} input records", inputs.len());
     let expected = oracle(Format::Json, &inputs, &indexed);
@@ -321,14 +378,7 @@ fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without
     );
 
     let state = tempfile::tempdir().expect("state dir");
-    let args = processor_args(
-        &secure,
-        ADMIN,
-        "ca.crt",
-        &input.name,
-        &output.name,
-        state.path(),
-    );
+    let args = processor_args(connection, &input.name, &output.name, state.path());
     let mut processor = ProcessorProcess::start(&args[1..]);
     let metrics_addr = processor.telemetry_addr(Duration::from_secs(30));
     let started = Instant::now();
@@ -351,43 +401,126 @@ fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without
     processor.stop_gracefully();
     let records = secure.read_all(&output.name);
     assert_output_matches(Format::Json, &records, &expected, Delivery::ExactlyOnce);
-
-    // Nothing the secured runs wrote, at debug level for the producer, names the password; nor
-    // does `--help` with the password in the environment.
-    let password = secure.password(ADMIN);
-    let help: Vec<String> = ["run", "produce", "ingest", "consume"]
-        .iter()
-        .map(|command| {
-            let args = [command.to_string(), "--help".to_owned()];
-            let (out, _) = run_bounded(
-                &args,
-                &[("STREAMAGG_SASL_PASSWORD", &password)],
-                Duration::from_secs(30),
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        })
-        .collect();
-    assert!(help.iter().all(|h| h.contains("--sasl-password-file")));
     let log = processor.log();
     assert!(
         log.contains("running"),
         "the processor's log is captured:\n{log}"
     );
-    for (what, text) in [
-        ("processor log", log),
-        (
-            "produce stderr",
-            String::from_utf8_lossy(&produced.stderr).into_owned(),
-        ),
-        (
-            "produce stdout",
-            String::from_utf8_lossy(&produced.stdout).into_owned(),
-        ),
-        ("/metrics", metrics),
-        ("--help", help.concat()),
-    ] {
-        assert!(!text.contains(&password), "{what} carries the password");
+    (log, metrics)
+}
+
+/// Fails if `secret` shows in any of `texts` (what, text).
+fn assert_not_leaked(secret: &str, texts: &[(&str, String)]) {
+    for (what, text) in texts {
+        assert!(!text.contains(secret), "{what} carries a secret");
     }
+}
+
+/// `streamagg <command> --help` for every command, with `env` set.
+fn help_texts(env: &[(&str, &str)]) -> String {
+    ["run", "produce", "ingest", "consume"]
+        .iter()
+        .map(|command| {
+            let args = [command.to_string(), "--help".to_owned()];
+            let (out, _) = run_bounded(&args, env, Duration::from_secs(30));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without_leaking_the_password(
+) {
+    let secure = secure();
+    let input = SecureTopic::create(&secure, "in", 4);
+    let output = SecureTopic::create(&secure, "out", 4);
+    // SCRAM-SHA-256 for the producer, SCRAM-SHA-512 for the processor: both mechanisms work.
+    let produced = produce_sasl(&secure, ADMIN, "SCRAM-SHA-256", &input.name, 6_000);
+    let (log, metrics) = process_to_the_oracle(
+        &secure,
+        secure.flags(ADMIN, "SCRAM-SHA-512", "ca.crt"),
+        &input,
+        &output,
+    );
+
+    // Nothing the secured runs wrote, at debug level for the producer, names the password; nor
+    // does `--help` with the password in the environment.
+    let password = secure.password(ADMIN);
+    let help = help_texts(&[("STREAMAGG_SASL_PASSWORD", &password)]);
+    assert!(help.contains("--sasl-password-file"), "{help}");
+    assert_not_leaked(
+        &password,
+        &[
+            ("processor log", log),
+            (
+                "produce stderr",
+                String::from_utf8_lossy(&produced.stderr).into_owned(),
+            ),
+            (
+                "produce stdout",
+                String::from_utf8_lossy(&produced.stdout).into_owned(),
+            ),
+            ("/metrics", metrics),
+            ("--help", help),
+        ],
+    );
+}
+
+#[test]
+fn a_dataset_is_processed_over_mutual_tls_with_an_encrypted_key_and_equals_the_oracle() {
+    let secure = secure();
+    let input = SecureTopic::create(&secure, "mtls-in", 4);
+    let output = SecureTopic::create(&secure, "mtls-out", 4);
+    let passphrase = secure.key_password();
+    // The producer gets the key's passphrase from the environment, the processor from its file.
+    let produced = produce(
+        without_flag(secure.mtls_flags(), "--ssl-key-password-file"),
+        &[("STREAMAGG_SSL_KEY_PASSWORD", &passphrase)],
+        &input.name,
+        6_000,
+    );
+    let (log, metrics) = process_to_the_oracle(&secure, secure.mtls_flags(), &input, &output);
+    let help = help_texts(&[("STREAMAGG_SSL_KEY_PASSWORD", &passphrase)]);
+    assert!(help.contains("--ssl-key-password-file"), "{help}");
+    assert_not_leaked(
+        &passphrase,
+        &[
+            ("processor log", log),
+            (
+                "produce stderr",
+                String::from_utf8_lossy(&produced.stderr).into_owned(),
+            ),
+            ("/metrics", metrics),
+            ("--help", help),
+        ],
+    );
+}
+
+#[test]
+fn no_client_certificate_on_the_mutual_tls_listener_is_one_line_and_exit_1() {
+    let secure = secure();
+    let dir = tempfile::tempdir().expect("dir");
+    let connection = without_flag(
+        without_flag(
+            without_flag(secure.mtls_flags(), "--ssl-certificate-location"),
+            "--ssl-key-location",
+        ),
+        "--ssl-key-password-file",
+    );
+    let args = processor_args(
+        connection,
+        "it-secure-never-in",
+        "it-secure-never-out",
+        &dir.path().join("state"),
+    );
+    let (out, took) = run_bounded(&args, &[("RUST_LOG", "debug")], Duration::from_secs(60));
+    let line = single_error_line("no client certificate", &out, &[&secure.key_password()]);
+    assert!(
+        line.contains("refused the connection") && line.contains("alert"),
+        "{line}"
+    );
+    // Refused, not timed out: --kafka-timeout is 30 s.
+    assert!(took < Duration::from_secs(15), "took {took:?}: {line}");
 }
 
 #[test]
@@ -399,9 +532,7 @@ fn a_wrong_password_is_one_line_and_exit_1_at_once() {
     let wrong = format!("wrong-{:016x}", rand::random::<u64>());
     std::fs::write(dir.path().join("wrong.password"), format!("{wrong}\n")).expect("written");
     let mut args = processor_args(
-        &secure,
-        ADMIN,
-        "ca.crt",
+        secure.flags(ADMIN, "SCRAM-SHA-512", "ca.crt"),
         input,
         output,
         &dir.path().join("state"),
@@ -429,9 +560,7 @@ fn an_untrusted_ca_is_one_line_and_exit_1_at_once() {
     let (input, output) = ("it-secure-never-in", "it-secure-never-out");
     let dir = tempfile::tempdir().expect("dir");
     let args = processor_args(
-        &secure,
-        ADMIN,
-        "untrusted-ca.crt",
+        secure.flags(ADMIN, "SCRAM-SHA-512", "untrusted-ca.crt"),
         input,
         output,
         &dir.path().join("state"),
@@ -450,13 +579,11 @@ fn a_user_without_write_rights_on_the_output_topic_is_one_line_and_exit_1_not_a_
     let secure = secure();
     let input = SecureTopic::create(&secure, "acl-in", 2);
     let output = SecureTopic::create(&secure, "acl-out", 2);
-    produce(&secure, ADMIN, "SCRAM-SHA-512", &input.name, 2_000);
+    produce_sasl(&secure, ADMIN, "SCRAM-SHA-512", &input.name, 2_000);
     for guarantee in ["exactly-once", "at-least-once"] {
         let dir = tempfile::tempdir().expect("dir");
         let mut args = processor_args(
-            &secure,
-            LIMITED,
-            "ca.crt",
+            secure.flags(LIMITED, "SCRAM-SHA-512", "ca.crt"),
             &input.name,
             &output.name,
             &dir.path().join("state"),

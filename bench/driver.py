@@ -31,6 +31,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 WINDOW_MS, GRACE_MS = 60_000, 10_000
 SEAL_SOURCE = "streamagg.seal"  # src/produce.rs: --seal's events, whose own windows never close
 RUN_ID = f"{int(time.time())}-{os.getpid()}"
+# --consumer-property: librdkafka consumer properties given to the ceiling (--property) and to
+# streamagg (a config file's [kafka.consumer]), so the two compare like for like.
+CONSUMER_PROPERTIES = []
+STREAMAGG_CONFIG = []
 
 
 def log(message):
@@ -212,6 +216,8 @@ class Outcome:
 
 def ceiling(dataset, decode, timeout):
     command = [ENV["CEILING_BIN"], "--brokers", BROKERS, "--topic", dataset.topic]
+    for key, value in CONSUMER_PROPERTIES:
+        command += ["--property", f"{key}={value}"]
     if decode:
         command += ["--decode", dataset.fmt]
     started = time.time()
@@ -228,7 +234,8 @@ def ceiling(dataset, decode, timeout):
     if decode and int(stats.get("undecodable", 0)):
         raise RuntimeError(f"the ceiling could not decode {stats['undecodable']} records")
     first, last = int(stats["first_record_ms"]) / 1000, int(stats["last_record_ms"]) / 1000
-    return Result(records / (last - first), usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+    # Its own VmHWM: ru_maxrss of a forked child can be this (large) Python process's high-water mark.
+    return Result(records / (last - first), usage.ru_utime + usage.ru_stime, int(stats["peak_rss_kib"]) / 1024,
                   startup_s=first - started)
 
 
@@ -236,7 +243,7 @@ def processor_command(system, guarantee, dataset, output, group, state, extra):
     if system == "streamagg":
         return [STREAMAGG, "run", "--brokers", BROKERS, "--input", dataset.topic, "--output", output,
                 "--group", group, "--state-dir", state, "--input-format", dataset.fmt,
-                "--output-format", dataset.fmt, "--guarantee", guarantee, *extra]
+                "--output-format", dataset.fmt, "--guarantee", guarantee, *STREAMAGG_CONFIG, *extra]
     if system == "kafka-streams":
         return ["java", "-Xmx1g", "-cp", ENV["KS_CLASSPATH"], "streamagg.bench.Peer", BROKERS,
                 dataset.topic, output, group, state,
@@ -396,7 +403,14 @@ def main():
     parser.add_argument("--smoke", action="store_true",
                         help="CI mode: tiny input, one run each, 2 s windows in the latency mode")
     parser.add_argument("--timeout", type=int, default=1800, help="give up on one run after this many seconds")
+    parser.add_argument("--consumer-property", action="append", default=[], metavar="KEY=VALUE",
+                        help="librdkafka consumer property for streamagg and the ceiling alike (repeatable)")
     args = parser.parse_args()
+    for item in args.consumer_property:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--consumer-property needs KEY=VALUE, not {item}")
+        CONSUMER_PROPERTIES.append((key, value))
     latency_extra = []
     if args.smoke:
         args.events, args.sources, args.repeat, args.timeout = 20_000, 100, 1, 300
@@ -409,6 +423,13 @@ def main():
     started_at = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
     start_ms = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
     report = [f"# streamagg side by side ({started_at})", ""]
+    if CONSUMER_PROPERTIES:
+        config = os.path.join(work, "consumer-properties.toml")
+        with open(config, "w") as f:
+            f.write("[kafka.consumer]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in CONSUMER_PROPERTIES))
+        STREAMAGG_CONFIG.extend(["--config", config])
+        report += ["Consumer properties for streamagg and the ceiling: "
+                   + ", ".join(f"`{k}={v}`" for k, v in CONSUMER_PROPERTIES), ""]
     failures = []
 
     def section(title, rows, events, ceiling_rate):

@@ -51,7 +51,7 @@ pub fn read_to_end(
     deadline: Duration,
 ) -> Result<Vec<RawRecord>, ReadError> {
     let mut records = Vec::new();
-    drain(settings, topic, isolation, deadline, |message| {
+    drain(settings, topic, isolation, deadline, &[], |message| {
         records.push(RawRecord {
             partition: message.partition(),
             offset: message.offset(),
@@ -79,16 +79,22 @@ pub fn read_to_end(
 
 /// Hands every record of `topic`, from the beginning up to the end offsets it has when the read
 /// starts, to `visit` (in fetch order), for at most `deadline`; returns how many there were. Blocks.
-/// The benchmark's raw-consume ceiling is this loop with a visitor that only counts.
+/// The benchmark's raw-consume ceiling is this loop with a visitor that only counts. `properties`
+/// are librdkafka consumer properties applied last (the benchmark gives the ceiling the same
+/// pass-through properties as the processor, so the two compare like for like).
 pub fn drain(
     settings: &KafkaSettings,
     topic: &str,
     isolation: Isolation,
     deadline: Duration,
+    properties: &[(String, String)],
     mut visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, ReadError> {
-    let consumer: BaseConsumer<StreamaggContext> = settings
-        .client_config("streamagg-reader")
+    let mut config = settings.client_config("streamagg-reader");
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer<StreamaggContext> = config
         // librdkafka's assign() needs a group id; this reader never joins the group or commits.
         .set("group.id", "streamagg-reader")
         .set("enable.auto.commit", "false")

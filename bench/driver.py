@@ -363,6 +363,48 @@ def latency_run(guarantee, rate, seconds, sources, work, extra):
 # The report
 
 
+# --fetch-grid: librdkafka's fetch sizing against throughput and memory, for the ceiling and
+# streamagg alike. (max.partition.fetch.bytes, queued.min.messages, queued.max.messages.kbytes)
+FETCH_GRID = [
+    ("1048576", "100000", "65536"),  # librdkafka's defaults (what streamagg ships)
+    ("10485760", "100000", "65536"),
+    ("10485760", "1000000", "4096"),
+    ("10485760", "1000000", "8192"),
+    ("10485760", "1000000", "16384"),
+    ("4194304", "1000000", "8192"),
+]
+
+
+def fetch_grid(args, work, start_ms):
+    """The ceiling and streamagg at-least-once on one Avro dataset under each fetch setting."""
+    dataset = preload("avro", args.sources, args.events, start_ms)
+    lines = [f"## Fetch sizing (Avro, {args.events:,} events, {args.sources:,} sources, streamagg at-least-once)", "",
+             "Each setting is given to the ceiling (`--property`) and to streamagg (`[kafka.consumer]`) alike.", "",
+             "| max.partition.fetch.bytes | queued.min.messages | queued.max.messages.kbytes | ceiling events/s | ceiling RSS MiB "
+             "| streamagg events/s | vs ceiling | streamagg CPU-s per M | streamagg RSS MiB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    failures = []
+    for setting in FETCH_GRID:
+        CONSUMER_PROPERTIES[:] = list(zip(("max.partition.fetch.bytes", "queued.min.messages",
+                                           "queued.max.messages.kbytes"), setting))
+        config = os.path.join(work, "consumer-properties.toml")
+        with open(config, "w") as f:
+            f.write("[kafka.consumer]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in CONSUMER_PROPERTIES))
+        STREAMAGG_CONFIG[:] = ["--config", config]
+        c = measure(f"ceiling {setting}", args.repeat, lambda: ceiling(dataset, False, args.timeout))
+        r = measure(f"streamagg {setting}", args.repeat,
+                    lambda: processor_run("streamagg", "at-least-once", dataset, work, args.timeout))
+        failures.extend(f"{setting}: {o.problem}" for o in (c, r) if o.problem)
+        lines.append(f"| {int(setting[0]):,} | {int(setting[1]):,} | {int(setting[2]):,} | {fmt_rate(c.median('events_per_s'))} | "
+                     f"{c.median('rss_mib'):.0f} | {fmt_rate(r.median('events_per_s'))} | "
+                     f"{ratio(r.median('events_per_s'), c.median('events_per_s'))} | "
+                     f"{r.median('cpu_s') * 1e6 / args.events:.2f} | {r.median('rss_mib'):.0f} |")
+    CONSUMER_PROPERTIES.clear()
+    STREAMAGG_CONFIG.clear()
+    delete_topic(dataset.topic)
+    return lines + [""], failures
+
+
 def fmt_rate(value):
     return f"{value:,.0f}"
 
@@ -403,6 +445,8 @@ def main():
     parser.add_argument("--smoke", action="store_true",
                         help="CI mode: tiny input, one run each, 2 s windows in the latency mode")
     parser.add_argument("--timeout", type=int, default=1800, help="give up on one run after this many seconds")
+    parser.add_argument("--fetch-grid", action="store_true",
+                        help="instead of the comparison: the ceiling and streamagg under each fetch-sizing setting")
     parser.add_argument("--consumer-property", action="append", default=[], metavar="KEY=VALUE",
                         help="librdkafka consumer property for streamagg and the ceiling alike (repeatable)")
     args = parser.parse_args()
@@ -437,88 +481,93 @@ def main():
         failures.extend(f"{title}: {label}: {o.problem}" for label, o, _ in rows if o.problem)
 
     try:
-        # 1. The main comparison, JSON: every system reads the same topic.
-        datasets = {fmt: preload(fmt, args.sources, args.events, start_ms) for fmt in ("json", "avro")}
-        results = {}
-        for fmt, dataset in datasets.items():
-            timeout = args.timeout
-            rows = [("ceiling", measure(f"ceiling {fmt}", args.repeat, lambda: ceiling(dataset, False, timeout))),
-                    (f"ceiling + {fmt} decode", measure(f"ceiling+decode {fmt}", args.repeat, lambda: ceiling(dataset, True, timeout)))]
-            systems = [("streamagg", g) for g in ("at-least-once", "exactly-once")]
-            if fmt == "json":
-                systems += [(peer, g) for peer in peers for g in ("at-least-once", "exactly-once")]
-            for system, guarantee in systems:
-                rows.append((f"{system} {guarantee}", measure(
-                    f"{system} {guarantee} {fmt}", args.repeat,
-                    lambda: processor_run(system, guarantee, dataset, work, timeout))))
-            results[fmt] = dict(rows)
-            ceiling_rate = results[fmt]["ceiling"].median("events_per_s")
-            section(f"{fmt.upper()} input, {args.events:,} events, {args.sources:,} sources",
-                    [(label, outcome, args.events) for label, outcome in rows], args.events, ceiling_rate)
+        if args.fetch_grid:
+            lines, grid_failures = fetch_grid(args, work, start_ms)
+            report += lines
+            failures += grid_failures
+        else:
+            # 1. The main comparison, JSON: every system reads the same topic.
+            datasets = {fmt: preload(fmt, args.sources, args.events, start_ms) for fmt in ("json", "avro")}
+            results = {}
+            for fmt, dataset in datasets.items():
+                timeout = args.timeout
+                rows = [("ceiling", measure(f"ceiling {fmt}", args.repeat, lambda: ceiling(dataset, False, timeout))),
+                        (f"ceiling + {fmt} decode", measure(f"ceiling+decode {fmt}", args.repeat, lambda: ceiling(dataset, True, timeout)))]
+                systems = [("streamagg", g) for g in ("at-least-once", "exactly-once")]
+                if fmt == "json":
+                    systems += [(peer, g) for peer in peers for g in ("at-least-once", "exactly-once")]
+                for system, guarantee in systems:
+                    rows.append((f"{system} {guarantee}", measure(
+                        f"{system} {guarantee} {fmt}", args.repeat,
+                        lambda: processor_run(system, guarantee, dataset, work, timeout))))
+                results[fmt] = dict(rows)
+                ceiling_rate = results[fmt]["ceiling"].median("events_per_s")
+                section(f"{fmt.upper()} input, {args.events:,} events, {args.sources:,} sources",
+                        [(label, outcome, args.events) for label, outcome in rows], args.events, ceiling_rate)
 
-        json_results = results["json"]
-        comparisons = []
-        for guarantee in ("at-least-once", "exactly-once"):
-            ours = json_results[f"streamagg {guarantee}"]
-            for peer in peers:
-                theirs = json_results.get(f"{peer} {guarantee}")
-                if not theirs or not theirs.runs or not ours.runs:
-                    continue
-                comparisons.append(
-                    f"| {guarantee} | {peer} | {ratio(ours.median('events_per_s'), theirs.median('events_per_s'))} | "
-                    f"{ratio(theirs.median('cpu_s'), ours.median('cpu_s'))} | {ratio(ours.median('rss_mib'), theirs.median('rss_mib'))} |")
-        if comparisons:
-            report += ["## streamagg vs the peers (JSON input)", "",
-                       "| guarantee | peer | events/s ratio | events per CPU-s ratio | peak RSS ratio |",
-                       "|---|---|---:|---:|---:|", *comparisons, ""]
-
-        # 2. Cost over the number of sources.
-        for fmt in ("json", "avro"):
-            delete_topic(datasets[fmt].topic)
-        if k_curve:
-            rows = []
-            k_events = args.k_curve_events or args.events
-            for sources in k_curve:
-                dataset = preload("avro", sources, k_events, start_ms)
-                ceiling_outcome = measure(f"ceiling k={sources}", args.repeat, lambda: ceiling(dataset, False, args.timeout))
-                alo = measure(f"streamagg at-least-once k={sources}", args.repeat,
-                              lambda: processor_run("streamagg", "at-least-once", dataset, work, args.timeout))
-                delete_topic(dataset.topic)
-                rows.append((sources, ceiling_outcome, alo, len(dataset.expected)))
-                failures.extend(f"k={sources}: {o.problem}" for o in (ceiling_outcome, alo) if o.problem)
-            report += [f"## Cost over the number of sources (Avro, {k_events:,} events, streamagg at-least-once)", "",
-                       "| sources | windows | ceiling events/s | streamagg events/s | vs ceiling | CPU-s per M events | peak RSS MiB | state written MiB |",
-                       "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            for sources, ceiling_outcome, alo, windows in rows:
-                c, r = ceiling_outcome.median("events_per_s"), alo.median("events_per_s")
-                report.append(f"| {sources:,} | {windows:,} | {fmt_rate(c)} | {fmt_rate(r)} | {ratio(r, c)} | "
-                              f"{alo.median('cpu_s') * 1e6 / k_events:.2f} | {alo.median('rss_mib'):.0f} | {alo.median('write_mib'):.1f} |")
-            report.append("")
-
-        # 3. Latency at 50 % and 80 % of streamagg's measured at-least-once rate (Avro).
-        if args.latency_seconds > 0:
-            max_rate = results["avro"]["streamagg at-least-once"].median("events_per_s")
-            report += [f"## Emission latency (open loop, event time = wall clock, {args.sources:,} sources, "
-                       f"{args.latency_seconds} s per run{', 2 s windows, 1 s grace' if latency_extra else ''})", "",
-                       "Latency = arrival at a read_committed consumer − (window end + grace), the earliest moment a window can be final.", "",
-                       "| guarantee | load | target events/s | achieved events/s | samples | p50 ms | p99 ms | p99.9 ms | max ms |",
-                       "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            json_results = results["json"]
+            comparisons = []
             for guarantee in ("at-least-once", "exactly-once"):
-                for load in (0.5, 0.8):
-                    rate = max(100.0, round(max_rate * load)) if max_rate == max_rate else 100.0
-                    try:
-                        stats = latency_run(guarantee, rate, args.latency_seconds, args.sources, work, latency_extra)
-                    except Exception as error:
-                        failures.append(f"latency {guarantee} {load:.0%}: {error}")
-                        report.append(f"| {guarantee} | {load:.0%} | {fmt_rate(rate)} | failed: {str(error)[:120]} | | | | | |")
+                ours = json_results[f"streamagg {guarantee}"]
+                for peer in peers:
+                    theirs = json_results.get(f"{peer} {guarantee}")
+                    if not theirs or not theirs.runs or not ours.runs:
                         continue
-                    log(f"latency {guarantee} {load:.0%}: {stats}")
-                    if stats["latency_samples"] == 0:
-                        failures.append(f"latency {guarantee} {load:.0%}: no window closed")
-                    report.append(f"| {guarantee} | {load:.0%} | {fmt_rate(rate)} | {fmt_rate(stats['achieved_rate'])} | "
-                                  f"{stats['latency_samples']:,} | {stats['latency_p50_ms']} | {stats['latency_p99_ms']} | "
-                                  f"{stats['latency_p999_ms']} | {stats['latency_max_ms']} |")
-            report.append("")
+                    comparisons.append(
+                        f"| {guarantee} | {peer} | {ratio(ours.median('events_per_s'), theirs.median('events_per_s'))} | "
+                        f"{ratio(theirs.median('cpu_s'), ours.median('cpu_s'))} | {ratio(ours.median('rss_mib'), theirs.median('rss_mib'))} |")
+            if comparisons:
+                report += ["## streamagg vs the peers (JSON input)", "",
+                           "| guarantee | peer | events/s ratio | events per CPU-s ratio | peak RSS ratio |",
+                           "|---|---|---:|---:|---:|", *comparisons, ""]
+
+            # 2. Cost over the number of sources.
+            for fmt in ("json", "avro"):
+                delete_topic(datasets[fmt].topic)
+            if k_curve:
+                rows = []
+                k_events = args.k_curve_events or args.events
+                for sources in k_curve:
+                    dataset = preload("avro", sources, k_events, start_ms)
+                    ceiling_outcome = measure(f"ceiling k={sources}", args.repeat, lambda: ceiling(dataset, False, args.timeout))
+                    alo = measure(f"streamagg at-least-once k={sources}", args.repeat,
+                                  lambda: processor_run("streamagg", "at-least-once", dataset, work, args.timeout))
+                    delete_topic(dataset.topic)
+                    rows.append((sources, ceiling_outcome, alo, len(dataset.expected)))
+                    failures.extend(f"k={sources}: {o.problem}" for o in (ceiling_outcome, alo) if o.problem)
+                report += [f"## Cost over the number of sources (Avro, {k_events:,} events, streamagg at-least-once)", "",
+                           "| sources | windows | ceiling events/s | streamagg events/s | vs ceiling | CPU-s per M events | peak RSS MiB | state written MiB |",
+                           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                for sources, ceiling_outcome, alo, windows in rows:
+                    c, r = ceiling_outcome.median("events_per_s"), alo.median("events_per_s")
+                    report.append(f"| {sources:,} | {windows:,} | {fmt_rate(c)} | {fmt_rate(r)} | {ratio(r, c)} | "
+                                  f"{alo.median('cpu_s') * 1e6 / k_events:.2f} | {alo.median('rss_mib'):.0f} | {alo.median('write_mib'):.1f} |")
+                report.append("")
+
+            # 3. Latency at 50 % and 80 % of streamagg's measured at-least-once rate (Avro).
+            if args.latency_seconds > 0:
+                max_rate = results["avro"]["streamagg at-least-once"].median("events_per_s")
+                report += [f"## Emission latency (open loop, event time = wall clock, {args.sources:,} sources, "
+                           f"{args.latency_seconds} s per run{', 2 s windows, 1 s grace' if latency_extra else ''})", "",
+                           "Latency = arrival at a read_committed consumer − (window end + grace), the earliest moment a window can be final.", "",
+                           "| guarantee | load | target events/s | achieved events/s | samples | p50 ms | p99 ms | p99.9 ms | max ms |",
+                           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                for guarantee in ("at-least-once", "exactly-once"):
+                    for load in (0.5, 0.8):
+                        rate = max(100.0, round(max_rate * load)) if max_rate == max_rate else 100.0
+                        try:
+                            stats = latency_run(guarantee, rate, args.latency_seconds, args.sources, work, latency_extra)
+                        except Exception as error:
+                            failures.append(f"latency {guarantee} {load:.0%}: {error}")
+                            report.append(f"| {guarantee} | {load:.0%} | {fmt_rate(rate)} | failed: {str(error)[:120]} | | | | | |")
+                            continue
+                        log(f"latency {guarantee} {load:.0%}: {stats}")
+                        if stats["latency_samples"] == 0:
+                            failures.append(f"latency {guarantee} {load:.0%}: no window closed")
+                        report.append(f"| {guarantee} | {load:.0%} | {fmt_rate(rate)} | {fmt_rate(stats['achieved_rate'])} | "
+                                      f"{stats['latency_samples']:,} | {stats['latency_p50_ms']} | {stats['latency_p99_ms']} | "
+                                      f"{stats['latency_p999_ms']} | {stats['latency_max_ms']} |")
+                report.append("")
     finally:
         for topic in list(TOPICS):
             delete_topic(topic)
@@ -544,7 +593,8 @@ def main():
     print(text)
     results_dir = os.path.join(REPO_ROOT, "bench", "results")
     os.makedirs(results_dir, exist_ok=True)
-    name = "smoke-latest.md" if args.smoke else f"run-{started_at.replace(':', '')}.md"
+    kind = "fetch-grid" if args.fetch_grid else "run"
+    name = "smoke-latest.md" if args.smoke else f"{kind}-{started_at.replace(':', '')}.md"
     with open(os.path.join(results_dir, name), "w") as f:
         f.write(text)
     log(f"report: bench/results/{name}")

@@ -71,21 +71,31 @@ pub fn streamagg(args: &[&str]) -> Output {
         .expect("the streamagg binary runs")
 }
 
-/// A `streamagg run` child process; killed if still running when dropped. Its stderr goes to a file
-/// so tests can read what it logged.
-pub struct ProcessorProcess {
+/// A `streamagg` child process (`run`, `ingest`, …); killed if still running when dropped. Its
+/// stderr goes to a file so tests can read what it logged.
+pub struct StreamaggProcess {
     child: std::process::Child,
+    command: String,
     pub log_path: std::path::PathBuf,
     _log_dir: tempfile::TempDir,
 }
 
-impl ProcessorProcess {
-    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> ProcessorProcess {
+/// The processor (`streamagg run`) is the child most tests start.
+pub type ProcessorProcess = StreamaggProcess;
+
+impl StreamaggProcess {
+    /// `streamagg run <args>`.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> StreamaggProcess {
+        StreamaggProcess::spawn("run", args)
+    }
+
+    /// `streamagg <command> <args>`, logging at info level, its endpoint on a free port.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(command: &str, args: &[S]) -> StreamaggProcess {
         let log_dir = tempfile::tempdir().expect("temp dir");
-        let log_path = log_dir.path().join("processor.log");
+        let log_path = log_dir.path().join(format!("{command}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_streamagg"))
-            .arg("run")
+            .arg(command)
             .args(args)
             .env("RUST_LOG", "info")
             .env("STREAMAGG_METRICS_ADDR", "127.0.0.1:0")
@@ -93,8 +103,9 @@ impl ProcessorProcess {
             .stderr(log)
             .spawn()
             .expect("the streamagg binary starts");
-        ProcessorProcess {
+        StreamaggProcess {
             child,
+            command: command.to_owned(),
             log_path,
             _log_dir: log_dir,
         }
@@ -102,6 +113,10 @@ impl ProcessorProcess {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Where the process serves /metrics, /healthz and /readyz, as its log says (it binds port 0).
@@ -124,11 +139,15 @@ impl ProcessorProcess {
                 return addr;
             }
             if let Some(status) = self.exited() {
-                panic!("processor exited ({status}) before serving metrics; log:\n{log}");
+                panic!(
+                    "streamagg {} exited ({status}) before serving metrics; log:\n{log}",
+                    self.command
+                );
             }
             assert!(
                 started.elapsed() < deadline,
-                "processor did not serve metrics within {deadline:?}; log:\n{log}"
+                "streamagg {} did not serve metrics within {deadline:?}; log:\n{log}",
+                self.command
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -137,7 +156,7 @@ impl ProcessorProcess {
     /// Sends `signal` (e.g. "TERM", "KILL") to the process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.pid().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -{signal} failed");
@@ -153,7 +172,8 @@ impl ProcessorProcess {
             if started.elapsed() > deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "processor did not exit within {deadline:?}; log:\n{}",
+                    "streamagg {} did not exit within {deadline:?}; log:\n{}",
+                    self.command,
                     self.log()
                 );
             }
@@ -167,7 +187,8 @@ impl ProcessorProcess {
         let status = self.wait(Duration::from_secs(30));
         assert!(
             status.success(),
-            "graceful stop failed ({status}); log:\n{}",
+            "graceful stop of streamagg {} failed ({status}); log:\n{}",
+            self.command,
             self.log()
         );
     }
@@ -175,9 +196,20 @@ impl ProcessorProcess {
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().expect("try_wait")
     }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.exited() {
+            panic!(
+                "streamagg {} exited ({status}); log:\n{}",
+                self.command,
+                self.log()
+            );
+        }
+    }
 }
 
-impl Drop for ProcessorProcess {
+impl Drop for StreamaggProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();

@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
 
-use crate::common::{brokers, http_get, read_all, streamagg, TestTopic};
+use crate::common::{brokers, http_get, read_all, streamagg, StreamaggProcess, TestTopic};
 use crate::oracle::parse_independently;
 
 /// An event as the test knows it: source, timestamp, and the value's bits (compared exactly).
@@ -51,11 +51,9 @@ fn body(events: &[Event], request: usize) -> String {
     }
 }
 
-/// A running `streamagg ingest`; killed if still running when dropped.
+/// A running `streamagg ingest` and where it listens; killed if still running when dropped.
 struct Gateway {
-    child: std::process::Child,
-    log_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    process: StreamaggProcess,
     tcp: SocketAddr,
     http: SocketAddr,
     metrics: SocketAddr,
@@ -65,35 +63,22 @@ impl Gateway {
     /// Starts the gateway on ports of its own and waits until it is ready.
     fn start(topic: &str, extra: &[&str]) -> Gateway {
         wait_until_visible(topic);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log_path = dir.path().join("gateway.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_streamagg"))
-            .args(["ingest", "--brokers", &brokers(), "--topic", topic])
-            .args([
-                "--listen-tcp",
-                "127.0.0.1:0",
-                "--listen-http",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("STREAMAGG_METRICS_ADDR", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the streamagg binary starts");
-        let mut gateway = Gateway {
-            child,
-            log_path,
-            _dir: dir,
-            tcp: "0.0.0.0:0".parse().expect("addr"),
-            http: "0.0.0.0:0".parse().expect("addr"),
-            metrics: "0.0.0.0:0".parse().expect("addr"),
-        };
+        let brokers = brokers();
+        let mut args = vec![
+            "--brokers",
+            &brokers,
+            "--topic",
+            topic,
+            "--listen-tcp",
+            "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let mut process = StreamaggProcess::spawn("ingest", &args);
         let started = Instant::now();
         loop {
-            let log = gateway.log();
+            let log = process.log();
             let find = |marker: &str| -> Option<SocketAddr> {
                 log.lines().find_map(|l| {
                     l.split(marker)
@@ -107,12 +92,14 @@ impl Gateway {
             if let (Some(tcp), Some(http), Some(metrics)) =
                 (find("tcp="), find("http="), find("addr="))
             {
-                gateway.tcp = tcp;
-                gateway.http = http;
-                gateway.metrics = metrics;
-                return gateway;
+                return Gateway {
+                    process,
+                    tcp,
+                    http,
+                    metrics,
+                };
             }
-            if let Some(status) = gateway.child.try_wait().expect("try_wait") {
+            if let Some(status) = process.exited() {
                 panic!("gateway exited ({status}) before it was ready; log:\n{log}");
             }
             assert!(
@@ -124,53 +111,28 @@ impl Gateway {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.log()
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} failed");
+        self.process.signal(signal);
     }
 
     fn wait(&mut self, deadline: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if started.elapsed() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "gateway did not exit within {deadline:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.wait(deadline)
     }
 
     fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("gateway exited ({status}); log:\n{}", self.log());
-        }
+        self.process.assert_alive();
     }
 
     /// SIGTERM, then a clean exit (status 0) within 30 s.
     fn stop(&mut self) {
-        self.signal("TERM");
-        let status = self.wait(Duration::from_secs(30));
-        assert!(
-            status.success(),
-            "graceful stop failed ({status}); log:\n{}",
-            self.log()
-        );
+        self.process.stop_gracefully();
     }
 
     /// Resident memory in bytes, from /proc.
@@ -183,15 +145,6 @@ impl Gateway {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .expect("VmRSS");
         kib * 1024
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -94,17 +94,18 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Option<PartitionCheckpoint> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn tp(topic: &str, partition: i32) -> TopicPartition {
+    /// Test fixtures, shared with `store`'s tests.
+    pub(crate) fn tp(topic: &str, partition: i32) -> TopicPartition {
         TopicPartition {
             topic: topic.to_owned(),
             partition,
         }
     }
 
-    fn agg(count: u64, first_offset: i64) -> Aggregate {
+    pub(crate) fn agg(count: u64, first_offset: i64) -> Aggregate {
         Aggregate {
             count,
             sum: count as f64 * 1.5,

@@ -205,23 +205,7 @@ pub fn instance_id(dir: &Path) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tp(topic: &str, partition: i32) -> TopicPartition {
-        TopicPartition {
-            topic: topic.to_owned(),
-            partition,
-        }
-    }
-
-    fn agg(count: u64, first_offset: i64) -> Aggregate {
-        Aggregate {
-            count,
-            sum: count as f64 * 1.5,
-            min: -1.0,
-            max: 9.0,
-            first_offset,
-        }
-    }
+    use crate::encoding::tests::{agg, tp};
 
     #[test]
     fn a_checkpoint_survives_reopening_and_closed_windows_are_deleted() {

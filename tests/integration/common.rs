@@ -30,30 +30,36 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// A topic with a random name, created on the real broker and deleted on drop.
 pub struct TestTopic {
     pub name: String,
+    /// The cluster (and credentials) it was created with, and is deleted with.
+    settings: KafkaSettings,
 }
 
 impl TestTopic {
+    /// On the test broker.
     pub fn create(purpose: &str, partitions: i32) -> TestTopic {
+        TestTopic::create_on(kafka_settings(), purpose, partitions)
+    }
+
+    /// On the cluster `settings` names, with its credentials.
+    pub fn create_on(settings: KafkaSettings, purpose: &str, partitions: i32) -> TestTopic {
         let name = format!("it-{purpose}-{:016x}", rand::random::<u64>());
-        let settings = kafka_settings();
         let admin = kafka::admin_client(&settings).expect("admin client");
         let created = block_on(kafka::ensure_topic(&admin, &settings, &name, partitions, 1))
             .unwrap_or_else(|e| {
                 panic!(
                     "creating {name} on {} failed (is `scripts/kafka up` running?): {e}",
-                    brokers()
+                    settings.brokers
                 )
             });
         assert!(created, "a random topic name must be new");
-        TestTopic { name }
+        TestTopic { name, settings }
     }
 }
 
 impl Drop for TestTopic {
     fn drop(&mut self) {
-        let settings = kafka_settings();
-        if let Ok(admin) = kafka::admin_client(&settings) {
-            if let Err(e) = block_on(kafka::delete_topics(&admin, &settings, &[&self.name])) {
+        if let Ok(admin) = kafka::admin_client(&self.settings) {
+            if let Err(e) = block_on(kafka::delete_topics(&admin, &self.settings, &[&self.name])) {
                 eprintln!("warning: could not delete test topic {}: {e}", self.name);
             }
         }

@@ -19,6 +19,18 @@ use crate::common::{brokers, kafka_settings, read_all, ProcessorProcess, TestTop
 pub const WINDOW_MS: i64 = 60_000;
 pub const GRACE_MS: i64 = 10_000;
 pub const MIN_VALUE: f64 = 50.0;
+/// The processor flags that give it the oracle's semantics (`MIN_VALUE`, `WINDOW_MS`, `GRACE_MS`),
+/// plus a short checkpoint interval so tests see their output quickly.
+pub const SEMANTICS_ARGS: [&str; 8] = [
+    "--min-value",
+    "50",
+    "--window",
+    "60s",
+    "--grace",
+    "10s",
+    "--checkpoint-interval",
+    "200ms",
+];
 pub const INDEX_HEADER: &str = "it.index";
 
 /// One input record of a test dataset, encoded by the test itself (not by the codec under test).
@@ -439,17 +451,11 @@ impl Topics {
             format,
             "--output-format",
             format,
-            "--min-value",
-            "50",
-            "--window",
-            "60s",
-            "--grace",
-            "10s",
-            "--checkpoint-interval",
-            "200ms",
         ]
+        .into_iter()
+        .chain(SEMANTICS_ARGS)
         .map(str::to_owned)
-        .to_vec()
+        .collect()
     }
 }
 

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
 use streamagg::consume::{read_to_end, Isolation, RawRecord};
-use streamagg::kafka::{self, KafkaSecurity, KafkaSettings, Secret};
+use streamagg::kafka::{KafkaSecurity, KafkaSettings, Secret};
 
-use crate::common::ProcessorProcess;
-use crate::oracle::{assert_output_matches, oracle, Delivery, Input, INDEX_HEADER};
+use crate::common::{ProcessorProcess, TestTopic};
+use crate::oracle::{assert_output_matches, oracle, Delivery, Input, INDEX_HEADER, SEMANTICS_ARGS};
 
 /// The user with every right, and the one that may read but not write topics.
 const ADMIN: &str = "streamagg";
@@ -156,41 +156,14 @@ impl Secure {
     }
 }
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime builds")
-        .block_on(future)
-}
-
 /// A topic with a random name on the secure broker, created and deleted over SASL_SSL by the admin
 /// user.
-struct SecureTopic {
-    name: String,
-    settings: KafkaSettings,
-}
-
-impl SecureTopic {
-    fn create(secure: &Secure, purpose: &str, partitions: i32) -> SecureTopic {
-        let name = format!("it-secure-{purpose}-{:016x}", rand::random::<u64>());
-        let settings = secure.settings(ADMIN);
-        let admin = kafka::admin_client(&settings).expect("admin client");
-        let created = block_on(kafka::ensure_topic(&admin, &settings, &name, partitions, 1))
-            .unwrap_or_else(|e| panic!("creating {name} on {} failed: {e}", secure.brokers));
-        assert!(created, "a random topic name must be new");
-        SecureTopic { name, settings }
-    }
-}
-
-impl Drop for SecureTopic {
-    fn drop(&mut self) {
-        if let Ok(admin) = kafka::admin_client(&self.settings) {
-            if let Err(e) = block_on(kafka::delete_topics(&admin, &self.settings, &[&self.name])) {
-                eprintln!("warning: could not delete test topic {}: {e}", self.name);
-            }
-        }
-    }
+fn secure_topic(secure: &Secure, purpose: &str, partitions: i32) -> TestTopic {
+    TestTopic::create_on(
+        secure.settings(ADMIN),
+        &format!("secure-{purpose}"),
+        partitions,
+    )
 }
 
 /// Runs the binary with `args` and `env`, killing it if it has not exited within `deadline`.
@@ -239,6 +212,22 @@ fn single_error_line(what: &str, output: &Output, secrets: &[&str]) -> String {
     errors[0].to_owned()
 }
 
+/// Runs a processor the broker must refuse (`args`): one error line that says "refused the
+/// connection" and names `reason`, none of `secrets`, exit 1, and at once: within 15 s, although
+/// --kafka-timeout is 30 s, so a refusal is not mistaken for an unreachable cluster.
+fn assert_refused_at_once(what: &str, args: &[String], secrets: &[&str], reason: &str) {
+    let (out, took) = run_bounded(args, &[("RUST_LOG", "debug")], Duration::from_secs(60));
+    let line = single_error_line(what, &out, secrets);
+    assert!(
+        line.contains("refused the connection") && line.contains(reason),
+        "{what}: {line}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "{what}: took {took:?}: {line}"
+    );
+}
+
 /// The arguments of a processor connected by `connection` reading `input` and writing `output`.
 fn processor_args(
     connection: Vec<String>,
@@ -258,17 +247,11 @@ fn processor_args(
             &crate::oracle::random_group(),
             "--state-dir",
             state_dir.to_str().expect("utf8"),
-            "--min-value",
-            "50",
-            "--window",
-            "60s",
-            "--grace",
-            "10s",
-            "--checkpoint-interval",
-            "200ms",
             "--kafka-timeout",
             "30s",
         ]
+        .into_iter()
+        .chain(SEMANTICS_ARGS)
         .map(str::to_owned),
     );
     args
@@ -365,8 +348,8 @@ fn as_oracle_inputs(records: &[RawRecord]) -> (Vec<Input>, Vec<RawRecord>) {
 fn process_to_the_oracle(
     secure: &Secure,
     connection: Vec<String>,
-    input: &SecureTopic,
-    output: &SecureTopic,
+    input: &TestTopic,
+    output: &TestTopic,
 ) -> (String, String) {
     let (inputs, indexed) = as_oracle_inputs(&secure.read_all(&input.name));
     assert!(inputs.len() >= 6_000, "{} input records", inputs.len());
@@ -432,8 +415,8 @@ fn help_texts(env: &[(&str, &str)]) -> String {
 fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without_leaking_the_password(
 ) {
     let secure = secure();
-    let input = SecureTopic::create(&secure, "in", 4);
-    let output = SecureTopic::create(&secure, "out", 4);
+    let input = secure_topic(&secure, "in", 4);
+    let output = secure_topic(&secure, "out", 4);
     // SCRAM-SHA-256 for the producer, SCRAM-SHA-512 for the processor: both mechanisms work.
     let produced = produce_sasl(&secure, ADMIN, "SCRAM-SHA-256", &input.name, 6_000);
     let (log, metrics) = process_to_the_oracle(
@@ -469,8 +452,8 @@ fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without
 #[test]
 fn a_dataset_is_processed_over_mutual_tls_with_an_encrypted_key_and_equals_the_oracle() {
     let secure = secure();
-    let input = SecureTopic::create(&secure, "mtls-in", 4);
-    let output = SecureTopic::create(&secure, "mtls-out", 4);
+    let input = secure_topic(&secure, "mtls-in", 4);
+    let output = secure_topic(&secure, "mtls-out", 4);
     let passphrase = secure.key_password();
     // The producer gets the key's passphrase from the environment, the processor from its file.
     let produced = produce(
@@ -513,14 +496,12 @@ fn no_client_certificate_on_the_mutual_tls_listener_is_one_line_and_exit_1() {
         "it-secure-never-out",
         &dir.path().join("state"),
     );
-    let (out, took) = run_bounded(&args, &[("RUST_LOG", "debug")], Duration::from_secs(60));
-    let line = single_error_line("no client certificate", &out, &[&secure.key_password()]);
-    assert!(
-        line.contains("refused the connection") && line.contains("alert"),
-        "{line}"
+    assert_refused_at_once(
+        "no client certificate",
+        &args,
+        &[&secure.key_password()],
+        "alert",
     );
-    // Refused, not timed out: --kafka-timeout is 30 s.
-    assert!(took < Duration::from_secs(15), "took {took:?}: {line}");
 }
 
 #[test]
@@ -543,14 +524,12 @@ fn a_wrong_password_is_one_line_and_exit_1_at_once() {
         .expect("flag")
         + 1;
     args[file] = dir.path().join("wrong.password").display().to_string();
-    let (out, took) = run_bounded(&args, &[("RUST_LOG", "debug")], Duration::from_secs(60));
-    let line = single_error_line("wrong password", &out, &[&wrong, &secure.password(ADMIN)]);
-    assert!(
-        line.contains("refused the connection") && line.contains("SASL authentication"),
-        "{line}"
+    assert_refused_at_once(
+        "wrong password",
+        &args,
+        &[&wrong, &secure.password(ADMIN)],
+        "SASL authentication",
     );
-    // Refused, not timed out: --kafka-timeout is 30 s.
-    assert!(took < Duration::from_secs(15), "took {took:?}: {line}");
 }
 
 #[test]
@@ -565,20 +544,19 @@ fn an_untrusted_ca_is_one_line_and_exit_1_at_once() {
         output,
         &dir.path().join("state"),
     );
-    let (out, took) = run_bounded(&args, &[("RUST_LOG", "debug")], Duration::from_secs(60));
-    let line = single_error_line("untrusted CA", &out, &[&secure.password(ADMIN)]);
-    assert!(
-        line.contains("refused the connection") && line.contains("SSL handshake failed"),
-        "{line}"
+    assert_refused_at_once(
+        "untrusted CA",
+        &args,
+        &[&secure.password(ADMIN)],
+        "SSL handshake failed",
     );
-    assert!(took < Duration::from_secs(15), "took {took:?}: {line}");
 }
 
 #[test]
 fn a_user_without_write_rights_on_the_output_topic_is_one_line_and_exit_1_not_a_retry_loop() {
     let secure = secure();
-    let input = SecureTopic::create(&secure, "acl-in", 2);
-    let output = SecureTopic::create(&secure, "acl-out", 2);
+    let input = secure_topic(&secure, "acl-in", 2);
+    let output = secure_topic(&secure, "acl-out", 2);
     produce_sasl(&secure, ADMIN, "SCRAM-SHA-512", &input.name, 2_000);
     for guarantee in ["exactly-once", "at-least-once"] {
         let dir = tempfile::tempdir().expect("dir");

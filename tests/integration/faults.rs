@@ -78,6 +78,9 @@ fn crash_test(guarantee: &str, delivery: Delivery, seed: u64) {
     traffic.join().expect("traffic written");
     let expected = expected_windows(format, &topics, &inputs);
     let mut last = ProcessorProcess::start(&args);
+    // Under at-least-once the output may already hold every window: without this wait, the SIGTERM
+    // below could reach the process before it handles signals, and kill it.
+    wait_until_assigned(&mut last, Duration::from_secs(90));
     let output = wait_for_records(
         &topics.output.name,
         expected,
@@ -140,6 +143,9 @@ fn a_static_member_killed_and_restarted_gets_its_partitions_back_without_waiting
     traffic.join().expect("traffic written");
     let expected = expected_windows(format, &topics, &inputs);
     let mut last = ProcessorProcess::start(&args);
+    // Under at-least-once the output may already hold every window: without this wait, the SIGTERM
+    // below could reach the process before it handles signals, and kill it.
+    wait_until_assigned(&mut last, Duration::from_secs(90));
     let output = wait_for_records(
         &topics.output.name,
         expected,

@@ -37,6 +37,17 @@ CONSUMER_PROPERTIES = []
 STREAMAGG_CONFIG = []
 
 
+def use_consumer_properties(properties, work):
+    """From now on, the ceiling and streamagg read with `properties` ((key, value) pairs)."""
+    CONSUMER_PROPERTIES[:] = properties
+    STREAMAGG_CONFIG.clear()
+    if properties:
+        config = os.path.join(work, "consumer-properties.toml")
+        with open(config, "w") as f:
+            f.write("[kafka.consumer]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in properties))
+        STREAMAGG_CONFIG.extend(["--config", config])
+
+
 def log(message):
     print(f"==> {message}", file=sys.stderr, flush=True)
 
@@ -385,12 +396,8 @@ def fetch_grid(args, work, start_ms):
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     failures = []
     for setting in FETCH_GRID:
-        CONSUMER_PROPERTIES[:] = list(zip(("max.partition.fetch.bytes", "queued.min.messages",
-                                           "queued.max.messages.kbytes"), setting))
-        config = os.path.join(work, "consumer-properties.toml")
-        with open(config, "w") as f:
-            f.write("[kafka.consumer]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in CONSUMER_PROPERTIES))
-        STREAMAGG_CONFIG[:] = ["--config", config]
+        use_consumer_properties(list(zip(("max.partition.fetch.bytes", "queued.min.messages",
+                                          "queued.max.messages.kbytes"), setting)), work)
         c = measure(f"ceiling {setting}", args.repeat, lambda: ceiling(dataset, False, args.timeout))
         r = measure(f"streamagg {setting}", args.repeat,
                     lambda: processor_run("streamagg", "at-least-once", dataset, work, args.timeout))
@@ -399,8 +406,7 @@ def fetch_grid(args, work, start_ms):
                      f"{c.median('rss_mib'):.0f} | {fmt_rate(r.median('events_per_s'))} | "
                      f"{ratio(r.median('events_per_s'), c.median('events_per_s'))} | "
                      f"{r.median('cpu_s') * 1e6 / args.events:.2f} | {r.median('rss_mib'):.0f} |")
-    CONSUMER_PROPERTIES.clear()
-    STREAMAGG_CONFIG.clear()
+    use_consumer_properties([], work)
     delete_topic(dataset.topic)
     return lines + [""], failures
 
@@ -450,11 +456,12 @@ def main():
     parser.add_argument("--consumer-property", action="append", default=[], metavar="KEY=VALUE",
                         help="librdkafka consumer property for streamagg and the ceiling alike (repeatable)")
     args = parser.parse_args()
+    consumer_properties = []
     for item in args.consumer_property:
         key, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--consumer-property needs KEY=VALUE, not {item}")
-        CONSUMER_PROPERTIES.append((key, value))
+        consumer_properties.append((key, value))
     latency_extra = []
     if args.smoke:
         args.events, args.sources, args.repeat, args.timeout = 20_000, 100, 1, 300
@@ -467,11 +474,8 @@ def main():
     started_at = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
     start_ms = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
     report = [f"# streamagg side by side ({started_at})", ""]
+    use_consumer_properties(consumer_properties, work)
     if CONSUMER_PROPERTIES:
-        config = os.path.join(work, "consumer-properties.toml")
-        with open(config, "w") as f:
-            f.write("[kafka.consumer]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in CONSUMER_PROPERTIES))
-        STREAMAGG_CONFIG.extend(["--config", config])
         report += ["Consumer properties for streamagg and the ceiling: "
                    + ", ".join(f"`{k}={v}`" for k, v in CONSUMER_PROPERTIES), ""]
     failures = []

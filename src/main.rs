@@ -599,7 +599,27 @@ struct ConsumeArgs {
     deadline: Duration,
 }
 
+/// Malloc arenas the process may use unless `MALLOC_ARENA_MAX` says otherwise.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas, before any thread starts. glibc gives each thread that contends for
+/// the allocator an arena of its own, up to 8 per core; librdkafka's broker threads and RocksDB's
+/// flush threads each then keep freed memory in their own arena. With the default, an instance with
+/// 1M open windows peaked 37 MiB (21 %) higher in `bench/run --k-curve 1000000` (212 vs 175 MiB),
+/// at no cost in throughput. An explicit `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it is called before any thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

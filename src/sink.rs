@@ -27,7 +27,7 @@ pub const HEADER_WINDOW_START: &str = "streamagg.window_start";
 pub fn average_of(window: &ClosedWindow, spec: WindowSpec) -> TrafficAverage {
     let a = &window.aggregate;
     TrafficAverage {
-        source: window.source.clone(),
+        source: window.source.to_string(),
         window_start: window.window_start,
         window_end: window.window_start + spec.size_ms,
         count: a.count as i64,

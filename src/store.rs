@@ -16,6 +16,8 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
+use smol_str::SmolStr;
+
 use crate::encoding::{
     decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate, encode_checkpoint,
 };
@@ -23,6 +25,10 @@ pub use crate::encoding::{partition_key, window_key, PartitionCheckpoint, TopicP
 use crate::window::Aggregate;
 
 const WINDOWS: &str = "windows";
+/// One memtable's size; a full one is flushed to an SST file in the background.
+const MEMTABLE_BYTES: usize = 8 << 20;
+/// All memtables of the database together (the active ones and those being flushed).
+const MEMTABLE_BUDGET_BYTES: usize = 16 << 20;
 const PARTITIONS: &str = "partitions";
 
 /// Why the store failed.
@@ -44,7 +50,7 @@ pub struct PartitionUpdate {
     /// Windows starting before this are closed: deleted.
     pub closed_before: i64,
     /// Open windows that changed: written.
-    pub changed: Vec<(i64, String, Aggregate)>,
+    pub changed: Vec<(i64, SmolStr, Aggregate)>,
 }
 
 /// Size of the state store.
@@ -70,7 +76,14 @@ impl StateStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        // Memory: RocksDB's defaults (a 64 MiB memtable per family, two of them while one flushes)
+        // would be the largest item in the RSS of an instance holding many sources, since every
+        // checkpoint writes each changed window. 8 MiB memtables (Kafka Streams uses 16 MiB) are
+        // plenty: the store is written in per-checkpoint batches and read only on restore.
+        options.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         let mut family = Options::default();
+        family.set_write_buffer_size(MEMTABLE_BYTES);
+        family.set_max_write_buffer_number(2);
         family.set_compression_type(DBCompressionType::Lz4);
         family.set_bottommost_compression_type(DBCompressionType::Zstd);
         let families = [

@@ -8,7 +8,11 @@
 //! with `start < open_from()` is closed" holds at all times: the store uses it to delete closed windows
 //! with one range delete.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::RandomState;
+
+use hashbrown::HashMap;
+use smol_str::SmolStr;
 
 /// Window size and grace period, in milliseconds. Both validated positive / non-negative by config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +92,7 @@ impl Aggregate {
 /// A window that has closed, ready to be emitted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClosedWindow {
-    pub source: String,
+    pub source: SmolStr,
     pub window_start: i64,
     pub aggregate: Aggregate,
 }
@@ -104,15 +108,26 @@ pub enum Observed {
     OutOfRange,
 }
 
+/// One window start's open windows: source → aggregate and whether it changed since the last
+/// checkpoint.
+type SourceMap = HashMap<SmolStr, (Aggregate, bool), RandomState>;
+
 /// The open windows of one input partition, and its stream time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionWindows {
     spec: WindowSpec,
     stream_time: Option<i64>,
     /// window start → source → aggregate, plus a dirty flag since the last checkpoint.
-    open: BTreeMap<i64, HashMap<String, (Aggregate, bool)>>,
+    ///
+    /// Memory per open (window, source) is what bounds the number of sources an instance holds, so
+    /// sources are [`SmolStr`]s: names up to 23 bytes live inside the 24-byte key with no heap
+    /// allocation, and longer ones are shared (reference-counted) between this map, the dirty list
+    /// and the checkpoint, never copied. hashbrown's map is std's (same table, same SipHash with
+    /// a random key: source names come from outside and a flood of crafted names must not degrade
+    /// it) plus `get_key_value_mut`, which lets the dirty list share the stored key.
+    open: BTreeMap<i64, SourceMap>,
     /// Keys whose dirty flag went from false to true since the last `take_dirty`.
-    dirty: Vec<(i64, String)>,
+    dirty: Vec<(i64, SmolStr)>,
 }
 
 impl PartitionWindows {
@@ -138,7 +153,7 @@ impl PartitionWindows {
                 .open
                 .entry(start)
                 .or_default()
-                .insert(source, (aggregate, false));
+                .insert(source.into(), (aggregate, false));
         }
         restored
     }
@@ -155,7 +170,7 @@ impl PartitionWindows {
 
     /// Number of open (source, window) pairs.
     pub fn open_count(&self) -> usize {
-        self.open.values().map(HashMap::len).sum()
+        self.open.values().map(SourceMap::len).sum()
     }
 
     /// The smallest input offset contributing to an open window, if any window is open.
@@ -179,17 +194,18 @@ impl PartitionWindows {
             };
         }
         let sources = self.open.entry(start).or_default();
-        match sources.get_mut(source) {
-            Some((aggregate, dirty)) => {
+        match sources.get_key_value_mut(source) {
+            Some((key, (aggregate, dirty))) => {
                 aggregate.add(value, offset);
                 if !*dirty {
                     *dirty = true;
-                    self.dirty.push((start, source.to_owned()));
+                    self.dirty.push((start, key.clone()));
                 }
             }
             None => {
-                sources.insert(source.to_owned(), (Aggregate::of(value, offset), true));
-                self.dirty.push((start, source.to_owned()));
+                let source = SmolStr::new(source);
+                self.dirty.push((start, source.clone()));
+                sources.insert(source, (Aggregate::of(value, offset), true));
             }
         }
         Observed::Aggregated
@@ -209,7 +225,7 @@ impl PartitionWindows {
                 break;
             }
             let window_start = *entry.key();
-            let mut sources: Vec<(String, (Aggregate, bool))> =
+            let mut sources: Vec<(SmolStr, (Aggregate, bool))> =
                 entry.remove().into_iter().collect();
             sources.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             closed.extend(
@@ -226,7 +242,7 @@ impl PartitionWindows {
     }
 
     /// The open windows changed since the last call, with their aggregates; clears their dirty flags.
-    pub fn take_dirty(&mut self) -> Vec<(i64, String, Aggregate)> {
+    pub fn take_dirty(&mut self) -> Vec<(i64, SmolStr, Aggregate)> {
         let mut changed = Vec::with_capacity(self.dirty.len());
         for (start, source) in std::mem::take(&mut self.dirty) {
             if let Some((aggregate, dirty)) =
@@ -339,7 +355,7 @@ mod tests {
             let closed: Vec<(String, i64, u64)> = windows
                 .close_due()
                 .into_iter()
-                .map(|w| (w.source, w.window_start, w.aggregate.count))
+                .map(|w| (w.source.to_string(), w.window_start, w.aggregate.count))
                 .collect();
             let expected: Vec<(String, i64, u64)> = closes
                 .iter()
@@ -401,7 +417,7 @@ mod tests {
             .into_iter()
             .map(|(s, src, _)| (s, src))
             .collect();
-        assert_eq!(dirty, [(480_000, "c".to_owned())]);
+        assert_eq!(dirty, [(480_000, SmolStr::new("c"))]);
     }
 
     #[test]
@@ -446,7 +462,7 @@ mod tests {
             .flat_map(|(start, sources)| {
                 sources
                     .iter()
-                    .map(move |(src, (a, _))| (*start, src.clone(), *a))
+                    .map(move |(src, (a, _))| (*start, src.to_string(), *a))
             })
             .collect();
         let mut second = PartitionWindows::restore(MINUTE, first.stream_time(), stored);
@@ -518,7 +534,7 @@ mod tests {
                     let a = w.aggregate;
                     (
                         w.window_start,
-                        w.source.clone(),
+                        w.source.to_string(),
                         a.count,
                         a.sum,
                         a.min,
@@ -618,14 +634,14 @@ mod tests {
                     // A checkpoint after every few events, as the pipeline does on its interval.
                     if i % 3 == 0 {
                         for (start, source, aggregate) in windows.take_dirty() {
-                            stored.insert((start, source), aggregate);
+                            stored.insert((start, source.to_string()), aggregate);
                         }
                         let open_from = windows.open_from();
                         stored.retain(|(start, _), _| *start >= open_from);
                     }
                 }
                 for (start, source, aggregate) in windows.take_dirty() {
-                    stored.insert((start, source), aggregate);
+                    stored.insert((start, source.to_string()), aggregate);
                 }
                 let open_from = windows.open_from();
                 stored.retain(|(start, _), _| *start >= open_from);

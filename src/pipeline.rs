@@ -3,9 +3,10 @@
 //! One thread owns a `BaseConsumer` and polls it; the [`Processor`] (open windows, state store, sink)
 //! lives in the consumer's context behind a mutex, so librdkafka's rebalance callback — which runs
 //! inside `poll` on the same thread — can checkpoint revoked partitions before they are released and
-//! set the resume offsets of assigned ones before they are fetched. Every `checkpoint_interval` the
-//! loop checkpoints: outputs are flushed, then state and the offsets it reflects are written to
-//! RocksDB in one batch, then the offsets are committed to the group with rebuild metadata.
+//! set the resume offsets of assigned ones before they are fetched. Every `checkpoint_interval` (and,
+//! under exactly-once, early once caught up and windows have closed) the loop checkpoints: outputs
+//! are flushed, then state and the offsets it reflects are written to RocksDB in one batch, then the
+//! offsets are committed to the group with rebuild metadata.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,9 +114,15 @@ pub struct Processor {
     consumed_once: bool,
     emit_latency: metrics::Histogram,
     checkpoint_duration: metrics::Histogram,
+    /// Since when emitted results wait for a checkpoint (`None`: none emitted since the last one).
+    results_waiting_since: Option<Instant>,
 }
 
 /// Emits closed windows to the sink, counting them and observing their emission latency.
+///
+/// The latency is observed once per window start in the burst (all its sources close at the same
+/// moment and share the value), not once per source: the exporter keeps every observation until the
+/// next scrape, which at 1M sources was 21 MiB of the processor's peak memory.
 fn emit_windows(
     sink: &mut Sink,
     counts: &mut Counts,
@@ -124,16 +131,28 @@ fn emit_windows(
     windows: Vec<ClosedWindow>,
 ) -> Result<(), ProduceError> {
     if windows.is_empty() {
-        return Ok(());
+        return Ok(()); // the common case, once per record: no clock read
     }
     let now = crate::produce::now_ms();
+    let mut observed_start = None;
     for window in windows {
         sink.emit(&window)?;
         counts.windows_emitted += 1;
-        let window_end = window.window_start.saturating_add(window_size_ms);
-        emit_latency.record(now.saturating_sub(window_end) as f64 / 1000.0);
+        if observed_start != Some(window.window_start) {
+            observed_start = Some(window.window_start);
+            let window_end = window.window_start.saturating_add(window_size_ms);
+            emit_latency.record(now.saturating_sub(window_end) as f64 / 1000.0);
+        }
     }
     Ok(())
+}
+
+/// Notes that results were just emitted, if they were: the first since the last checkpoint starts the
+/// wait [`Processor::results_waited`] measures.
+fn note_results(waiting_since: &mut Option<Instant>, emitted: bool) {
+    if emitted && waiting_since.is_none() {
+        *waiting_since = Some(Instant::now());
+    }
 }
 
 impl Processor {
@@ -213,6 +232,7 @@ impl Processor {
             }
         }
         let closed = state.windows.close_due();
+        let emitted = !closed.is_empty();
         emit_windows(
             &mut self.sink,
             &mut self.counts,
@@ -220,6 +240,7 @@ impl Processor {
             self.settings.window.size_ms,
             closed,
         )?;
+        note_results(&mut self.results_waiting_since, emitted);
         Ok(())
     }
 
@@ -233,6 +254,7 @@ impl Processor {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), PipelineError> {
+        self.results_waiting_since = None;
         let mut updates = Vec::new();
         let mut offsets = TopicPartitionList::new();
         for (topic, parts) in &mut self.partitions {
@@ -305,6 +327,12 @@ impl Processor {
         self.checkpoint_duration
             .record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Whether results emitted since the last checkpoint have waited at least `delay` for one.
+    fn results_waited(&self, delay: Duration) -> bool {
+        self.results_waiting_since
+            .is_some_and(|since| since.elapsed() >= delay)
     }
 
     /// An error with what only the processor knows added: which topics a refused write was for.
@@ -549,9 +577,8 @@ impl Processor {
                 state.windows.advance_stream_time(advanced);
                 state.last_record = now;
                 let closed = state.windows.close_due();
-                if !closed.is_empty() {
-                    state.changed = true;
-                }
+                let emitted = !closed.is_empty();
+                state.changed |= emitted;
                 emit_windows(
                     &mut self.sink,
                     &mut self.counts,
@@ -559,6 +586,7 @@ impl Processor {
                     self.settings.window.size_ms,
                     closed,
                 )?;
+                note_results(&mut self.results_waiting_since, emitted);
             }
         }
         Ok(())
@@ -751,6 +779,7 @@ pub fn run(
             assigned_once: false,
             consumed_once: false,
             emit_latency: metrics::histogram!(metric::EMIT_LATENCY_SECONDS),
+            results_waiting_since: None,
             checkpoint_duration: metrics::histogram!(metric::CHECKPOINT_DURATION_SECONDS),
         }),
         failure: Mutex::new(None),
@@ -789,6 +818,10 @@ pub fn run(
 /// The most records the poll loop takes from librdkafka's queue between two looks at the clock.
 const POLL_BATCH: usize = 1024;
 
+/// Under exactly-once, how long results wait for other partitions' closes before a caught-up
+/// instance commits them early (see [`poll_loop`]).
+const EARLY_COMMIT_DELAY: Duration = Duration::from_millis(20);
+
 /// Polls, processes, closes idle windows, checkpoints and publishes metrics until `stop` is set or
 /// an error occurs.
 fn poll_loop(
@@ -808,6 +841,7 @@ fn poll_loop(
         // once per batch, not per record. (The processor's lock is taken per record, never across
         // a poll: librdkafka runs the rebalance callback, which takes it too, inside poll.)
         let mut timeout = Duration::from_millis(100);
+        let mut caught_up = false;
         for _ in 0..POLL_BATCH {
             match consumer.poll(timeout) {
                 Some(Ok(message)) => context.with_processor(|p| p.handle(&message))?,
@@ -816,7 +850,10 @@ fn poll_loop(
                     return Err(PipelineError::Consumer(error))
                 }
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
-                None => break,
+                None => {
+                    caught_up = true;
+                    break;
+                }
             }
             timeout = Duration::ZERO;
         }
@@ -826,7 +863,19 @@ fn poll_loop(
         if settings.idle_close_after.is_some() {
             context.with_processor(|p| p.close_idle(Instant::now()))?;
         }
-        if last_checkpoint.elapsed() >= settings.checkpoint_interval {
+        // A checkpoint every interval. Under exactly-once, results become visible only when the
+        // checkpoint's transaction commits, so a caught-up instance (the fetched records all
+        // processed) also commits once results have waited EARLY_COMMIT_DELAY — long enough for the
+        // other partitions crossing the same window end to close theirs into the same transaction —
+        // and emits within tens of milliseconds of a close instead of within a checkpoint interval.
+        // While catching up on a backlog, where windows close often and throughput matters, only
+        // the interval counts. (Under at-least-once results are sent as they close, after the
+        // output's 5 ms linger; an early checkpoint would only hold up the other partitions.)
+        let due = last_checkpoint.elapsed() >= settings.checkpoint_interval
+            || (caught_up
+                && settings.guarantee == Guarantee::ExactlyOnce
+                && context.with_processor(|p| p.results_waited(EARLY_COMMIT_DELAY)));
+        if due {
             last_checkpoint = Instant::now();
             let checkpointed = context.with_processor(|p| {
                 let aborts = p.counts.aborts;

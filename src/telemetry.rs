@@ -198,7 +198,7 @@ fn describe() {
     describe_histogram!(
         EMIT_LATENCY_SECONDS,
         Unit::Seconds,
-        "Wall clock at emission minus the window's end."
+        "Wall clock at emission minus the window's end, once per window start and partition closed."
     );
     describe_gauge!(
         STREAM_TIME_SECONDS,

@@ -374,35 +374,14 @@ fn kafka_record_timestamps_drive_the_windows_with_event_time_kafka() {
     }
     producer.flush(Duration::from_secs(30)).expect("delivered");
 
-    let dir = tempfile::tempdir().expect("dir");
-    let mut args = topics.args(
-        "json",
-        &crate::oracle::random_group(),
-        dir.path().join("state").to_str().expect("utf8"),
-    );
-    let filter = args
-        .iter()
-        .position(|a| a == "--min-value")
-        .expect("args set a filter");
-    args.drain(filter..filter + 2);
-    args.extend(["--event-time".into(), "kafka".into()]);
-    let mut processor = ProcessorProcess::start(&args);
-    let output = wait_for_records(&topics.output.name, 2, Duration::from_secs(60), || {
-        check_alive(&mut [&mut processor])
+    let windows = json_windows_output(&topics, 2, |args| {
+        let filter = args
+            .iter()
+            .position(|a| a == "--min-value")
+            .expect("args set a filter");
+        args.drain(filter..filter + 2);
+        args.extend(["--event-time".into(), "kafka".into()]);
     });
-    processor.stop_gracefully();
-    let windows: Vec<(i64, i64, f64)> = output
-        .iter()
-        .map(|r| {
-            let v: serde_json::Value =
-                serde_json::from_slice(r.payload.as_deref().expect("payload")).expect("json");
-            (
-                v["window_start"].as_i64().expect("window_start"),
-                v["count"].as_i64().expect("count"),
-                v["sum"].as_f64().expect("sum"),
-            )
-        })
-        .collect();
     assert_eq!(windows, vec![(start, 2, 30.0), (start + 60_000, 1, 40.0)]);
 }
 
@@ -470,4 +449,83 @@ fn a_failed_sasl_login_is_one_line_without_the_password() {
             .collect();
         assert_eq!(errors.len(), 1, "{how}: one error line:\n{stderr}");
     }
+}
+
+/// Under exactly-once, results are visible when the checkpoint's transaction commits. A caught-up
+/// instance commits soon after windows close instead of waiting for the checkpoint interval: with a
+/// 10-minute interval, the closed window must reach a `read_committed` reader within a minute.
+#[test]
+fn exactly_once_commits_closed_windows_soon_after_they_close_not_at_the_checkpoint_interval() {
+    let topics = Topics::create("early-commit", 1);
+    // A window start (a multiple of 60 s); two events in its window, then one whose timestamp
+    // passes its end + grace.
+    let start = 1_700_000_040_000_i64;
+    let events = [
+        (start + 1_000, 60.0),
+        (start + 2_000, 90.0),
+        (start + 200_000, 70.0),
+    ];
+    let mut producer = streamagg::produce::RecordProducer::connect(
+        &kafka_settings(),
+        "it-early-commit",
+        &Default::default(),
+    )
+    .expect("producer");
+    for (timestamp, value) in events {
+        let payload = crate::oracle::encode_independently(Format::Json, "link", timestamp, value);
+        producer
+            .send(&topics.input.name, b"link", &payload, None)
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+
+    // The output is read while the processor runs: stopping it would checkpoint anyway.
+    let windows = json_windows_output(&topics, 1, |args| {
+        let interval = args
+            .iter()
+            .position(|a| a == "--checkpoint-interval")
+            .expect("args set a checkpoint interval");
+        args[interval + 1] = "10m".into();
+        args.extend(["--guarantee".into(), "exactly-once".into()]);
+    });
+    assert_eq!(
+        windows,
+        vec![(start, 2, 150.0)],
+        "the closed window, committed long before the 10-minute checkpoint interval"
+    );
+}
+
+/// Runs a JSON processor on `topics` with the standard arguments changed by `edit` until the output
+/// holds `count` records (or a minute passes), then stops it; the output read while it ran, as
+/// (window_start, count, sum), decoded with serde_json rather than the codec under test.
+fn json_windows_output(
+    topics: &Topics,
+    count: usize,
+    edit: impl FnOnce(&mut Vec<String>),
+) -> Vec<(i64, i64, f64)> {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut args = topics.args(
+        "json",
+        &crate::oracle::random_group(),
+        dir.path().join("state").to_str().expect("utf8"),
+    );
+    edit(&mut args);
+    let mut processor = ProcessorProcess::start(&args);
+    let output = wait_for_records(&topics.output.name, count, Duration::from_secs(60), || {
+        check_alive(&mut [&mut processor])
+    });
+    processor.assert_alive();
+    processor.stop_gracefully();
+    output
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value =
+                serde_json::from_slice(r.payload.as_deref().expect("payload")).expect("json");
+            (
+                v["window_start"].as_i64().expect("window_start"),
+                v["count"].as_i64().expect("count"),
+                v["sum"].as_f64().expect("sum"),
+            )
+        })
+        .collect()
 }

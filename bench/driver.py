@@ -361,6 +361,9 @@ def latency_run(guarantee, rate, seconds, sources, work, extra):
     achieved = int(rate * seconds) / (time.time() - started)
     # After the traffic stops no window closes any more; the follower waits out its time.
     out, err = follower.communicate()
+    # Per (window end, partition) latency ranges: where a tail comes from.
+    with open(os.path.join(work, f"{tag}-bursts.log"), "w") as bursts:
+        bursts.write(err)
     stop(processor)
     delete_topic(topic)
     delete_topic(output)

@@ -105,6 +105,8 @@ fn main() -> Result<()> {
     let limit = args.follow_for.unwrap_or(args.timeout);
     let (mut records, mut first_ms, mut last_ms) = (0_u64, None, 0_i64);
     let mut latencies = Vec::new();
+    // (window end, output partition) → (min, max, count) of latency: where a tail comes from.
+    let mut bursts = std::collections::BTreeMap::new();
     let mut undecodable = 0_u64;
     while started.elapsed() < limit && args.until.is_none_or(|until| records < until) {
         let Some(message) = consumer.poll(Duration::from_millis(50)) else {
@@ -117,7 +119,14 @@ fn main() -> Result<()> {
         last_ms = arrived;
         if let Some(grace_ms) = args.grace_ms {
             match decode::<TrafficAverage>(message.payload().unwrap_or_default(), args.format) {
-                Ok(average) => latencies.push(arrived - (average.window_end + grace_ms)),
+                Ok(average) => {
+                    let latency = arrived - (average.window_end + grace_ms);
+                    latencies.push(latency);
+                    let burst = bursts
+                        .entry((average.window_end, message.partition()))
+                        .or_insert((i64::MAX, i64::MIN, 0_u64));
+                    *burst = (burst.0.min(latency), burst.1.max(latency), burst.2 + 1);
+                }
                 Err(_) => undecodable += 1,
             }
         }
@@ -130,6 +139,9 @@ fn main() -> Result<()> {
                 humantime::format_duration(args.timeout)
             );
         }
+    }
+    for ((window_end, partition), (min, max, count)) in &bursts {
+        eprintln!("burst window_end={window_end} partition={partition} records={count} latency_min_ms={min} latency_max_ms={max}");
     }
     latencies.sort_unstable();
     println!(

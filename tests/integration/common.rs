@@ -66,9 +66,15 @@ impl Drop for TestTopic {
     }
 }
 
+/// The `streamagg` binary the tests run: the one built with them, unless `STREAMAGG_TEST_BIN` names
+/// another (e.g. a copy of an older build, to watch a new test fail on it).
+pub fn binary() -> std::ffi::OsString {
+    std::env::var_os("STREAMAGG_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_streamagg").into())
+}
+
 /// Runs the `streamagg` binary built for these tests with `args`.
 pub fn streamagg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_streamagg"))
+    Command::new(binary())
         .args(args)
         .env("RUST_LOG", "warn")
         // Many processors run at once: each serves its metrics on a port of its own.
@@ -100,7 +106,7 @@ impl StreamaggProcess {
         let log_dir = tempfile::tempdir().expect("temp dir");
         let log_path = log_dir.path().join(format!("{command}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_streamagg"))
+        let child = Command::new(binary())
             .arg(command)
             .args(args)
             .env("RUST_LOG", "info")

@@ -157,7 +157,7 @@ fn produce_command_preloads_and_consume_command_reads_back() {
         .all(|e| e.timestamp >= start_ms - 1000 && e.timestamp < span_end));
 
     // A reader that stops early (`consume … | head -n 1`) ends consume quietly, not with a panic.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamagg"))
+    let mut child = std::process::Command::new(crate::common::binary())
         .args(["consume", "--topic", &topic.name, "--brokers"])
         .arg(crate::common::brokers())
         .args(["--record", "event", "--format", "avro"])

@@ -292,7 +292,7 @@ fn settings_come_from_flags_over_environment_over_the_config_file() {
     let config = config.to_str().expect("utf8");
     let state_dir = dir.path().join("state");
     let run = |env: &[(&str, &str)], extra: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_streamagg"));
+        let mut command = Command::new(crate::common::binary());
         command
             .args([
                 "run",
@@ -415,7 +415,7 @@ fn a_failed_sasl_login_is_one_line_without_the_password() {
         "streamagg",
     ]
     .map(str::to_owned);
-    let from_env = Command::new(env!("CARGO_BIN_EXE_streamagg"))
+    let from_env = Command::new(crate::common::binary())
         .args(&base)
         .env("STREAMAGG_SASL_PASSWORD", &password)
         .env("STREAMAGG_METRICS_ADDR", "off")
@@ -427,7 +427,7 @@ fn a_failed_sasl_login_is_one_line_without_the_password() {
         "--sasl-password-file".into(),
         password_file.display().to_string(),
     ]);
-    let from_file = Command::new(env!("CARGO_BIN_EXE_streamagg"))
+    let from_file = Command::new(crate::common::binary())
         .args(&with_file)
         .env("STREAMAGG_METRICS_ADDR", "off")
         .env("RUST_LOG", "debug")

@@ -169,7 +169,7 @@ fn secure_topic(secure: &Secure, purpose: &str, partitions: i32) -> TestTopic {
 /// Runs the binary with `args` and `env`, killing it if it has not exited within `deadline`.
 fn run_bounded(args: &[String], env: &[(&str, &str)], deadline: Duration) -> (Output, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamagg"))
+    let mut child = Command::new(crate::common::binary())
         .args(args)
         .envs(env.iter().copied())
         .env("STREAMAGG_METRICS_ADDR", "off")

@@ -29,6 +29,12 @@ pub enum Format {
     Avro,
 }
 
+/// The longest `source` accepted, in UTF-8 bytes. A source names a window and keys the output record,
+/// so an unbounded one could make the output record too large for the broker — and under
+/// exactly-once one refused output aborts every window of the transaction. Longer ones are invalid
+/// input (DLQ), in the processor and the ingest gateway alike.
+pub const MAX_SOURCE_BYTES: usize = 1024;
+
 /// Why a record could not be decoded. The text is what goes into the DLQ header `streamagg.error`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
@@ -38,6 +44,8 @@ pub enum DecodeError {
     Avro(&'static str),
     #[error("empty source")]
     EmptySource,
+    #[error("source is longer than {MAX_SOURCE_BYTES} bytes")]
+    SourceTooLong,
     #[error("non-finite value")]
     NonFiniteValue,
 }
@@ -107,6 +115,9 @@ impl WireRecord for TrafficEvent {
     fn validate(&self) -> Result<(), DecodeError> {
         if self.source.is_empty() {
             return Err(DecodeError::EmptySource);
+        }
+        if self.source.len() > MAX_SOURCE_BYTES {
+            return Err(DecodeError::SourceTooLong);
         }
         if !self.value.is_finite() {
             return Err(DecodeError::NonFiniteValue);
@@ -429,6 +440,29 @@ mod tests {
                 Format::Json,
                 DecodeError::EmptySource,
             ),
+            (
+                "source one byte too long, json",
+                format!(
+                    r#"{{"source":"{}","timestamp":1,"value":1}}"#,
+                    "é".repeat(512) + "x"
+                )
+                .into_bytes(),
+                Format::Json,
+                DecodeError::SourceTooLong,
+            ),
+            (
+                "600,000-byte source, avro",
+                encode_to_vec(
+                    &TrafficEvent {
+                        source: "x".repeat(600_000),
+                        timestamp: 1,
+                        value: 1.0,
+                    },
+                    Format::Avro,
+                ),
+                Format::Avro,
+                DecodeError::SourceTooLong,
+            ),
         ];
         for (name, bytes, format, expected) in cases {
             assert_eq!(
@@ -476,5 +510,22 @@ mod tests {
             decode::<TrafficEvent>(&buf[first..], Format::Avro),
             Ok(event("b", 2, 2.0))
         );
+    }
+
+    #[test]
+    fn a_source_of_exactly_the_limit_is_accepted_in_both_formats() {
+        let event = TrafficEvent {
+            source: "é".repeat(MAX_SOURCE_BYTES / 2),
+            timestamp: 1,
+            value: 1.0,
+        };
+        assert_eq!(event.source.len(), MAX_SOURCE_BYTES);
+        for format in [Format::Json, Format::Avro] {
+            assert_eq!(
+                decode::<TrafficEvent>(&encode_to_vec(&event, format), format),
+                Ok(event.clone()),
+                "{format:?}"
+            );
+        }
     }
 }

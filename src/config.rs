@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::checkpoint::Semantics;
 use crate::codec::Format;
 use crate::window::WindowSpec;
 
@@ -365,6 +366,62 @@ pub struct RunSettings {
     pub stall_timeout: Duration,
     pub consumer_properties: BTreeMap<String, String>,
     pub producer_properties: BTreeMap<String, String>,
+    /// librdkafka's `transaction.timeout.ms` of the output producer (exactly-once): the coordinator
+    /// aborts a transaction open longer than this.
+    pub transaction_timeout: Duration,
+}
+
+/// The output producer's `transaction.timeout.ms` unless `[kafka.producer]` sets it (Kafka
+/// Streams' default under exactly-once).
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl RunSettings {
+    /// The settings that decide what a window holds (see [`Semantics`]).
+    pub fn semantics(&self) -> Semantics {
+        Semantics {
+            window_ms: self.window.size_ms,
+            grace_ms: self.window.grace_ms,
+            min_value: self.min_value,
+            event_time: self.event_time,
+            input_format: self.input_format,
+        }
+    }
+}
+
+/// The transaction timeout `producer_properties` configure, and under exactly-once the check that a
+/// checkpoint interval fits in it: a transaction is open for one interval plus its commit, and one the
+/// coordinator aborts for its age fences the producer (the instance would crash-loop).
+fn transaction_timeout(
+    producer_properties: &BTreeMap<String, String>,
+    guarantee: Guarantee,
+    checkpoint_interval: Duration,
+) -> Result<Duration, ConfigError> {
+    let timeout = match producer_properties.get("transaction.timeout.ms") {
+        None => DEFAULT_TRANSACTION_TIMEOUT,
+        Some(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "transaction.timeout.ms",
+                reason: format!("'{text}' is not a positive number of milliseconds"),
+            })?,
+    };
+    if guarantee == Guarantee::ExactlyOnce && checkpoint_interval * 2 > timeout {
+        return Err(ConfigError::Invalid {
+            key: "checkpoint_interval",
+            reason: format!(
+                "{} is more than half of transaction.timeout.ms ({}): under exactly-once a \
+                 transaction lasts one interval plus its commit, and the coordinator aborts it after \
+                 that timeout; lower the interval or raise [kafka.producer] transaction.timeout.ms",
+                humantime::format_duration(checkpoint_interval),
+                humantime::format_duration(timeout)
+            ),
+        });
+    }
+    Ok(timeout)
 }
 
 fn millis(key: &'static str, duration: Duration) -> Result<i64, ConfigError> {
@@ -666,6 +723,11 @@ impl TryFrom<RunOptions> for RunSettings {
                 reason: "must be at least 100ms".into(),
             });
         }
+        let guarantee = options.guarantee.unwrap_or(Guarantee::ExactlyOnce);
+        let producer_properties =
+            pass_through("producer", options.kafka.producer, MANAGED_PRODUCER_KEYS)?;
+        let transaction_timeout =
+            transaction_timeout(&producer_properties, guarantee, checkpoint_interval)?;
         Ok(RunSettings {
             kafka: KafkaSettings {
                 brokers,
@@ -686,7 +748,7 @@ impl TryFrom<RunOptions> for RunSettings {
             late_topic,
             dlq_topic,
             checkpoint_interval,
-            guarantee: options.guarantee.unwrap_or(Guarantee::ExactlyOnce),
+            guarantee,
             instance_id: options.instance_id,
             static_membership: options.static_membership.unwrap_or(false),
             idle_close_after: options.idle_close_after,
@@ -697,11 +759,8 @@ impl TryFrom<RunOptions> for RunSettings {
                 options.kafka.consumer,
                 MANAGED_CONSUMER_KEYS,
             )?,
-            producer_properties: pass_through(
-                "producer",
-                options.kafka.producer,
-                MANAGED_PRODUCER_KEYS,
-            )?,
+            producer_properties,
+            transaction_timeout,
         })
     }
 }
@@ -742,6 +801,42 @@ mod tests {
             Some("127.0.0.1:9464".parse().expect("addr"))
         );
         assert_eq!(settings.stall_timeout, Duration::from_secs(30));
+        assert_eq!(settings.transaction_timeout, DEFAULT_TRANSACTION_TIMEOUT);
+    }
+
+    #[test]
+    fn the_checkpoint_interval_must_fit_in_the_transaction_timeout_under_exactly_once_only() {
+        let interval = |secs, guarantee, timeout_ms: Option<&str>| RunOptions {
+            checkpoint_interval: Some(Duration::from_secs(secs)),
+            guarantee: Some(guarantee),
+            kafka: KafkaPassThrough {
+                producer: timeout_ms
+                    .map(|ms| {
+                        BTreeMap::from([(
+                            "transaction.timeout.ms".to_owned(),
+                            toml::Value::String(ms.into()),
+                        )])
+                    })
+                    .unwrap_or_default(),
+                ..Default::default()
+            },
+            ..minimal()
+        };
+        let cases = [
+            (5, Guarantee::ExactlyOnce, None, Some(10)),
+            (6, Guarantee::ExactlyOnce, None, None),
+            (10, Guarantee::AtLeastOnce, None, Some(10)),
+            (10, Guarantee::ExactlyOnce, Some("60000"), Some(60)),
+            (31, Guarantee::ExactlyOnce, Some("60000"), None),
+        ];
+        for (secs, guarantee, timeout_ms, accepted_timeout) in cases {
+            let settings = RunSettings::try_from(interval(secs, guarantee, timeout_ms));
+            assert_eq!(
+                settings.ok().map(|s| s.transaction_timeout),
+                accepted_timeout.map(Duration::from_secs),
+                "{secs}s {guarantee:?} {timeout_ms:?}"
+            );
+        }
     }
 
     #[test]
@@ -877,6 +972,8 @@ mod tests {
             ("cert without key", RunOptions { security_protocol: Some("SSL".into()), ssl_certificate_location: Some("/c".into()), ..minimal() }, "invalid setting 'ssl_key_location': is required with ssl_certificate_location"),
             ("key without cert", RunOptions { security_protocol: Some("SSL".into()), ssl_key_location: Some("/k".into()), ..minimal() }, "invalid setting 'ssl_certificate_location': is required with ssl_key_location"),
             ("key password without key", RunOptions { security_protocol: Some("SSL".into()), ssl_key_password: Some(Secret::new("p".into())), ..minimal() }, "invalid setting 'ssl_key_password': is given but ssl_key_location is not"),
+            ("checkpoint interval past the transaction timeout", RunOptions { checkpoint_interval: Some(Duration::from_secs(10)), ..minimal() }, "invalid setting 'checkpoint_interval': 10s is more than half of transaction.timeout.ms (10s): under exactly-once a transaction lasts one interval plus its commit, and the coordinator aborts it after that timeout; lower the interval or raise [kafka.producer] transaction.timeout.ms"),
+            ("bad transaction timeout", RunOptions { kafka: KafkaPassThrough { producer: BTreeMap::from([("transaction.timeout.ms".to_owned(), toml::Value::String("soon".into()))]), ..Default::default() }, ..minimal() }, "invalid setting 'transaction.timeout.ms': 'soon' is not a positive number of milliseconds"),
         ];
         for (name, options, message) in cases {
             assert_eq!(

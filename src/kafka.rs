@@ -80,6 +80,8 @@ pub enum KafkaSetupError {
     DeleteTopic { topic: String, reason: String },
     #[error("invalid Kafka client configuration: {0}")]
     Config(KafkaError),
+    #[error("cannot read the configuration of topic '{topic}': {reason}")]
+    DescribeTopic { topic: String, reason: String },
 }
 
 impl KafkaSetupError {
@@ -395,6 +397,57 @@ pub fn partition_count<K: ServedClient>(
         .iter()
         .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
         .map(|t| t.partitions().len()))
+}
+
+/// The high watermark librdkafka last saw for a partition in a fetch response (no request is made),
+/// or `None` while it has none.
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, the topic is a NUL-terminated
+    // string that outlives the call, and librdkafka only writes the two offsets.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// The largest record batch the broker accepts on `topic` (its `max.message.bytes`), if it says.
+pub fn topic_max_message_bytes(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<Option<usize>, KafkaSetupError> {
+    let failed = |reason: String| KafkaSetupError::DescribeTopic {
+        topic: topic.to_owned(),
+        reason,
+    };
+    let admin = admin_client(settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let resource = rdkafka::admin::ResourceSpecifier::Topic(topic);
+    let results = runtime
+        .block_on(admin.describe_configs([&resource], &admin_options(settings)))
+        .map_err(|cause| KafkaSetupError::unreachable(settings, cause))?;
+    match results.into_iter().next() {
+        Some(Ok(config)) => Ok(config
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.as_deref()?.parse().ok())),
+        Some(Err(code)) => Err(failed(code.to_string())),
+        None => Ok(None),
+    }
 }
 
 /// An admin client for topic management.

@@ -22,7 +22,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Offset;
 
-use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan};
+use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan, Semantics};
 use crate::codec::decode;
 use crate::config::{EventTime, Guarantee, RunSettings};
 use crate::kafka::{self, Backoff, ConnectionAware, KafkaSetupError, StreamaggContext};
@@ -58,6 +58,11 @@ pub enum PipelineError {
     },
     #[error("the consumer has no group metadata to commit a transaction with")]
     NoGroupMetadata,
+    /// State or commits made under other window semantics: continuing would mix them.
+    #[error("{what} was written with other settings: {differences}; to change them, start a new consumer group with an empty state dir (or delete the group and the state dir)")]
+    SettingsChanged { what: String, differences: String },
+    #[error("{0} transaction aborts in a row without a checkpoint in between; the last: {1}")]
+    TooManyAborts(u32, Box<PipelineError>),
 }
 
 impl From<KafkaSetupError> for PipelineError {
@@ -84,7 +89,24 @@ pub struct Counts {
     pub windows_emitted: u64,
     pub checkpoints: u64,
     pub aborts: u64,
+    pub resets: u64,
 }
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpointed {
+    /// Nothing had changed (or the instance has failed and must not checkpoint any more).
+    Nothing,
+    /// State and offsets were committed.
+    Committed,
+    /// Under exactly-once the transaction was aborted and the work since the last checkpoint is being
+    /// redone.
+    Aborted,
+}
+
+/// Under exactly-once, how many aborts may follow each other without a checkpoint succeeding before
+/// the instance gives up (a problem that redoing the work meets every time).
+const MAX_CONSECUTIVE_ABORTS: u32 = 10;
 
 /// One owned input partition.
 struct PartitionState {
@@ -97,6 +119,29 @@ struct PartitionState {
     changed: bool,
     /// When the partition last delivered a record (for `idle_close_after`).
     last_record: Instant,
+    /// For a partition started without any checkpoint: the offset of its first processed record,
+    /// where an abort rewinds it to.
+    started_fresh_at: Option<i64>,
+}
+
+impl PartitionState {
+    /// Empty windows, reading from `from`, nothing to replay.
+    fn empty(windows: PartitionWindows, from: Option<i64>) -> Self {
+        PartitionState {
+            windows,
+            next_offset: from,
+            replay_until: from.unwrap_or(0),
+            changed: false,
+            last_record: Instant::now(),
+            started_fresh_at: None,
+        }
+    }
+
+    /// Whether records below `replay_until` are still being replayed to rebuild the open windows.
+    fn rebuilding(&self) -> bool {
+        self.next_offset
+            .is_some_and(|next| next < self.replay_until)
+    }
 }
 
 /// The open windows of every owned partition, with the store and sink they checkpoint to.
@@ -116,6 +161,13 @@ pub struct Processor {
     checkpoint_duration: metrics::Histogram,
     /// Since when emitted results wait for a checkpoint (`None`: none emitted since the last one).
     results_waiting_since: Option<Instant>,
+    /// The settings the state and commits must have been made under.
+    semantics: Semantics,
+    /// Set by the first processing error: from then on nothing is checkpointed, so the half-handled
+    /// work is never committed (the restart redoes it from the last checkpoint).
+    failed: bool,
+    /// Transaction aborts since the last successful checkpoint.
+    consecutive_aborts: u32,
 }
 
 /// Emits closed windows to the sink, counting them and observing their emission latency.
@@ -157,28 +209,61 @@ fn note_results(waiting_since: &mut Option<Instant>, emitted: bool) {
 
 impl Processor {
     /// Processes one input record.
-    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+    fn handle<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), PipelineError> {
+        if self.failed {
+            return Ok(()); // the loop is stopping: nothing more is processed or committed
+        }
+        self.process(message)
+            .or_else(|error| self.recover(consumer, error))
+    }
+
+    /// The per-record work of [`Processor::handle`].
+    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+        let (topic, partition) = (message.topic(), message.partition());
         let Some(state) = self
             .partitions
-            .get_mut(message.topic())
-            .and_then(|p| p.get_mut(&message.partition()))
+            .get_mut(topic)
+            .and_then(|p| p.get_mut(&partition))
         else {
             return Ok(()); // fetched just before its partition was revoked: the new owner processes it
         };
         let offset = message.offset();
-        if state.next_offset.is_some_and(|next| offset < next) {
-            return Ok(()); // already reflected in state
+        if let Some(expected) = state.next_offset.filter(|&next| offset < next) {
+            // librdkafka hands out a partition's records in offset order from where it was
+            // positioned: an earlier offset means the log itself went back (an out-of-range reset
+            // after the topic was deleted and created again, or its log truncated). The state
+            // belongs to records that are gone; these are new and must be processed, not skipped.
+            tracing::error!(
+                topic,
+                partition,
+                offset,
+                expected,
+                "the partition's offsets went back (topic recreated or log truncated): its state is reset and it is processed again from this record"
+            );
+            *state = PartitionState::empty(PartitionWindows::new(self.settings.window), None);
+            self.counts.resets += 1;
+            self.store.forget(&TopicPartition {
+                topic: topic.to_owned(),
+                partition,
+            })?;
         }
         self.counts.consumed += 1;
         if !self.consumed_once {
             self.consumed_once = true;
             tracing::info!(
                 first_record_ms = crate::produce::now_ms(),
-                topic = message.topic(),
-                partition = message.partition(),
+                topic,
+                partition,
                 offset,
                 "first record consumed"
             );
+        }
+        if state.next_offset.is_none() {
+            state.started_fresh_at = Some(offset);
         }
         let replay = offset < state.replay_until;
         let event = decode::<TrafficEvent>(
@@ -225,6 +310,13 @@ impl Processor {
                 self.sink
                     .forward_invalid(message, "timestamp out of range")?;
             }
+            Ok(Some(Observed::ValueOutOfRange)) => {
+                self.counts.invalid += 1;
+                self.sink.forward_invalid(
+                    message,
+                    "value out of range: its window's sum would not be a finite number",
+                )?;
+            }
             Ok(None) => self.counts.filtered += 1,
             Err(reason) => {
                 self.counts.invalid += 1;
@@ -244,7 +336,59 @@ impl Processor {
         Ok(())
     }
 
-    /// Checkpoints every owned partition that processed records since its last checkpoint.
+    /// After a processing or checkpoint error: under exactly-once, an abortable transaction error
+    /// aborts the transaction and redoes the work since the last checkpoint ([`Processor::rewind`]);
+    /// anything else (or too many aborts in a row) fails the instance, which then never
+    /// checkpoints again.
+    fn recover<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        error: PipelineError,
+    ) -> Result<(), PipelineError> {
+        let abortable = self.settings.guarantee == Guarantee::ExactlyOnce
+            && matches!(&error, PipelineError::Produce(e)
+                if e.transaction_kind() == Some(TransactionErrorKind::Abortable));
+        if !abortable {
+            return Err(self.fail(error));
+        }
+        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+            let error = PipelineError::TooManyAborts(self.consecutive_aborts, Box::new(error));
+            return Err(self.fail(error));
+        }
+        tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint");
+        self.consecutive_aborts += 1;
+        // A problem that is still there when the work is redone is met again: back off a little.
+        std::thread::sleep(
+            Duration::from_millis(50 << self.consecutive_aborts.min(6)).min(Duration::from_secs(2)),
+        );
+        let rewound = self
+            .sink
+            .abort_transaction()
+            .map_err(PipelineError::from)
+            .and_then(|()| {
+                self.counts.aborts += 1;
+                self.results_waiting_since = None;
+                self.rewind(consumer)
+            });
+        rewound.map_err(|error| self.fail(error))
+    }
+
+    /// Marks the instance failed (nothing is checkpointed from now on) and, under exactly-once,
+    /// aborts the open transaction so read_committed consumers are not held up by it; returns `error`.
+    fn fail(&mut self, error: PipelineError) -> PipelineError {
+        if !self.failed {
+            self.failed = true;
+            if self.settings.guarantee == Guarantee::ExactlyOnce {
+                if let Err(abort) = self.sink.abort_transaction() {
+                    tracing::warn!(%abort, "aborting the open transaction after the error failed too; the restarted instance aborts it");
+                }
+            }
+        }
+        error
+    }
+
+    /// Checkpoints every owned partition that processed records since its last checkpoint, unless
+    /// the instance has failed.
     ///
     /// at-least-once: flush outputs → write state + offsets to RocksDB in one batch → commit offsets
     /// to the group (advisory). exactly-once: commit outputs and offsets in one Kafka transaction →
@@ -253,12 +397,38 @@ impl Processor {
     fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Checkpointed, PipelineError> {
+        if self.failed {
+            return Ok(Checkpointed::Nothing);
+        }
+        match self.write_checkpoint(consumer) {
+            Ok(checkpointed) => {
+                if checkpointed == Checkpointed::Committed {
+                    self.consecutive_aborts = 0;
+                }
+                Ok(checkpointed)
+            }
+            Err(error) => self
+                .recover(consumer, error)
+                .map(|()| Checkpointed::Aborted),
+        }
+    }
+
+    /// The work of [`Processor::checkpoint`]. Partitions still replaying to rebuild their windows
+    /// are left out: their group commit stays where the rebuild started from (committing the replay
+    /// position would move it back, and a later owner would forward the replayed records again).
+    fn write_checkpoint<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<Checkpointed, PipelineError> {
         self.results_waiting_since = None;
         let mut updates = Vec::new();
         let mut offsets = TopicPartitionList::new();
         for (topic, parts) in &mut self.partitions {
             for (&partition, state) in parts.iter_mut() {
+                if state.rebuilding() {
+                    continue;
+                }
                 let Some(next_offset) = state.next_offset.filter(|_| state.changed) else {
                     continue;
                 };
@@ -266,6 +436,7 @@ impl Processor {
                 let metadata = CommitMetadata {
                     stream_time,
                     rebuild_offset: state.windows.rebuild_offset().unwrap_or(next_offset),
+                    semantics: Some(self.semantics),
                 };
                 let mut element = offsets.add_partition(topic, partition);
                 element
@@ -288,14 +459,14 @@ impl Processor {
             }
         }
         if updates.is_empty() {
-            return Ok(());
+            return Ok(Checkpointed::Nothing);
         }
         let started = Instant::now();
-        let patience = self.settings.kafka.timeout.max(Duration::from_secs(60));
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
                 // Outputs first: state must never claim offsets whose windows were not delivered.
-                self.sink.flush(patience)?;
+                self.sink
+                    .flush(self.settings.kafka.timeout.max(Duration::from_secs(60)))?;
                 self.store.write(&updates)?;
                 // The group commit is advisory (RocksDB is the truth for this instance); a failed
                 // commit only means a new owner rebuilds from an older point.
@@ -308,25 +479,19 @@ impl Processor {
                 let group = consumer
                     .group_metadata()
                     .ok_or(PipelineError::NoGroupMetadata)?;
-                match self.sink.commit_transaction(&offsets, &group, patience) {
-                    Ok(()) => self.store.write(&updates)?,
-                    Err(error)
-                        if error.transaction_kind() == Some(TransactionErrorKind::Abortable) =>
-                    {
-                        tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint");
-                        self.sink.abort_transaction()?;
-                        self.counts.aborts += 1;
-                        self.rewind(consumer)?;
-                        return Ok(());
-                    }
-                    Err(error) => return Err(error.into()),
-                }
+                // Retrying past the transaction timeout is pointless: the coordinator aborts it.
+                self.sink.commit_transaction(
+                    &offsets,
+                    &group,
+                    self.settings.transaction_timeout,
+                )?;
+                self.store.write(&updates)?;
             }
         }
         self.counts.checkpoints += 1;
         self.checkpoint_duration
             .record(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok(Checkpointed::Committed)
     }
 
     /// Whether results emitted since the last checkpoint have waited at least `delay` for one.
@@ -361,6 +526,7 @@ impl Processor {
             (metric::WINDOWS_EMITTED, c.windows_emitted),
             (metric::CHECKPOINTS, c.checkpoints),
             (metric::TRANSACTION_ABORTS, c.aborts),
+            (metric::PARTITION_RESETS, c.resets),
         ] {
             metrics::counter!(name).absolute(value);
         }
@@ -370,7 +536,7 @@ impl Processor {
             for (partition, state) in parts {
                 owned += 1;
                 open += state.windows.open_count();
-                replaying |= state.next_offset.is_some_and(|n| n < state.replay_until);
+                replaying |= state.rebuilding();
                 if let Some(stream_time) = state.windows.stream_time() {
                     let labels = [
                         ("topic", topic.clone()),
@@ -412,19 +578,29 @@ impl Processor {
         }
     }
 
-    /// Sets up state for `partitions` (replacing any) from the local store and the group's committed
-    /// offsets, and returns where each must be read from (`None`: where `auto.offset.reset` says).
+    /// Sets up state for `partitions` (replacing any) from the local store, the group's committed
+    /// offsets and the partitions' log ends, and returns where each must be read from (`None`: where
+    /// `auto.offset.reset` says).
     fn resume<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         partitions: &TopicPartitionList,
     ) -> Result<Vec<(TopicPartition, Option<i64>)>, PipelineError> {
-        // Asked inside a rebalance, while the group coordinator may itself be moving: transient
-        // failures are retried, like every other step that talks to the cluster.
-        let mut backoff = Backoff::new(self.settings.kafka.timeout.max(Duration::from_secs(60)));
+        // Asked inside a rebalance, while the group coordinator may itself be moving: failures are
+        // retried, like every other step that talks to the cluster. An error on one partition (e.g.
+        // offsets still pending in a transaction) is never read as "no commit".
+        let timeout = self.settings.kafka.timeout;
+        let mut backoff = Backoff::new(timeout.max(Duration::from_secs(60)));
         let committed = loop {
-            match consumer.committed_offsets(partitions.clone(), self.settings.kafka.timeout) {
+            let answer = consumer
+                .committed_offsets(partitions.clone(), timeout)
+                .and_then(|committed| match first_partition_error(&committed) {
+                    Some(error) => Err(error),
+                    None => Ok(committed),
+                });
+            match answer {
                 Ok(committed) => break committed,
+                Err(error @ KafkaError::OffsetFetch(_)) if backoff.wait(&error) => {}
                 Err(error) if kafka::is_transient(&error) && backoff.wait(&error) => {}
                 Err(error) => return Err(PipelineError::Consumer(error)),
             }
@@ -441,12 +617,36 @@ impl Processor {
                     Offset::Offset(offset) => Some((offset, CommitMetadata::parse(c.metadata()))),
                     _ => None,
                 });
+            if let Some(committed) = group.and_then(|(_, meta)| meta?.semantics) {
+                if committed != self.semantics {
+                    return Err(PipelineError::SettingsChanged {
+                        what: format!(
+                            "the offset group '{}' committed for {}[{}]",
+                            self.settings.group, tp.topic, tp.partition
+                        ),
+                        differences: committed.differences(&self.semantics),
+                    });
+                }
+            }
+            let mut backoff = Backoff::new(timeout.max(Duration::from_secs(60)));
+            let (log_start, log_end) = loop {
+                match consumer.fetch_watermarks(&tp.topic, tp.partition, timeout) {
+                    Ok(watermarks) => break watermarks,
+                    Err(error) if kafka::is_transient(&error) && backoff.wait(&error) => {}
+                    Err(error) => return Err(PipelineError::Consumer(error)),
+                }
+            };
             let local = self.store.load(&tp)?;
-            let plan = plan_resume(local.as_ref().map(|(checkpoint, _)| *checkpoint), group);
+            let plan = plan_resume(
+                local.as_ref().map(|(checkpoint, _)| *checkpoint),
+                group,
+                log_end,
+            );
             let spec = self.settings.window;
             let forget_local = match plan {
                 ResumePlan::Rebuild { forget_local, .. }
                 | ResumePlan::CommittedOnly { forget_local, .. } => forget_local,
+                ResumePlan::Reset { .. } => local.is_some(),
                 ResumePlan::Local { .. } | ResumePlan::Fresh => false,
             };
             if forget_local {
@@ -477,15 +677,20 @@ impl Processor {
                     tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
                     (PartitionWindows::new(spec), Some(from), from)
                 }
+                ResumePlan::Reset {
+                    checkpointed,
+                    log_end,
+                } => {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, checkpointed, log_end, "the partition's log ends before its checkpoint (topic recreated or log truncated): its state is reset and it is processed from its beginning");
+                    self.counts.resets += 1;
+                    (PartitionWindows::new(spec), Some(log_start), log_start)
+                }
                 ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
             };
             tracing::info!(topic = %tp.topic, partition = tp.partition, ?plan, "assigned");
             let state = PartitionState {
-                windows,
-                next_offset: from,
                 replay_until,
-                changed: false,
-                last_record: Instant::now(),
+                ..PartitionState::empty(windows, from)
             };
             self.partitions
                 .entry(tp.topic.clone())
@@ -514,34 +719,52 @@ impl Processor {
     }
 
     /// After an aborted transaction: every owned partition goes back to its last checkpoint (state
-    /// reloaded, consumer seeked), as if the work since then had never happened.
+    /// reloaded, consumer seeked), as if the work since then had never happened. A partition that
+    /// had no checkpoint goes back to the first record it processed (not to the beginning, nor to
+    /// the end: `auto.offset.reset` chose where it started, and that is where it starts again).
     fn rewind<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), PipelineError> {
         let mut owned = TopicPartitionList::new();
+        let mut started_fresh_at = HashMap::new();
         for (topic, parts) in &self.partitions {
-            for &partition in parts.keys() {
+            for (&partition, state) in parts {
                 owned.add_partition(topic, partition);
+                started_fresh_at.insert((topic.clone(), partition), state.started_fresh_at);
             }
         }
         for (tp, from) in self.resume(consumer, &owned)? {
-            let offset = from.map_or(Offset::Beginning, Offset::Offset);
-            consumer
-                .seek(&tp.topic, tp.partition, offset, self.settings.kafka.timeout)
-                .map_err(PipelineError::Consumer)?;
+            let from = from.or_else(|| {
+                started_fresh_at
+                    .get(&(tp.topic.clone(), tp.partition))
+                    .copied()
+                    .flatten()
+            });
+            // `None`: nothing was processed since the partition started fresh; it has not moved.
+            if let Some(from) = from {
+                consumer
+                    .seek(
+                        &tp.topic,
+                        tp.partition,
+                        Offset::Offset(from),
+                        self.settings.kafka.timeout,
+                    )
+                    .map_err(PipelineError::Consumer)?;
+            }
         }
         Ok(())
     }
 
-    /// Checkpoints everything, then drops the state of revoked partitions.
+    /// Checkpoints everything (unless the instance has failed), then drops the state of revoked
+    /// partitions.
     fn revoke<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
     ) -> Result<(), PipelineError> {
         // Under exactly-once the open transaction spans all partitions, so all are checkpointed.
-        let result = self.checkpoint(consumer);
+        let result = self.checkpoint(consumer).map(|_| ());
         for element in revoked.elements() {
             if let Some(parts) = self.partitions.get_mut(element.topic()) {
                 parts.remove(&element.partition());
@@ -556,20 +779,39 @@ impl Processor {
     }
 
     /// With `idle_close_after`: advances the stream time of partitions that received nothing for that
-    /// long by the wall-clock time since their last record, and emits the windows that closes.
-    fn close_idle(&mut self, now: Instant) -> Result<(), PipelineError> {
+    /// long *and have nothing left to fetch* by the wall-clock time since their last record, and emits
+    /// the windows that closes. A partition whose records are waiting (behind another partition's
+    /// backlog, or behind a slow fetch) is not idle: closing it would turn on-time events into late
+    /// ones.
+    fn close_idle<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        now: Instant,
+    ) -> Result<(), PipelineError> {
         let Some(idle_after) = self.settings.idle_close_after else {
             return Ok(());
         };
-        for parts in self.partitions.values_mut() {
-            for state in parts.values_mut() {
+        let mut positions = None;
+        for (topic, parts) in self.partitions.iter_mut() {
+            for (&partition, state) in parts.iter_mut() {
                 let idle = now.saturating_duration_since(state.last_record);
                 let (Some(stream_time), Some(next)) =
                     (state.windows.stream_time(), state.next_offset)
                 else {
                     continue;
                 };
-                if idle < idle_after || next < state.replay_until {
+                if idle < idle_after || state.rebuilding() {
+                    continue;
+                }
+                // librdkafka's position also steps over transaction markers, which `next` does not.
+                let position = positions
+                    .get_or_insert_with(|| consumer.position().ok())
+                    .as_ref()
+                    .and_then(|p: &TopicPartitionList| p.find_partition(topic, partition))
+                    .and_then(|e| e.offset().to_raw())
+                    .filter(|&o| o >= 0);
+                let high_watermark = kafka::cached_high_watermark(consumer, topic, partition);
+                if !nothing_left_to_fetch(next, position, high_watermark) {
                     continue;
                 }
                 let advanced =
@@ -593,6 +835,18 @@ impl Processor {
     }
 }
 
+/// Whether a partition consumed up to `next` (librdkafka's `position`, if known, may be further:
+/// it steps over transaction markers) has nothing left to fetch, as far as the last fetch response
+/// (`high_watermark`) says. Unknown watermark: it cannot be known to be idle.
+fn nothing_left_to_fetch(next: i64, position: Option<i64>, high_watermark: Option<i64>) -> bool {
+    high_watermark.is_some_and(|high| next.max(position.unwrap_or(next)) >= high)
+}
+
+/// The first per-partition error in an offset-fetch answer.
+fn first_partition_error(committed: &TopicPartitionList) -> Option<KafkaError> {
+    committed.elements().iter().find_map(|e| e.error().err())
+}
+
 /// The consumer's context: logging, plus the processor the rebalance callback works on.
 struct ProcessorContext {
     base: StreamaggContext,
@@ -606,7 +860,10 @@ struct ProcessorContext {
 }
 
 impl ProcessorContext {
+    /// An error inside a callback: the processor stops checkpointing at once (a revoke in the same
+    /// poll must not commit), and the poll loop picks the error up.
     fn fail(&self, error: PipelineError) {
+        let error = self.with_processor(|p| p.fail(error));
         if let Ok(mut failure) = self.failure.lock() {
             failure.get_or_insert(error);
         }
@@ -719,6 +976,25 @@ pub fn run(
         metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
     }
     let store = StateStore::open(&settings.state_dir)?;
+    let semantics = settings.semantics();
+    match store.semantics()? {
+        None => store.set_semantics(&semantics.encode())?,
+        Some(stored) => {
+            let differences = Semantics::parse(&stored).map_or_else(
+                || format!("unreadable settings record '{stored}'"),
+                |stored| stored.differences(&semantics),
+            );
+            if !differences.is_empty() {
+                return Err(PipelineError::SettingsChanged {
+                    what: format!("the state in {}", settings.state_dir.display()),
+                    differences,
+                });
+            }
+        }
+    }
+    if settings.input_topics.len() > 1 {
+        tracing::warn!(inputs = ?settings.input_topics, "windows are kept per input partition: a source that appears in more than one input topic gets one result per topic and window");
+    }
     let instance = match &settings.instance_id {
         Some(id) => id.clone(),
         None => store::instance_id(&settings.state_dir)?,
@@ -781,6 +1057,9 @@ pub fn run(
             emit_latency: metrics::histogram!(metric::EMIT_LATENCY_SECONDS),
             results_waiting_since: None,
             checkpoint_duration: metrics::histogram!(metric::CHECKPOINT_DURATION_SECONDS),
+            semantics,
+            failed: false,
+            consecutive_aborts: 0,
         }),
         failure: Mutex::new(None),
         closing: AtomicBool::new(false),
@@ -803,10 +1082,21 @@ pub fn run(
         done.store(true, Ordering::Relaxed);
         result
     });
-    let result = result.map_err(|error| context.with_processor(|p| p.explain(error)));
+    // After an error nothing is checkpointed any more: not here, and not by the revoke that leaving
+    // the group runs below (the half-handled work since the last checkpoint is redone on restart).
+    let result = result.map_err(|error| {
+        context.with_processor(|p| {
+            let error = p.fail(error);
+            p.explain(error)
+        })
+    });
     // On a clean stop: a final checkpoint, then leave the group (dropping the consumer revokes its
     // partitions through the callback above, which has nothing left to write).
-    let result = result.and_then(|()| context.with_processor(|p| p.checkpoint(&consumer)));
+    let result = result.and_then(|()| {
+        context
+            .with_processor(|p| p.checkpoint(&consumer))
+            .map(|_| ())
+    });
     let counts = context.with_processor(|p| p.counts);
     health.set_ready(false);
     context.closing.store(true, Ordering::Relaxed);
@@ -844,7 +1134,7 @@ fn poll_loop(
         let mut caught_up = false;
         for _ in 0..POLL_BATCH {
             match consumer.poll(timeout) {
-                Some(Ok(message)) => context.with_processor(|p| p.handle(&message))?,
+                Some(Ok(message)) => context.with_processor(|p| p.handle(consumer, &message))?,
                 // A missing ACL (no read on an input topic or the group) does not go away.
                 Some(Err(error)) if kafka::is_not_authorized(&error) => {
                     return Err(PipelineError::Consumer(error))
@@ -861,7 +1151,10 @@ fn poll_loop(
             return Err(error);
         }
         if settings.idle_close_after.is_some() {
-            context.with_processor(|p| p.close_idle(Instant::now()))?;
+            context.with_processor(|p| {
+                p.close_idle(consumer, Instant::now())
+                    .or_else(|error| p.recover(consumer, error))
+            })?;
         }
         // A checkpoint every interval. Under exactly-once, results become visible only when the
         // checkpoint's transaction commits, so a caught-up instance (the fetched records all
@@ -877,15 +1170,12 @@ fn poll_loop(
                 && context.with_processor(|p| p.results_waited(EARLY_COMMIT_DELAY)));
         if due {
             last_checkpoint = Instant::now();
-            let checkpointed = context.with_processor(|p| {
-                let aborts = p.counts.aborts;
-                let result = p.checkpoint(consumer);
-                (result, p.counts.aborts > aborts)
-            });
-            match checkpointed {
-                (Ok(()), false) => {}
-                (Ok(()), true) => metrics::counter!(metric::CHECKPOINT_FAILURES).increment(1),
-                (Err(error), _) => {
+            match context.with_processor(|p| p.checkpoint(consumer)) {
+                Ok(Checkpointed::Nothing | Checkpointed::Committed) => {}
+                Ok(Checkpointed::Aborted) => {
+                    metrics::counter!(metric::CHECKPOINT_FAILURES).increment(1)
+                }
+                Err(error) => {
                     metrics::counter!(metric::CHECKPOINT_FAILURES).increment(1);
                     return Err(error);
                 }
@@ -922,5 +1212,61 @@ fn watch_poll_loop(health: &Health, done: &AtomicBool) {
             tracing::warn!("the poll loop is polling again");
             reported = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_idle_only_when_the_last_fetch_says_nothing_is_left() {
+        let cases = [
+            ("caught up", 10, None, Some(10), true),
+            (
+                "records waiting behind a backlog or a slow fetch",
+                10,
+                None,
+                Some(25),
+                false,
+            ),
+            ("watermark not known yet", 10, None, None, false),
+            (
+                "a transaction marker at the end, stepped over by the position",
+                10,
+                Some(11),
+                Some(11),
+                true,
+            ),
+            (
+                "position behind what was processed is not trusted",
+                10,
+                Some(3),
+                Some(10),
+                true,
+            ),
+        ];
+        for (name, next, position, high, idle) in cases {
+            assert_eq!(nothing_left_to_fetch(next, position, high), idle, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_per_partition_offset_fetch_error_is_an_error_not_an_absent_commit() {
+        let mut answer = TopicPartitionList::new();
+        answer
+            .add_partition_offset("t", 0, Offset::Offset(5))
+            .expect("offset");
+        assert!(first_partition_error(&answer).is_none());
+        answer.add_partition("t", 1);
+        // What librdkafka's OffsetFetch answer holds when the group has transactional offsets
+        // pending for the partition (KIP-447): an error on the element, offset invalid.
+        // SAFETY: the list holds two elements, and only the second's error code is written.
+        unsafe {
+            (*(*answer.ptr()).elems.add(1)).err =
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNSTABLE_OFFSET_COMMIT;
+        }
+        let error = first_partition_error(&answer).expect("the error is seen");
+        assert!(error.to_string().contains("nstable"), "{error}");
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::TopicPartitionList;
 
 use crate::codec::{encode, Format};
@@ -22,6 +22,24 @@ pub const HEADER_PARTITION: &str = "streamagg.partition";
 pub const HEADER_OFFSET: &str = "streamagg.offset";
 /// On late records: the start of the window that had closed.
 pub const HEADER_WINDOW_START: &str = "streamagg.window_start";
+/// On a marker that stands for a record too large for its side-output topic: the size of the
+/// original payload, in bytes (the marker itself has no payload).
+pub const HEADER_ORIGINAL_BYTES: &str = "streamagg.original_bytes";
+
+/// librdkafka's `message.max.bytes` unless the producer properties set it.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// Room left under a size limit for what a record costs beyond its key, payload and headers
+/// (record and batch framing, compression that cannot shrink the payload).
+fn framing_bytes(size: usize) -> usize {
+    1024 + size / 64
+}
+
+/// The output producer's queue unless the producer properties size it: deep enough for a burst of
+/// window closes, bounded so a flood of late or invalid records (each forwarded whole) waits for
+/// deliveries instead of growing the process by up to librdkafka's default of 1 GiB.
+const SINK_QUEUE_MESSAGES: &str = "100000";
+const SINK_QUEUE_KBYTES: &str = "65536";
 
 /// The averages of one closed window.
 pub fn average_of(window: &ClosedWindow, spec: WindowSpec) -> TrafficAverage {
@@ -43,8 +61,10 @@ pub struct Sink {
     producer: RecordProducer,
     output_topic: String,
     output_format: Format,
-    late_topic: Option<String>,
-    dlq_topic: Option<String>,
+    /// The side-output topics and the largest record each accepts (its `max.message.bytes`, and
+    /// the producer's `message.max.bytes`).
+    late_topic: Option<(String, usize)>,
+    dlq_topic: Option<(String, usize)>,
     spec: WindowSpec,
     buffer: Vec<u8>,
 }
@@ -65,6 +85,26 @@ impl Sink {
         properties
             .entry("linger.ms".to_owned())
             .or_insert_with(|| SINK_LINGER_MS.to_owned());
+        for (key, value) in [
+            ("queue.buffering.max.messages", SINK_QUEUE_MESSAGES),
+            ("queue.buffering.max.kbytes", SINK_QUEUE_KBYTES),
+        ] {
+            properties
+                .entry(key.to_owned())
+                .or_insert_with(|| value.to_owned());
+        }
+        let producer_limit = properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+        let side_output = |topic: &Option<String>| -> Result<_, ProduceError> {
+            let Some(topic) = topic else { return Ok(None) };
+            let topic_limit = crate::kafka::topic_max_message_bytes(&settings.kafka, topic)?;
+            let limit = topic_limit.map_or(producer_limit, |t| t.min(producer_limit));
+            Ok(Some((topic.clone(), limit)))
+        };
+        let late_topic = side_output(&settings.late_topic)?;
+        let dlq_topic = side_output(&settings.dlq_topic)?;
         let properties = &properties;
         let producer = match transactional_id {
             Some(id) => RecordProducer::connect_transactional(
@@ -79,8 +119,8 @@ impl Sink {
             producer,
             output_topic: settings.output_topic.clone(),
             output_format: settings.output_format,
-            late_topic: settings.late_topic.clone(),
-            dlq_topic: settings.dlq_topic.clone(),
+            late_topic,
+            dlq_topic,
             spec: settings.window,
             buffer: Vec::with_capacity(256),
         })
@@ -90,8 +130,8 @@ impl Sink {
     pub fn topics(&self) -> String {
         [
             Some(&self.output_topic),
-            self.late_topic.as_ref(),
-            self.dlq_topic.as_ref(),
+            self.late_topic.as_ref().map(|(t, _)| t),
+            self.dlq_topic.as_ref().map(|(t, _)| t),
         ]
         .into_iter()
         .flatten()
@@ -127,14 +167,12 @@ impl Sink {
         message: &BorrowedMessage<'_>,
         window_start: i64,
     ) -> Result<bool, ProduceError> {
-        let Some(topic) = self.late_topic.clone() else {
+        let Some((topic, limit)) = self.late_topic.clone() else {
             return Ok(false);
         };
-        let headers = provenance(message, "late: window closed").insert(Header {
-            key: HEADER_WINDOW_START,
-            value: Some(window_start.to_string().as_bytes()),
-        });
-        self.forward(&topic, message, headers)?;
+        let window_start = window_start.to_string();
+        let extra = [(HEADER_WINDOW_START, window_start.as_str())];
+        self.forward(&topic, limit, message, "late: window closed", &extra)?;
         Ok(true)
     }
 
@@ -144,25 +182,53 @@ impl Sink {
         message: &BorrowedMessage<'_>,
         reason: &str,
     ) -> Result<bool, ProduceError> {
-        let Some(topic) = self.dlq_topic.clone() else {
+        let Some((topic, limit)) = self.dlq_topic.clone() else {
             return Ok(false);
         };
-        self.forward(&topic, message, provenance(message, reason))?;
+        self.forward(&topic, limit, message, reason, &[])?;
         Ok(true)
     }
 
+    /// Sends `message` unchanged to `topic` with its provenance, or — when the copy would be larger
+    /// than the topic accepts (`limit`) — a marker in its place: no payload, the provenance headers
+    /// and the original size. A refused copy would fail the whole checkpoint (under exactly-once,
+    /// every window of the transaction) for one record the DLQ cannot hold anyway.
     fn forward(
         &mut self,
         topic: &str,
+        limit: usize,
         message: &BorrowedMessage<'_>,
-        headers: OwnedHeaders,
+        reason: &str,
+        extra: &[(&str, &str)],
     ) -> Result<(), ProduceError> {
-        self.producer.send(
-            topic,
-            message.key().unwrap_or_default(),
-            message.payload().unwrap_or_default(),
-            Some(headers),
-        )
+        let key = message.key().unwrap_or_default();
+        let payload = message.payload().unwrap_or_default();
+        let original_headers = message.headers();
+        let header_bytes: usize = original_headers.map_or(0, |headers| {
+            headers
+                .iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                .sum()
+        });
+        let size = key.len() + payload.len() + header_bytes + reason.len();
+        if size + framing_bytes(size) <= limit {
+            let headers = with_extra(provenance(original_headers, message, reason), extra);
+            return self.producer.send(topic, key, payload, Some(headers));
+        }
+        let original_bytes = payload.len().to_string();
+        let reason = format!(
+            "{reason}; record too large for '{topic}' ({size} bytes, limit {limit}): payload dropped"
+        );
+        let headers = with_extra(provenance(None, message, &reason), extra).insert(Header {
+            key: HEADER_ORIGINAL_BYTES,
+            value: Some(original_bytes.as_bytes()),
+        });
+        let key = if key.len() + framing_bytes(key.len()) <= limit / 2 {
+            key
+        } else {
+            &[]
+        };
+        self.producer.send(topic, key, &[], Some(headers))
     }
 
     /// Commits everything sent since the last commit together with the consumer's `offsets`, in one
@@ -187,10 +253,25 @@ impl Sink {
     }
 }
 
-/// The original record's headers followed by the reason and where the record came from.
-fn provenance(message: &BorrowedMessage<'_>, reason: &str) -> OwnedHeaders {
+/// `headers` followed by `extra`.
+fn with_extra(mut headers: OwnedHeaders, extra: &[(&str, &str)]) -> OwnedHeaders {
+    for (key, value) in extra {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    headers
+}
+
+/// The `original` headers (if kept) followed by the reason and where the record came from.
+fn provenance(
+    original: Option<&BorrowedHeaders>,
+    message: &BorrowedMessage<'_>,
+    reason: &str,
+) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
-    if let Some(original) = message.headers() {
+    if let Some(original) = original {
         for header in original.iter() {
             headers = headers.insert(header);
         }

@@ -30,6 +30,8 @@ const MEMTABLE_BYTES: usize = 8 << 20;
 /// All memtables of the database together (the active ones and those being flushed).
 const MEMTABLE_BUDGET_BYTES: usize = 16 << 20;
 const PARTITIONS: &str = "partitions";
+/// In the default column family: the window semantics every stored window was made under.
+const SEMANTICS_KEY: &[u8] = b"semantics";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +180,25 @@ impl StateStore {
                 + property("rocksdb.cur-size-all-mem-tables");
         }
         stats
+    }
+
+    /// The settings the stored state was made under ([`crate::checkpoint::Semantics`]'s text), if
+    /// recorded.
+    pub fn semantics(&self) -> Result<Option<String>, StoreError> {
+        match self.db.get(SEMANTICS_KEY)? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt { what: "settings" }),
+        }
+    }
+
+    /// Records the settings the state is made under (synced: it guards every later checkpoint).
+    pub fn set_semantics(&self, text: &str) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.put_opt(SEMANTICS_KEY, text, &options)?;
+        Ok(())
     }
 
     /// Forgets everything stored for `partition` (its local state is stale).

@@ -38,6 +38,7 @@ pub mod metric {
     pub const CHECKPOINT_FAILURES: &str = "streamagg_checkpoint_failures_total";
     pub const CHECKPOINT_DURATION_SECONDS: &str = "streamagg_checkpoint_duration_seconds";
     pub const TRANSACTION_ABORTS: &str = "streamagg_transaction_aborts_total";
+    pub const PARTITION_RESETS: &str = "streamagg_partition_resets_total";
     pub const REBALANCES: &str = "streamagg_rebalances_total";
     pub const CONSUMER_LAG_RECORDS: &str = "streamagg_consumer_lag_records";
     pub const EMIT_LATENCY_SECONDS: &str = "streamagg_emit_latency_seconds";
@@ -188,6 +189,11 @@ fn describe() {
         TRANSACTION_ABORTS,
         Unit::Count,
         "Transactions aborted and redone from the last checkpoint."
+    );
+    describe_counter!(
+        PARTITION_RESETS,
+        Unit::Count,
+        "Partitions whose offsets went backwards (topic recreated, log truncated): their state was dropped and they were processed again from their beginning."
     );
     describe_counter!(
         REBALANCES,

@@ -22,8 +22,10 @@ pub struct WindowSpec {
 }
 
 impl WindowSpec {
-    /// The start of the window holding `timestamp`, or `None` if that window's close time does not fit
-    /// in an `i64` (a timestamp within one window of the ends of time: treated as bad input).
+    /// The start of the window holding `timestamp`, or `None` if the arithmetic of that window would
+    /// leave `i64`: its close time (`start + size + grace`), or the earliest start [`Self::open_from`]
+    /// looks at for a stream time inside it (`start - 2 * size - grace`). Such a timestamp lies
+    /// within a few windows of the ends of time and is treated as bad input.
     pub fn start_of(&self, timestamp: i64) -> Option<i64> {
         let start = timestamp
             .div_euclid(self.size_ms)
@@ -31,6 +33,10 @@ impl WindowSpec {
         start
             .checked_add(self.size_ms)?
             .checked_add(self.grace_ms)?;
+        start
+            .checked_sub(self.size_ms)?
+            .checked_sub(self.size_ms)?
+            .checked_sub(self.grace_ms)?;
         Some(start)
     }
 
@@ -104,8 +110,10 @@ pub enum Observed {
     Aggregated,
     /// Its window had already closed on this partition.
     Late { window_start: i64 },
-    /// Its timestamp is within one window of the ends of `i64` time.
+    /// Its timestamp is within a few windows of the ends of `i64` time.
     OutOfRange,
+    /// Adding its value would make its window's sum infinite: the output must stay finite numbers.
+    ValueOutOfRange,
 }
 
 /// One window start's open windows: source → aggregate and whether it changed since the last
@@ -181,13 +189,13 @@ impl PartitionWindows {
             .min()
     }
 
-    /// Adds one event at input `offset`, advancing stream time.
+    /// Adds one event at input `offset`, advancing stream time. A late or refused event changes
+    /// nothing (a late one's timestamp is below stream time already).
     pub fn observe(&mut self, source: &str, timestamp: i64, value: f64, offset: i64) -> Observed {
         let Some(start) = self.spec.start_of(timestamp) else {
             return Observed::OutOfRange;
         };
         let stream_time = self.stream_time.map_or(timestamp, |t| t.max(timestamp));
-        self.stream_time = Some(stream_time);
         if self.spec.closes_at(start) <= stream_time {
             return Observed::Late {
                 window_start: start,
@@ -196,6 +204,9 @@ impl PartitionWindows {
         let sources = self.open.entry(start).or_default();
         match sources.get_key_value_mut(source) {
             Some((key, (aggregate, dirty))) => {
+                if !(aggregate.sum + value).is_finite() {
+                    return Observed::ValueOutOfRange;
+                }
                 aggregate.add(value, offset);
                 if !*dirty {
                     *dirty = true;
@@ -208,6 +219,7 @@ impl PartitionWindows {
                 sources.insert(source, (Aggregate::of(value, offset), true));
             }
         }
+        self.stream_time = Some(stream_time);
         Observed::Aggregated
     }
 
@@ -278,6 +290,10 @@ mod tests {
             (i64::MAX - 40_000, None),
             (i64::MAX - 80_000, Some(9_223_372_036_854_660_000)),
             (i64::MIN, None),
+            // The first windows of time are refused until `open_from` has room below them.
+            (i64::MIN + 100_000, None),
+            (-9_223_372_036_854_600_001, None),
+            (-9_223_372_036_854_600_000, Some(-9_223_372_036_854_600_000)),
         ];
         for &(timestamp, expected) in cases {
             assert_eq!(MINUTE.start_of(timestamp), expected, "{timestamp}");
@@ -556,7 +572,9 @@ mod tests {
                 match windows.observe(source, *ts, *value, i as i64) {
                     Observed::Aggregated => {}
                     Observed::Late { .. } => late += 1,
-                    Observed::OutOfRange => panic!("timestamps are in range"),
+                    Observed::OutOfRange | Observed::ValueOutOfRange => {
+                        panic!("timestamps and values are in range")
+                    }
                 }
                 emitted.extend(windows.close_due());
             }
@@ -660,6 +678,68 @@ mod tests {
                 emitted.extend(restored.close_due());
                 prop_assert_eq!(flat(&emitted), flat(&expected));
             }
+        }
+    }
+
+    /// At every accepted timestamp, the window holding it is still open once stream time reaches
+    /// it: observing an event never closes (and later reopens) its own window, even at the ends of
+    /// time, where the arithmetic of `open_from` would otherwise saturate.
+    #[test]
+    fn an_event_never_closes_its_own_window_at_the_ends_of_time() {
+        let first = -9_223_372_036_854_600_000_i64;
+        let last = i64::MAX - 80_000;
+        for timestamp in [
+            first,
+            first + 1,
+            first + 59_999,
+            first + 60_000,
+            -1,
+            0,
+            last - 60_000,
+            last,
+        ] {
+            let start = MINUTE.start_of(timestamp).expect("accepted");
+            assert!(MINUTE.open_from(timestamp) <= start, "{timestamp}");
+            let mut windows = PartitionWindows::new(MINUTE);
+            assert_eq!(
+                windows.observe("s", timestamp, 1.0, 0),
+                Observed::Aggregated
+            );
+            assert_eq!(windows.close_due(), Vec::new(), "{timestamp}");
+            assert_eq!(windows.open_count(), 1, "{timestamp}");
+        }
+    }
+
+    /// A window's sum stays finite: an event whose value would overflow it is refused and changes
+    /// nothing (not the window, not stream time), while other windows keep their events.
+    #[test]
+    fn a_value_that_would_overflow_the_sum_is_refused_and_changes_nothing() {
+        let mut windows = PartitionWindows::new(MINUTE);
+        let huge = f64::MAX;
+        let steps = [
+            ("a", 1_000, huge, Observed::Aggregated),
+            ("a", 2_000, huge, Observed::ValueOutOfRange),
+            ("a", 3_000, -huge, Observed::Aggregated),
+            ("a", 4_000, -huge, Observed::Aggregated),
+            ("a", 50_000, -huge, Observed::ValueOutOfRange),
+            ("b", 50_000, huge, Observed::Aggregated),
+        ];
+        for (source, timestamp, value, expected) in steps {
+            assert_eq!(
+                windows.observe(source, timestamp, value, timestamp),
+                expected,
+                "{source}@{timestamp}"
+            );
+        }
+        assert_eq!(windows.stream_time(), Some(50_000));
+        windows.advance_stream_time(70_000);
+        let closed = windows.close_due();
+        let a = closed[0].aggregate;
+        assert_eq!((a.count, a.sum, a.min, a.max), (3, -huge, -huge, huge));
+        assert_eq!(closed[1].aggregate.sum, huge);
+        for window in &closed {
+            let a = window.aggregate;
+            assert!((a.sum / a.count as f64).is_finite());
         }
     }
 }

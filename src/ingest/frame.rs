@@ -34,11 +34,13 @@ pub enum Rejection {
     NonFiniteValue,
     #[error("timestamp out of range")]
     TimestampOutOfRange,
+    #[error("source is longer than {} bytes", crate::codec::MAX_SOURCE_BYTES)]
+    SourceTooLong,
 }
 
 impl Rejection {
     /// Every `reason` label value, in [`Rejection::index`] order.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 8] = [
         "line_too_long",
         "invalid_utf8",
         "invalid_json",
@@ -46,6 +48,7 @@ impl Rejection {
         "empty_source",
         "non_finite_value",
         "timestamp_out_of_range",
+        "source_too_long",
     ];
 
     /// Position of this reason in [`Rejection::LABELS`] (a bounded metric label).
@@ -58,6 +61,7 @@ impl Rejection {
             Rejection::EmptySource => 4,
             Rejection::NonFiniteValue => 5,
             Rejection::TimestampOutOfRange => 6,
+            Rejection::SourceTooLong => 7,
         }
     }
 }
@@ -73,6 +77,7 @@ impl From<DecodeError> for Rejection {
             DecodeError::Avro(text) => Rejection::InvalidJson(text.to_owned()),
             DecodeError::EmptySource => Rejection::EmptySource,
             DecodeError::NonFiniteValue => Rejection::NonFiniteValue,
+            DecodeError::SourceTooLong => Rejection::SourceTooLong,
         }
     }
 }

@@ -54,6 +54,76 @@ impl TestTopic {
         assert!(created, "a random topic name must be new");
         TestTopic { name, settings }
     }
+
+    /// On the test broker, with topic configs (e.g. `("max.message.bytes", "100000")`).
+    pub fn create_with_config(
+        purpose: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> TestTopic {
+        let settings = kafka_settings();
+        let name = format!("it-{purpose}-{:016x}", rand::random::<u64>());
+        match create_topic(&settings, &name, partitions, configs) {
+            Ok(true) => TestTopic { name, settings },
+            Ok(false) => panic!("a random topic name must be new: {name}"),
+            Err(e) => panic!("creating {name} with {configs:?} failed: {e}"),
+        }
+    }
+
+    /// Deletes the topic and creates it again under the same name with `partitions` partitions;
+    /// returns once the deletion has taken effect and the broker's metadata shows the new topic.
+    pub fn recreate(&self, partitions: i32, deadline: Duration) {
+        let started = std::time::Instant::now();
+        let admin = kafka::admin_client(&self.settings).expect("admin client");
+        let partition_count = || {
+            kafka::partition_count(admin.inner(), &self.settings, &self.name)
+                .unwrap_or_else(|e| panic!("metadata of {}: {e}", self.name))
+        };
+        let waited = |what: &str| {
+            assert!(
+                started.elapsed() < deadline,
+                "recreating {}: {what} within {deadline:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        block_on(kafka::delete_topics(&admin, &self.settings, &[&self.name]))
+            .unwrap_or_else(|e| panic!("deleting {}: {e}", self.name));
+        while partition_count().is_some() {
+            waited("the deletion did not take effect");
+        }
+        // The broker may still be removing the old topic: "already exists" or "marked for deletion".
+        while !create_topic(&self.settings, &self.name, partitions, &[]).unwrap_or(false) {
+            waited("the topic could not be created again");
+        }
+        while partition_count() != usize::try_from(partitions).ok() {
+            waited("the new topic did not appear in the metadata");
+        }
+    }
+}
+
+/// Creates `name` with `configs`: `Ok(true)` if created, `Ok(false)` if it exists already.
+fn create_topic(
+    settings: &KafkaSettings,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<bool, String> {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin = kafka::admin_client(settings).map_err(|e| e.to_string())?;
+    let topic = configs.iter().fold(
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+        |topic, (key, value)| topic.set(key, value),
+    );
+    let options = AdminOptions::new().operation_timeout(Some(settings.timeout));
+    let results = block_on(admin.create_topics([&topic], &options)).map_err(|e| e.to_string())?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
+        Some(Err((_, code))) => Err(code.to_string()),
+        None => Err("no result from the broker".into()),
+    }
 }
 
 impl Drop for TestTopic {
@@ -209,6 +279,38 @@ impl StreamaggProcess {
         self.child.try_wait().expect("try_wait")
     }
 
+    /// Waits until the sum of the metric `name` on its `/metrics` reaches `at_least`, failing fast
+    /// if it exits; panics with the log if `deadline` passes. Returns the value.
+    pub fn wait_for_metric(&mut self, name: &str, at_least: f64, deadline: Duration) -> f64 {
+        let started = std::time::Instant::now();
+        let addr = self.telemetry_addr(deadline);
+        loop {
+            let value = metric_sum(addr, name);
+            if value >= at_least {
+                return value;
+            }
+            self.assert_alive();
+            assert!(
+                started.elapsed() < deadline,
+                "{name} stayed at {value} < {at_least} for {deadline:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Expects the process to refuse to run: exit code 1 within `deadline` (it is killed and the
+    /// test fails otherwise). Returns the `streamagg: error:` lines of its stderr.
+    pub fn refusal_lines(&mut self, deadline: Duration) -> Vec<String> {
+        let status = self.wait(deadline);
+        let log = self.log();
+        assert_eq!(status.code(), Some(1), "exit code; log:\n{log}");
+        log.lines()
+            .filter(|line| line.starts_with("streamagg: error:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Panics with the log if the process has exited.
     pub fn assert_alive(&mut self) {
         if let Some(status) = self.exited() {
@@ -266,4 +368,21 @@ pub fn http_get(
     path_and_query: &str,
 ) -> std::io::Result<(u16, String)> {
     streamagg::telemetry::http_get(addr, path_and_query, Duration::from_secs(10))
+}
+
+/// The sum of every sample of the metric `name` (over all its label sets) on `addr`'s `/metrics`;
+/// 0 while it is not exported yet.
+pub fn metric_sum(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let (_, metrics) = http_get(addr, "/metrics").expect("/metrics");
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let rest = match rest.strip_prefix('{') {
+                Some(labelled) => &labelled[labelled.find('}')? + 1..],
+                None => rest,
+            };
+            rest.strip_prefix(' ')?.trim().parse::<f64>().ok()
+        })
+        .sum()
 }

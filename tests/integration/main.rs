@@ -5,6 +5,7 @@ mod common;
 mod deployment;
 mod faults;
 mod foundation;
+mod hostile;
 mod ingest;
 mod observability;
 mod oracle;

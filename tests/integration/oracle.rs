@@ -32,6 +32,10 @@ pub const SEMANTICS_ARGS: [&str; 8] = [
     "200ms",
 ];
 pub const INDEX_HEADER: &str = "it.index";
+/// A `source` longer than this (in UTF-8 bytes) is invalid input.
+pub const MAX_SOURCE_BYTES: usize = 1024;
+/// Where [`dataset`]'s event time starts (a window start).
+pub const DATASET_START: i64 = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW_MS;
 
 /// One input record of a test dataset, encoded by the test itself (not by the codec under test).
 pub struct Input {
@@ -65,6 +69,11 @@ pub fn encode_independently(format: Format, source: &str, timestamp: i64, value:
 /// below the filter threshold, malformed records of several kinds, and a final far-future event per
 /// source so every earlier window closes.
 pub fn dataset(format: Format, seed: u64, events: i64) -> Vec<Input> {
+    dataset_from(format, seed, events, DATASET_START)
+}
+
+/// [`dataset`] with its event time starting at `start` (a window start) instead of `DATASET_START`.
+pub fn dataset_from(format: Format, seed: u64, events: i64, start: i64) -> Vec<Input> {
     let sources = 60;
     let mut generator = TrafficGenerator::new(GeneratorConfig {
         sources,
@@ -73,7 +82,6 @@ pub fn dataset(format: Format, seed: u64, events: i64) -> Vec<Input> {
         late_fraction: 0.03,
         late_by_ms: 120_000,
     });
-    let start = 1_700_000_000_000_i64 - 1_700_000_000_000 % WINDOW_MS;
     let mut inputs = Vec::new();
     // 12 minutes of event time, however many events
     let step = 720_000 / events.max(1);
@@ -184,7 +192,8 @@ pub fn parse_independently(format: Format, payload: &[u8]) -> Option<(String, i6
             }
         }
     };
-    (!source.is_empty() && value.is_finite()).then_some((source, timestamp, value))
+    (!source.is_empty() && source.len() <= MAX_SOURCE_BYTES && value.is_finite())
+        .then_some((source, timestamp, value))
 }
 
 #[derive(Debug, Default)]
@@ -388,13 +397,7 @@ pub fn assert_side_topic(
     assert_eq!(got.len(), records.len(), "{topic}: duplicates");
     assert_eq!(&got, expected, "{topic}");
     for record in &records {
-        let header = |name: &str| {
-            record
-                .headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
+        let header = |name: &str| header(record, name);
         let reason = header("streamagg.error").expect("reason header");
         assert!(
             reason.starts_with(reason_prefix),
@@ -406,6 +409,15 @@ pub fn assert_side_topic(
         );
         assert!(header("streamagg.offset").is_some() && header("streamagg.topic").is_some());
     }
+}
+
+/// The value of header `name` of `record`, as text.
+pub fn header(record: &RawRecord, name: &str) -> Option<String> {
+    record
+        .headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
 }
 
 pub fn record_partition_in_input(record: &RawRecord) -> String {
@@ -457,6 +469,25 @@ impl Topics {
         .map(str::to_owned)
         .collect()
     }
+}
+
+/// Sets the value of `flag` in processor arguments: replaces the one after it, or appends both.
+pub fn set_arg(args: &mut Vec<String>, flag: &str, value: &str) {
+    match args.iter().position(|a| a == flag) {
+        Some(at) => args[at + 1] = value.to_owned(),
+        None => args.extend([flag.to_owned(), value.to_owned()]),
+    }
+}
+
+/// JSON events `(key and source, timestamp, value)` as a dataset, encoded independently.
+pub fn json_events(events: &[(&str, i64, f64)]) -> Vec<Input> {
+    events
+        .iter()
+        .map(|&(source, timestamp, value)| Input {
+            source: source.to_owned(),
+            payload: encode_independently(Format::Json, source, timestamp, value),
+        })
+        .collect()
 }
 
 pub fn format_name(format: Format) -> &'static str {

@@ -219,7 +219,12 @@ fn a_recreated_input_topic_is_processed_from_fresh_state_not_skipped() {
         || check_alive(&mut [&mut second]),
     );
     let consumed = metric_sum(addr, "streamagg_records_consumed_total");
-    let resets = metric_sum(addr, "streamagg_partition_resets_total");
+    // Counters are published once a second: wait for the reset to show.
+    let resets = second.wait_for_metric(
+        "streamagg_partition_resets_total",
+        1.0,
+        Duration::from_secs(10),
+    );
     let log = second.log();
     second.stop_gracefully();
     assert!(

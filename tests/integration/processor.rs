@@ -479,19 +479,33 @@ fn exactly_once_commits_closed_windows_soon_after_they_close_not_at_the_checkpoi
     }
     producer.flush(Duration::from_secs(30)).expect("delivered");
 
+    // A 5-minute interval needs a transaction timeout of at least twice that (the broker allows
+    // up to 15 minutes).
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("streamagg.toml");
+    std::fs::write(
+        &config,
+        "[kafka.producer]\n\"transaction.timeout.ms\" = 600000\n",
+    )
+    .expect("config file");
     // The output is read while the processor runs: stopping it would checkpoint anyway.
     let windows = json_windows_output(&topics, 1, |args| {
         let interval = args
             .iter()
             .position(|a| a == "--checkpoint-interval")
             .expect("args set a checkpoint interval");
-        args[interval + 1] = "10m".into();
-        args.extend(["--guarantee".into(), "exactly-once".into()]);
+        args[interval + 1] = "5m".into();
+        args.extend([
+            "--guarantee".into(),
+            "exactly-once".into(),
+            "--config".into(),
+            config.to_str().expect("utf8").into(),
+        ]);
     });
     assert_eq!(
         windows,
         vec![(start, 2, 150.0)],
-        "the closed window, committed long before the 10-minute checkpoint interval"
+        "the closed window, committed long before the 5-minute checkpoint interval"
     );
 }
 

@@ -204,7 +204,7 @@ pub enum ResumePlan {
 }
 
 /// Decides where to resume from the local checkpoint, the group's committed offset (and its
-/// metadata), if any, and the partition's log end offset (high watermark).
+/// metadata), if any, and the partition's log end offset (high watermark), if it could be asked.
 ///
 /// Local state is used when its position (next offset, then stream time) is not behind the group's:
 /// equal, or ahead (at-least-once commits to the group after RocksDB, so a crash in between leaves
@@ -213,7 +213,7 @@ pub enum ResumePlan {
 pub fn plan_resume(
     local: Option<PartitionCheckpoint>,
     committed: Option<(i64, Option<CommitMetadata>)>,
-    log_end: i64,
+    log_end: Option<i64>,
 ) -> ResumePlan {
     let checkpointed = [
         local.map(|l| l.next_offset),
@@ -222,7 +222,10 @@ pub fn plan_resume(
     .into_iter()
     .flatten()
     .max();
-    if let Some(checkpointed) = checkpointed.filter(|&c| c > log_end) {
+    if let Some((checkpointed, log_end)) = checkpointed
+        .zip(log_end)
+        .filter(|&(checkpointed, log_end)| checkpointed > log_end)
+    {
         return ResumePlan::Reset {
             checkpointed,
             log_end,
@@ -492,7 +495,18 @@ mod tests {
             ),
         ];
         for (name, local, committed, log_end, expected) in cases {
-            assert_eq!(plan_resume(local, committed, log_end), expected, "{name}");
+            assert_eq!(
+                plan_resume(local, committed, Some(log_end)),
+                expected,
+                "{name}"
+            );
+            if !matches!(expected, ResumePlan::Reset { .. }) {
+                assert_eq!(
+                    plan_resume(local, committed, None),
+                    expected,
+                    "{name}, log end unknown"
+                );
+            }
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::model::TrafficEvent;
 use crate::produce::{ProduceError, TransactionErrorKind};
 use crate::sink::Sink;
 use crate::store::{
-    self, PartitionCheckpoint, PartitionUpdate, StateStore, StoreError, TopicPartition,
+    self, PartitionCheckpoint, PartitionUpdate, Recorded, StateStore, StoreError, TopicPartition,
 };
 use crate::telemetry::{self, metric, Health};
 use crate::window::{ClosedWindow, Observed, PartitionWindows};
@@ -217,8 +217,15 @@ impl Processor {
         if self.failed {
             return Ok(()); // the loop is stopping: nothing more is processed or committed
         }
+        let resets = self.counts.resets;
         self.process(message)
-            .or_else(|error| self.recover(consumer, error))
+            .or_else(|error| self.recover(consumer, error))?;
+        if self.counts.resets > resets {
+            // Commit the reset at once: until then the group's commit still describes the old log,
+            // and a restart would rebuild from it.
+            self.checkpoint(consumer)?;
+        }
+        Ok(())
     }
 
     /// The per-record work of [`Processor::handle`].
@@ -628,12 +635,18 @@ impl Processor {
                     });
                 }
             }
-            let mut backoff = Backoff::new(timeout.max(Duration::from_secs(60)));
-            let (log_start, log_end) = loop {
-                match consumer.fetch_watermarks(&tp.topic, tp.partition, timeout) {
-                    Ok(watermarks) => break watermarks,
-                    Err(error) if kafka::is_transient(&error) && backoff.wait(&error) => {}
-                    Err(error) => return Err(PipelineError::Consumer(error)),
+            // Unknown (a partition without a leader just now) is not an error: the check of a
+            // checkpoint past the log end is skipped, and records below the checkpoint still reset
+            // the partition when they arrive.
+            let (log_start, log_end) = match consumer.fetch_watermarks(
+                &tp.topic,
+                tp.partition,
+                timeout,
+            ) {
+                Ok((start, end)) => (Some(start), Some(end)),
+                Err(error) => {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, %error, "the partition's log end is unknown; not checking the checkpoint against it");
+                    (None, None)
                 }
             };
             let local = self.store.load(&tp)?;
@@ -642,6 +655,11 @@ impl Processor {
                 group,
                 log_end,
             );
+            if let (ResumePlan::Local { from }, Some((offset, _))) = (plan, group) {
+                if offset < from && self.settings.guarantee == Guarantee::ExactlyOnce {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, committed = offset, local = from, "the group's offset is behind this instance's state (reset by hand, or expired): continuing from the state; to reprocess, use a new group with an empty state dir");
+                }
+            }
             let spec = self.settings.window;
             let forget_local = match plan {
                 ResumePlan::Rebuild { forget_local, .. }
@@ -668,11 +686,22 @@ impl Processor {
                     replay_until,
                     stream_time,
                     ..
-                } => (
-                    PartitionWindows::restore(spec, stream_time, Vec::new()),
-                    Some(from),
-                    replay_until,
-                ),
+                } => {
+                    // Retention (or deleted records) took part of what the rebuild needs: rebuild
+                    // what is left rather than let the reset policy move past the commit.
+                    let from = match log_start.filter(|&start| start > from) {
+                        Some(start) => {
+                            tracing::warn!(topic = %tp.topic, partition = tp.partition, rebuild_from = from, log_start = start, "the log no longer holds the start of the open windows: they are rebuilt from what is left and will be short");
+                            start.min(replay_until)
+                        }
+                        None => from,
+                    };
+                    (
+                        PartitionWindows::restore(spec, stream_time, Vec::new()),
+                        Some(from),
+                        replay_until,
+                    )
+                }
                 ResumePlan::CommittedOnly { from, .. } => {
                     tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
                     (PartitionWindows::new(spec), Some(from), from)
@@ -683,7 +712,8 @@ impl Processor {
                 } => {
                     tracing::error!(topic = %tp.topic, partition = tp.partition, checkpointed, log_end, "the partition's log ends before its checkpoint (topic recreated or log truncated): its state is reset and it is processed from its beginning");
                     self.counts.resets += 1;
-                    (PartitionWindows::new(spec), Some(log_start), log_start)
+                    let start = log_start.unwrap_or(0);
+                    (PartitionWindows::new(spec), Some(start), start)
                 }
                 ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
             };
@@ -956,6 +986,25 @@ impl ConsumerContext for ProcessorContext {
     }
 }
 
+/// Refuses a state dir whose recorded `name` differs from `value` (`differences` says how), and
+/// records `value` in one that has none yet.
+fn check_recorded(
+    store: &StateStore,
+    settings: &RunSettings,
+    name: Recorded,
+    value: &str,
+    differences: impl FnOnce(&str) -> String,
+) -> Result<(), PipelineError> {
+    match store.recorded(name)? {
+        None => Ok(store.record(name, value)?),
+        Some(stored) if stored == value => Ok(()),
+        Some(stored) => Err(PipelineError::SettingsChanged {
+            what: format!("the state in {}", settings.state_dir.display()),
+            differences: differences(&stored),
+        }),
+    }
+}
+
 /// What a finished run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunReport {
@@ -977,21 +1026,25 @@ pub fn run(
     }
     let store = StateStore::open(&settings.state_dir)?;
     let semantics = settings.semantics();
-    match store.semantics()? {
-        None => store.set_semantics(&semantics.encode())?,
-        Some(stored) => {
-            let differences = Semantics::parse(&stored).map_or_else(
+    check_recorded(
+        &store,
+        &settings,
+        Recorded::Semantics,
+        &semantics.encode(),
+        |stored| {
+            Semantics::parse(stored).map_or_else(
                 || format!("unreadable settings record '{stored}'"),
                 |stored| stored.differences(&semantics),
-            );
-            if !differences.is_empty() {
-                return Err(PipelineError::SettingsChanged {
-                    what: format!("the state in {}", settings.state_dir.display()),
-                    differences,
-                });
-            }
-        }
-    }
+            )
+        },
+    )?;
+    check_recorded(
+        &store,
+        &settings,
+        Recorded::Group,
+        &settings.group,
+        |stored| format!("group '{stored}' (now '{}')", settings.group),
+    )?;
     if settings.input_topics.len() > 1 {
         tracing::warn!(inputs = ?settings.input_topics, "windows are kept per input partition: a source that appears in more than one input topic gets one result per topic and window");
     }

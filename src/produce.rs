@@ -327,6 +327,9 @@ impl RecordProducer {
     }
 }
 
+/// Every producer's `batch.size`: large batches for throughput (the broker's default limit is ~1 MiB).
+pub const BATCH_BYTES: usize = 1_000_000;
+
 /// The librdkafka configuration of every streamagg producer: idempotent, keyed with Java's murmur2
 /// partitioner, lz4-compressed, batching, with a deep local queue; `properties` (librdkafka
 /// pass-through) are applied over it.
@@ -341,7 +344,7 @@ pub fn producer_config(
         .set("partitioner", "murmur2_random")
         .set("compression.type", "lz4")
         .set("linger.ms", "20")
-        .set("batch.size", "1000000")
+        .set("batch.size", BATCH_BYTES.to_string())
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576");
     for (key, value) in properties {

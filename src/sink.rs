@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 
 use crate::codec::{encode, Format};
@@ -97,14 +99,38 @@ impl Sink {
             .get("message.max.bytes")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
-        let side_output = |topic: &Option<String>| -> Result<_, ProduceError> {
-            let Some(topic) = topic else { return Ok(None) };
-            let topic_limit = crate::kafka::topic_max_message_bytes(&settings.kafka, topic)?;
-            let limit = topic_limit.map_or(producer_limit, |t| t.min(producer_limit));
-            Ok(Some((topic.clone(), limit)))
+        let limit_of = |topic: &str| match crate::kafka::topic_max_message_bytes(
+            &settings.kafka,
+            topic,
+        ) {
+            Ok(topic_limit) => topic_limit.map_or(producer_limit, |t| t.min(producer_limit)),
+            Err(error) => {
+                tracing::warn!(%error, topic, "assuming the topic accepts the producer's message.max.bytes (the DescribeConfigs ACL on it lets streamagg check)");
+                producer_limit
+            }
         };
-        let late_topic = side_output(&settings.late_topic)?;
-        let dlq_topic = side_output(&settings.dlq_topic)?;
+        let side_output = |topic: &Option<String>| topic.as_ref().map(|t| (t.clone(), limit_of(t)));
+        let late_topic = side_output(&settings.late_topic);
+        let dlq_topic = side_output(&settings.dlq_topic);
+        // The broker checks a whole batch against the topic's limit: no batch may be larger than
+        // the smallest limit of the topics written (a batch of records that each fit would
+        // otherwise be refused, every time the work is redone).
+        let smallest = [
+            Some(limit_of(&settings.output_topic)),
+            late_topic.as_ref().map(|(_, l)| *l),
+            dlq_topic.as_ref().map(|(_, l)| *l),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(producer_limit);
+        let batch_bytes = smallest.saturating_sub(framing_bytes(smallest)).max(1);
+        let batch_size = properties
+            .get("batch.size")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(crate::produce::BATCH_BYTES)
+            .min(batch_bytes);
+        properties.insert("batch.size".to_owned(), batch_size.to_string());
         let properties = &properties;
         let producer = match transactional_id {
             Some(id) => RecordProducer::connect_transactional(
@@ -204,16 +230,18 @@ impl Sink {
         let key = message.key().unwrap_or_default();
         let payload = message.payload().unwrap_or_default();
         let original_headers = message.headers();
-        let header_bytes: usize = original_headers.map_or(0, |headers| {
-            headers
-                .iter()
-                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
-                .sum()
-        });
+        let header_bytes = original_headers.map_or(0, header_bytes);
         let size = key.len() + payload.len() + header_bytes + reason.len();
         if size + framing_bytes(size) <= limit {
             let headers = with_extra(provenance(original_headers, message, reason), extra);
-            return self.producer.send(topic, key, payload, Some(headers));
+            match self.producer.send(topic, key, payload, Some(headers)) {
+                // librdkafka's own size check refused it at once: the marker below, then.
+                Err(ProduceError::Send {
+                    cause: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                    ..
+                }) => {}
+                sent => return sent,
+            }
         }
         let original_bytes = payload.len().to_string();
         let reason = format!(
@@ -253,6 +281,31 @@ impl Sink {
     }
 }
 
+/// What `headers` weigh against librdkafka's `message.max.bytes` check: each header's key and value
+/// plus its framing (lengths and attributes, counted generously). Read through the C API, so a key
+/// that is not UTF-8 is counted, not a panic.
+fn header_bytes(headers: &BorrowedHeaders) -> usize {
+    const PER_HEADER: usize = 16;
+    // rdkafka's `BorrowedHeaders` is the C header list itself (a reference to it is the pointer).
+    let native = headers as *const BorrowedHeaders as *const rdkafka::bindings::rd_kafka_headers_t;
+    // SAFETY: `native` is the message's header list, valid while `headers` is borrowed; librdkafka
+    // writes a pointer to a NUL-terminated name it owns, a value pointer and its size.
+    (0..headers.count())
+        .map(|index| unsafe {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+            let error = rdkafka::bindings::rd_kafka_header_get_all(
+                native, index, &mut name, &mut value, &mut size,
+            );
+            if error != rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null()
+            {
+                PER_HEADER
+            } else {
+                PER_HEADER + std::ffi::CStr::from_ptr(name).to_bytes().len() + size
+            }
+        })
+        .sum()
+}
+
 /// `headers` followed by `extra`.
 fn with_extra(mut headers: OwnedHeaders, extra: &[(&str, &str)]) -> OwnedHeaders {
     for (key, value) in extra {
@@ -270,13 +323,10 @@ fn provenance(
     message: &BorrowedMessage<'_>,
     reason: &str,
 ) -> OwnedHeaders {
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = original {
-        for header in original.iter() {
-            headers = headers.insert(header);
-        }
-    }
-    headers
+    // Copied whole by librdkafka: iterating them would read each key as UTF-8 (and rdkafka panics on
+    // a key that is not).
+    original
+        .map_or_else(OwnedHeaders::new, BorrowedHeaders::detach)
         .insert(Header {
             key: HEADER_ERROR,
             value: Some(reason.as_bytes()),

@@ -30,8 +30,31 @@ const MEMTABLE_BYTES: usize = 8 << 20;
 /// All memtables of the database together (the active ones and those being flushed).
 const MEMTABLE_BUDGET_BYTES: usize = 16 << 20;
 const PARTITIONS: &str = "partitions";
-/// In the default column family: the window semantics every stored window was made under.
-const SEMANTICS_KEY: &[u8] = b"semantics";
+/// What the store records about how its state was made, in the default column family: state made
+/// under one of these is never continued under another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The window semantics ([`crate::checkpoint::Semantics`]'s text).
+    Semantics,
+    /// The consumer group whose offsets the stored checkpoints go with.
+    Group,
+}
+
+impl Recorded {
+    fn key(self) -> &'static [u8] {
+        match self {
+            Recorded::Semantics => b"semantics",
+            Recorded::Group => b"group",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Recorded::Semantics => "settings",
+            Recorded::Group => "group",
+        }
+    }
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -182,22 +205,21 @@ impl StateStore {
         stats
     }
 
-    /// The settings the stored state was made under ([`crate::checkpoint::Semantics`]'s text), if
-    /// recorded.
-    pub fn semantics(&self) -> Result<Option<String>, StoreError> {
-        match self.db.get(SEMANTICS_KEY)? {
+    /// What the store recorded under `name` ([`Recorded`]), if anything.
+    pub fn recorded(&self, name: Recorded) -> Result<Option<String>, StoreError> {
+        match self.db.get(name.key())? {
             None => Ok(None),
             Some(bytes) => String::from_utf8(bytes)
                 .map(Some)
-                .map_err(|_| StoreError::Corrupt { what: "settings" }),
+                .map_err(|_| StoreError::Corrupt { what: name.what() }),
         }
     }
 
-    /// Records the settings the state is made under (synced: it guards every later checkpoint).
-    pub fn set_semantics(&self, text: &str) -> Result<(), StoreError> {
+    /// Records `value` under `name` (synced: it guards every later checkpoint).
+    pub fn record(&self, name: Recorded, value: &str) -> Result<(), StoreError> {
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db.put_opt(SEMANTICS_KEY, text, &options)?;
+        self.db.put_opt(name.key(), value, &options)?;
         Ok(())
     }
 

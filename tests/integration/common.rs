@@ -70,6 +70,26 @@ impl TestTopic {
         }
     }
 
+    /// Sets topic configs on the broker while the topic is in use (AlterConfigs: the configs set
+    /// replace every config set before, so pass all the topic should keep).
+    pub fn alter_config(&self, configs: &[(&str, &str)]) {
+        use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+        let admin = kafka::admin_client(&self.settings).expect("admin client");
+        let config = configs.iter().fold(
+            AlterConfig::new(ResourceSpecifier::Topic(&self.name)),
+            |config, (key, value)| config.set(key, value),
+        );
+        let options =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(self.settings.timeout));
+        let results = block_on(admin.alter_configs([&config], &options))
+            .unwrap_or_else(|e| panic!("altering {} to {configs:?}: {e}", self.name));
+        for result in results {
+            if let Err((_, code)) = result {
+                panic!("altering {} to {configs:?}: {code}", self.name);
+            }
+        }
+    }
+
     /// Deletes the topic and creates it again under the same name with `partitions` partitions;
     /// returns once the deletion has taken effect and the broker's metadata shows the new topic.
     pub fn recreate(&self, partitions: i32, deadline: Duration) {
@@ -295,7 +315,7 @@ impl StreamaggProcess {
                 "{name} stayed at {value} < {at_least} for {deadline:?}; log:\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -330,6 +350,13 @@ impl Drop for StreamaggProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Writes a processor config file (TOML) `streamagg.toml` into `dir`; returns its path as an argument.
+pub fn config_file(dir: &std::path::Path, toml: &str) -> String {
+    let path = dir.join("streamagg.toml");
+    std::fs::write(&path, toml).expect("config file written");
+    path.to_str().expect("utf8 path").to_owned()
 }
 
 /// Everything on `topic` now (committed records only), read from the beginning.

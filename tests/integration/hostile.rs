@@ -1,8 +1,10 @@
 //! Hostile input and hostile operations: an oversized source, a side output too large for its topic,
 //! an input topic deleted and created again under the processor, changed window semantics on an
 //! existing state dir and group, a hand-off whose new owner closed windows by idleness, and a
-//! checkpoint interval the transaction timeout cannot hold. Each outcome is checked against the
-//! oracle or against exact expectations computed by the test.
+//! checkpoint interval the transaction timeout cannot hold, and an output topic that refuses every
+//! record until its limit is raised (the transaction is aborted and the work redone in place, from
+//! where each partition started). Each outcome is checked against the oracle or against exact
+//! expectations computed by the test.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -10,11 +12,13 @@ use std::time::{Duration, Instant};
 use streamagg::codec::Format;
 use streamagg::consume::RawRecord;
 
-use crate::common::{metric_sum, read_all, wait_for_records, ProcessorProcess, TestTopic};
+use crate::common::{
+    config_file, metric_sum, read_all, wait_for_records, ProcessorProcess, TestTopic,
+};
 use crate::oracle::{
     assert_output_matches, assert_side_topic, assert_topics_match, check_alive, dataset,
     dataset_from, header, index_of, json_events, oracle, produce_inputs, random_group, set_arg,
-    wait_until_assigned, Delivery, Topics, DATASET_START,
+    wait_for_output, wait_until_assigned, Delivery, Expected, Input, Topics, DATASET_START,
 };
 
 /// The offset in the input topic of the record with dataset index `index`.
@@ -112,18 +116,11 @@ fn a_side_output_too_large_for_its_topic_becomes_a_marker_record() {
     let dir = tempfile::tempdir().expect("dir");
     let mut processor =
         ProcessorProcess::start(&json_args(&topics, &random_group(), &dir.path().join("s")));
-    let output = wait_for_records(
-        &topics.output.name,
+    let output = wait_for_output(
+        &mut processor,
+        &topics,
         expected.windows.len(),
         Duration::from_secs(90),
-        || check_alive(&mut [&mut processor]),
-    );
-    processor.assert_alive();
-    assert_eq!(
-        output.len(),
-        expected.windows.len(),
-        "the valid windows within 90 s; log:\n{}",
-        processor.log()
     );
     assert_output_matches(Format::Json, &output, &expected, Delivery::ExactlyOnce);
     assert_side_topic(
@@ -426,4 +423,164 @@ fn exactly_once_refuses_a_checkpoint_interval_the_transaction_timeout_cannot_hol
         "{}",
         running.log()
     );
+}
+
+/// The output topic's `max.message.bytes` while it refuses every output: below the size of any
+/// record batch holding a JSON average (over 200 bytes), so every delivery to it fails; above the
+/// batch (about 80 bytes) of the marker the transaction coordinator writes to abort a transaction:
+/// with a smaller limit (60) the broker cannot complete the abort (`RecordTooLargeException while
+/// sending txn marker`), the transactional id stays in PrepareAbort and every later transaction
+/// of the instance fails.
+const REFUSING_LIMIT: &str = "100";
+
+/// Counts aborted transactions.
+const ABORTS: &str = "streamagg_transaction_aborts_total";
+
+/// Topics whose output topic refuses every record (`max.message.bytes` = [`REFUSING_LIMIT`]): under
+/// exactly-once every transaction that emits a window becomes abortable.
+fn topics_with_a_refusing_output(purpose: &str, partitions: i32) -> Topics {
+    let name = |role: &str| format!("{purpose}-{role}");
+    Topics {
+        input: TestTopic::create(&name("in"), partitions),
+        output: TestTopic::create_with_config(
+            &name("out"),
+            partitions,
+            &[("max.message.bytes", REFUSING_LIMIT)],
+        ),
+        late: TestTopic::create(&name("late"), partitions),
+        dlq: TestTopic::create(&name("dlq"), partitions),
+    }
+}
+
+/// Waits for the processor's first aborted transaction, then lets the output topic accept records:
+/// the processor, still retrying (at most 10 aborts in a row, with a short backoff), must then get
+/// its redone work through. Returns how many checkpoints it had made before the limit was raised.
+fn accept_the_output_after_the_first_abort(
+    processor: &mut ProcessorProcess,
+    topics: &Topics,
+) -> f64 {
+    processor.wait_for_metric(ABORTS, 1.0, Duration::from_secs(30));
+    let checkpoints = metric_sum(
+        processor.telemetry_addr(Duration::from_secs(10)),
+        "streamagg_checkpoints_total",
+    );
+    topics
+        .output
+        .alter_config(&[("max.message.bytes", "1000000")]);
+    checkpoints
+}
+
+/// Waits for the redone work with the processor alive throughout, stops it, and holds the output,
+/// late and DLQ topics to `expected`, each record exactly once.
+fn expect_the_redone_work_to_equal(
+    processor: &mut ProcessorProcess,
+    topics: &Topics,
+    expected: &Expected,
+) {
+    let addr = processor.telemetry_addr(Duration::from_secs(10));
+    wait_for_output(
+        processor,
+        topics,
+        expected.windows.len(),
+        Duration::from_secs(90),
+    );
+    let aborts = metric_sum(addr, ABORTS);
+    processor.stop_gracefully();
+    assert!(aborts >= 1.0, "{ABORTS} = {aborts}");
+    // Read after the stop: whatever its last checkpoint committed is held to the oracle too.
+    let output = read_all(&topics.output.name);
+    assert_topics_match(
+        Format::Json,
+        topics,
+        expected,
+        Delivery::ExactlyOnce,
+        &output,
+    );
+}
+
+#[test]
+fn an_abortable_send_error_aborts_and_redoes_the_work_instead_of_crashing() {
+    let format = Format::Json;
+    let topics = topics_with_a_refusing_output("abort-redo", 4);
+    // Enough input that the processor is still emitting when the first delivery fails: the
+    // failure then surfaces at a send, not only at the commit (4,000 events were too few: it
+    // surfaced at the commit only).
+    let inputs = dataset(format, 61, 30_000);
+    produce_inputs(&topics.input.name, &inputs, 0..inputs.len());
+    let expected = oracle(format, &inputs, &read_all(&topics.input.name));
+    assert!(
+        expected.windows.len() > 600 && !expected.late.is_empty() && !expected.invalid.is_empty()
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut processor =
+        ProcessorProcess::start(&json_args(&topics, &random_group(), &dir.path().join("s")));
+    accept_the_output_after_the_first_abort(&mut processor, &topics);
+    let log = processor.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("aborting the transaction")
+                && line.contains("transaction produce failed")),
+        "a send, not only a commit, met the failed delivery (the case under test); log:\n{log}"
+    );
+    expect_the_redone_work_to_equal(&mut processor, &topics, &expected);
+}
+
+#[test]
+fn after_an_abort_a_partition_without_a_checkpoint_resumes_where_auto_offset_reset_started_it() {
+    let format = Format::Json;
+    let topics = topics_with_a_refusing_output("latest-abort", 1);
+    // Old records, there before the processor: sources of their own, two hours before the new
+    // ones, closing their windows, one of them invalid. Had they been processed, they would show
+    // in the output and the DLQ.
+    let mut inputs = json_events(&[
+        ("old-a", DATASET_START + 1_000, 60.0),
+        ("old-b", DATASET_START + 2_000, 70.0),
+        ("old-a", DATASET_START + 61_000, 80.0),
+        ("old-c", DATASET_START + 3_600_000, 90.0),
+    ]);
+    inputs.push(Input {
+        source: "old-bad".into(),
+        payload: b"not an event".to_vec(),
+    });
+    let old = inputs.len();
+    produce_inputs(&topics.input.name, &inputs, 0..old);
+    let from_old = oracle(format, &inputs, &read_all(&topics.input.name));
+    assert!(
+        from_old.windows.len() == 3 && from_old.invalid.len() == 1,
+        "the old records make windows and a DLQ record: {from_old:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_file(
+        dir.path(),
+        "[kafka.consumer]\n\"auto.offset.reset\" = \"latest\"\n",
+    );
+    let mut args = json_args(&topics, &random_group(), &dir.path().join("s"));
+    set_arg(&mut args, "--config", &config);
+    let mut processor = ProcessorProcess::start(&args);
+    wait_until_assigned(&mut processor, Duration::from_secs(60));
+    // `latest` becomes an offset only after the assignment, when the consumer first fetches.
+    std::thread::sleep(Duration::from_secs(3));
+    processor.assert_alive();
+
+    // The new records, all at once (one transaction holds their windows, so the partition has no
+    // checkpoint when it is aborted): the dataset's sources, two hours later.
+    inputs.extend(dataset_from(format, 62, 600, DATASET_START + 2 * 3_600_000));
+    produce_inputs(&topics.input.name, &inputs, old..inputs.len());
+    let new_records: Vec<RawRecord> = read_all(&topics.input.name)
+        .into_iter()
+        .filter(|r| index_of(r) >= old)
+        .collect();
+    let expected = oracle(format, &inputs, &new_records);
+    assert!(expected.windows.len() > 50 && !expected.invalid.is_empty());
+
+    let checkpoints = accept_the_output_after_the_first_abort(&mut processor, &topics);
+    assert_eq!(
+        checkpoints,
+        0.0,
+        "no checkpoint before the abort (the case under test); log:\n{}",
+        processor.log()
+    );
+    expect_the_redone_work_to_equal(&mut processor, &topics, &expected);
 }

@@ -568,6 +568,27 @@ pub fn produce_input_range_gradually(
     })
 }
 
+/// Waits until the output topic holds at least `count` records, failing fast if `processor` exits;
+/// then expects it alive and the count reached within `deadline`. Returns the output as read.
+pub fn wait_for_output(
+    processor: &mut ProcessorProcess,
+    topics: &Topics,
+    count: usize,
+    deadline: Duration,
+) -> Vec<RawRecord> {
+    let output = crate::common::wait_for_records(&topics.output.name, count, deadline, || {
+        check_alive(&mut [&mut *processor])
+    });
+    processor.assert_alive();
+    assert!(
+        output.len() >= count,
+        "{} of {count} output records within {deadline:?}; log:\n{}",
+        output.len(),
+        processor.log()
+    );
+    output
+}
+
 /// Waits until a processor's log says it owns partitions, failing fast if it exits.
 pub fn wait_until_assigned(process: &mut ProcessorProcess, deadline: Duration) {
     let started = std::time::Instant::now();

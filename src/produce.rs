@@ -66,6 +66,12 @@ impl ProduceError {
             Some(e) if e.is_fatal() => TransactionErrorKind::Fatal,
             Some(e) if e.txn_requires_abort() => TransactionErrorKind::Abortable,
             Some(e) if e.is_retriable() => TransactionErrorKind::Retriable,
+            // The commit flushes first; when a failed delivery put the transaction into the state
+            // that needs an abort, what is left is never sent and the flush times out before
+            // librdkafka says why. Nothing was committed: aborting and redoing is safe.
+            None if stage == "commit" && matches!(cause, KafkaError::Flush(_)) => {
+                TransactionErrorKind::Abortable
+            }
             // Errors without librdkafka's classification (e.g. local state errors) are not safe to retry.
             _ => TransactionErrorKind::Fatal,
         };

@@ -282,10 +282,10 @@ impl Sink {
 }
 
 /// What `headers` weigh against librdkafka's `message.max.bytes` check: each header's key and value
-/// plus its framing (lengths and attributes, counted generously). Read through the C API, so a key
+/// plus its framing (two varint lengths, at most 10 bytes). Read through the C API, so a key
 /// that is not UTF-8 is counted, not a panic.
 fn header_bytes(headers: &BorrowedHeaders) -> usize {
-    const PER_HEADER: usize = 16;
+    const PER_HEADER: usize = 10;
     // rdkafka's `BorrowedHeaders` is the C header list itself (a reference to it is the pointer).
     let native = headers as *const BorrowedHeaders as *const rdkafka::bindings::rd_kafka_headers_t;
     // SAFETY: `native` is the message's header list, valid while `headers` is borrowed; librdkafka

@@ -17,8 +17,9 @@ use crate::common::{
 };
 use crate::oracle::{
     assert_output_matches, assert_side_topic, assert_topics_match, check_alive, dataset,
-    dataset_from, header, index_of, json_events, oracle, produce_inputs, random_group, set_arg,
-    wait_for_output, wait_until_assigned, Delivery, Expected, Input, Topics, DATASET_START,
+    dataset_from, header, index_of, json_events, oracle, produce_inputs,
+    produce_inputs_with_headers, random_group, set_arg, wait_for_output, wait_until_assigned,
+    Delivery, Expected, Input, Topics, DATASET_START,
 };
 
 /// The offset in the input topic of the record with dataset index `index`.
@@ -583,4 +584,147 @@ fn after_an_abort_a_partition_without_a_checkpoint_resumes_where_auto_offset_res
         processor.log()
     );
     expect_the_redone_work_to_equal(&mut processor, &topics, &expected);
+}
+
+/// Topics whose DLQ accepts records of at most 100,000 bytes (the broker's default is ~1 MiB).
+fn topics_with_a_small_dlq(purpose: &str) -> Topics {
+    Topics {
+        input: TestTopic::create(&format!("{purpose}-in"), 1),
+        output: TestTopic::create(&format!("{purpose}-out"), 1),
+        late: TestTopic::create(&format!("{purpose}-late"), 1),
+        dlq: TestTopic::create_with_config(
+            &format!("{purpose}-dlq"),
+            1,
+            &[("max.message.bytes", "100000")],
+        ),
+    }
+}
+
+/// `count` bytes that are not JSON and do not compress.
+fn incompressible(count: usize) -> Vec<u8> {
+    let mut bytes = vec![0xff_u8; count];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes[1..]);
+    bytes
+}
+
+/// Runs a processor on `topics` until the output holds `expected`'s windows, checks them, and
+/// returns the DLQ's records.
+fn run_until_the_windows_and_read_the_dlq(topics: &Topics, expected: &Expected) -> Vec<RawRecord> {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut processor =
+        ProcessorProcess::start(&json_args(topics, &random_group(), &dir.path().join("s")));
+    let output = wait_for_output(
+        &mut processor,
+        topics,
+        expected.windows.len(),
+        Duration::from_secs(60),
+    );
+    assert_output_matches(Format::Json, &output, expected, Delivery::ExactlyOnce);
+    processor.stop_gracefully();
+    read_all(&topics.dlq.name)
+}
+
+#[test]
+fn a_burst_of_side_outputs_that_each_fit_is_never_refused_as_one_batch() {
+    let topics = topics_with_a_small_dlq("burst");
+    let mut inputs = json_events(&[
+        ("a", T0 + 1_000, 60.0),
+        ("bad1", T0 + 1_100, 0.0),
+        ("bad2", T0 + 1_200, 0.0),
+        ("bad3", T0 + 1_300, 0.0),
+        ("b", T0 + 2_000, 70.0),
+        ("w", T0 + 200_000, 100.0),
+    ]);
+    // Each copy fits the DLQ's 100,000 bytes; three in one batch would not.
+    for input in &mut inputs[1..4] {
+        input.payload = incompressible(60_000);
+    }
+    produce_inputs(&topics.input.name, &inputs, 0..inputs.len());
+    let expected = oracle(Format::Json, &inputs, &read_all(&topics.input.name));
+    assert_eq!(expected.invalid, BTreeSet::from([1, 2, 3]));
+    let dlq = run_until_the_windows_and_read_the_dlq(&topics, &expected);
+    let copies: Vec<(usize, Option<&Vec<u8>>)> = dlq
+        .iter()
+        .map(|r| (index_of(r), r.payload.as_ref()))
+        .collect();
+    let originals: Vec<(usize, Option<&Vec<u8>>)> =
+        (1..4).map(|i| (i, Some(&inputs[i].payload))).collect();
+    assert_eq!(copies, originals, "three whole copies, in order");
+}
+
+#[test]
+fn a_record_whose_headers_the_producer_cannot_copy_becomes_a_marker() {
+    // The input topic takes records up to 5 MB; the DLQ the broker's default (~1 MiB).
+    let topics = Topics {
+        input: TestTopic::create_with_config("headers-in", 1, &[("max.message.bytes", "5000000")]),
+        output: TestTopic::create("headers-out", 1),
+        late: TestTopic::create("headers-late", 1),
+        dlq: TestTopic::create("headers-dlq", 1),
+    };
+    let mut inputs = json_events(&[
+        ("a", T0 + 1_000, 60.0),
+        ("bad", T0 + 1_100, 0.0),
+        ("b", T0 + 2_000, 70.0),
+        ("w", T0 + 200_000, 100.0),
+    ]);
+    inputs[1].payload = b"not json".to_vec();
+    // 40,000 headers of 25 random bytes: with their framing over 1.1 MB, past librdkafka's own
+    // message.max.bytes (1,000,000), which refuses a copy at once. A producer allowed larger
+    // records writes the original.
+    let large =
+        std::collections::BTreeMap::from([("message.max.bytes".to_owned(), "5000000".to_owned())]);
+    let values: Vec<Vec<u8>> = (0..40_000).map(|_| incompressible(25)).collect();
+    produce_inputs_with_headers(
+        &topics.input.name,
+        &inputs,
+        0..inputs.len(),
+        &large,
+        |index, headers| {
+            if index != 1 {
+                return headers;
+            }
+            values.iter().fold(headers, |headers, value| {
+                headers.insert(rdkafka::message::Header {
+                    key: "h",
+                    value: Some(value),
+                })
+            })
+        },
+    );
+    let input_records = read_all(&topics.input.name);
+    let expected = oracle(Format::Json, &inputs, &input_records);
+    assert_eq!(expected.invalid, BTreeSet::from([1]));
+    let dlq = run_until_the_windows_and_read_the_dlq(&topics, &expected);
+    assert_eq!(dlq.len(), 1, "one DLQ record");
+    let reason = header(&dlq[0], "streamagg.error").expect("reason");
+    assert!(reason.contains("too large"), "{reason}");
+    assert_eq!(
+        header(&dlq[0], "streamagg.offset"),
+        Some(input_offset(&input_records, 1).to_string())
+    );
+}
+
+#[test]
+fn a_state_dir_is_refused_for_another_group() {
+    let topics = Topics::create("other-group", 1);
+    let inputs = json_events(&[("a", T0 + 1_000, 60.0), ("w", T0 + 200_000, 100.0)]);
+    produce_inputs(&topics.input.name, &inputs, 0..inputs.len());
+    let dir = tempfile::tempdir().expect("dir");
+    let state = dir.path().join("s");
+    let (first, second) = (random_group(), random_group());
+    let mut processor = ProcessorProcess::start(&json_args(&topics, &first, &state));
+    wait_for_output(&mut processor, &topics, 1, Duration::from_secs(60));
+    processor.stop_gracefully();
+
+    let mut refused = ProcessorProcess::start(&json_args(&topics, &second, &state));
+    let lines = refused.refusal_lines(Duration::from_secs(30));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    for word in ["group", &first, &second] {
+        assert!(lines[0].contains(word), "{word} in {lines:?}");
+    }
+    assert_eq!(
+        read_all(&topics.output.name).len(),
+        1,
+        "nothing more was output"
+    );
 }

@@ -125,14 +125,28 @@ pub fn dataset_from(format: Format, seed: u64, events: i64, start: i64) -> Vec<I
 
 /// Writes `inputs[range]` keyed by source, each with a header carrying its index.
 pub fn produce_inputs(topic: &str, inputs: &[Input], range: std::ops::Range<usize>) {
+    produce_inputs_with_headers(topic, inputs, range, &Default::default(), |_, headers| {
+        headers
+    });
+}
+
+/// [`produce_inputs`] by a producer with librdkafka `properties`, with `extra` adding headers of its
+/// own to record `index` after the index header.
+pub fn produce_inputs_with_headers(
+    topic: &str,
+    inputs: &[Input],
+    range: std::ops::Range<usize>,
+    properties: &std::collections::BTreeMap<String, String>,
+    extra: impl Fn(usize, OwnedHeaders) -> OwnedHeaders,
+) {
     let mut producer =
-        RecordProducer::connect(&kafka_settings(), "it-dataset", &Default::default())
-            .expect("broker");
+        RecordProducer::connect(&kafka_settings(), "it-dataset", properties).expect("broker");
     for index in range {
         let headers = OwnedHeaders::new().insert(Header {
             key: INDEX_HEADER,
             value: Some(index.to_string().as_bytes()),
         });
+        let headers = extra(index, headers);
         producer
             .send(
                 topic,

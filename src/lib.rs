@@ -27,6 +27,8 @@ pub mod model;
 #[cfg(feature = "runtime")]
 pub mod pipeline;
 #[cfg(feature = "runtime")]
+pub mod processor;
+#[cfg(feature = "runtime")]
 pub mod produce;
 #[cfg(feature = "runtime")]
 pub mod sink;

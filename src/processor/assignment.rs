@@ -1,0 +1,272 @@
+//! Where newly assigned partitions resume (local state, rebuild from the group commit, fresh, or
+//! reset when the log went back), how an abort rewinds them, and what a revoke checkpoints.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::Offset;
+
+use super::{PartitionState, PipelineError, Processor};
+use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan};
+use crate::config::Guarantee;
+use crate::kafka::{self, Backoff};
+use crate::store::TopicPartition;
+use crate::window::PartitionWindows;
+
+impl Processor {
+    /// Sets up state for `partitions` (replacing any) from the local store, the group's committed
+    /// offsets and the partitions' log ends, and returns where each must be read from (`None`: where
+    /// `auto.offset.reset` says).
+    fn resume<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>, PipelineError> {
+        // Asked inside a rebalance, while the group coordinator may itself be moving: failures are
+        // retried, like every other step that talks to the cluster. An error on one partition (e.g.
+        // offsets still pending in a transaction) is never read as "no commit".
+        let timeout = self.settings.kafka.timeout;
+        let mut backoff = Backoff::new(timeout.max(Duration::from_secs(60)));
+        let committed = loop {
+            let answer = consumer
+                .committed_offsets(partitions.clone(), timeout)
+                .and_then(|committed| match first_partition_error(&committed) {
+                    Some(error) => Err(error),
+                    None => Ok(committed),
+                });
+            match answer {
+                Ok(committed) => break committed,
+                Err(error @ KafkaError::OffsetFetch(_)) if backoff.wait(&error) => {}
+                Err(error) if kafka::is_transient(&error) && backoff.wait(&error) => {}
+                Err(error) => return Err(PipelineError::Consumer(error)),
+            }
+        };
+        let mut positions = Vec::new();
+        for element in partitions.elements() {
+            let tp = TopicPartition {
+                topic: element.topic().to_owned(),
+                partition: element.partition(),
+            };
+            let group = committed
+                .find_partition(&tp.topic, tp.partition)
+                .and_then(|c| match c.offset() {
+                    Offset::Offset(offset) => Some((offset, CommitMetadata::parse(c.metadata()))),
+                    _ => None,
+                });
+            if let Some(committed) = group.and_then(|(_, meta)| meta?.semantics) {
+                if committed != self.semantics {
+                    return Err(PipelineError::SettingsChanged {
+                        what: format!(
+                            "the offset group '{}' committed for {}[{}]",
+                            self.settings.group, tp.topic, tp.partition
+                        ),
+                        differences: committed.differences(&self.semantics),
+                    });
+                }
+            }
+            // Unknown (a partition without a leader just now) is not an error: the check of a
+            // checkpoint past the log end is skipped, and records below the checkpoint still reset
+            // the partition when they arrive.
+            let (log_start, log_end) = match consumer.fetch_watermarks(
+                &tp.topic,
+                tp.partition,
+                timeout,
+            ) {
+                Ok((start, end)) => (Some(start), Some(end)),
+                Err(error) => {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, %error, "the partition's log end is unknown; not checking the checkpoint against it");
+                    (None, None)
+                }
+            };
+            let local = self.store.load(&tp)?;
+            let plan = plan_resume(
+                local.as_ref().map(|(checkpoint, _)| *checkpoint),
+                group,
+                log_end,
+            );
+            if let (ResumePlan::Local { from }, Some((offset, _))) = (plan, group) {
+                if offset < from && self.settings.guarantee == Guarantee::ExactlyOnce {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, committed = offset, local = from, "the group's offset is behind this instance's state (reset by hand, or expired): continuing from the state; to reprocess, use a new group with an empty state dir");
+                }
+            }
+            let spec = self.settings.window;
+            let forget_local = match plan {
+                ResumePlan::Rebuild { forget_local, .. }
+                | ResumePlan::CommittedOnly { forget_local, .. } => forget_local,
+                ResumePlan::Reset { .. } => local.is_some(),
+                ResumePlan::Local { .. } | ResumePlan::Fresh => false,
+            };
+            if forget_local {
+                self.store.forget(&tp)?;
+            }
+            // (windows, offset to read from, offset below which records are a replay)
+            let (windows, from, replay_until) = match plan {
+                ResumePlan::Local { from } => {
+                    let (stream_time, stored) =
+                        local.map(|(c, w)| (c.stream_time, w)).unwrap_or_default();
+                    (
+                        PartitionWindows::restore(spec, stream_time, stored),
+                        Some(from),
+                        from,
+                    )
+                }
+                ResumePlan::Rebuild {
+                    from,
+                    replay_until,
+                    stream_time,
+                    ..
+                } => {
+                    // Retention (or deleted records) took part of what the rebuild needs: rebuild
+                    // what is left rather than let the reset policy move past the commit.
+                    let from = match log_start.filter(|&start| start > from) {
+                        Some(start) => {
+                            tracing::warn!(topic = %tp.topic, partition = tp.partition, rebuild_from = from, log_start = start, "the log no longer holds the start of the open windows: they are rebuilt from what is left and will be short");
+                            start.min(replay_until)
+                        }
+                        None => from,
+                    };
+                    (
+                        PartitionWindows::restore(spec, stream_time, Vec::new()),
+                        Some(from),
+                        replay_until,
+                    )
+                }
+                ResumePlan::CommittedOnly { from, .. } => {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
+                    (PartitionWindows::new(spec), Some(from), from)
+                }
+                ResumePlan::Reset {
+                    checkpointed,
+                    log_end,
+                } => {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, checkpointed, log_end, "the partition's log ends before its checkpoint (topic recreated or log truncated): its state is reset and it is processed from its beginning");
+                    self.counts.resets += 1;
+                    let start = log_start.unwrap_or(0);
+                    (PartitionWindows::new(spec), Some(start), start)
+                }
+                ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
+            };
+            tracing::info!(topic = %tp.topic, partition = tp.partition, ?plan, "assigned");
+            let state = PartitionState {
+                replay_until,
+                ..PartitionState::empty(windows, from)
+            };
+            self.partitions
+                .entry(tp.topic.clone())
+                .or_default()
+                .insert(tp.partition, state);
+            positions.push((tp, from));
+        }
+        Ok(positions)
+    }
+
+    /// Prepares newly assigned partitions and sets the offsets they resume from in `assignment`.
+    pub(crate) fn assign<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        assignment: &mut TopicPartitionList,
+    ) -> Result<(), PipelineError> {
+        for (tp, from) in self.resume(consumer, assignment)? {
+            if let Some(from) = from {
+                assignment
+                    .set_partition_offset(&tp.topic, tp.partition, Offset::Offset(from))
+                    .map_err(PipelineError::Consumer)?;
+            }
+        }
+        self.assigned_once = true;
+        Ok(())
+    }
+
+    /// After an aborted transaction: every owned partition goes back to its last checkpoint (state
+    /// reloaded, consumer seeked), as if the work since then had never happened. A partition that
+    /// had no checkpoint goes back to the first record it processed (not to the beginning, nor to
+    /// the end: `auto.offset.reset` chose where it started, and that is where it starts again).
+    pub(super) fn rewind<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), PipelineError> {
+        let mut owned = TopicPartitionList::new();
+        let mut started_fresh_at = HashMap::new();
+        for (topic, parts) in &self.partitions {
+            for (&partition, state) in parts {
+                owned.add_partition(topic, partition);
+                started_fresh_at.insert((topic.clone(), partition), state.started_fresh_at);
+            }
+        }
+        for (tp, from) in self.resume(consumer, &owned)? {
+            let from = from.or_else(|| {
+                started_fresh_at
+                    .get(&(tp.topic.clone(), tp.partition))
+                    .copied()
+                    .flatten()
+            });
+            // `None`: nothing was processed since the partition started fresh; it has not moved.
+            if let Some(from) = from {
+                consumer
+                    .seek(
+                        &tp.topic,
+                        tp.partition,
+                        Offset::Offset(from),
+                        self.settings.kafka.timeout,
+                    )
+                    .map_err(PipelineError::Consumer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoints everything (unless the instance has failed), then drops the state of revoked
+    /// partitions.
+    pub(crate) fn revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &TopicPartitionList,
+    ) -> Result<(), PipelineError> {
+        // Under exactly-once the open transaction spans all partitions, so all are checkpointed.
+        let result = self.checkpoint(consumer).map(|_| ());
+        for element in revoked.elements() {
+            if let Some(parts) = self.partitions.get_mut(element.topic()) {
+                parts.remove(&element.partition());
+            }
+            tracing::info!(
+                topic = element.topic(),
+                partition = element.partition(),
+                "revoked"
+            );
+        }
+        result
+    }
+}
+
+/// The first per-partition error in an offset-fetch answer.
+fn first_partition_error(committed: &TopicPartitionList) -> Option<KafkaError> {
+    committed.elements().iter().find_map(|e| e.error().err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaRespErr;
+
+    #[test]
+    fn a_per_partition_offset_fetch_error_is_an_error_not_an_absent_commit() {
+        let mut answer = TopicPartitionList::new();
+        answer
+            .add_partition_offset("t", 0, Offset::Offset(5))
+            .expect("offset");
+        assert!(first_partition_error(&answer).is_none());
+        answer.add_partition("t", 1);
+        // What librdkafka's OffsetFetch answer holds when the group has transactional offsets
+        // pending for the partition (KIP-447): an error on the element, offset invalid.
+        // SAFETY: the list holds two elements, and only the second's error code is written.
+        unsafe {
+            (*(*answer.ptr()).elems.add(1)).err =
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNSTABLE_OFFSET_COMMIT;
+        }
+        let error = first_partition_error(&answer).expect("the error is seen");
+        assert!(error.to_string().contains("nstable"), "{error}");
+    }
+}

@@ -1,0 +1,612 @@
+//! The operator of `streamagg run`: the open windows of every owned partition, with the state store
+//! and sink they checkpoint to. Per record: decode → event time → filter → window (aggregated,
+//! late, out of range) → side outputs → close due windows → emit. Per checkpoint: outputs and offsets
+//! committed (transaction, or flush + group commit), state written to RocksDB. After any error it
+//! never checkpoints again; an abortable transaction error is recovered from by aborting and
+//! redoing the work since the last checkpoint. Assignment (resume, rewind, revoke) lives in
+//! [`assignment`], idle closing in [`idle`]; the consumer loop that drives it in [`crate::pipeline`].
+
+mod assignment;
+mod idle;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::Offset;
+
+use crate::checkpoint::{CommitMetadata, Semantics};
+use crate::codec::decode;
+use crate::config::{EventTime, Guarantee, RunSettings};
+use crate::kafka::KafkaSetupError;
+use crate::model::TrafficEvent;
+use crate::produce::{ProduceError, TransactionErrorKind};
+use crate::sink::Sink;
+use crate::store::{PartitionCheckpoint, PartitionUpdate, StateStore, StoreError, TopicPartition};
+use crate::telemetry::{metric, Health};
+use crate::window::{ClosedWindow, Observed, PartitionWindows};
+
+/// Why the processor stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Setup(Box<KafkaSetupError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Produce(Box<ProduceError>),
+    #[error("input topic '{0}' does not exist")]
+    InputMissing(String),
+    #[error("{what} topic '{topic}' does not exist")]
+    OutputMissing { what: &'static str, topic: String },
+    #[error("Kafka consumer: {0}")]
+    Consumer(KafkaError),
+    /// The cluster's ACLs do not let this principal do its work: never retried.
+    #[error("not authorized (check the Kafka user's ACLs on {topics} and the group): {cause}")]
+    NotAuthorized {
+        topics: String,
+        cause: Box<ProduceError>,
+    },
+    #[error("the consumer has no group metadata to commit a transaction with")]
+    NoGroupMetadata,
+    /// State or commits made under other window semantics: continuing would mix them.
+    #[error("{what} was written with other settings: {differences}; to change them, start a new consumer group with an empty state dir (or delete the group and the state dir)")]
+    SettingsChanged { what: String, differences: String },
+    #[error("{0} transaction aborts in a row without a checkpoint in between; the last: {1}")]
+    TooManyAborts(u32, Box<PipelineError>),
+}
+
+impl From<KafkaSetupError> for PipelineError {
+    fn from(error: KafkaSetupError) -> Self {
+        PipelineError::Setup(Box::new(error))
+    }
+}
+
+impl From<ProduceError> for PipelineError {
+    fn from(error: ProduceError) -> Self {
+        PipelineError::Produce(Box::new(error))
+    }
+}
+
+/// What happened to input records, counted since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub consumed: u64,
+    pub aggregated: u64,
+    pub late: u64,
+    pub filtered: u64,
+    pub invalid: u64,
+    pub replayed: u64,
+    pub windows_emitted: u64,
+    pub checkpoints: u64,
+    pub aborts: u64,
+    pub resets: u64,
+}
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpointed {
+    /// Nothing had changed (or the instance has failed and must not checkpoint any more).
+    Nothing,
+    /// State and offsets were committed.
+    Committed,
+    /// Under exactly-once the transaction was aborted and the work since the last checkpoint is being
+    /// redone.
+    Aborted,
+}
+
+/// Under exactly-once, how many aborts may follow each other without a checkpoint succeeding before
+/// the instance gives up (a problem that redoing the work meets every time).
+const MAX_CONSECUTIVE_ABORTS: u32 = 10;
+
+/// One owned input partition.
+struct PartitionState {
+    windows: PartitionWindows,
+    /// The offset after the last processed record; `None` before the first record of a fresh partition.
+    next_offset: Option<i64>,
+    /// Records below this offset are a rebuild of state another owner already emitted from.
+    replay_until: i64,
+    /// Processed records since the last checkpoint.
+    changed: bool,
+    /// When the partition last delivered a record (for `idle_close_after`).
+    last_record: Instant,
+    /// For a partition started without any checkpoint: the offset of its first processed record,
+    /// where an abort rewinds it to.
+    started_fresh_at: Option<i64>,
+}
+
+impl PartitionState {
+    /// Empty windows, reading from `from`, nothing to replay.
+    fn empty(windows: PartitionWindows, from: Option<i64>) -> Self {
+        PartitionState {
+            windows,
+            next_offset: from,
+            replay_until: from.unwrap_or(0),
+            changed: false,
+            last_record: Instant::now(),
+            started_fresh_at: None,
+        }
+    }
+
+    /// Whether records below `replay_until` are still being replayed to rebuild the open windows.
+    fn rebuilding(&self) -> bool {
+        self.next_offset
+            .is_some_and(|next| next < self.replay_until)
+    }
+}
+
+/// The open windows of every owned partition, with the store and sink they checkpoint to.
+pub struct Processor {
+    settings: RunSettings,
+    store: StateStore,
+    sink: Sink,
+    /// topic → partition → state (two levels so a message is looked up without allocating).
+    partitions: HashMap<String, HashMap<i32, PartitionState>>,
+    counts: Counts,
+    health: Arc<Health>,
+    /// Whether the group has handed this instance its first assignment (possibly empty).
+    assigned_once: bool,
+    /// Whether a record has been consumed yet (the first one is logged: start-up is over).
+    consumed_once: bool,
+    emit_latency: metrics::Histogram,
+    checkpoint_duration: metrics::Histogram,
+    /// Since when emitted results wait for a checkpoint (`None`: none emitted since the last one).
+    results_waiting_since: Option<Instant>,
+    /// The settings the state and commits must have been made under.
+    semantics: Semantics,
+    /// Set by the first processing error: from then on nothing is checkpointed, so the half-handled
+    /// work is never committed (the restart redoes it from the last checkpoint).
+    failed: bool,
+    /// Transaction aborts since the last successful checkpoint.
+    consecutive_aborts: u32,
+}
+
+/// Emits closed windows to the sink, counting them and observing their emission latency.
+///
+/// The latency is observed once per window start in the burst (all its sources close at the same
+/// moment and share the value), not once per source: the exporter keeps every observation until the
+/// next scrape, which at 1M sources was 21 MiB of the processor's peak memory.
+fn emit_windows(
+    sink: &mut Sink,
+    counts: &mut Counts,
+    emit_latency: &metrics::Histogram,
+    window_size_ms: i64,
+    windows: Vec<ClosedWindow>,
+) -> Result<(), ProduceError> {
+    if windows.is_empty() {
+        return Ok(()); // the common case, once per record: no clock read
+    }
+    let now = crate::produce::now_ms();
+    let mut observed_start = None;
+    for window in windows {
+        sink.emit(&window)?;
+        counts.windows_emitted += 1;
+        if observed_start != Some(window.window_start) {
+            observed_start = Some(window.window_start);
+            let window_end = window.window_start.saturating_add(window_size_ms);
+            emit_latency.record(now.saturating_sub(window_end) as f64 / 1000.0);
+        }
+    }
+    Ok(())
+}
+
+/// Notes that results were just emitted, if they were: the first since the last checkpoint starts the
+/// wait [`Processor::results_waited`] measures.
+fn note_results(waiting_since: &mut Option<Instant>, emitted: bool) {
+    if emitted && waiting_since.is_none() {
+        *waiting_since = Some(Instant::now());
+    }
+}
+
+impl Processor {
+    /// A processor owning no partitions yet.
+    pub(crate) fn new(
+        settings: RunSettings,
+        store: StateStore,
+        sink: Sink,
+        health: Arc<Health>,
+    ) -> Self {
+        Processor {
+            semantics: settings.semantics(),
+            settings,
+            store,
+            sink,
+            partitions: HashMap::new(),
+            counts: Counts::default(),
+            health,
+            assigned_once: false,
+            consumed_once: false,
+            emit_latency: metrics::histogram!(metric::EMIT_LATENCY_SECONDS),
+            results_waiting_since: None,
+            checkpoint_duration: metrics::histogram!(metric::CHECKPOINT_DURATION_SECONDS),
+            failed: false,
+            consecutive_aborts: 0,
+        }
+    }
+
+    /// What happened to input records so far.
+    pub(crate) fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Processes one input record.
+    pub(crate) fn handle<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), PipelineError> {
+        if self.failed {
+            return Ok(()); // the loop is stopping: nothing more is processed or committed
+        }
+        let resets = self.counts.resets;
+        self.process(message)
+            .or_else(|error| self.recover(consumer, error))?;
+        if self.counts.resets > resets {
+            // Commit the reset at once: until then the group's commit still describes the old log,
+            // and a restart would rebuild from it.
+            self.checkpoint(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// The per-record work of [`Processor::handle`].
+    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+        let (topic, partition) = (message.topic(), message.partition());
+        let Some(state) = self
+            .partitions
+            .get_mut(topic)
+            .and_then(|p| p.get_mut(&partition))
+        else {
+            return Ok(()); // fetched just before its partition was revoked: the new owner processes it
+        };
+        let offset = message.offset();
+        if let Some(expected) = state.next_offset.filter(|&next| offset < next) {
+            // librdkafka hands out a partition's records in offset order from where it was
+            // positioned: an earlier offset means the log itself went back (an out-of-range reset
+            // after the topic was deleted and created again, or its log truncated). The state
+            // belongs to records that are gone; these are new and must be processed, not skipped.
+            tracing::error!(
+                topic,
+                partition,
+                offset,
+                expected,
+                "the partition's offsets went back (topic recreated or log truncated): its state is reset and it is processed again from this record"
+            );
+            *state = PartitionState::empty(PartitionWindows::new(self.settings.window), None);
+            self.counts.resets += 1;
+            self.store.forget(&TopicPartition {
+                topic: topic.to_owned(),
+                partition,
+            })?;
+        }
+        self.counts.consumed += 1;
+        if !self.consumed_once {
+            self.consumed_once = true;
+            tracing::info!(
+                first_record_ms = crate::produce::now_ms(),
+                topic,
+                partition,
+                offset,
+                "first record consumed"
+            );
+        }
+        if state.next_offset.is_none() {
+            state.started_fresh_at = Some(offset);
+        }
+        let replay = offset < state.replay_until;
+        let event = decode::<TrafficEvent>(
+            message.payload().unwrap_or_default(),
+            self.settings.input_format,
+        );
+        let outcome = match event {
+            Err(error) => Err(error.to_string()),
+            Ok(event) => {
+                let timestamp = match self.settings.event_time {
+                    EventTime::Field => Some(event.timestamp),
+                    EventTime::Kafka => message.timestamp().to_millis(),
+                };
+                match timestamp {
+                    None => Err("record has no Kafka timestamp".to_owned()),
+                    Some(_) if self.settings.min_value.is_some_and(|min| event.value < min) => {
+                        Ok(None)
+                    }
+                    Some(timestamp) => Ok(Some(state.windows.observe(
+                        &event.source,
+                        timestamp,
+                        event.value,
+                        offset,
+                    ))),
+                }
+            }
+        };
+        state.next_offset = Some(offset + 1);
+        state.changed = true;
+        state.last_record = Instant::now();
+        if replay {
+            // Side outputs and counts of these records happened when they were first processed.
+            self.counts.replayed += 1;
+            return Ok(());
+        }
+        match outcome {
+            Ok(Some(Observed::Aggregated)) => self.counts.aggregated += 1,
+            Ok(Some(Observed::Late { window_start })) => {
+                self.counts.late += 1;
+                self.sink.forward_late(message, window_start)?;
+            }
+            Ok(Some(Observed::OutOfRange)) => {
+                self.counts.invalid += 1;
+                self.sink
+                    .forward_invalid(message, "timestamp out of range")?;
+            }
+            Ok(Some(Observed::ValueOutOfRange)) => {
+                self.counts.invalid += 1;
+                self.sink.forward_invalid(
+                    message,
+                    "value out of range: its window's sum would not be a finite number",
+                )?;
+            }
+            Ok(None) => self.counts.filtered += 1,
+            Err(reason) => {
+                self.counts.invalid += 1;
+                self.sink.forward_invalid(message, &reason)?;
+            }
+        }
+        let closed = state.windows.close_due();
+        let emitted = !closed.is_empty();
+        emit_windows(
+            &mut self.sink,
+            &mut self.counts,
+            &self.emit_latency,
+            self.settings.window.size_ms,
+            closed,
+        )?;
+        note_results(&mut self.results_waiting_since, emitted);
+        Ok(())
+    }
+
+    /// After a processing or checkpoint error: under exactly-once, an abortable transaction error
+    /// aborts the transaction and redoes the work since the last checkpoint ([`Processor::rewind`]);
+    /// anything else (or too many aborts in a row) fails the instance, which then never
+    /// checkpoints again.
+    pub(crate) fn recover<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        error: PipelineError,
+    ) -> Result<(), PipelineError> {
+        let abortable = self.settings.guarantee == Guarantee::ExactlyOnce
+            && matches!(&error, PipelineError::Produce(e)
+                if e.transaction_kind() == Some(TransactionErrorKind::Abortable));
+        if !abortable {
+            return Err(self.fail(error));
+        }
+        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
+            let error = PipelineError::TooManyAborts(self.consecutive_aborts, Box::new(error));
+            return Err(self.fail(error));
+        }
+        tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint");
+        self.consecutive_aborts += 1;
+        // A problem that is still there when the work is redone is met again: back off a little.
+        std::thread::sleep(
+            Duration::from_millis(50 << self.consecutive_aborts.min(6)).min(Duration::from_secs(2)),
+        );
+        let rewound = self
+            .sink
+            .abort_transaction()
+            .map_err(PipelineError::from)
+            .and_then(|()| {
+                self.counts.aborts += 1;
+                self.results_waiting_since = None;
+                self.rewind(consumer)
+            });
+        rewound.map_err(|error| self.fail(error))
+    }
+
+    /// Marks the instance failed (nothing is checkpointed from now on) and, under exactly-once,
+    /// aborts the open transaction so read_committed consumers are not held up by it; returns `error`.
+    pub(crate) fn fail(&mut self, error: PipelineError) -> PipelineError {
+        if !self.failed {
+            self.failed = true;
+            if self.settings.guarantee == Guarantee::ExactlyOnce {
+                if let Err(abort) = self.sink.abort_transaction() {
+                    tracing::warn!(%abort, "aborting the open transaction after the error failed too; the restarted instance aborts it");
+                }
+            }
+        }
+        error
+    }
+
+    /// Checkpoints every owned partition that processed records since its last checkpoint, unless
+    /// the instance has failed.
+    ///
+    /// at-least-once: flush outputs → write state + offsets to RocksDB in one batch → commit offsets
+    /// to the group (advisory). exactly-once: commit outputs and offsets in one Kafka transaction →
+    /// then write RocksDB; if the transaction must be aborted, everything since the last checkpoint is
+    /// redone from there ([`Processor::rewind`]).
+    pub(crate) fn checkpoint<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<Checkpointed, PipelineError> {
+        if self.failed {
+            return Ok(Checkpointed::Nothing);
+        }
+        match self.write_checkpoint(consumer) {
+            Ok(checkpointed) => {
+                if checkpointed == Checkpointed::Committed {
+                    self.consecutive_aborts = 0;
+                }
+                Ok(checkpointed)
+            }
+            Err(error) => self
+                .recover(consumer, error)
+                .map(|()| Checkpointed::Aborted),
+        }
+    }
+
+    /// The work of [`Processor::checkpoint`]. Partitions still replaying to rebuild their windows
+    /// are left out: their group commit stays where the rebuild started from (committing the replay
+    /// position would move it back, and a later owner would forward the replayed records again).
+    fn write_checkpoint<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<Checkpointed, PipelineError> {
+        self.results_waiting_since = None;
+        let mut updates = Vec::new();
+        let mut offsets = TopicPartitionList::new();
+        for (topic, parts) in &mut self.partitions {
+            for (&partition, state) in parts.iter_mut() {
+                if state.rebuilding() {
+                    continue;
+                }
+                let Some(next_offset) = state.next_offset.filter(|_| state.changed) else {
+                    continue;
+                };
+                let stream_time = state.windows.stream_time();
+                let metadata = CommitMetadata {
+                    stream_time,
+                    rebuild_offset: state.windows.rebuild_offset().unwrap_or(next_offset),
+                    semantics: Some(self.semantics),
+                };
+                let mut element = offsets.add_partition(topic, partition);
+                element
+                    .set_offset(Offset::Offset(next_offset))
+                    .map_err(PipelineError::Consumer)?;
+                element.set_metadata(metadata.encode());
+                updates.push(PartitionUpdate {
+                    partition: TopicPartition {
+                        topic: topic.clone(),
+                        partition,
+                    },
+                    checkpoint: PartitionCheckpoint {
+                        next_offset,
+                        stream_time,
+                    },
+                    closed_before: state.windows.open_from(),
+                    changed: state.windows.take_dirty(),
+                });
+                state.changed = false;
+            }
+        }
+        if updates.is_empty() {
+            return Ok(Checkpointed::Nothing);
+        }
+        let started = Instant::now();
+        match self.settings.guarantee {
+            Guarantee::AtLeastOnce => {
+                // Outputs first: state must never claim offsets whose windows were not delivered.
+                self.sink
+                    .flush(self.settings.kafka.timeout.max(Duration::from_secs(60)))?;
+                self.store.write(&updates)?;
+                // The group commit is advisory (RocksDB is the truth for this instance); a failed
+                // commit only means a new owner rebuilds from an older point.
+                if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                    tracing::warn!(%error, "committing offsets to the group failed; retrying at the next checkpoint");
+                    self.mark_changed(&offsets);
+                }
+            }
+            Guarantee::ExactlyOnce => {
+                let group = consumer
+                    .group_metadata()
+                    .ok_or(PipelineError::NoGroupMetadata)?;
+                // Retrying past the transaction timeout is pointless: the coordinator aborts it.
+                self.sink.commit_transaction(
+                    &offsets,
+                    &group,
+                    self.settings.transaction_timeout,
+                )?;
+                self.store.write(&updates)?;
+            }
+        }
+        self.counts.checkpoints += 1;
+        self.checkpoint_duration
+            .record(started.elapsed().as_secs_f64());
+        Ok(Checkpointed::Committed)
+    }
+
+    /// Whether results emitted since the last checkpoint have waited at least `delay` for one.
+    pub(crate) fn results_waited(&self, delay: Duration) -> bool {
+        self.results_waiting_since
+            .is_some_and(|since| since.elapsed() >= delay)
+    }
+
+    /// An error with what only the processor knows added: which topics a refused write was for.
+    pub(crate) fn explain(&self, error: PipelineError) -> PipelineError {
+        match error {
+            PipelineError::Produce(cause) if cause.is_not_authorized() => {
+                PipelineError::NotAuthorized {
+                    topics: self.sink.topics(),
+                    cause,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Publishes counts and gauges, and readiness: assigned, and no partition still replaying.
+    pub(crate) fn publish(&self) {
+        let c = &self.counts;
+        for (name, value) in [
+            (metric::RECORDS_CONSUMED, c.consumed),
+            (metric::EVENTS_AGGREGATED, c.aggregated),
+            (metric::EVENTS_LATE, c.late),
+            (metric::EVENTS_FILTERED, c.filtered),
+            (metric::RECORDS_INVALID, c.invalid),
+            (metric::RECORDS_REPLAYED, c.replayed),
+            (metric::WINDOWS_EMITTED, c.windows_emitted),
+            (metric::CHECKPOINTS, c.checkpoints),
+            (metric::TRANSACTION_ABORTS, c.aborts),
+            (metric::PARTITION_RESETS, c.resets),
+        ] {
+            metrics::counter!(name).absolute(value);
+        }
+        let now_ms = crate::produce::now_ms();
+        let (mut open, mut owned, mut replaying) = (0, 0, false);
+        for (topic, parts) in &self.partitions {
+            for (partition, state) in parts {
+                owned += 1;
+                open += state.windows.open_count();
+                replaying |= state.rebuilding();
+                if let Some(stream_time) = state.windows.stream_time() {
+                    let labels = [
+                        ("topic", topic.clone()),
+                        ("partition", partition.to_string()),
+                    ];
+                    metrics::gauge!(metric::STREAM_TIME_SECONDS, &labels)
+                        .set(stream_time as f64 / 1000.0);
+                    metrics::gauge!(metric::WATERMARK_LAG_SECONDS, &labels)
+                        .set(now_ms.saturating_sub(stream_time) as f64 / 1000.0);
+                }
+            }
+        }
+        metrics::gauge!(metric::OPEN_WINDOWS).set(open as f64);
+        metrics::gauge!(metric::ASSIGNED_PARTITIONS).set(owned as f64);
+        let stats = self.store.stats();
+        metrics::gauge!(metric::STATE_KEYS).set(stats.keys as f64);
+        metrics::gauge!(metric::STATE_SIZE_BYTES).set(stats.bytes as f64);
+        let ready = self.assigned_once && !replaying;
+        self.health.set_ready(ready);
+        // Gauges set only on change would age out of the exporter: refresh them with the rest.
+        metrics::gauge!(metric::READY).set(if ready { 1.0 } else { 0.0 });
+        let guarantee = match self.settings.guarantee {
+            Guarantee::ExactlyOnce => "exactly-once",
+            Guarantee::AtLeastOnce => "at-least-once",
+        };
+        metrics::gauge!(metric::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "guarantee" => guarantee)
+            .set(1.0);
+    }
+
+    fn mark_changed(&mut self, offsets: &TopicPartitionList) {
+        for element in offsets.elements() {
+            if let Some(state) = self
+                .partitions
+                .get_mut(element.topic())
+                .and_then(|p| p.get_mut(&element.partition()))
+            {
+                state.changed = true;
+            }
+        }
+    }
+}

@@ -423,32 +423,46 @@ pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
         .then_some(high)
 }
 
-/// The largest record batch the broker accepts on `topic` (its `max.message.bytes`), if it says.
-pub fn topic_max_message_bytes(
+/// The largest record batch the broker accepts on each of `topics` (its `max.message.bytes`), in
+/// order; `None` where it does not say (or the topic does not exist: the caller's own check says
+/// so). Checks first that the cluster answers, like every client's start-up.
+pub fn max_message_bytes(
     settings: &KafkaSettings,
-    topic: &str,
-) -> Result<Option<usize>, KafkaSetupError> {
-    let failed = |reason: String| KafkaSetupError::DescribeTopic {
+    topics: &[&str],
+) -> Result<Vec<Option<usize>>, KafkaSetupError> {
+    let failed = |topic: &str, reason: String| KafkaSetupError::DescribeTopic {
         topic: topic.to_owned(),
         reason,
     };
     let admin = admin_client(settings)?;
+    fetch_metadata(admin.inner(), settings, None)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| failed(e.to_string()))?;
-    let resource = rdkafka::admin::ResourceSpecifier::Topic(topic);
+        .map_err(|e| failed(topics.join(", ").as_str(), e.to_string()))?;
+    let resources: Vec<_> = topics
+        .iter()
+        .map(|topic| rdkafka::admin::ResourceSpecifier::Topic(topic))
+        .collect();
     let results = runtime
-        .block_on(admin.describe_configs([&resource], &admin_options(settings)))
+        .block_on(admin.describe_configs(&resources, &admin_options(settings)))
         .map_err(|cause| KafkaSetupError::unreachable(settings, cause))?;
-    match results.into_iter().next() {
-        Some(Ok(config)) => Ok(config
-            .get("max.message.bytes")
-            .and_then(|entry| entry.value.as_deref()?.parse().ok())),
-        // Said by the start-up check that follows, in its own words.
-        Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition)) | None => Ok(None),
-        Some(Err(code)) => Err(failed(code.to_string())),
-    }
+    topics
+        .iter()
+        .zip(
+            results
+                .into_iter()
+                .map(Some)
+                .chain(std::iter::repeat_with(|| None)),
+        )
+        .map(|(topic, result)| match result {
+            Some(Ok(config)) => Ok(config
+                .get("max.message.bytes")
+                .and_then(|entry| entry.value.as_deref()?.parse().ok())),
+            Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition)) | None => Ok(None),
+            Some(Err(code)) => Err(failed(topic, code.to_string())),
+        })
+        .collect()
 }
 
 /// An admin client for topic management.

@@ -12,6 +12,7 @@ use rdkafka::TopicPartitionList;
 
 use crate::codec::{encode, Format};
 use crate::config::RunSettings;
+use crate::kafka::KafkaSetupError;
 use crate::model::TrafficAverage;
 use crate::produce::{ProduceError, RecordProducer};
 use crate::window::{ClosedWindow, WindowSpec};
@@ -99,15 +100,30 @@ impl Sink {
             .get("message.max.bytes")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
-        let limit_of = |topic: &str| match crate::kafka::topic_max_message_bytes(
-            &settings.kafka,
-            topic,
-        ) {
-            Ok(topic_limit) => topic_limit.map_or(producer_limit, |t| t.min(producer_limit)),
-            Err(error) => {
-                tracing::warn!(%error, topic, "assuming the topic accepts the producer's message.max.bytes (the DescribeConfigs ACL on it lets streamagg check)");
-                producer_limit
+        let written: Vec<&str> = [
+            Some(&settings.output_topic),
+            settings.late_topic.as_ref(),
+            settings.dlq_topic.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+        let topic_limits = match crate::kafka::max_message_bytes(&settings.kafka, &written) {
+            Ok(limits) => limits,
+            Err(error @ KafkaSetupError::DescribeTopic { .. }) => {
+                tracing::warn!(%error, "assuming the topics accept the producer's message.max.bytes (the DescribeConfigs ACL on them lets streamagg check)");
+                vec![None; written.len()]
             }
+            Err(error) => return Err(error.into()),
+        };
+        let limit_of = |topic: &str| {
+            let topic_limit = written
+                .iter()
+                .zip(&topic_limits)
+                .find(|(t, _)| **t == topic)
+                .and_then(|(_, limit)| *limit);
+            topic_limit.map_or(producer_limit, |t| t.min(producer_limit))
         };
         let side_output = |topic: &Option<String>| topic.as_ref().map(|t| (t.clone(), limit_of(t)));
         let late_topic = side_output(&settings.late_topic);
@@ -115,15 +131,11 @@ impl Sink {
         // The broker checks a whole batch against the topic's limit: no batch may be larger than
         // the smallest limit of the topics written (a batch of records that each fit would
         // otherwise be refused, every time the work is redone).
-        let smallest = [
-            Some(limit_of(&settings.output_topic)),
-            late_topic.as_ref().map(|(_, l)| *l),
-            dlq_topic.as_ref().map(|(_, l)| *l),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(producer_limit);
+        let smallest = written
+            .iter()
+            .map(|topic| limit_of(topic))
+            .min()
+            .unwrap_or(producer_limit);
         let batch_bytes = smallest.saturating_sub(framing_bytes(smallest)).max(1);
         let batch_size = properties
             .get("batch.size")

@@ -425,7 +425,8 @@ pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
 
 /// The largest record batch the broker accepts on each of `topics` (its `max.message.bytes`), in
 /// order; `None` where it does not say (or the topic does not exist: the caller's own check says
-/// so). Checks first that the cluster answers, like every client's start-up.
+/// so). Ask only a cluster known to answer: an admin client does not tell a refused connection
+/// (failed login, untrusted certificate) from a slow one.
 pub fn max_message_bytes(
     settings: &KafkaSettings,
     topics: &[&str],
@@ -435,7 +436,6 @@ pub fn max_message_bytes(
         reason,
     };
     let admin = admin_client(settings)?;
-    fetch_metadata(admin.inner(), settings, None)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

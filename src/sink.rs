@@ -2,6 +2,7 @@
 //! topic; late and undecodable input records are forwarded unchanged to the late topic and the DLQ,
 //! with headers saying why and where they came from. All through one idempotent [`RecordProducer`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -109,6 +110,13 @@ impl Sink {
         .flatten()
         .map(String::as_str)
         .collect();
+        // The cluster must answer, and accept this client, before it is asked about topics: a
+        // refusal is then one line at once (see `kafka::fetch_metadata`).
+        drop(RecordProducer::connect(
+            &settings.kafka,
+            "streamagg-sink",
+            &BTreeMap::new(),
+        )?);
         let topic_limits = match crate::kafka::max_message_bytes(&settings.kafka, &written) {
             Ok(limits) => limits,
             Err(error @ KafkaSetupError::DescribeTopic { .. }) => {

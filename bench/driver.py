@@ -278,7 +278,7 @@ def processor_run(system, guarantee, dataset, work, timeout, extra=()):
     time.sleep(0.5)  # the follower is assigned before the first output can exist
     with open(log_path, "w") as log_file:
         # streamagg logs its first record at info level, as the peers print theirs.
-        env = dict(ENV, RUST_LOG=ENV.get("RUST_LOG", "warn,streamagg::pipeline=info"), STREAMAGG_METRICS_ADDR=ENV.get("STREAMAGG_METRICS_ADDR", "127.0.0.1:0"))
+        env = dict(ENV, RUST_LOG=ENV.get("RUST_LOG", "warn,streamagg::processor=info"), STREAMAGG_METRICS_ADDR=ENV.get("STREAMAGG_METRICS_ADDR", "127.0.0.1:0"))
         started = time.time()
         process = subprocess.Popen(processor_command(system, guarantee, dataset, output, f"bench-{RUN_ID}-{tag}", state, extra),
                                    stdout=log_file, stderr=log_file, env=env)

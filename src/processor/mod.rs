@@ -137,6 +137,15 @@ impl PartitionState {
         self.next_offset
             .is_some_and(|next| next < self.replay_until)
     }
+
+    /// The offset a checkpoint commits for this partition, if it has anything to commit: records
+    /// processed since the last checkpoint, and no rebuild under way (committing a replay position
+    /// would move the group's offset back, and a later owner would forward the replayed records
+    /// again).
+    fn checkpoint_offset(&self) -> Option<i64> {
+        self.next_offset
+            .filter(|_| self.changed && !self.rebuilding())
+    }
 }
 
 /// The open windows of every owned partition, with the store and sink they checkpoint to.
@@ -458,10 +467,7 @@ impl Processor {
         let mut offsets = TopicPartitionList::new();
         for (topic, parts) in &mut self.partitions {
             for (&partition, state) in parts.iter_mut() {
-                if state.rebuilding() {
-                    continue;
-                }
-                let Some(next_offset) = state.next_offset.filter(|_| state.changed) else {
+                let Some(next_offset) = state.checkpoint_offset() else {
                     continue;
                 };
                 let stream_time = state.windows.stream_time();
@@ -607,6 +613,49 @@ impl Processor {
             {
                 state.changed = true;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowSpec;
+
+    #[test]
+    fn a_checkpoint_commits_a_partition_only_with_new_records_and_no_rebuild_under_way() {
+        let spec = WindowSpec {
+            size_ms: 60_000,
+            grace_ms: 0,
+        };
+        // (next offset, replay until, changed since the last checkpoint) → committed offset
+        let cases = [
+            ("fresh, nothing processed", None, 0, false, None),
+            ("processed records", Some(50), 0, true, Some(50)),
+            (
+                "nothing new since the last checkpoint",
+                Some(50),
+                0,
+                false,
+                None,
+            ),
+            (
+                "mid-rebuild: the commit stays where it was",
+                Some(45),
+                60,
+                true,
+                None,
+            ),
+            ("rebuild just complete", Some(60), 60, true, Some(60)),
+            ("past the rebuild", Some(61), 60, true, Some(61)),
+        ];
+        for (name, next_offset, replay_until, changed, expected) in cases {
+            let state = PartitionState {
+                replay_until,
+                changed,
+                ..PartitionState::empty(PartitionWindows::new(spec), next_offset)
+            };
+            assert_eq!(state.checkpoint_offset(), expected, "{name}");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
-use super::{emit_windows, note_results, PipelineError, Processor};
+use super::{PipelineError, Processor};
 use crate::kafka;
 
 impl Processor {
@@ -24,6 +24,7 @@ impl Processor {
             return Ok(());
         };
         let mut positions = None;
+        let mut closed_by_idleness = Vec::new();
         for (topic, parts) in self.partitions.iter_mut() {
             for (&partition, state) in parts.iter_mut() {
                 let idle = now.saturating_duration_since(state.last_record);
@@ -51,17 +52,12 @@ impl Processor {
                 state.windows.advance_stream_time(advanced);
                 state.last_record = now;
                 let closed = state.windows.close_due();
-                let emitted = !closed.is_empty();
-                state.changed |= emitted;
-                emit_windows(
-                    &mut self.sink,
-                    &mut self.counts,
-                    &self.emit_latency,
-                    self.settings.window.size_ms,
-                    closed,
-                )?;
-                note_results(&mut self.results_waiting_since, emitted);
+                state.changed |= !closed.is_empty();
+                closed_by_idleness.push(closed);
             }
+        }
+        for closed in closed_by_idleness {
+            self.emit(closed)?;
         }
         Ok(())
     }

@@ -174,43 +174,6 @@ pub struct Processor {
     consecutive_aborts: u32,
 }
 
-/// Emits closed windows to the sink, counting them and observing their emission latency.
-///
-/// The latency is observed once per window start in the burst (all its sources close at the same
-/// moment and share the value), not once per source: the exporter keeps every observation until the
-/// next scrape, which at 1M sources was 21 MiB of the processor's peak memory.
-fn emit_windows(
-    sink: &mut Sink,
-    counts: &mut Counts,
-    emit_latency: &metrics::Histogram,
-    window_size_ms: i64,
-    windows: Vec<ClosedWindow>,
-) -> Result<(), ProduceError> {
-    if windows.is_empty() {
-        return Ok(()); // the common case, once per record: no clock read
-    }
-    let now = crate::produce::now_ms();
-    let mut observed_start = None;
-    for window in windows {
-        sink.emit(&window)?;
-        counts.windows_emitted += 1;
-        if observed_start != Some(window.window_start) {
-            observed_start = Some(window.window_start);
-            let window_end = window.window_start.saturating_add(window_size_ms);
-            emit_latency.record(now.saturating_sub(window_end) as f64 / 1000.0);
-        }
-    }
-    Ok(())
-}
-
-/// Notes that results were just emitted, if they were: the first since the last checkpoint starts the
-/// wait [`Processor::results_waited`] measures.
-fn note_results(waiting_since: &mut Option<Instant>, emitted: bool) {
-    if emitted && waiting_since.is_none() {
-        *waiting_since = Some(Instant::now());
-    }
-}
-
 impl Processor {
     /// A processor owning no partitions yet.
     pub(crate) fn new(
@@ -365,15 +328,37 @@ impl Processor {
             }
         }
         let closed = state.windows.close_due();
-        let emitted = !closed.is_empty();
-        emit_windows(
-            &mut self.sink,
-            &mut self.counts,
-            &self.emit_latency,
-            self.settings.window.size_ms,
-            closed,
-        )?;
-        note_results(&mut self.results_waiting_since, emitted);
+        self.emit(closed)?;
+        Ok(())
+    }
+
+    /// Emits closed windows to the sink, counting them and observing their emission latency; the
+    /// first results since the last checkpoint start the wait [`Processor::results_waited`] measures.
+    ///
+    /// The latency is observed once per window start in the burst (all its sources close at the same
+    /// moment and share the value), not once per source: the exporter keeps every observation until
+    /// the next scrape, which at a million sources was most of the processor's memory.
+    fn emit(&mut self, windows: Vec<ClosedWindow>) -> Result<(), ProduceError> {
+        if windows.is_empty() {
+            return Ok(()); // the common case, once per record: no clock read
+        }
+        if self.results_waiting_since.is_none() {
+            self.results_waiting_since = Some(Instant::now());
+        }
+        let now = crate::produce::now_ms();
+        let mut observed_start = None;
+        for window in windows {
+            self.sink.emit(&window)?;
+            self.counts.windows_emitted += 1;
+            if observed_start != Some(window.window_start) {
+                observed_start = Some(window.window_start);
+                let window_end = window
+                    .window_start
+                    .saturating_add(self.settings.window.size_ms);
+                self.emit_latency
+                    .record(now.saturating_sub(window_end) as f64 / 1000.0);
+            }
+        }
         Ok(())
     }
 

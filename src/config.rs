@@ -68,23 +68,46 @@ pub struct KafkaSecurity {
     pub ssl_key_password: Option<Secret>,
 }
 
-/// TLS and SASL as given by flags, environment and file, before validation ([`Self::validate`]).
-/// In the TOML file they are top-level keys of the same names; the secrets themselves never are.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// TLS and SASL as given by flags, environment and file, before validation ([`Self::validate`]):
+/// one definition for every command that talks to Kafka. In `run`'s TOML file they are top-level
+/// keys of the same names; the secrets themselves are never flags nor file keys (a flag shows in
+/// `ps`): they come from `STREAMAGG_SASL_PASSWORD` / `STREAMAGG_SSL_KEY_PASSWORD` or the named files,
+/// read at the binary's edge.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
 pub struct SecurityOptions {
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: PLAINTEXT].
+    #[arg(long, env = "STREAMAGG_SECURITY_PROTOCOL")]
     pub security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol).
+    #[arg(long, env = "STREAMAGG_SASL_MECHANISM")]
     pub sasl_mechanism: Option<String>,
+    /// SASL username. The password is never a flag: set STREAMAGG_SASL_PASSWORD or
+    /// --sasl-password-file.
+    #[arg(long, env = "STREAMAGG_SASL_USERNAME")]
     pub sasl_username: Option<String>,
-    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret).
+    /// File holding the SASL password (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "STREAMAGG_SASL_PASSWORD_FILE")]
     pub sasl_password_file: Option<PathBuf>,
     /// From `STREAMAGG_SASL_PASSWORD` or read from `sasl_password_file` at the binary's edge.
+    #[arg(skip)]
+    #[serde(skip)]
     pub sasl_password: Option<Secret>,
+    /// CA certificate(s) that signed the brokers' certificates (with SSL or SASL_SSL).
+    #[arg(long, env = "STREAMAGG_SSL_CA_LOCATION")]
     pub ssl_ca_location: Option<String>,
+    /// Client certificate (PEM) for brokers that require mutual TLS; with --ssl-key-location.
+    #[arg(long, env = "STREAMAGG_SSL_CERTIFICATE_LOCATION")]
     pub ssl_certificate_location: Option<String>,
+    /// The client certificate's private key (PEM). An encrypted key's passphrase is never a flag:
+    /// set STREAMAGG_SSL_KEY_PASSWORD or --ssl-key-password-file.
+    #[arg(long, env = "STREAMAGG_SSL_KEY_LOCATION")]
     pub ssl_key_location: Option<String>,
-    /// A file holding the private key's passphrase.
+    /// File holding the private key's passphrase.
+    #[arg(long, env = "STREAMAGG_SSL_KEY_PASSWORD_FILE")]
     pub ssl_key_password_file: Option<PathBuf>,
     /// From `STREAMAGG_SSL_KEY_PASSWORD` or read from `ssl_key_password_file` at the binary's edge.
+    #[arg(skip)]
+    #[serde(skip)]
     pub ssl_key_password: Option<Secret>,
 }
 
@@ -164,54 +187,91 @@ pub enum ConfigError {
     Managed { table: &'static str, key: String },
 }
 
-/// The settings as they may appear in the TOML file or on the command line: all optional.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// `streamagg run`'s settings, all optional, defined once for flags, `STREAMAGG_*` environment
+/// variables (the flag in upper snake case) and keys of the TOML file (the flag in snake case).
+/// Precedence: flag > environment > file ([`Self::from_file`], then clap's
+/// `update_from_arg_matches`) > the defaults [`RunSettings`] fills in.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, clap::Args)]
 pub struct RunOptions {
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long, env = "STREAMAGG_BROKERS")]
     pub brokers: Option<String>,
+    /// Input topics, comma-separated.
+    #[arg(long, env = "STREAMAGG_INPUT", value_delimiter = ',')]
     pub input: Option<Vec<String>>,
+    /// Output topic for TrafficAverage records.
+    #[arg(long, env = "STREAMAGG_OUTPUT")]
     pub output: Option<String>,
+    /// Consumer group [default: streamagg].
+    #[arg(long, env = "STREAMAGG_GROUP")]
     pub group: Option<String>,
+    /// Directory of the RocksDB state store [default: ./state].
+    #[arg(long, env = "STREAMAGG_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Input payload format [default: json].
+    #[arg(long, env = "STREAMAGG_INPUT_FORMAT", value_enum)]
     pub input_format: Option<Format>,
+    /// Output payload format [default: json].
+    #[arg(long, env = "STREAMAGG_OUTPUT_FORMAT", value_enum)]
     pub output_format: Option<Format>,
+    /// Event time from the record's `timestamp` field or the Kafka record timestamp [default: field].
+    #[arg(long, env = "STREAMAGG_EVENT_TIME", value_enum)]
     pub event_time: Option<EventTime>,
+    /// Window size [default: 60s].
+    #[arg(long, env = "STREAMAGG_WINDOW", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub window: Option<Duration>,
+    /// How long after a window's end it still accepts out-of-order events [default: 10s].
+    #[arg(long, env = "STREAMAGG_GRACE", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub grace: Option<Duration>,
+    /// Drop events with value below this before aggregation (the threshold filter).
+    #[arg(long, env = "STREAMAGG_MIN_VALUE")]
     pub min_value: Option<f64>,
+    /// Forward late events here, unchanged, with headers saying why.
+    #[arg(long, env = "STREAMAGG_LATE_TOPIC")]
     pub late_topic: Option<String>,
+    /// Forward undecodable or invalid records here, unchanged, with headers saying why.
+    #[arg(long, env = "STREAMAGG_DLQ_TOPIC")]
     pub dlq_topic: Option<String>,
+    /// How often state and offsets are checkpointed [default: 1s].
+    #[arg(long, env = "STREAMAGG_CHECKPOINT_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub checkpoint_interval: Option<Duration>,
+    /// How long to wait for the cluster at start-up [default: 10s].
+    #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub kafka_timeout: Option<Duration>,
+    /// Delivery guarantee [default: exactly-once].
+    #[arg(long, env = "STREAMAGG_GUARANTEE", value_enum)]
     pub guarantee: Option<Guarantee>,
+    /// Stable name of this instance, part of its transactional id [default: generated once, kept in
+    /// the state dir].
+    #[arg(long, env = "STREAMAGG_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// Join as a static group member named after the instance id (KIP-345): a restarted instance
+    /// gets its partitions back at once; a stopped one keeps them until the session times out.
+    #[arg(long, env = "STREAMAGG_STATIC_MEMBERSHIP", num_args = 0..=1, default_missing_value = "true")]
     pub static_membership: Option<bool>,
+    /// Advance an idle partition's stream time by wall clock after this long without records, so its
+    /// last windows close (trades replay determinism for latency) [default: off].
+    #[arg(long, env = "STREAMAGG_IDLE_CLOSE_AFTER", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub idle_close_after: Option<Duration>,
-    /// `host:port` of the metrics and health endpoint, or `off`.
+    /// Serve /metrics, /healthz and /readyz on this ip:port, or `off` [default: 127.0.0.1:9464;
+    /// in a container use 0.0.0.0:9464].
+    #[arg(long, env = "STREAMAGG_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
-    pub security_protocol: Option<String>,
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    /// A file holding the SASL password (e.g. a mounted Kubernetes Secret).
-    pub sasl_password_file: Option<PathBuf>,
-    /// The SASL password itself: only from the environment (`STREAMAGG_SASL_PASSWORD`) or read from
-    /// `sasl_password_file` at the binary's edge; never a flag (it would show in `ps`) nor a file key.
-    #[serde(skip)]
-    pub sasl_password: Option<Secret>,
-    pub ssl_ca_location: Option<String>,
-    pub ssl_certificate_location: Option<String>,
-    pub ssl_key_location: Option<String>,
-    pub ssl_key_password_file: Option<PathBuf>,
-    /// Like `sasl_password`: from `STREAMAGG_SSL_KEY_PASSWORD` or `ssl_key_password_file` only.
-    #[serde(skip)]
-    pub ssl_key_password: Option<Secret>,
+    /// The poll loop counts as stalled (/healthz fails, the watchdog logs) after this long without
+    /// polling [default: 30s].
+    #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub stall_timeout: Option<Duration>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub security: SecurityOptions,
+    /// `[kafka.consumer]` and `[kafka.producer]`: only in the file.
+    #[arg(skip)]
     #[serde(default)]
     pub kafka: KafkaPassThrough,
 }
@@ -241,12 +301,30 @@ mod humantime_serde_opt {
 }
 
 impl RunOptions {
-    /// Parses a TOML config file's text; unknown keys are errors.
+    /// Parses a TOML config file's text. Unknown keys are errors: the known ones are the flags'
+    /// names (so a secret, which is never a flag, is refused too) and the `[kafka]` tables.
     pub fn from_toml(path: &str, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |reason: String| ConfigError::Parse {
             path: path.to_owned(),
-            reason: e.message().replace('\n', " "),
-        })
+            reason: reason.replace('\n', " "),
+        };
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(e.message().into()))?;
+        let flags = <Self as clap::Args>::augment_args(clap::Command::new("run"));
+        let known: Vec<&str> = flags
+            .get_arguments()
+            .map(|arg| arg.get_id().as_str())
+            .chain(["kafka"])
+            .collect();
+        if let Some(key) = table.keys().find(|key| !known.contains(&key.as_str())) {
+            return Err(parse_error(format!(
+                "unknown field `{key}`, expected one of {}",
+                known.join(", ")
+            )));
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(e.message().into()))
     }
 
     /// Reads and parses a TOML config file.
@@ -256,84 +334,6 @@ impl RunOptions {
             reason: e.to_string(),
         })?;
         Self::from_toml(path, &text)
-    }
-
-    /// The TLS and SASL settings among these options.
-    pub fn security_options(&self) -> SecurityOptions {
-        SecurityOptions {
-            security_protocol: self.security_protocol.clone(),
-            sasl_mechanism: self.sasl_mechanism.clone(),
-            sasl_username: self.sasl_username.clone(),
-            sasl_password_file: self.sasl_password_file.clone(),
-            sasl_password: self.sasl_password.clone(),
-            ssl_ca_location: self.ssl_ca_location.clone(),
-            ssl_certificate_location: self.ssl_certificate_location.clone(),
-            ssl_key_location: self.ssl_key_location.clone(),
-            ssl_key_password_file: self.ssl_key_password_file.clone(),
-            ssl_key_password: self.ssl_key_password.clone(),
-        }
-    }
-
-    /// These options with their TLS and SASL settings replaced by `security`.
-    pub fn with_security(self, security: SecurityOptions) -> RunOptions {
-        RunOptions {
-            security_protocol: security.security_protocol,
-            sasl_mechanism: security.sasl_mechanism,
-            sasl_username: security.sasl_username,
-            sasl_password_file: security.sasl_password_file,
-            sasl_password: security.sasl_password,
-            ssl_ca_location: security.ssl_ca_location,
-            ssl_certificate_location: security.ssl_certificate_location,
-            ssl_key_location: security.ssl_key_location,
-            ssl_key_password_file: security.ssl_key_password_file,
-            ssl_key_password: security.ssl_key_password,
-            ..self
-        }
-    }
-
-    /// `self` where set, else `fallback` (flags and environment over the file).
-    pub fn or(self, fallback: RunOptions) -> RunOptions {
-        let mut kafka = fallback.kafka;
-        kafka.consumer.extend(self.kafka.consumer);
-        kafka.producer.extend(self.kafka.producer);
-        RunOptions {
-            brokers: self.brokers.or(fallback.brokers),
-            input: self.input.or(fallback.input),
-            output: self.output.or(fallback.output),
-            group: self.group.or(fallback.group),
-            state_dir: self.state_dir.or(fallback.state_dir),
-            input_format: self.input_format.or(fallback.input_format),
-            output_format: self.output_format.or(fallback.output_format),
-            event_time: self.event_time.or(fallback.event_time),
-            window: self.window.or(fallback.window),
-            grace: self.grace.or(fallback.grace),
-            min_value: self.min_value.or(fallback.min_value),
-            late_topic: self.late_topic.or(fallback.late_topic),
-            dlq_topic: self.dlq_topic.or(fallback.dlq_topic),
-            checkpoint_interval: self.checkpoint_interval.or(fallback.checkpoint_interval),
-            kafka_timeout: self.kafka_timeout.or(fallback.kafka_timeout),
-            guarantee: self.guarantee.or(fallback.guarantee),
-            instance_id: self.instance_id.or(fallback.instance_id),
-            static_membership: self.static_membership.or(fallback.static_membership),
-            idle_close_after: self.idle_close_after.or(fallback.idle_close_after),
-            metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
-            security_protocol: self.security_protocol.or(fallback.security_protocol),
-            sasl_mechanism: self.sasl_mechanism.or(fallback.sasl_mechanism),
-            sasl_username: self.sasl_username.or(fallback.sasl_username),
-            sasl_password_file: self.sasl_password_file.or(fallback.sasl_password_file),
-            sasl_password: self.sasl_password.or(fallback.sasl_password),
-            ssl_ca_location: self.ssl_ca_location.or(fallback.ssl_ca_location),
-            ssl_certificate_location: self
-                .ssl_certificate_location
-                .or(fallback.ssl_certificate_location),
-            ssl_key_location: self.ssl_key_location.or(fallback.ssl_key_location),
-            ssl_key_password_file: self
-                .ssl_key_password_file
-                .or(fallback.ssl_key_password_file),
-            ssl_key_password: self.ssl_key_password.or(fallback.ssl_key_password),
-            stall_timeout: self.stall_timeout.or(fallback.stall_timeout),
-            kafka,
-        }
     }
 }
 
@@ -480,6 +480,69 @@ fn pass_through(
         .collect()
 }
 
+impl KafkaSettings {
+    /// The cluster settings every command shares, validated once: a non-empty broker list, a
+    /// positive timeout, and TLS/SASL by [`SecurityOptions::validate`].
+    pub fn validate(
+        brokers: String,
+        timeout: Duration,
+        security: &SecurityOptions,
+    ) -> Result<Self, ConfigError> {
+        if brokers.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "brokers",
+                reason: "is empty".into(),
+            });
+        }
+        if timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "kafka_timeout",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        Ok(KafkaSettings {
+            brokers,
+            timeout,
+            security: security.validate()?,
+        })
+    }
+}
+
+/// Where the cluster is and how to reach it, as flags and environment, for every command but `run`
+/// (whose [`RunOptions`] also read a file).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaOptions {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "STREAMAGG_BROKERS", default_value = DEFAULT_BROKERS)]
+    pub brokers: String,
+    /// How long to wait for the cluster to answer before giving up, e.g. 10s.
+    #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub kafka_timeout: Duration,
+    #[command(flatten)]
+    pub security: SecurityOptions,
+}
+
+impl KafkaOptions {
+    /// Validated by the rules every command shares (the secrets must have been filled in).
+    pub fn validate(&self) -> Result<KafkaSettings, ConfigError> {
+        KafkaSettings::validate(self.brokers.clone(), self.kafka_timeout, &self.security)
+    }
+}
+
+/// The bootstrap servers unless a setting names others: a broker on this host.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
+/// A listening address setting: `ip:port`, or `off` (`None`).
+pub fn listen_addr(key: &'static str, text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    match text.trim() {
+        "off" => Ok(None),
+        addr => addr.parse().map(Some).map_err(|_| ConfigError::Invalid {
+            key,
+            reason: format!("'{addr}' is not an ip:port address (or 'off')"),
+        }),
+    }
+}
+
 impl SecurityOptions {
     /// TLS and SASL settings, checked for consistency: SASL protocols need a mechanism, a username and
     /// a password; other protocols may not have them; a CA and a client certificate only go with TLS,
@@ -597,16 +660,14 @@ impl TryFrom<RunOptions> for RunSettings {
     type Error = ConfigError;
 
     fn try_from(options: RunOptions) -> Result<Self, ConfigError> {
-        let security = options.security_options().validate()?;
-        let brokers = options
-            .brokers
-            .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
-        if brokers.trim().is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "brokers",
-                reason: "is empty".into(),
-            });
-        }
+        let kafka = KafkaSettings::validate(
+            options
+                .brokers
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BROKERS.to_owned()),
+            options.kafka_timeout.unwrap_or(Duration::from_secs(10)),
+            &options.security,
+        )?;
         let input_topics: Vec<String> = options
             .input
             .ok_or(ConfigError::Missing("input", "input", "INPUT"))?
@@ -675,13 +736,6 @@ impl TryFrom<RunOptions> for RunSettings {
                 reason: "must be at least 10ms".into(),
             });
         }
-        let timeout = options.kafka_timeout.unwrap_or(Duration::from_secs(10));
-        if timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                key: "kafka_timeout",
-                reason: "must be greater than zero".into(),
-            });
-        }
         if let Some(min) = options.min_value {
             if !min.is_finite() {
                 return Err(ConfigError::Invalid {
@@ -708,13 +762,9 @@ impl TryFrom<RunOptions> for RunSettings {
                 reason: "must be greater than zero".into(),
             });
         }
-        let metrics_addr = match options.metrics_addr.as_deref().map(str::trim) {
+        let metrics_addr = match options.metrics_addr.as_deref() {
             None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
-            Some("off") => None,
-            Some(text) => Some(text.parse().map_err(|_| ConfigError::Invalid {
-                key: "metrics_addr",
-                reason: format!("'{text}' is not an ip:port address (or 'off')"),
-            })?),
+            Some(text) => listen_addr("metrics_addr", text)?,
         };
         let stall_timeout = options.stall_timeout.unwrap_or(Duration::from_secs(30));
         if stall_timeout < Duration::from_millis(100) {
@@ -729,11 +779,7 @@ impl TryFrom<RunOptions> for RunSettings {
         let transaction_timeout =
             transaction_timeout(&producer_properties, guarantee, checkpoint_interval)?;
         Ok(RunSettings {
-            kafka: KafkaSettings {
-                brokers,
-                timeout,
-                security,
-            },
+            kafka,
             input_topics,
             output_topic,
             group,
@@ -842,11 +888,14 @@ mod tests {
     #[test]
     fn sasl_over_tls_is_accepted_and_its_password_never_shown() {
         let settings = RunSettings::try_from(RunOptions {
-            security_protocol: Some("sasl_ssl".into()),
-            sasl_mechanism: Some("scram-sha-512".into()),
-            sasl_username: Some("agg".into()),
-            sasl_password: Some(Secret::new("s3cr3t-pw".into())),
-            ssl_ca_location: Some("/etc/streamagg/ca.crt".into()),
+            security: SecurityOptions {
+                security_protocol: Some("sasl_ssl".into()),
+                sasl_mechanism: Some("scram-sha-512".into()),
+                sasl_username: Some("agg".into()),
+                sasl_password: Some(Secret::new("s3cr3t-pw".into())),
+                ssl_ca_location: Some("/etc/streamagg/ca.crt".into()),
+                ..SecurityOptions::default()
+            },
             ..minimal()
         })
         .expect("valid");
@@ -937,11 +986,12 @@ mod tests {
             grace: Some(Duration::from_secs(3)),
             ..minimal()
         };
-        let flags = RunOptions {
-            group: Some("from-flag".into()),
-            ..RunOptions::default()
-        };
-        let settings = RunSettings::try_from(flags.or(file)).expect("valid");
+        let mut options = file;
+        let flags = <RunOptions as clap::Args>::augment_args(clap::Command::new("run"))
+            .try_get_matches_from(["run", "--group", "from-flag"])
+            .expect("flags parse");
+        clap::FromArgMatches::update_from_arg_matches(&mut options, &flags).expect("update");
+        let settings = RunSettings::try_from(options).expect("valid");
         assert_eq!(settings.group, "from-flag");
         assert_eq!(settings.window.grace_ms, 3_000);
     }
@@ -961,17 +1011,17 @@ mod tests {
             ("zero idle close", RunOptions { idle_close_after: Some(Duration::ZERO), ..minimal() }, "invalid setting 'idle_close_after': must be greater than zero"),
             ("bad metrics addr", RunOptions { metrics_addr: Some("localhost".into()), ..minimal() }, "invalid setting 'metrics_addr': 'localhost' is not an ip:port address (or 'off')"),
             ("tiny stall timeout", RunOptions { stall_timeout: Some(Duration::from_millis(5)), ..minimal() }, "invalid setting 'stall_timeout': must be at least 100ms"),
-            ("bad protocol", RunOptions { security_protocol: Some("TLS".into()), ..minimal() }, "invalid setting 'security_protocol': must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
-            ("sasl without mechanism", RunOptions { security_protocol: Some("SASL_SSL".into()), ..minimal() }, "invalid setting 'sasl_mechanism': is required with a SASL protocol"),
-            ("bad mechanism", RunOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("GSSAPI".into()), ..minimal() }, "invalid setting 'sasl_mechanism': must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
-            ("sasl without user", RunOptions { security_protocol: Some("sasl_ssl".into()), sasl_mechanism: Some("PLAIN".into()), ..minimal() }, "invalid setting 'sasl_username': is required with a SASL protocol"),
-            ("sasl without password", RunOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("PLAIN".into()), sasl_username: Some("u".into()), ..minimal() }, "invalid setting 'sasl_password': is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file"),
-            ("user without sasl", RunOptions { sasl_username: Some("u".into()), ..minimal() }, "invalid setting 'security_protocol': SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL"),
-            ("ca without tls", RunOptions { ssl_ca_location: Some("/ca".into()), ..minimal() }, "invalid setting 'ssl_ca_location': only applies with security_protocol SSL or SASL_SSL"),
-            ("client cert without tls", RunOptions { ssl_certificate_location: Some("/c".into()), ssl_key_location: Some("/k".into()), ..minimal() }, "invalid setting 'ssl_certificate_location': only applies with security_protocol SSL or SASL_SSL"),
-            ("cert without key", RunOptions { security_protocol: Some("SSL".into()), ssl_certificate_location: Some("/c".into()), ..minimal() }, "invalid setting 'ssl_key_location': is required with ssl_certificate_location"),
-            ("key without cert", RunOptions { security_protocol: Some("SSL".into()), ssl_key_location: Some("/k".into()), ..minimal() }, "invalid setting 'ssl_certificate_location': is required with ssl_key_location"),
-            ("key password without key", RunOptions { security_protocol: Some("SSL".into()), ssl_key_password: Some(Secret::new("p".into())), ..minimal() }, "invalid setting 'ssl_key_password': is given but ssl_key_location is not"),
+            ("bad protocol", RunOptions { security: SecurityOptions { security_protocol: Some("TLS".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+            ("sasl without mechanism", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': is required with a SASL protocol"),
+            ("bad mechanism", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("GSSAPI".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+            ("sasl without user", RunOptions { security: SecurityOptions { security_protocol: Some("sasl_ssl".into()), sasl_mechanism: Some("PLAIN".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_username': is required with a SASL protocol"),
+            ("sasl without password", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("PLAIN".into()), sasl_username: Some("u".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_password': is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file"),
+            ("user without sasl", RunOptions { security: SecurityOptions { sasl_username: Some("u".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL"),
+            ("ca without tls", RunOptions { security: SecurityOptions { ssl_ca_location: Some("/ca".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_ca_location': only applies with security_protocol SSL or SASL_SSL"),
+            ("client cert without tls", RunOptions { security: SecurityOptions { ssl_certificate_location: Some("/c".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': only applies with security_protocol SSL or SASL_SSL"),
+            ("cert without key", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_certificate_location: Some("/c".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_location': is required with ssl_certificate_location"),
+            ("key without cert", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': is required with ssl_key_location"),
+            ("key password without key", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_password: Some(Secret::new("p".into())), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_password': is given but ssl_key_location is not"),
             ("checkpoint interval past the transaction timeout", RunOptions { checkpoint_interval: Some(Duration::from_secs(10)), ..minimal() }, "invalid setting 'checkpoint_interval': 10s is more than half of transaction.timeout.ms (10s): under exactly-once a transaction lasts one interval plus its commit, and the coordinator aborts it after that timeout; lower the interval or raise [kafka.producer] transaction.timeout.ms"),
             ("bad transaction timeout", RunOptions { kafka: KafkaPassThrough { producer: BTreeMap::from([("transaction.timeout.ms".to_owned(), toml::Value::String("soon".into()))]), ..Default::default() }, ..minimal() }, "invalid setting 'transaction.timeout.ms': 'soon' is not a positive number of milliseconds"),
         ];

@@ -30,7 +30,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::Format;
-use crate::config::{ConfigError, SecurityOptions, MANAGED_CONNECTION_KEYS, MANAGED_PRODUCER_KEYS};
+use crate::config::{
+    listen_addr, ConfigError, KafkaOptions, MANAGED_CONNECTION_KEYS, MANAGED_PRODUCER_KEYS,
+};
 use crate::kafka::{
     self, ConnectionAware, KafkaSettings, KafkaSetupError, Secret, StreamaggContext,
 };
@@ -44,37 +46,31 @@ pub const DEFAULT_METRICS_PORT: u16 = 9465;
 const EVENT_OVERHEAD_BYTES: usize = 64;
 
 /// The limits that keep the gateway's memory and connections bounded.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Limits {
-    /// Longest line (TCP, or an NDJSON body line), without its newline.
+    /// Longest event line in bytes (TCP, and NDJSON bodies), without its newline.
+    #[arg(long, env = "STREAMAGG_MAX_LINE_BYTES", default_value_t = 65_536)]
     pub max_line_bytes: usize,
-    /// Largest HTTP body; larger ones get `413`.
+    /// Largest HTTP body in bytes; larger ones get `413`.
+    #[arg(long, env = "STREAMAGG_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Open connections per listener; more are refused with one line (TCP) or a `503` (HTTP).
+    #[arg(long, env = "STREAMAGG_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
-    /// A TCP connection that completes no line, or an HTTP one that sends no complete request head
-    /// or body, for this long is closed.
+    /// Close a TCP connection that completes no line, or an HTTP one that sends no complete head or
+    /// body, for this long.
+    #[arg(long, env = "STREAMAGG_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub read_timeout: Duration,
-    /// Payload bytes (+ a small per-event overhead) handed to the producer and not yet acknowledged.
+    /// Bytes of events (+ a small per-event overhead) handed to Kafka and not yet acknowledged; when
+    /// spent, TCP is not read and HTTP answers 503.
+    #[arg(long, env = "STREAMAGG_MAX_IN_FLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_in_flight_bytes: usize,
-    /// HTTP bodies held in memory at once, in bytes.
+    /// Bytes of HTTP bodies held in memory at once.
+    #[arg(long, env = "STREAMAGG_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_buffered_body_bytes: usize,
-    /// How long an HTTP request waits for room in those budgets before it is answered `503`.
+    /// How long an HTTP request waits for room in those budgets before a 503.
+    #[arg(long, env = "STREAMAGG_QUEUE_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub queue_wait: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_line_bytes: 64 * 1024,
-            max_body_bytes: 8 * 1024 * 1024,
-            max_connections: 1024,
-            read_timeout: Duration::from_secs(30),
-            max_in_flight_bytes: 64 * 1024 * 1024,
-            max_buffered_body_bytes: 64 * 1024 * 1024,
-            queue_wait: Duration::from_secs(1),
-        }
-    }
 }
 
 /// `streamagg ingest`, validated.
@@ -96,26 +92,56 @@ pub struct IngestSettings {
     pub http_token: Option<Secret>,
     /// librdkafka producer properties, applied over the defaults.
     pub producer_properties: BTreeMap<String, String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
-/// `streamagg ingest` as given on the command line and in the environment, before validation.
-#[derive(Debug, Clone, Default)]
+/// `streamagg ingest` as given by flags and environment (each flag also reads `STREAMAGG_` + its
+/// name in upper snake case), before validation.
+#[derive(Debug, Clone, clap::Args)]
 pub struct IngestOptions {
-    pub brokers: String,
-    pub kafka_timeout: Duration,
-    /// TLS and SASL; secrets from the environment or files, never flags.
-    pub security: SecurityOptions,
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
+    /// Topic to write events to (it must exist).
+    #[arg(long, env = "STREAMAGG_TOPIC")]
     pub topic: String,
-    pub format: Option<Format>,
-    /// `ip:port`, or `off`.
+    /// Payload format on the topic (clients always send JSON).
+    #[arg(long, env = "STREAMAGG_FORMAT", value_enum, default_value = "json")]
+    pub format: Format,
+    /// NDJSON over TCP on this ip:port, or `off`.
+    #[arg(long, env = "STREAMAGG_LISTEN_TCP", default_value = "127.0.0.1:8080")]
     pub listen_tcp: String,
+    /// HTTP (`POST /v1/events`) on this ip:port, or `off`.
+    #[arg(long, env = "STREAMAGG_LISTEN_HTTP", default_value = "127.0.0.1:8081")]
     pub listen_http: String,
+    #[command(flatten)]
     pub limits: Limits,
+    /// How long the producer tries to deliver an event; an HTTP request not acknowledged by then
+    /// gets 503.
+    #[arg(long, env = "STREAMAGG_DELIVERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub delivery_timeout: Duration,
+    /// On SIGTERM, how long open requests and deliveries may take before exiting anyway.
+    #[arg(long, env = "STREAMAGG_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// File holding the bearer token `POST /v1/events` requires (none: no authentication).
+    #[arg(long, env = "STREAMAGG_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<std::path::PathBuf>,
+    /// The token itself, read from `http_token_file` at the binary's edge; never a flag.
+    #[arg(skip)]
     pub http_token: Option<String>,
-    /// `key=value` librdkafka producer properties.
+    /// librdkafka producer property key=value (repeatable; `;` separates several in the
+    /// environment variable, since values such as `debug=msg,eos` hold commas), e.g.
+    /// compression.type=zstd.
+    #[arg(
+        long = "producer-property",
+        env = "STREAMAGG_PRODUCER_PROPERTIES",
+        value_delimiter = ';'
+    )]
     pub producer_properties: Vec<String>,
+    /// Serve /metrics, /healthz and /readyz on this ip:port, or `off` [default: 127.0.0.1:9465, one
+    /// above the processor's default port, so both run on one host].
+    #[arg(long, env = "STREAMAGG_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 impl TryFrom<IngestOptions> for IngestSettings {
@@ -123,29 +149,14 @@ impl TryFrom<IngestOptions> for IngestSettings {
 
     fn try_from(options: IngestOptions) -> Result<Self, ConfigError> {
         let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
-        if options.brokers.trim().is_empty() {
-            return Err(invalid("brokers", "is empty".into()));
-        }
-        if options.kafka_timeout.is_zero() {
-            return Err(invalid("kafka_timeout", "must be greater than zero".into()));
-        }
-        // The processor's rules for TLS and SASL, applied to the same settings.
-        let security = options.security.validate()?;
-        let kafka = KafkaSettings {
-            brokers: options.brokers,
-            timeout: options.kafka_timeout,
-            security,
-        };
+        let kafka = options.kafka.validate()?;
         let topic = crate::config::topic("topic", options.topic)?;
-        let listen = |key: &'static str, text: &str| match text.trim() {
-            "off" => Ok(None),
-            addr => addr
-                .parse::<SocketAddr>()
-                .map(Some)
-                .map_err(|_| invalid(key, format!("'{addr}' is not ip:port or off"))),
+        let listen_tcp = listen_addr("listen_tcp", &options.listen_tcp)?;
+        let listen_http = listen_addr("listen_http", &options.listen_http)?;
+        let metrics_addr = match options.metrics_addr.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
+            Some(text) => listen_addr("metrics_addr", text)?,
         };
-        let listen_tcp = listen("listen_tcp", &options.listen_tcp)?;
-        let listen_http = listen("listen_http", &options.listen_http)?;
         if listen_tcp.is_none() && listen_http.is_none() {
             return Err(invalid(
                 "listen_tcp",
@@ -223,7 +234,7 @@ impl TryFrom<IngestOptions> for IngestSettings {
         Ok(IngestSettings {
             kafka,
             topic,
-            format: options.format.unwrap_or(Format::Json),
+            format: options.format,
             listen_tcp,
             listen_http,
             limits,
@@ -231,6 +242,7 @@ impl TryFrom<IngestOptions> for IngestSettings {
             shutdown_timeout: options.shutdown_timeout,
             http_token,
             producer_properties,
+            metrics_addr,
         })
     }
 }
@@ -754,21 +766,21 @@ async fn accept_connections<Serve, Served>(
 mod tests {
     use super::*;
 
+    /// The defaults, as the command line gives them, with a topic and one producer property.
     fn options() -> IngestOptions {
-        IngestOptions {
-            brokers: "b:9092".into(),
-            kafka_timeout: Duration::from_secs(10),
-            topic: "traffic".into(),
-            format: None,
-            listen_tcp: "127.0.0.1:8080".into(),
-            listen_http: "127.0.0.1:8081".into(),
-            limits: Limits::default(),
-            delivery_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(30),
-            http_token: None,
-            producer_properties: vec!["compression.type=zstd".into()],
-            ..Default::default()
-        }
+        use clap::{Args, FromArgMatches};
+        let flags = IngestOptions::augment_args(clap::Command::new("ingest"))
+            .try_get_matches_from([
+                "ingest",
+                "--brokers",
+                "b:9092",
+                "--topic",
+                "traffic",
+                "--producer-property",
+                "compression.type=zstd",
+            ])
+            .expect("flags parse");
+        IngestOptions::from_arg_matches(&flags).expect("options")
     }
 
     #[test]
@@ -795,13 +807,13 @@ mod tests {
         type Edit = fn(&mut IngestOptions);
         let cases: &[(&str, Edit, &str)] = &[
             ("bad topic", |o| o.topic = "a b".into(), "'topic'"),
-            ("no brokers", |o| o.brokers = " ".into(), "'brokers'"),
+            ("no brokers", |o| o.kafka.brokers = " ".into(), "'brokers'"),
             (
                 "SASL without a password",
                 |o| {
-                    o.security.security_protocol = Some("SASL_SSL".into());
-                    o.security.sasl_mechanism = Some("PLAIN".into());
-                    o.security.sasl_username = Some("u".into());
+                    o.kafka.security.security_protocol = Some("SASL_SSL".into());
+                    o.kafka.security.sasl_mechanism = Some("PLAIN".into());
+                    o.kafka.security.sasl_username = Some("u".into());
                 },
                 "'sasl_password'",
             ),

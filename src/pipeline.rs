@@ -7,6 +7,17 @@
 //! under exactly-once, early once caught up and windows have closed) the loop checkpoints: outputs
 //! are flushed, then state and the offsets it reflects are written to RocksDB in one batch, then the
 //! offsets are committed to the group with rebuild metadata.
+//!
+//! - **Start**: validate settings → serve `/metrics`, `/healthz`, `/readyz` (not ready yet) → open RocksDB → connect the sink (cluster reachable within
+//!   `kafka_timeout`) → check input, output, late and DLQ topics exist → subscribe with the
+//!   cooperative-sticky assignor. Any failure is one line and exit 1.
+//! - **Poll loop** (one thread): `poll` (batches of up to 1,024 records) → `Processor::handle` → every
+//!   `checkpoint_interval`, `Processor::checkpoint`; under exactly-once also early, when results have
+//!   waited 20 ms (for the other partitions crossing the same window end) and the batch drained
+//!   everything fetched: a caught-up instance commits results within tens of milliseconds of a close,
+//!   one catching up on a backlog checkpoints on the interval only; every second, `Processor::publish` (metrics, readiness). Rebalance callbacks
+//!   run inside `poll` on this same thread and reach the processor through the consumer context's mutex;
+//!   so do librdkafka's statistics (consumer lag). A watchdog thread watches the loop's last poll.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,16 @@
 //! Where newly assigned partitions resume (local state, rebuild from the group commit, fresh, or
 //! reset when the log went back), how an abort rewinds them, and what a revoke checkpoints.
+//!
+//! - **Assign**: for each new partition, load its local checkpoint and fetch the group's committed offset;
+//!   `plan_resume` picks: *local* (local state is not behind the group: load it, seek to its
+//!   `next_offset`), *rebuild* (no or stale local state: seek to the committed rebuild offset and replay to
+//!   the committed offset with stream time pinned at the committed value — windows open at the commit are
+//!   rebuilt exactly, nothing is re-emitted or re-forwarded), *committed-only* (a commit without our
+//!   metadata), or *fresh* (`auto.offset.reset`, default earliest). The offsets are set in the assignment
+//!   list before `incremental_assign`, so no record is fetched from the wrong place.
+//! - **Revoke / stop**: checkpoint the affected partitions with a synchronous commit, drop their state,
+//!   then release them (`incremental_unassign`) or leave the group. A last assignment that arrives while
+//!   the consumer is leaving is accepted without restoring state: nothing is read from it any more.
 
 use std::collections::HashMap;
 use std::time::Duration;

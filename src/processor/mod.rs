@@ -5,6 +5,29 @@
 //! never checkpoints again; an abortable transaction error is recovered from by aborting and
 //! redoing the work since the last checkpoint. Assignment (resume, rewind, revoke) lives in
 //! [`assignment`], idle closing in [`idle`]; the consumer loop that drives it in [`crate::pipeline`].
+//!
+//! # Checkpoint protocol
+//!
+//! - **Per record**: decode → event time → filter → `PartitionWindows::observe` (aggregated / late /
+//!   out of range) → side outputs → `close_due` → emit closed windows in `(window_start, source)` order.
+//! - **Checkpoint**, at-least-once: (1) flush the producer until every output and side output is
+//!   delivered; (2) write, per changed partition, the dirty open windows, a range delete of the closed
+//!   ones, and the partition's `next_offset` and stream time, in one synced `WriteBatch`; (3) commit the
+//!   offsets to the group with metadata `streamagg/1 st=<stream time> rb=<rebuild offset>`.
+//! - **Checkpoint**, exactly-once: (1) `send_offsets_to_transaction` (same offsets and metadata, with the
+//!   consumer's group metadata, so a zombie from an older generation is fenced) and
+//!   `commit_transaction` — the transaction holds every output and side output since the last
+//!   checkpoint; (2) only then the RocksDB batch. A crash before (1) completes aborts the transaction
+//!   (fenced by the restarted instance's `init_transactions`, or timed out) and leaves RocksDB at the
+//!   previous checkpoint, which equals the group's committed offsets: the work is redone. A crash between
+//!   (1) and (2) leaves RocksDB *behind* the group commit: `plan_resume` sees it and rebuilds from the
+//!   commit's metadata instead of trusting the stale local state. An abortable error aborts and
+//!   `rewind`s every owned partition to its last checkpoint (state reloaded, consumer seeked).
+//! - **Transactional id**: `streamagg-<group>-<instance id>`, the instance id kept in the state dir, so a
+//!   restarted instance fences its own previous incarnation; zombies of other instances are fenced by
+//!   the group generation (KIP-447). With `static_membership` the same instance id also names the
+//!   consumer's `group.instance.id` (`streamagg-<instance id>`, KIP-345), so a restarted instance is
+//!   handed its partitions back without a rebalance.
 
 mod assignment;
 mod idle;

@@ -1,5 +1,37 @@
 //! Integration tests against a real Apache Kafka broker (`scripts/kafka up`) and the real binary.
 //! One test binary, so the crate links once.
+//!
+//! - Pure logic (`codec`, `window`, `checkpoint`, `config`, `generate`, `encoding`) is
+//!   unit-tested, table-driven, with independent oracles (`apache-avro` for the wire format, the
+//!   standard library's float parser for JSON numbers). `window` also has property tests (proptest)
+//!   against an oracle that groups events with its own arithmetic: any in-grace arrival order gives the
+//!   same windows in `(window_start, source)` order; under any order every event is in exactly one
+//!   window or counted late; checkpoint-and-restore at any point changes nothing.
+//! - `fuzz/` runs every target for 20 s in `scripts/test` (`scripts/fuzz --seconds N` for longer), and
+//!   `scripts/supply-chain` checks `deny.toml`.
+//! - `store` is tested on a real RocksDB in a temp dir, including reopening.
+//! - `tests/integration/` is one test binary run against a real broker (`STREAMAGG_TEST_BROKERS`, default
+//!   `127.0.0.1:9092`, started by `scripts/test` when none runs) and the real binary. The processor tests
+//!   compare the output, late and DLQ topics with an oracle computed independently (serde_json /
+//!   `apache-avro` decoding, a direct re-statement of the semantics) from the input as it sits in the
+//!   topic — for JSON and Avro, across a SIGTERM restart, and with two instances splitting partitions.
+//!   `faults.rs` holds the harsh ones: ten seeded `kill -9`s under both guarantees, three instances
+//!   joining, leaving, dying and coming back cold, a SIGSTOPped zombie, and a broker restart (which runs
+//!   alone, after the rest, because it restarts the shared broker).
+//!   `ingest.rs` drives the gateway binary: a load of 32 HTTP clients plus TCP connections whose every
+//!   acknowledged event must be on the topic exactly once, as sent (read back with `apache-avro`), a
+//!   `kill -9` under load (no acknowledged event lost), hostile clients with the gateway's RSS sampled
+//!   against a limit, start-up errors, and a broker stop under load (exclusive, like the broker restart).
+//!   `security.rs` runs against the secure broker (`scripts/kafka up --secure`,
+//!   `STREAMAGG_TEST_SECURE_BROKERS`/`_MTLS_BROKERS`/`_DIR`): `produce` and `run` over SASL_SSL + SCRAM
+//!   and over mutual TLS with an encrypted client key equal the oracle, and no log, `/metrics` or
+//!   `--help` carries the password or the passphrase; a wrong password, an untrusted CA, no client
+//!   certificate and a user without write rights on the output topic each end in one error line and
+//!   exit 1, in bounded time.
+//!   Every test creates topics with random names and deletes them; an unreachable broker fails the
+//!   tests, it never skips them.
+//! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are
+//!   compiled once, into `~/.cache/streamagg/target`.
 
 mod common;
 mod deployment;

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use streamagg::codec::{decode, Format};
-use streamagg::consume::{drain, Isolation};
 use streamagg::kafka::KafkaSettings;
 use streamagg::model::TrafficEvent;
+use streamagg::reader::{drain, Isolation};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -59,7 +59,7 @@ fn main() -> Result<()> {
         Duration::from_secs(3600),
         &properties,
         |message| {
-            first_record_ms.get_or_insert_with(streamagg::produce::now_ms);
+            first_record_ms.get_or_insert_with(streamagg::producer::now_ms);
             if let Some(format) = format {
                 let payload = rdkafka::Message::payload(message).unwrap_or_default();
                 if decode::<TrafficEvent>(payload, format).is_err() {
@@ -69,7 +69,7 @@ fn main() -> Result<()> {
         },
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    let last_record_ms = streamagg::produce::now_ms();
+    let last_record_ms = streamagg::producer::now_ms();
     let peak_rss_kib = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

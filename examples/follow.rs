@@ -17,7 +17,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use streamagg::codec::{decode, Format};
 use streamagg::kafka::{self, KafkaSettings, StreamaggContext};
 use streamagg::model::TrafficAverage;
-use streamagg::produce::now_ms;
+use streamagg::producer::now_ms;
 
 struct Args {
     brokers: String,

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::checkpoint::Semantics;
 use crate::codec::Format;
+use crate::route::RouteSettings;
 use crate::window::WindowSpec;
 
 /// Where the cluster is, how to authenticate to it, and how long to wait for it.
@@ -384,6 +385,15 @@ impl RunSettings {
             min_value: self.min_value,
             event_time: self.event_time,
             input_format: self.input_format,
+        }
+    }
+
+    /// The settings the per-record decision depends on.
+    pub fn route_settings(&self) -> RouteSettings {
+        RouteSettings {
+            input_format: self.input_format,
+            event_time: self.event_time,
+            min_value: self.min_value,
         }
     }
 }

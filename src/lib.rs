@@ -1,9 +1,9 @@
 //! streamagg: per-minute event-time traffic averages from Apache Kafka.
 //!
-//! The modules follow the data: [`generate`] and [`produce`] write traffic to Kafka; [`pipeline`]
+//! The modules follow the data: [`generate`] makes traffic and [`producer`] writes it to Kafka; [`pipeline`]
 //! runs the processor — records are decoded by [`codec`] into [`model`] records, assigned to windows
 //! by [`window`], kept in [`store`] with the offsets [`checkpoint`] decides on, and emitted by
-//! [`sink`]. [`config`] validates the processor's settings, [`consume`] reads topics back, and
+//! [`sink`]. [`config`] validates the processor's settings, [`reader`] reads topics back, and
 //! [`kafka`] is the shared edge to the cluster. [`telemetry`] names the metrics and serves them with
 //! the health probes. [`ingest`] is the gateway that turns TCP and HTTP traffic into input events.
 //! See `ARCHITECTURE.md` for the whole map.
@@ -15,8 +15,6 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod config;
-#[cfg(feature = "runtime")]
-pub mod consume;
 pub mod encoding;
 pub mod generate;
 #[cfg(feature = "runtime")]
@@ -29,7 +27,10 @@ pub mod pipeline;
 #[cfg(feature = "runtime")]
 pub mod processor;
 #[cfg(feature = "runtime")]
-pub mod produce;
+pub mod producer;
+#[cfg(feature = "runtime")]
+pub mod reader;
+pub mod route;
 #[cfg(feature = "runtime")]
 pub mod sink;
 #[cfg(feature = "runtime")]

@@ -15,7 +15,7 @@ use crate::codec::{encode, Format};
 use crate::config::RunSettings;
 use crate::kafka::KafkaSetupError;
 use crate::model::TrafficAverage;
-use crate::produce::{ProduceError, RecordProducer};
+use crate::producer::{ProduceError, RecordProducer};
 use crate::window::{ClosedWindow, WindowSpec};
 
 /// Header naming why a record went to the DLQ or late topic.
@@ -148,7 +148,7 @@ impl Sink {
         let batch_size = properties
             .get("batch.size")
             .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(crate::produce::BATCH_BYTES)
+            .unwrap_or(crate::producer::BATCH_BYTES)
             .min(batch_bytes);
         properties.insert("batch.size".to_owned(), batch_size.to_string());
         let properties = &properties;

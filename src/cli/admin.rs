@@ -90,7 +90,7 @@ pub(super) fn lag(
     topics: &[String],
     total_only: bool,
 ) -> Result<()> {
-    let lags = streamagg::consume::group_lag(settings, group, topics)?;
+    let lags = streamagg::reader::group_lag(settings, group, topics)?;
     let total: i64 = lags.iter().map(|l| l.lag()).sum();
     if total_only {
         println!("{total}");

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use streamagg::codec::{decode, Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
-use streamagg::consume::{read_to_end, Isolation};
 use streamagg::model::{TrafficAverage, TrafficEvent};
+use streamagg::reader::{read_to_end, Isolation};
 
 use streamagg::config::KafkaOptions;
 

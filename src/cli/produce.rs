@@ -5,8 +5,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use streamagg::codec::Format;
+use streamagg::generate::to_topic::{generate_to_topic, Pace, ProduceSettings};
 use streamagg::generate::GeneratorConfig;
-use streamagg::produce::{generate_to_topic, now_ms, Pace, ProduceSettings};
+use streamagg::producer::now_ms;
 
 use streamagg::config::KafkaOptions;
 

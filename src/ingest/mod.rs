@@ -635,7 +635,7 @@ fn connect(
     stats: Arc<Stats>,
 ) -> Result<ThreadedProducer<GatewayContext>, KafkaSetupError> {
     let mut config =
-        crate::produce::producer_config(&settings.kafka, "streamagg-ingest", &BTreeMap::new());
+        crate::producer::producer_config(&settings.kafka, "streamagg-ingest", &BTreeMap::new());
     config
         .set(
             "message.timeout.ms",

@@ -43,15 +43,14 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 
 use crate::checkpoint::{CommitMetadata, Semantics};
-use crate::codec::decode;
-use crate::config::{EventTime, Guarantee, RunSettings};
+use crate::config::{Guarantee, RunSettings};
 use crate::kafka::KafkaSetupError;
-use crate::model::TrafficEvent;
-use crate::produce::{ProduceError, TransactionErrorKind};
+use crate::producer::{ProduceError, TransactionErrorKind};
+use crate::route::{route, Route};
 use crate::sink::Sink;
 use crate::store::{PartitionCheckpoint, PartitionUpdate, StateStore, StoreError, TopicPartition};
 use crate::telemetry::{metric, Health};
-use crate::window::{ClosedWindow, Observed, PartitionWindows};
+use crate::window::{ClosedWindow, PartitionWindows};
 
 /// Why the processor stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +249,7 @@ impl Processor {
 
     /// The per-record work of [`Processor::handle`].
     fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+        let route_settings = self.settings.route_settings();
         let (topic, partition) = (message.topic(), message.partition());
         let Some(state) = self
             .partitions
@@ -282,7 +282,7 @@ impl Processor {
         if !self.consumed_once {
             self.consumed_once = true;
             tracing::info!(
-                first_record_ms = crate::produce::now_ms(),
+                first_record_ms = crate::producer::now_ms(),
                 topic,
                 partition,
                 offset,
@@ -293,31 +293,13 @@ impl Processor {
             state.started_fresh_at = Some(offset);
         }
         let replay = offset < state.replay_until;
-        let event = decode::<TrafficEvent>(
+        let routed = route(
+            &route_settings,
+            &mut state.windows,
             message.payload().unwrap_or_default(),
-            self.settings.input_format,
+            message.timestamp().to_millis(),
+            offset,
         );
-        let outcome = match event {
-            Err(error) => Err(error.to_string()),
-            Ok(event) => {
-                let timestamp = match self.settings.event_time {
-                    EventTime::Field => Some(event.timestamp),
-                    EventTime::Kafka => message.timestamp().to_millis(),
-                };
-                match timestamp {
-                    None => Err("record has no Kafka timestamp".to_owned()),
-                    Some(_) if self.settings.min_value.is_some_and(|min| event.value < min) => {
-                        Ok(None)
-                    }
-                    Some(timestamp) => Ok(Some(state.windows.observe(
-                        &event.source,
-                        timestamp,
-                        event.value,
-                        offset,
-                    ))),
-                }
-            }
-        };
         state.next_offset = Some(offset + 1);
         state.changed = true;
         state.last_record = Instant::now();
@@ -326,26 +308,14 @@ impl Processor {
             self.counts.replayed += 1;
             return Ok(());
         }
-        match outcome {
-            Ok(Some(Observed::Aggregated)) => self.counts.aggregated += 1,
-            Ok(Some(Observed::Late { window_start })) => {
+        match routed {
+            Route::Aggregated => self.counts.aggregated += 1,
+            Route::Filtered => self.counts.filtered += 1,
+            Route::Late { window_start } => {
                 self.counts.late += 1;
                 self.sink.forward_late(message, window_start)?;
             }
-            Ok(Some(Observed::OutOfRange)) => {
-                self.counts.invalid += 1;
-                self.sink
-                    .forward_invalid(message, "timestamp out of range")?;
-            }
-            Ok(Some(Observed::ValueOutOfRange)) => {
-                self.counts.invalid += 1;
-                self.sink.forward_invalid(
-                    message,
-                    "value out of range: its window's sum would not be a finite number",
-                )?;
-            }
-            Ok(None) => self.counts.filtered += 1,
-            Err(reason) => {
+            Route::Invalid(reason) => {
                 self.counts.invalid += 1;
                 self.sink.forward_invalid(message, &reason)?;
             }
@@ -368,7 +338,7 @@ impl Processor {
         if self.results_waiting_since.is_none() {
             self.results_waiting_since = Some(Instant::now());
         }
-        let now = crate::produce::now_ms();
+        let now = crate::producer::now_ms();
         let mut observed_start = None;
         for window in windows {
             self.sink.emit(&window)?;
@@ -576,7 +546,7 @@ impl Processor {
         ] {
             metrics::counter!(name).absolute(value);
         }
-        let now_ms = crate::produce::now_ms();
+        let now_ms = crate::producer::now_ms();
         let (mut open, mut owned, mut replaying) = (0, 0, false);
         for (topic, parts) in &self.partitions {
             for (partition, state) in parts {

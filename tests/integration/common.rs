@@ -360,11 +360,11 @@ pub fn config_file(dir: &std::path::Path, toml: &str) -> String {
 }
 
 /// Everything on `topic` now (committed records only), read from the beginning.
-pub fn read_all(topic: &str) -> Vec<streamagg::consume::RawRecord> {
-    streamagg::consume::read_to_end(
+pub fn read_all(topic: &str) -> Vec<streamagg::reader::RawRecord> {
+    streamagg::reader::read_to_end(
         &kafka_settings(),
         topic,
-        streamagg::consume::Isolation::ReadCommitted,
+        streamagg::reader::Isolation::ReadCommitted,
         Duration::from_secs(30),
     )
     .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
@@ -377,7 +377,7 @@ pub fn wait_for_records(
     count: usize,
     deadline: Duration,
     mut check: impl FnMut(),
-) -> Vec<streamagg::consume::RawRecord> {
+) -> Vec<streamagg::reader::RawRecord> {
     let started = std::time::Instant::now();
     loop {
         let records = read_all(topic);

@@ -33,7 +33,7 @@ fn assert_all_match(
     topics: &Topics,
     inputs: &[crate::oracle::Input],
     delivery: Delivery,
-    output: &[streamagg::consume::RawRecord],
+    output: &[streamagg::reader::RawRecord],
 ) {
     let expected = oracle(format, inputs, &read_all(&topics.input.name));
     assert_topics_match(format, topics, &expected, delivery, output);
@@ -337,7 +337,7 @@ fn exclusive_processing_resumes_by_itself_after_a_broker_restart() {
 fn idle_close_after_emits_the_last_window_of_an_idle_partition() {
     let topics = Topics::create("idle", 1);
     let window_start = 1_700_000_000_000_i64;
-    let mut producer = streamagg::produce::RecordProducer::connect(
+    let mut producer = streamagg::producer::RecordProducer::connect(
         &crate::common::kafka_settings(),
         "it-idle",
         &Default::default(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use streamagg::codec::{decode, encode_to_vec, Format};
 use streamagg::generate::{GeneratorConfig, TrafficGenerator};
 use streamagg::model::TrafficEvent;
-use streamagg::produce::RecordProducer;
+use streamagg::producer::RecordProducer;
 
 use crate::common::{kafka_settings, read_all, streamagg, TestTopic};
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
-use streamagg::consume::RawRecord;
+use streamagg::reader::RawRecord;
 
 use crate::common::{
     config_file, metric_sum, read_all, wait_for_records, ProcessorProcess, TestTopic,

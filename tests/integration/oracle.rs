@@ -10,9 +10,9 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{types::Value as AvroValue, Schema};
 use rdkafka::message::{Header, OwnedHeaders};
 use streamagg::codec::{Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
-use streamagg::consume::RawRecord;
 use streamagg::generate::{GeneratorConfig, TrafficGenerator};
-use streamagg::produce::RecordProducer;
+use streamagg::producer::RecordProducer;
+use streamagg::reader::RawRecord;
 
 use crate::common::{brokers, kafka_settings, read_all, ProcessorProcess, TestTopic};
 

@@ -29,7 +29,7 @@ fn oracle_test(format: Format) {
     let group = format!("it-group-{:016x}", rand::random::<u64>());
     let state_dir = state.path().to_str().expect("utf8 path");
     let total_lag = || -> i64 {
-        let lags = streamagg::consume::group_lag(
+        let lags = streamagg::reader::group_lag(
             &kafka_settings(),
             &group,
             std::slice::from_ref(&topics.input.name),
@@ -465,7 +465,7 @@ fn exactly_once_commits_closed_windows_soon_after_they_close_not_at_the_checkpoi
         (start + 2_000, 90.0),
         (start + 200_000, 70.0),
     ];
-    let mut producer = streamagg::produce::RecordProducer::connect(
+    let mut producer = streamagg::producer::RecordProducer::connect(
         &kafka_settings(),
         "it-early-commit",
         &Default::default(),

@@ -17,8 +17,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
-use streamagg::consume::{read_to_end, Isolation, RawRecord};
 use streamagg::kafka::{KafkaSecurity, KafkaSettings, Secret};
+use streamagg::reader::{read_to_end, Isolation, RawRecord};
 
 use crate::common::{ProcessorProcess, TestTopic};
 use crate::oracle::{assert_output_matches, oracle, Delivery, Input, INDEX_HEADER, SEMANTICS_ARGS};

@@ -3,6 +3,9 @@
 //! supplies the event-time base for each event (a synthetic clock when preloading, the wall clock when
 //! producing at a rate), so the same seed and bases always give the same events.
 
+#[cfg(feature = "runtime")]
+pub mod to_topic;
+
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 use crate::model::TrafficEvent;

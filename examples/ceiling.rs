@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use streamagg::codec::{decode, Format};
-use streamagg::kafka::KafkaSettings;
+use streamagg::config::cluster::KafkaSettings;
 use streamagg::model::TrafficEvent;
 use streamagg::reader::{drain, Isolation};
 

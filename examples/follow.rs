@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use streamagg::codec::{decode, Format};
-use streamagg::kafka::{self, KafkaSettings, StreamaggContext};
+use streamagg::config::cluster::KafkaSettings;
+use streamagg::kafka::{self, StreamaggContext};
 use streamagg::model::TrafficAverage;
 use streamagg::producer::now_ms;
 

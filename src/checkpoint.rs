@@ -203,6 +203,20 @@ pub enum ResumePlan {
     Reset { checkpointed: i64, log_end: i64 },
 }
 
+impl ResumePlan {
+    /// The plan's kind as one stable word for logs and dashboards: `local`, `rebuild`,
+    /// `committed-only`, `fresh` or `reset`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ResumePlan::Local { .. } => "local",
+            ResumePlan::Rebuild { .. } => "rebuild",
+            ResumePlan::CommittedOnly { .. } => "committed-only",
+            ResumePlan::Fresh => "fresh",
+            ResumePlan::Reset { .. } => "reset",
+        }
+    }
+}
+
 /// Decides where to resume from the local checkpoint, the group's committed offset (and its
 /// metadata), if any, and the partition's log end offset (high watermark), if it could be asked.
 ///

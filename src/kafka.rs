@@ -18,7 +18,7 @@ use rdkafka::producer::{
 };
 use rdkafka::types::RDKafkaErrorCode;
 
-pub use crate::config::{KafkaSecurity, KafkaSettings, Secret};
+use crate::config::cluster::{KafkaSettings, Secret};
 
 impl KafkaSettings {
     /// The librdkafka properties every client of this cluster shares.
@@ -586,6 +586,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::cluster::KafkaSecurity;
 
     #[test]
     fn transient_errors_are_the_ones_a_moving_cluster_causes() {

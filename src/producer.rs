@@ -15,7 +15,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 
-use crate::kafka::{self, Backoff, KafkaSettings, KafkaSetupError, StreamaggContext};
+use crate::config::cluster::KafkaSettings;
+use crate::kafka::{self, Backoff, KafkaSetupError, StreamaggContext};
 
 /// Why producing failed.
 #[derive(Debug, thiserror::Error)]

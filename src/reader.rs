@@ -7,7 +7,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::{self, KafkaSettings, KafkaSetupError, StreamaggContext};
+use crate::config::cluster::KafkaSettings;
+use crate::kafka::{self, KafkaSetupError, StreamaggContext};
 
 /// One record as it was on the topic.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,7 +21,7 @@ use smol_str::SmolStr;
 use crate::encoding::{
     decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate, encode_checkpoint,
 };
-pub use crate::encoding::{partition_key, window_key, PartitionCheckpoint, TopicPartition};
+use crate::encoding::{partition_key, window_key, PartitionCheckpoint, TopicPartition};
 use crate::window::Aggregate;
 
 const WINDOWS: &str = "windows";

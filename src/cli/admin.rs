@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
-use streamagg::kafka::KafkaSettings;
+use streamagg::config::cluster::KafkaSettings;
 use streamagg::telemetry;
 
-use streamagg::config::KafkaOptions;
+use streamagg::config::cluster::KafkaOptions;
 
 use super::secrets::kafka_settings;
 

@@ -9,7 +9,7 @@ use streamagg::codec::{decode, Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCH
 use streamagg::model::{TrafficAverage, TrafficEvent};
 use streamagg::reader::{read_to_end, Isolation};
 
-use streamagg::config::KafkaOptions;
+use streamagg::config::cluster::KafkaOptions;
 
 use super::secrets::kafka_settings;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use streamagg::ingest::{IngestOptions, IngestSettings};
+use streamagg::ingest::settings::{IngestOptions, IngestSettings};
 use streamagg::telemetry::Health;
 
 use super::process::{serve_telemetry, signalled};

@@ -16,7 +16,7 @@ use anyhow::Result;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use secrets::kafka_settings;
-use streamagg::config::KafkaOptions;
+use streamagg::config::cluster::KafkaOptions;
 
 #[derive(Parser)]
 #[command(
@@ -52,7 +52,7 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Run the ingest gateway: TrafficEvents from NDJSON over TCP and `POST /v1/events` over HTTP
     /// to a topic, keyed by source; an HTTP 200 means Kafka acknowledged every accepted event.
-    Ingest(Box<streamagg::ingest::IngestOptions>),
+    Ingest(Box<streamagg::ingest::settings::IngestOptions>),
     /// Print the records of a topic, from the beginning to its current end, as JSON lines.
     Consume(consume::ConsumeArgs),
     /// Show how far a consumer group is behind on topics (exit code 0 whether or not it lags).

@@ -9,7 +9,7 @@ use streamagg::generate::to_topic::{generate_to_topic, Pace, ProduceSettings};
 use streamagg::generate::GeneratorConfig;
 use streamagg::producer::now_ms;
 
-use streamagg::config::KafkaOptions;
+use streamagg::config::cluster::KafkaOptions;
 
 use super::process::until_signalled;
 use super::secrets::kafka_settings;

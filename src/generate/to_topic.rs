@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::codec::{encode, Format};
+use crate::config::cluster::KafkaSettings;
 use crate::generate::{GeneratorConfig, TrafficGenerator};
-use crate::kafka::{self, KafkaSettings, KafkaSetupError};
+use crate::kafka::{self, KafkaSetupError};
 use crate::model::TrafficEvent;
 use crate::producer::{now_ms, ProduceError, RecordProducer};
 

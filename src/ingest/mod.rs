@@ -4,8 +4,8 @@
 //!
 //! Events are validated with the processor's own rules ([`frame::validate_line`]), encoded with
 //! [`crate::codec::encode`] and produced by one idempotent, batching, compressing producer configured
-//! as [`crate::produce`]'s. Every event handed to the producer holds permits of one byte budget
-//! ([`Limits::max_in_flight_bytes`]) until its delivery report: when the budget is spent, TCP
+//! as [`crate::producer`]'s. Every event handed to the producer holds permits of one byte budget
+//! ([`settings::Limits::max_in_flight_bytes`]) until its delivery report: when the budget is spent, TCP
 //! connections stop being read and HTTP requests are answered `503`, so memory stays bounded.
 //!
 //! **Invariant:** an HTTP `200` (or a `400` that counts accepted events) is sent only after Kafka
@@ -14,6 +14,7 @@
 
 pub mod frame;
 mod http;
+pub mod settings;
 mod tcp;
 
 use std::collections::BTreeMap;
@@ -30,222 +31,13 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::Format;
-use crate::config::{
-    listen_addr, ConfigError, KafkaOptions, MANAGED_CONNECTION_KEYS, MANAGED_PRODUCER_KEYS,
-};
-use crate::kafka::{
-    self, ConnectionAware, KafkaSettings, KafkaSetupError, Secret, StreamaggContext,
-};
+use crate::config::cluster::Secret;
+use crate::kafka::{self, ConnectionAware, KafkaSetupError, StreamaggContext};
 use crate::telemetry::{metric, Health};
-
-/// The default port of the gateway's `/metrics`, `/healthz` and `/readyz`: one above the processor's
-/// ([`crate::config::DEFAULT_METRICS_PORT`]), so both run on one host with their defaults.
-pub const DEFAULT_METRICS_PORT: u16 = 9465;
+use settings::{IngestSettings, Limits};
 
 /// Bookkeeping bytes counted per event on top of its payload against the in-flight budget.
 const EVENT_OVERHEAD_BYTES: usize = 64;
-
-/// The limits that keep the gateway's memory and connections bounded.
-#[derive(Debug, Clone, PartialEq, clap::Args)]
-pub struct Limits {
-    /// Longest event line in bytes (TCP, and NDJSON bodies), without its newline.
-    #[arg(long, env = "STREAMAGG_MAX_LINE_BYTES", default_value_t = 65_536)]
-    pub max_line_bytes: usize,
-    /// Largest HTTP body in bytes; larger ones get `413`.
-    #[arg(long, env = "STREAMAGG_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Open connections per listener; more are refused with one line (TCP) or a `503` (HTTP).
-    #[arg(long, env = "STREAMAGG_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
-    /// Close a TCP connection that completes no line, or an HTTP one that sends no complete head or
-    /// body, for this long.
-    #[arg(long, env = "STREAMAGG_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub read_timeout: Duration,
-    /// Bytes of events (+ a small per-event overhead) handed to Kafka and not yet acknowledged; when
-    /// spent, TCP is not read and HTTP answers 503.
-    #[arg(long, env = "STREAMAGG_MAX_IN_FLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub max_in_flight_bytes: usize,
-    /// Bytes of HTTP bodies held in memory at once.
-    #[arg(long, env = "STREAMAGG_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub max_buffered_body_bytes: usize,
-    /// How long an HTTP request waits for room in those budgets before a 503.
-    #[arg(long, env = "STREAMAGG_QUEUE_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub queue_wait: Duration,
-}
-
-/// `streamagg ingest`, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IngestSettings {
-    pub kafka: KafkaSettings,
-    pub topic: String,
-    /// Payload format on the topic.
-    pub format: Format,
-    pub listen_tcp: Option<SocketAddr>,
-    pub listen_http: Option<SocketAddr>,
-    pub limits: Limits,
-    /// How long the producer keeps trying to deliver an event (`message.timeout.ms`); an HTTP request
-    /// whose events are not acknowledged by then gets `503`.
-    pub delivery_timeout: Duration,
-    /// On SIGTERM, how long in-flight requests and deliveries may take before the gateway exits anyway.
-    pub shutdown_timeout: Duration,
-    /// Bearer token `POST /v1/events` requires, if any.
-    pub http_token: Option<Secret>,
-    /// librdkafka producer properties, applied over the defaults.
-    pub producer_properties: BTreeMap<String, String>,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
-    pub metrics_addr: Option<SocketAddr>,
-}
-
-/// `streamagg ingest` as given by flags and environment (each flag also reads `STREAMAGG_` + its
-/// name in upper snake case), before validation.
-#[derive(Debug, Clone, clap::Args)]
-pub struct IngestOptions {
-    #[command(flatten)]
-    pub kafka: KafkaOptions,
-    /// Topic to write events to (it must exist).
-    #[arg(long, env = "STREAMAGG_TOPIC")]
-    pub topic: String,
-    /// Payload format on the topic (clients always send JSON).
-    #[arg(long, env = "STREAMAGG_FORMAT", value_enum, default_value = "json")]
-    pub format: Format,
-    /// NDJSON over TCP on this ip:port, or `off`.
-    #[arg(long, env = "STREAMAGG_LISTEN_TCP", default_value = "127.0.0.1:8080")]
-    pub listen_tcp: String,
-    /// HTTP (`POST /v1/events`) on this ip:port, or `off`.
-    #[arg(long, env = "STREAMAGG_LISTEN_HTTP", default_value = "127.0.0.1:8081")]
-    pub listen_http: String,
-    #[command(flatten)]
-    pub limits: Limits,
-    /// How long the producer tries to deliver an event; an HTTP request not acknowledged by then
-    /// gets 503.
-    #[arg(long, env = "STREAMAGG_DELIVERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub delivery_timeout: Duration,
-    /// On SIGTERM, how long open requests and deliveries may take before exiting anyway.
-    #[arg(long, env = "STREAMAGG_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub shutdown_timeout: Duration,
-    /// File holding the bearer token `POST /v1/events` requires (none: no authentication).
-    #[arg(long, env = "STREAMAGG_HTTP_TOKEN_FILE")]
-    pub http_token_file: Option<std::path::PathBuf>,
-    /// The token itself, read from `http_token_file` at the binary's edge; never a flag.
-    #[arg(skip)]
-    pub http_token: Option<String>,
-    /// librdkafka producer property key=value (repeatable; `;` separates several in the
-    /// environment variable, since values such as `debug=msg,eos` hold commas), e.g.
-    /// compression.type=zstd.
-    #[arg(
-        long = "producer-property",
-        env = "STREAMAGG_PRODUCER_PROPERTIES",
-        value_delimiter = ';'
-    )]
-    pub producer_properties: Vec<String>,
-    /// Serve /metrics, /healthz and /readyz on this ip:port, or `off` [default: 127.0.0.1:9465, one
-    /// above the processor's default port, so both run on one host].
-    #[arg(long, env = "STREAMAGG_METRICS_ADDR")]
-    pub metrics_addr: Option<String>,
-}
-
-impl TryFrom<IngestOptions> for IngestSettings {
-    type Error = ConfigError;
-
-    fn try_from(options: IngestOptions) -> Result<Self, ConfigError> {
-        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
-        let kafka = options.kafka.validate()?;
-        let topic = crate::config::topic("topic", options.topic)?;
-        let listen_tcp = listen_addr("listen_tcp", &options.listen_tcp)?;
-        let listen_http = listen_addr("listen_http", &options.listen_http)?;
-        let metrics_addr = match options.metrics_addr.as_deref() {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
-            Some(text) => listen_addr("metrics_addr", text)?,
-        };
-        if listen_tcp.is_none() && listen_http.is_none() {
-            return Err(invalid(
-                "listen_tcp",
-                "both listeners are off: nothing to serve".into(),
-            ));
-        }
-        let limits = options.limits;
-        for (key, value) in [
-            ("max_line_bytes", limits.max_line_bytes),
-            ("max_body_bytes", limits.max_body_bytes),
-            ("max_connections", limits.max_connections),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1".into()));
-            }
-        }
-        // A whole request's events must fit the in-flight budget, or it could never be sent.
-        let body_budget = limits.max_body_bytes.saturating_mul(4);
-        if limits.max_in_flight_bytes < body_budget {
-            return Err(invalid(
-                "max_in_flight_bytes",
-                format!("must be at least 4 x max_body_bytes ({body_budget})"),
-            ));
-        }
-        if limits.max_buffered_body_bytes < limits.max_body_bytes {
-            return Err(invalid(
-                "max_buffered_body_bytes",
-                "must be at least max_body_bytes".into(),
-            ));
-        }
-        // Semaphores count at most u32::MAX permits per acquisition.
-        if limits.max_in_flight_bytes > u32::MAX as usize
-            || limits.max_buffered_body_bytes > u32::MAX as usize
-        {
-            return Err(invalid(
-                "max_in_flight_bytes",
-                "budgets are limited to 4 GiB".into(),
-            ));
-        }
-        for (key, value) in [
-            ("read_timeout", limits.read_timeout),
-            ("delivery_timeout", options.delivery_timeout),
-            ("shutdown_timeout", options.shutdown_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be greater than zero".into()));
-            }
-        }
-        let http_token = match options.http_token {
-            Some(token) if token.is_empty() => {
-                return Err(invalid("http_token_file", "the token is empty".into()))
-            }
-            token => token.map(Secret::new),
-        };
-        let mut producer_properties = BTreeMap::new();
-        for pair in options.producer_properties {
-            let Some((key, value)) = pair.split_once('=') else {
-                return Err(invalid(
-                    "producer_property",
-                    format!("'{pair}' is not key=value"),
-                ));
-            };
-            let key = key.trim();
-            if MANAGED_PRODUCER_KEYS.contains(&key)
-                || MANAGED_CONNECTION_KEYS.contains(&key)
-                || key == "message.timeout.ms"
-            {
-                return Err(ConfigError::Managed {
-                    table: "producer",
-                    key: key.to_owned(),
-                });
-            }
-            producer_properties.insert(key.to_owned(), value.trim().to_owned());
-        }
-        Ok(IngestSettings {
-            kafka,
-            topic,
-            format: options.format,
-            listen_tcp,
-            listen_http,
-            limits,
-            delivery_timeout: options.delivery_timeout,
-            shutdown_timeout: options.shutdown_timeout,
-            http_token,
-            producer_properties,
-            metrics_addr,
-        })
-    }
-}
 
 /// Why the gateway could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -628,7 +420,7 @@ fn local_addr(listener: &tokio::net::TcpListener) -> String {
         .map_or_else(|e| format!("?({e})"), |a| a.to_string())
 }
 
-/// The producer, configured as [`crate::produce`]'s, with deliveries bounded by `delivery_timeout`;
+/// The producer, configured as [`crate::producer`]'s, with deliveries bounded by `delivery_timeout`;
 /// fails unless the cluster answers within `kafka.timeout` and has the topic. Blocks.
 fn connect(
     settings: &IngestSettings,
@@ -759,126 +551,5 @@ async fn accept_connections<Serve, Served>(
             open.fetch_sub(1, Ordering::Relaxed);
             drop((slot, alive));
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The defaults, as the command line gives them, with a topic and one producer property.
-    fn options() -> IngestOptions {
-        use clap::{Args, FromArgMatches};
-        let flags = IngestOptions::augment_args(clap::Command::new("ingest"))
-            .try_get_matches_from([
-                "ingest",
-                "--brokers",
-                "b:9092",
-                "--topic",
-                "traffic",
-                "--producer-property",
-                "compression.type=zstd",
-            ])
-            .expect("flags parse");
-        IngestOptions::from_arg_matches(&flags).expect("options")
-    }
-
-    #[test]
-    fn defaults_validate() {
-        let settings = IngestSettings::try_from(options()).expect("valid");
-        assert_eq!(settings.format, Format::Json);
-        assert_eq!(settings.limits.max_line_bytes, 65_536);
-        assert_eq!(settings.limits.max_body_bytes, 8 << 20);
-        assert_eq!(
-            settings.listen_tcp,
-            Some("127.0.0.1:8080".parse().expect("addr"))
-        );
-        assert_eq!(
-            settings
-                .producer_properties
-                .get("compression.type")
-                .map(String::as_str),
-            Some("zstd")
-        );
-    }
-
-    #[test]
-    fn invalid_settings_name_the_setting() {
-        type Edit = fn(&mut IngestOptions);
-        let cases: &[(&str, Edit, &str)] = &[
-            ("bad topic", |o| o.topic = "a b".into(), "'topic'"),
-            ("no brokers", |o| o.kafka.brokers = " ".into(), "'brokers'"),
-            (
-                "SASL without a password",
-                |o| {
-                    o.kafka.security.security_protocol = Some("SASL_SSL".into());
-                    o.kafka.security.sasl_mechanism = Some("PLAIN".into());
-                    o.kafka.security.sasl_username = Some("u".into());
-                },
-                "'sasl_password'",
-            ),
-            (
-                "bad listen",
-                |o| o.listen_tcp = "localhost".into(),
-                "'listen_tcp'",
-            ),
-            (
-                "both off",
-                |o| {
-                    o.listen_tcp = "off".into();
-                    o.listen_http = "off".into();
-                },
-                "nothing to serve",
-            ),
-            (
-                "zero line",
-                |o| o.limits.max_line_bytes = 0,
-                "'max_line_bytes'",
-            ),
-            (
-                "budget below bodies",
-                |o| o.limits.max_in_flight_bytes = 1 << 20,
-                "'max_in_flight_bytes'",
-            ),
-            (
-                "zero timeout",
-                |o| o.limits.read_timeout = Duration::ZERO,
-                "'read_timeout'",
-            ),
-            (
-                "empty token",
-                |o| o.http_token = Some(String::new()),
-                "token is empty",
-            ),
-            (
-                "managed key",
-                |o| o.producer_properties = vec!["enable.idempotence=false".into()],
-                "enable.idempotence",
-            ),
-            (
-                "delivery timeout has its own flag",
-                |o| o.producer_properties = vec!["message.timeout.ms=1".into()],
-                "message.timeout.ms",
-            ),
-            (
-                "not a pair",
-                |o| o.producer_properties = vec!["linger.ms".into()],
-                "key=value",
-            ),
-        ];
-        for (name, edit, expected) in cases {
-            let mut o = options();
-            edit(&mut o);
-            let error = IngestSettings::try_from(o).expect_err(name).to_string();
-            assert!(error.contains(expected), "{name}: {error}");
-        }
-        let mut off = options();
-        off.listen_tcp = "off".into();
-        assert_eq!(
-            IngestSettings::try_from(off)
-                .expect("one listener")
-                .listen_tcp,
-            None
-        );
     }
 }

@@ -23,8 +23,8 @@ use rdkafka::Offset;
 use super::{PartitionState, PipelineError, Processor};
 use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan};
 use crate::config::Guarantee;
+use crate::encoding::TopicPartition;
 use crate::kafka::{self, Backoff};
-use crate::store::TopicPartition;
 use crate::window::PartitionWindows;
 
 impl Processor {
@@ -160,7 +160,7 @@ impl Processor {
                 }
                 ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
             };
-            tracing::info!(topic = %tp.topic, partition = tp.partition, ?plan, "assigned");
+            tracing::info!(topic = %tp.topic, partition = tp.partition, resume = plan.kind(), ?plan, "assigned");
             let state = PartitionState {
                 replay_until,
                 ..PartitionState::empty(windows, from)

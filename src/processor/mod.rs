@@ -44,11 +44,12 @@ use rdkafka::Offset;
 
 use crate::checkpoint::{CommitMetadata, Semantics};
 use crate::config::{Guarantee, RunSettings};
+use crate::encoding::{PartitionCheckpoint, TopicPartition};
 use crate::kafka::KafkaSetupError;
 use crate::producer::{ProduceError, TransactionErrorKind};
 use crate::route::{route, Route};
 use crate::sink::Sink;
-use crate::store::{PartitionCheckpoint, PartitionUpdate, StateStore, StoreError, TopicPartition};
+use crate::store::{PartitionUpdate, StateStore, StoreError};
 use crate::telemetry::{metric, Health};
 use crate::window::{ClosedWindow, PartitionWindows};
 

@@ -4,7 +4,8 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use streamagg::kafka::{self, KafkaSettings};
+use streamagg::config::cluster::KafkaSettings;
+use streamagg::kafka::{self};
 
 /// The broker the tests run against: `STREAMAGG_TEST_BROKERS`, default the one `scripts/kafka up` starts.
 pub fn brokers() -> String {

@@ -207,7 +207,7 @@ fn exactly_once_through_joins_leaves_kills_and_a_cold_hand_off() {
         process.stop_gracefully();
     }
     assert!(
-        cold_log.contains("plan=Rebuild"),
+        cold_log.contains("resume=\"rebuild\""),
         "the cold instance rebuilt from the group commit:\n{cold_log}"
     );
     assert_all_match(format, &topics, &inputs, Delivery::ExactlyOnce, &output);

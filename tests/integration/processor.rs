@@ -109,7 +109,7 @@ fn graceful_restart_neither_loses_nor_duplicates_a_window() {
     );
     second.stop_gracefully();
     assert!(
-        second.log().contains("plan=Local"),
+        second.log().contains("resume=\"local\""),
         "the restart resumed from local state:\n{}",
         second.log()
     );
@@ -178,7 +178,7 @@ fn two_instances_split_the_partitions_and_together_equal_the_oracle() {
         "a {parts_a:?} b {parts_b:?}"
     );
     assert!(
-        log_b.contains("plan=Rebuild"),
+        log_b.contains("resume=\"rebuild\""),
         "b rebuilt a handed-over partition from the group commit:\n{log_b}"
     );
     assert_topics_match(format, &topics, &expected, Delivery::ExactlyOnce, &output);

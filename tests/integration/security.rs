@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
-use streamagg::kafka::{KafkaSecurity, KafkaSettings, Secret};
+use streamagg::config::cluster::{KafkaSecurity, KafkaSettings, Secret};
 use streamagg::reader::{read_to_end, Isolation, RawRecord};
 
 use crate::common::{ProcessorProcess, TestTopic};

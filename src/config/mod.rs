@@ -1,0 +1,545 @@
+//! Configuration of `streamagg run`: flags, `STREAMAGG_*` environment variables and a TOML file,
+//! validated once into [`RunSettings`]. Precedence: flag > environment > file > default.
+//!
+//! Everything downstream takes `RunSettings` and never re-checks it: cross-field rules (distinct
+//! topics, positive durations, librdkafka pass-through keys that would fight settings streamagg
+//! manages) are enforced here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::checkpoint::Semantics;
+use crate::codec::Format;
+use crate::route::RouteSettings;
+use crate::window::WindowSpec;
+
+pub mod cluster;
+
+use cluster::{
+    listen_addr, KafkaSettings, SecurityOptions, DEFAULT_BROKERS, MANAGED_CONNECTION_KEYS,
+};
+
+/// librdkafka consumer properties streamagg sets itself, besides the connection keys.
+pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
+    "group.instance.id",
+    "group.id",
+    "group.protocol",
+    "partition.assignment.strategy",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "isolation.level",
+];
+
+/// librdkafka producer properties streamagg sets itself, besides the connection keys.
+pub const MANAGED_PRODUCER_KEYS: &[&str] = &[
+    "enable.idempotence",
+    "transactional.id",
+    "acks",
+    "partitioner",
+];
+
+/// The port of the metrics and health endpoint unless `metrics_addr` says otherwise (the
+/// OpenTelemetry Prometheus exporter's port).
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
+/// What streamagg promises about the output when something fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Outputs and the input offsets they reflect commit in one Kafka transaction per checkpoint:
+    /// a `read_committed` consumer sees every window exactly once, whatever fails.
+    ExactlyOnce,
+    /// No transactions: after a crash, windows closed since the last checkpoint are emitted again,
+    /// byte-identical.
+    AtLeastOnce,
+}
+
+/// Where a record's event time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EventTime {
+    /// The record's `timestamp` field.
+    Field,
+    /// The Kafka record timestamp (CreateTime or LogAppendTime).
+    Kafka,
+}
+
+/// A configuration error: one line naming the setting.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("missing setting '{0}' (flag --{1}, env STREAMAGG_{2}, or the config file)")]
+    Missing(&'static str, &'static str, &'static str),
+    #[error("invalid setting '{key}': {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("[kafka.{table}] may not set '{key}': streamagg manages it")]
+    Managed { table: &'static str, key: String },
+}
+
+/// `streamagg run`'s settings, all optional, defined once for flags, `STREAMAGG_*` environment
+/// variables (the flag in upper snake case) and keys of the TOML file (the flag in snake case).
+/// Precedence: flag > environment > file ([`Self::from_file`], then clap's
+/// `update_from_arg_matches`) > the defaults [`RunSettings`] fills in.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, clap::Args)]
+pub struct RunOptions {
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long, env = "STREAMAGG_BROKERS")]
+    pub brokers: Option<String>,
+    /// Input topics, comma-separated.
+    #[arg(long, env = "STREAMAGG_INPUT", value_delimiter = ',')]
+    pub input: Option<Vec<String>>,
+    /// Output topic for TrafficAverage records.
+    #[arg(long, env = "STREAMAGG_OUTPUT")]
+    pub output: Option<String>,
+    /// Consumer group [default: streamagg].
+    #[arg(long, env = "STREAMAGG_GROUP")]
+    pub group: Option<String>,
+    /// Directory of the RocksDB state store [default: ./state].
+    #[arg(long, env = "STREAMAGG_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Input payload format [default: json].
+    #[arg(long, env = "STREAMAGG_INPUT_FORMAT", value_enum)]
+    pub input_format: Option<Format>,
+    /// Output payload format [default: json].
+    #[arg(long, env = "STREAMAGG_OUTPUT_FORMAT", value_enum)]
+    pub output_format: Option<Format>,
+    /// Event time from the record's `timestamp` field or the Kafka record timestamp [default: field].
+    #[arg(long, env = "STREAMAGG_EVENT_TIME", value_enum)]
+    pub event_time: Option<EventTime>,
+    /// Window size [default: 60s].
+    #[arg(long, env = "STREAMAGG_WINDOW", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub window: Option<Duration>,
+    /// How long after a window's end it still accepts out-of-order events [default: 10s].
+    #[arg(long, env = "STREAMAGG_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub grace: Option<Duration>,
+    /// Drop events with value below this before aggregation (the threshold filter).
+    #[arg(long, env = "STREAMAGG_MIN_VALUE")]
+    pub min_value: Option<f64>,
+    /// Forward late events here, unchanged, with headers saying why.
+    #[arg(long, env = "STREAMAGG_LATE_TOPIC")]
+    pub late_topic: Option<String>,
+    /// Forward undecodable or invalid records here, unchanged, with headers saying why.
+    #[arg(long, env = "STREAMAGG_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// How often state and offsets are checkpointed [default: 1s].
+    #[arg(long, env = "STREAMAGG_CHECKPOINT_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub checkpoint_interval: Option<Duration>,
+    /// How long to wait for the cluster at start-up [default: 10s].
+    #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub kafka_timeout: Option<Duration>,
+    /// Delivery guarantee [default: exactly-once].
+    #[arg(long, env = "STREAMAGG_GUARANTEE", value_enum)]
+    pub guarantee: Option<Guarantee>,
+    /// Stable name of this instance, part of its transactional id [default: generated once, kept in
+    /// the state dir].
+    #[arg(long, env = "STREAMAGG_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Join as a static group member named after the instance id (KIP-345): a restarted instance
+    /// gets its partitions back at once; a stopped one keeps them until the session times out.
+    #[arg(long, env = "STREAMAGG_STATIC_MEMBERSHIP", num_args = 0..=1, default_missing_value = "true")]
+    pub static_membership: Option<bool>,
+    /// Advance an idle partition's stream time by wall clock after this long without records, so its
+    /// last windows close (trades replay determinism for latency) [default: off].
+    #[arg(long, env = "STREAMAGG_IDLE_CLOSE_AFTER", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub idle_close_after: Option<Duration>,
+    /// Serve /metrics, /healthz and /readyz on this ip:port, or `off` [default: 127.0.0.1:9464;
+    /// in a container use 0.0.0.0:9464].
+    #[arg(long, env = "STREAMAGG_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// The poll loop counts as stalled (/healthz fails, the watchdog logs) after this long without
+    /// polling [default: 30s].
+    #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub stall_timeout: Option<Duration>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub security: SecurityOptions,
+    /// `[kafka.consumer]` and `[kafka.producer]`: only in the file.
+    #[arg(skip)]
+    #[serde(default)]
+    pub kafka: KafkaPassThrough,
+}
+
+/// `[kafka.consumer]` and `[kafka.producer]`: librdkafka properties passed through unchanged.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaPassThrough {
+    #[serde(default)]
+    pub consumer: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub producer: BTreeMap<String, toml::Value>,
+}
+
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+impl RunOptions {
+    /// Parses a TOML config file's text. Unknown keys are errors: the known ones are the flags'
+    /// names (so a secret, which is never a flag, is refused too) and the `[kafka]` tables.
+    pub fn from_toml(path: &str, text: &str) -> Result<Self, ConfigError> {
+        let parse_error = |reason: String| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: reason.replace('\n', " "),
+        };
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(e.message().into()))?;
+        let flags = <Self as clap::Args>::augment_args(clap::Command::new("run"));
+        let known: Vec<&str> = flags
+            .get_arguments()
+            .map(|arg| arg.get_id().as_str())
+            .chain(["kafka"])
+            .collect();
+        if let Some(key) = table.keys().find(|key| !known.contains(&key.as_str())) {
+            return Err(parse_error(format!(
+                "unknown field `{key}`, expected one of {}",
+                known.join(", ")
+            )));
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(e.message().into()))
+    }
+
+    /// Reads and parses a TOML config file.
+    pub fn from_file(path: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(path, &text)
+    }
+}
+
+/// Validated settings of `streamagg run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    pub kafka: KafkaSettings,
+    pub input_topics: Vec<String>,
+    pub output_topic: String,
+    pub group: String,
+    pub state_dir: PathBuf,
+    pub input_format: Format,
+    pub output_format: Format,
+    pub event_time: EventTime,
+    pub window: WindowSpec,
+    pub min_value: Option<f64>,
+    pub late_topic: Option<String>,
+    pub dlq_topic: Option<String>,
+    pub checkpoint_interval: Duration,
+    pub guarantee: Guarantee,
+    /// Names this instance in its transactional id; `None`: one generated once and kept in the state dir.
+    pub instance_id: Option<String>,
+    /// Join the group as a static member (`group.instance.id = streamagg-<instance id>`, KIP-345).
+    pub static_membership: bool,
+    /// Advance an idle partition's stream time by wall clock after this long without records.
+    pub idle_close_after: Option<Duration>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None`: not at all.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long the poll loop may go without polling before it counts as stalled (`/healthz` fails).
+    pub stall_timeout: Duration,
+    pub consumer_properties: BTreeMap<String, String>,
+    pub producer_properties: BTreeMap<String, String>,
+    /// librdkafka's `transaction.timeout.ms` of the output producer (exactly-once): the coordinator
+    /// aborts a transaction open longer than this.
+    pub transaction_timeout: Duration,
+}
+
+/// The output producer's `transaction.timeout.ms` unless `[kafka.producer]` sets it (Kafka
+/// Streams' default under exactly-once).
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl RunSettings {
+    /// The settings that decide what a window holds (see [`Semantics`]).
+    pub fn semantics(&self) -> Semantics {
+        Semantics {
+            window_ms: self.window.size_ms,
+            grace_ms: self.window.grace_ms,
+            min_value: self.min_value,
+            event_time: self.event_time,
+            input_format: self.input_format,
+        }
+    }
+
+    /// The settings the per-record decision depends on.
+    pub fn route_settings(&self) -> RouteSettings {
+        RouteSettings {
+            input_format: self.input_format,
+            event_time: self.event_time,
+            min_value: self.min_value,
+        }
+    }
+}
+
+/// The transaction timeout `producer_properties` configure, and under exactly-once the check that a
+/// checkpoint interval fits in it: a transaction is open for one interval plus its commit, and one the
+/// coordinator aborts for its age fences the producer (the instance would crash-loop).
+fn transaction_timeout(
+    producer_properties: &BTreeMap<String, String>,
+    guarantee: Guarantee,
+    checkpoint_interval: Duration,
+) -> Result<Duration, ConfigError> {
+    let timeout = match producer_properties.get("transaction.timeout.ms") {
+        None => DEFAULT_TRANSACTION_TIMEOUT,
+        Some(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "transaction.timeout.ms",
+                reason: format!("'{text}' is not a positive number of milliseconds"),
+            })?,
+    };
+    if guarantee == Guarantee::ExactlyOnce && checkpoint_interval * 2 > timeout {
+        return Err(ConfigError::Invalid {
+            key: "checkpoint_interval",
+            reason: format!(
+                "{} is more than half of transaction.timeout.ms ({}): under exactly-once a \
+                 transaction lasts one interval plus its commit, and the coordinator aborts it after \
+                 that timeout; lower the interval or raise [kafka.producer] transaction.timeout.ms",
+                humantime::format_duration(checkpoint_interval),
+                humantime::format_duration(timeout)
+            ),
+        });
+    }
+    Ok(timeout)
+}
+
+fn millis(key: &'static str, duration: Duration) -> Result<i64, ConfigError> {
+    i64::try_from(duration.as_millis()).map_err(|_| ConfigError::Invalid {
+        key,
+        reason: "too long".into(),
+    })
+}
+
+pub(crate) fn topic(key: &'static str, name: String) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            reason: format!("'{name}' is not a valid Kafka topic name"),
+        })
+    }
+}
+
+fn pass_through(
+    table: &'static str,
+    values: BTreeMap<String, toml::Value>,
+    managed: &[&str],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    values
+        .into_iter()
+        .map(|(key, value)| {
+            if managed.contains(&key.as_str()) || MANAGED_CONNECTION_KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::Managed { table, key });
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "kafka",
+                        reason: format!(
+                            "[kafka.{table}] '{key}' must be a string, number or boolean, not {}",
+                            other.type_str()
+                        ),
+                    })
+                }
+            };
+            Ok((key, value))
+        })
+        .collect()
+}
+
+impl TryFrom<RunOptions> for RunSettings {
+    type Error = ConfigError;
+
+    fn try_from(options: RunOptions) -> Result<Self, ConfigError> {
+        let kafka = KafkaSettings::validate(
+            options
+                .brokers
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BROKERS.to_owned()),
+            options.kafka_timeout.unwrap_or(Duration::from_secs(10)),
+            &options.security,
+        )?;
+        let input_topics: Vec<String> = options
+            .input
+            .ok_or(ConfigError::Missing("input", "input", "INPUT"))?
+            .into_iter()
+            .map(|t| topic("input", t))
+            .collect::<Result<_, _>>()?;
+        if input_topics.is_empty() {
+            return Err(ConfigError::Missing("input", "input", "INPUT"));
+        }
+        let output_topic = topic(
+            "output",
+            options
+                .output
+                .ok_or(ConfigError::Missing("output", "output", "OUTPUT"))?,
+        )?;
+        let late_topic = options
+            .late_topic
+            .map(|t| topic("late_topic", t))
+            .transpose()?;
+        let dlq_topic = options
+            .dlq_topic
+            .map(|t| topic("dlq_topic", t))
+            .transpose()?;
+        let mut written = vec![("output", &output_topic)];
+        written.extend(late_topic.iter().map(|t| ("late_topic", t)));
+        written.extend(dlq_topic.iter().map(|t| ("dlq_topic", t)));
+        for (key, name) in &written {
+            if input_topics.contains(name) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("'{name}' is also an input topic"),
+                });
+            }
+        }
+        let mut sorted_inputs = input_topics.clone();
+        sorted_inputs.sort();
+        sorted_inputs.dedup();
+        if sorted_inputs.len() != input_topics.len() {
+            return Err(ConfigError::Invalid {
+                key: "input",
+                reason: "names a topic twice".into(),
+            });
+        }
+
+        let group = options.group.unwrap_or_else(|| "streamagg".to_owned());
+        if group.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "group",
+                reason: "is empty".into(),
+            });
+        }
+        let size_ms = millis("window", options.window.unwrap_or(Duration::from_secs(60)))?;
+        if size_ms <= 0 {
+            return Err(ConfigError::Invalid {
+                key: "window",
+                reason: "must be at least 1ms".into(),
+            });
+        }
+        let grace_ms = millis("grace", options.grace.unwrap_or(Duration::from_secs(10)))?;
+        let checkpoint_interval = options
+            .checkpoint_interval
+            .unwrap_or(Duration::from_secs(1));
+        if checkpoint_interval < Duration::from_millis(10) {
+            return Err(ConfigError::Invalid {
+                key: "checkpoint_interval",
+                reason: "must be at least 10ms".into(),
+            });
+        }
+        if let Some(min) = options.min_value {
+            if !min.is_finite() {
+                return Err(ConfigError::Invalid {
+                    key: "min_value",
+                    reason: "must be a finite number".into(),
+                });
+            }
+        }
+        if let Some(id) = &options.instance_id {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "instance_id",
+                    reason: "use letters, digits, '.', '_' and '-'".into(),
+                });
+            }
+        }
+        if options.idle_close_after.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::Invalid {
+                key: "idle_close_after",
+                reason: "must be greater than zero".into(),
+            });
+        }
+        let metrics_addr = match options.metrics_addr.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
+            Some(text) => listen_addr("metrics_addr", text)?,
+        };
+        let stall_timeout = options.stall_timeout.unwrap_or(Duration::from_secs(30));
+        if stall_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                key: "stall_timeout",
+                reason: "must be at least 100ms".into(),
+            });
+        }
+        let guarantee = options.guarantee.unwrap_or(Guarantee::ExactlyOnce);
+        let producer_properties =
+            pass_through("producer", options.kafka.producer, MANAGED_PRODUCER_KEYS)?;
+        let transaction_timeout =
+            transaction_timeout(&producer_properties, guarantee, checkpoint_interval)?;
+        Ok(RunSettings {
+            kafka,
+            input_topics,
+            output_topic,
+            group,
+            state_dir: options
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("./state")),
+            input_format: options.input_format.unwrap_or(Format::Json),
+            output_format: options.output_format.unwrap_or(Format::Json),
+            event_time: options.event_time.unwrap_or(EventTime::Field),
+            window: WindowSpec { size_ms, grace_ms },
+            min_value: options.min_value,
+            late_topic,
+            dlq_topic,
+            checkpoint_interval,
+            guarantee,
+            instance_id: options.instance_id,
+            static_membership: options.static_membership.unwrap_or(false),
+            idle_close_after: options.idle_close_after,
+            metrics_addr,
+            stall_timeout,
+            consumer_properties: pass_through(
+                "consumer",
+                options.kafka.consumer,
+                MANAGED_CONSUMER_KEYS,
+            )?,
+            producer_properties,
+            transaction_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! `streamagg run`'s settings: layering, defaults and every refusal, table-tested.
+
+use super::cluster::Secret;
+use super::*;
+
+fn minimal() -> RunOptions {
+    RunOptions {
+        input: Some(vec!["traffic".into()]),
+        output: Some("averages".into()),
+        ..RunOptions::default()
+    }
+}
+
+#[test]
+fn defaults_fill_what_is_not_set() {
+    let settings = RunSettings::try_from(minimal()).expect("valid");
+    assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
+    assert_eq!(settings.group, "streamagg");
+    assert_eq!(
+        settings.window,
+        WindowSpec {
+            size_ms: 60_000,
+            grace_ms: 10_000
+        }
+    );
+    assert_eq!(settings.checkpoint_interval, Duration::from_secs(1));
+    assert_eq!(settings.input_format, Format::Json);
+    assert_eq!(settings.event_time, EventTime::Field);
+    assert_eq!(settings.state_dir, PathBuf::from("./state"));
+    assert_eq!(settings.guarantee, Guarantee::ExactlyOnce);
+    assert_eq!(settings.idle_close_after, None);
+    assert!(!settings.static_membership);
+    assert_eq!(
+        settings.metrics_addr,
+        Some("127.0.0.1:9464".parse().expect("addr"))
+    );
+    assert_eq!(settings.stall_timeout, Duration::from_secs(30));
+    assert_eq!(settings.transaction_timeout, DEFAULT_TRANSACTION_TIMEOUT);
+}
+
+#[test]
+fn the_checkpoint_interval_must_fit_in_the_transaction_timeout_under_exactly_once_only() {
+    let interval = |secs, guarantee, timeout_ms: Option<&str>| RunOptions {
+        checkpoint_interval: Some(Duration::from_secs(secs)),
+        guarantee: Some(guarantee),
+        kafka: KafkaPassThrough {
+            producer: timeout_ms
+                .map(|ms| {
+                    BTreeMap::from([(
+                        "transaction.timeout.ms".to_owned(),
+                        toml::Value::String(ms.into()),
+                    )])
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        },
+        ..minimal()
+    };
+    let cases = [
+        (5, Guarantee::ExactlyOnce, None, Some(10)),
+        (6, Guarantee::ExactlyOnce, None, None),
+        (10, Guarantee::AtLeastOnce, None, Some(10)),
+        (10, Guarantee::ExactlyOnce, Some("60000"), Some(60)),
+        (31, Guarantee::ExactlyOnce, Some("60000"), None),
+    ];
+    for (secs, guarantee, timeout_ms, accepted_timeout) in cases {
+        let settings = RunSettings::try_from(interval(secs, guarantee, timeout_ms));
+        assert_eq!(
+            settings.ok().map(|s| s.transaction_timeout),
+            accepted_timeout.map(Duration::from_secs),
+            "{secs}s {guarantee:?} {timeout_ms:?}"
+        );
+    }
+}
+
+#[test]
+fn sasl_over_tls_is_accepted_and_its_password_never_shown() {
+    let settings = RunSettings::try_from(RunOptions {
+        security: SecurityOptions {
+            security_protocol: Some("sasl_ssl".into()),
+            sasl_mechanism: Some("scram-sha-512".into()),
+            sasl_username: Some("agg".into()),
+            sasl_password: Some(Secret::new("s3cr3t-pw".into())),
+            ssl_ca_location: Some("/etc/streamagg/ca.crt".into()),
+            ..SecurityOptions::default()
+        },
+        ..minimal()
+    })
+    .expect("valid");
+    let security = &settings.kafka.security;
+    assert_eq!(security.protocol.as_deref(), Some("SASL_SSL"));
+    assert_eq!(security.sasl_mechanism.as_deref(), Some("SCRAM-SHA-512"));
+    assert_eq!(
+        security.sasl_password.as_ref().map(Secret::expose),
+        Some("s3cr3t-pw")
+    );
+    assert!(!format!("{settings:?}").contains("s3cr3t"));
+    for secret_key in ["sasl_password", "ssl_key_password"] {
+        let in_file = RunOptions::from_toml("f.toml", &format!("{secret_key} = \"x\"\n"));
+        assert!(in_file.is_err(), "{secret_key} is not a file key");
+    }
+}
+
+#[test]
+fn the_metrics_endpoint_can_move_or_be_turned_off() {
+    let cases = [
+        ("0.0.0.0:9464", Some("0.0.0.0:9464")),
+        ("127.0.0.1:0", Some("127.0.0.1:0")),
+        ("[::1]:9000", Some("[::1]:9000")),
+        ("off", None),
+    ];
+    for (text, expected) in cases {
+        let settings = RunSettings::try_from(RunOptions {
+            metrics_addr: Some(text.into()),
+            ..minimal()
+        })
+        .expect("valid");
+        assert_eq!(
+            settings.metrics_addr,
+            expected.map(|e| e.parse().expect("addr")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn the_file_parses_with_durations_and_pass_through_tables() {
+    let text = r#"
+        brokers = "10.0.0.1:9092"
+        input = ["a", "b"]
+        output = "out"
+        window = "30s"
+        grace = "2s"
+        input_format = "avro"
+        event_time = "kafka"
+        min_value = 0.5
+        guarantee = "at-least-once"
+        instance_id = "node-1"
+        static_membership = true
+        idle_close_after = "30s"
+        [kafka.consumer]
+        "fetch.max.bytes" = 1048576
+        "auto.offset.reset" = "latest"
+        [kafka.producer]
+        "linger.ms" = "5"
+    "#;
+    let settings = RunSettings::try_from(RunOptions::from_toml("f.toml", text).expect("parses"))
+        .expect("valid");
+    assert_eq!(settings.input_topics, ["a", "b"]);
+    assert_eq!(
+        settings.window,
+        WindowSpec {
+            size_ms: 30_000,
+            grace_ms: 2_000
+        }
+    );
+    assert_eq!(settings.input_format, Format::Avro);
+    assert_eq!(settings.event_time, EventTime::Kafka);
+    assert_eq!(settings.min_value, Some(0.5));
+    assert_eq!(settings.guarantee, Guarantee::AtLeastOnce);
+    assert_eq!(settings.instance_id.as_deref(), Some("node-1"));
+    assert!(settings.static_membership);
+    assert_eq!(settings.idle_close_after, Some(Duration::from_secs(30)));
+    assert_eq!(settings.consumer_properties["fetch.max.bytes"], "1048576");
+    assert_eq!(settings.consumer_properties["auto.offset.reset"], "latest");
+    assert_eq!(settings.producer_properties["linger.ms"], "5");
+}
+
+#[test]
+fn flags_and_environment_win_over_the_file() {
+    let file = RunOptions {
+        group: Some("from-file".into()),
+        grace: Some(Duration::from_secs(3)),
+        ..minimal()
+    };
+    let mut options = file;
+    let flags = <RunOptions as clap::Args>::augment_args(clap::Command::new("run"))
+        .try_get_matches_from(["run", "--group", "from-flag"])
+        .expect("flags parse");
+    clap::FromArgMatches::update_from_arg_matches(&mut options, &flags).expect("update");
+    let settings = RunSettings::try_from(options).expect("valid");
+    assert_eq!(settings.group, "from-flag");
+    assert_eq!(settings.window.grace_ms, 3_000);
+}
+
+#[test]
+fn invalid_settings_are_refused_with_the_key_named() {
+    let cases: Vec<(&str, RunOptions, &str)> = vec![
+        ("no input", RunOptions { input: None, ..minimal() }, "missing setting 'input' (flag --input, env STREAMAGG_INPUT, or the config file)"),
+        ("no output", RunOptions { output: None, ..minimal() }, "missing setting 'output' (flag --output, env STREAMAGG_OUTPUT, or the config file)"),
+        ("bad topic", RunOptions { output: Some("a b".into()), ..minimal() }, "invalid setting 'output': 'a b' is not a valid Kafka topic name"),
+        ("loop", RunOptions { output: Some("traffic".into()), ..minimal() }, "invalid setting 'output': 'traffic' is also an input topic"),
+        ("dup input", RunOptions { input: Some(vec!["x".into(), "x".into()]), ..minimal() }, "invalid setting 'input': names a topic twice"),
+        ("zero window", RunOptions { window: Some(Duration::ZERO), ..minimal() }, "invalid setting 'window': must be at least 1ms"),
+        ("tiny checkpoint", RunOptions { checkpoint_interval: Some(Duration::from_millis(1)), ..minimal() }, "invalid setting 'checkpoint_interval': must be at least 10ms"),
+        ("nan min", RunOptions { min_value: Some(f64::NAN), ..minimal() }, "invalid setting 'min_value': must be a finite number"),
+        ("bad instance id", RunOptions { instance_id: Some("a b".into()), ..minimal() }, "invalid setting 'instance_id': use letters, digits, '.', '_' and '-'"),
+        ("zero idle close", RunOptions { idle_close_after: Some(Duration::ZERO), ..minimal() }, "invalid setting 'idle_close_after': must be greater than zero"),
+        ("bad metrics addr", RunOptions { metrics_addr: Some("localhost".into()), ..minimal() }, "invalid setting 'metrics_addr': 'localhost' is not an ip:port address (or 'off')"),
+        ("tiny stall timeout", RunOptions { stall_timeout: Some(Duration::from_millis(5)), ..minimal() }, "invalid setting 'stall_timeout': must be at least 100ms"),
+        ("bad protocol", RunOptions { security: SecurityOptions { security_protocol: Some("TLS".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+        ("sasl without mechanism", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': is required with a SASL protocol"),
+        ("bad mechanism", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("GSSAPI".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+        ("sasl without user", RunOptions { security: SecurityOptions { security_protocol: Some("sasl_ssl".into()), sasl_mechanism: Some("PLAIN".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_username': is required with a SASL protocol"),
+        ("sasl without password", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("PLAIN".into()), sasl_username: Some("u".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_password': is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file"),
+        ("user without sasl", RunOptions { security: SecurityOptions { sasl_username: Some("u".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL"),
+        ("ca without tls", RunOptions { security: SecurityOptions { ssl_ca_location: Some("/ca".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_ca_location': only applies with security_protocol SSL or SASL_SSL"),
+        ("client cert without tls", RunOptions { security: SecurityOptions { ssl_certificate_location: Some("/c".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': only applies with security_protocol SSL or SASL_SSL"),
+        ("cert without key", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_certificate_location: Some("/c".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_location': is required with ssl_certificate_location"),
+        ("key without cert", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': is required with ssl_key_location"),
+        ("key password without key", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_password: Some(Secret::new("p".into())), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_password': is given but ssl_key_location is not"),
+        ("checkpoint interval past the transaction timeout", RunOptions { checkpoint_interval: Some(Duration::from_secs(10)), ..minimal() }, "invalid setting 'checkpoint_interval': 10s is more than half of transaction.timeout.ms (10s): under exactly-once a transaction lasts one interval plus its commit, and the coordinator aborts it after that timeout; lower the interval or raise [kafka.producer] transaction.timeout.ms"),
+        ("bad transaction timeout", RunOptions { kafka: KafkaPassThrough { producer: BTreeMap::from([("transaction.timeout.ms".to_owned(), toml::Value::String("soon".into()))]), ..Default::default() }, ..minimal() }, "invalid setting 'transaction.timeout.ms': 'soon' is not a positive number of milliseconds"),
+    ];
+    for (name, options, message) in cases {
+        assert_eq!(
+            RunSettings::try_from(options)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(message.to_owned()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn managed_librdkafka_keys_and_unknown_file_keys_are_refused() {
+    let managed = RunOptions::from_toml("f.toml", "[kafka.consumer]\n\"group.id\" = \"x\"\n")
+        .expect("parses");
+    assert_eq!(
+        RunSettings::try_from(RunOptions {
+            kafka: managed.kafka,
+            ..minimal()
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
+        Err("[kafka.consumer] may not set 'group.id': streamagg manages it".to_owned())
+    );
+    let unknown = RunOptions::from_toml("f.toml", "input = [\"a\"]\nwindwo = \"1m\"\n")
+        .map_err(|e| e.to_string());
+    assert!(
+        matches!(&unknown, Err(m) if m.starts_with("config file f.toml: unknown field `windwo`")),
+        "{unknown:?}"
+    );
+    let bad_duration =
+        RunOptions::from_toml("f.toml", "grace = \"soon\"\n").map_err(|e| e.to_string());
+    assert!(bad_duration.is_err());
+}

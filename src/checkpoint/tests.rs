@@ -1,0 +1,248 @@
+//! Tests of [`super`] (checkpoint).
+
+use super::*;
+
+const MINUTE: Semantics = Semantics {
+    window_ms: 60_000,
+    grace_ms: 10_000,
+    min_value: None,
+    event_time: EventTime::Field,
+    input_format: Format::Json,
+};
+
+#[test]
+fn metadata_round_trips_and_foreign_metadata_is_ignored() {
+    let filtered = Semantics {
+        min_value: Some(-2.5),
+        event_time: EventTime::Kafka,
+        input_format: Format::Avro,
+        ..MINUTE
+    };
+    for (stream_time, rebuild_offset, semantics) in [
+        (Some(1_700_000_000_000), 42, Some(MINUTE)),
+        (Some(-5), 0, Some(filtered)),
+        (None, 7, Some(MINUTE)),
+        (Some(3), 7, None),
+    ] {
+        let meta = CommitMetadata {
+            stream_time,
+            rebuild_offset,
+            semantics,
+        };
+        assert_eq!(CommitMetadata::parse(&meta.encode()), Some(meta));
+    }
+    // What streamagg wrote before it recorded the semantics is still read.
+    assert_eq!(
+        CommitMetadata::parse("streamagg/1 st=1 rb=2"),
+        Some(CommitMetadata {
+            stream_time: Some(1),
+            rebuild_offset: 2,
+            semantics: None
+        })
+    );
+    for foreign in [
+        "",
+        "hello",
+        "streamagg/3 st=1 rb=2",
+        "streamagg/1 st=x rb=2",
+        "streamagg/1 st=1",
+        "streamagg/1 st=1 rb=2 extra",
+        "streamagg/2 st=1 rb=2",
+        "streamagg/2 st=1 rb=2 w=60000 g=0 min=- et=field in=xml",
+        "streamagg/2 st=1 rb=2 w=60000 g=0 min=NaN et=field in=json",
+        "streamagg/2 st=1 rb=2 w=60000 g=0 min=- et=field in=json extra",
+    ] {
+        assert_eq!(CommitMetadata::parse(foreign), None, "{foreign:?}");
+    }
+}
+
+#[test]
+fn semantics_name_every_difference_with_old_and_new_values() {
+    let cases = [
+        (MINUTE, MINUTE, ""),
+        (
+            MINUTE,
+            Semantics {
+                window_ms: 300_000,
+                ..MINUTE
+            },
+            "window 1m (now 5m)",
+        ),
+        (
+            Semantics {
+                min_value: Some(50.0),
+                ..MINUTE
+            },
+            Semantics {
+                grace_ms: 0,
+                min_value: Some(10.0),
+                input_format: Format::Avro,
+                ..MINUTE
+            },
+            "grace 10s (now 0s), min_value 50 (now 10), input_format json (now avro)",
+        ),
+        (
+            MINUTE,
+            Semantics {
+                event_time: EventTime::Kafka,
+                min_value: Some(0.5),
+                ..MINUTE
+            },
+            "min_value none (now 0.5), event_time field (now kafka)",
+        ),
+    ];
+    for (old, new, expected) in cases {
+        assert_eq!(old.differences(&new), expected);
+        assert_eq!(Semantics::parse(&old.encode()), Some(old));
+    }
+}
+
+#[test]
+fn resume_plans() {
+    let local = |next_offset, stream_time| {
+        Some(PartitionCheckpoint {
+            next_offset,
+            stream_time: Some(stream_time),
+        })
+    };
+    let meta = |rebuild_offset, stream_time| {
+        Some(CommitMetadata {
+            stream_time: Some(stream_time),
+            rebuild_offset,
+            semantics: Some(MINUTE),
+        })
+    };
+    let cases = [
+        ("nothing anywhere", None, None, 0, ResumePlan::Fresh),
+        (
+            "local only",
+            local(50, 9),
+            None,
+            50,
+            ResumePlan::Local { from: 50 },
+        ),
+        (
+            "local equals commit",
+            local(50, 100),
+            Some((50, meta(40, 100))),
+            80,
+            ResumePlan::Local { from: 50 },
+        ),
+        (
+            "local ahead of commit (crash before commit)",
+            local(60, 9),
+            Some((50, meta(40, 100))),
+            60,
+            ResumePlan::Local { from: 60 },
+        ),
+        (
+            "same offset, commit's stream time ahead (another owner idle-closed windows)",
+            local(50, 99),
+            Some((50, meta(40, 130))),
+            50,
+            ResumePlan::Rebuild {
+                from: 40,
+                replay_until: 50,
+                stream_time: Some(130),
+                forget_local: true,
+            },
+        ),
+        (
+            "same offset, local stream time ahead (at-least-once, commit failed)",
+            local(50, 131),
+            Some((50, meta(40, 130))),
+            50,
+            ResumePlan::Local { from: 50 },
+        ),
+        (
+            "commit ahead of local: stale local state",
+            local(30, 9),
+            Some((50, meta(40, 100))),
+            90,
+            ResumePlan::Rebuild {
+                from: 40,
+                replay_until: 50,
+                stream_time: Some(100),
+                forget_local: true,
+            },
+        ),
+        (
+            "no local state: rebuild from the commit",
+            None,
+            Some((50, meta(40, 100))),
+            50,
+            ResumePlan::Rebuild {
+                from: 40,
+                replay_until: 50,
+                stream_time: Some(100),
+                forget_local: false,
+            },
+        ),
+        (
+            "rebuild offset never after the commit",
+            None,
+            Some((50, meta(70, 100))),
+            50,
+            ResumePlan::Rebuild {
+                from: 50,
+                replay_until: 50,
+                stream_time: Some(100),
+                forget_local: false,
+            },
+        ),
+        (
+            "foreign commit",
+            None,
+            Some((50, None)),
+            50,
+            ResumePlan::CommittedOnly {
+                from: 50,
+                forget_local: false,
+            },
+        ),
+        (
+            "foreign commit ahead of local",
+            local(10, 9),
+            Some((50, None)),
+            50,
+            ResumePlan::CommittedOnly {
+                from: 50,
+                forget_local: true,
+            },
+        ),
+        (
+            "local checkpoint past the log end: the topic was recreated",
+            local(494, 9),
+            Some((494, meta(400, 100))),
+            125,
+            ResumePlan::Reset {
+                checkpointed: 494,
+                log_end: 125,
+            },
+        ),
+        (
+            "group commit past the log end, no local state",
+            None,
+            Some((494, None)),
+            0,
+            ResumePlan::Reset {
+                checkpointed: 494,
+                log_end: 0,
+            },
+        ),
+    ];
+    for (name, local, committed, log_end, expected) in cases {
+        assert_eq!(
+            plan_resume(local, committed, Some(log_end)),
+            expected,
+            "{name}"
+        );
+        if !matches!(expected, ResumePlan::Reset { .. }) {
+            assert_eq!(
+                plan_resume(local, committed, None),
+                expected,
+                "{name}, log end unknown"
+            );
+        }
+    }
+}

@@ -30,17 +30,16 @@
 //!   handed its partitions back without a rebalance.
 
 mod assignment;
+mod checkpoint;
 mod idle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::topic_partition_list::TopicPartitionList;
-use rdkafka::Offset;
 
 use crate::checkpoint::{CommitMetadata, Semantics};
 use crate::config::{Guarantee, RunSettings};
@@ -356,167 +355,6 @@ impl Processor {
         Ok(())
     }
 
-    /// After a processing or checkpoint error: under exactly-once, an abortable transaction error
-    /// aborts the transaction and redoes the work since the last checkpoint ([`Processor::rewind`]);
-    /// anything else (or too many aborts in a row) fails the instance, which then never
-    /// checkpoints again.
-    pub(crate) fn recover<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        error: PipelineError,
-    ) -> Result<(), PipelineError> {
-        let abortable = self.settings.guarantee == Guarantee::ExactlyOnce
-            && matches!(&error, PipelineError::Produce(e)
-                if e.transaction_kind() == Some(TransactionErrorKind::Abortable));
-        if !abortable {
-            return Err(self.fail(error));
-        }
-        if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
-            let error = PipelineError::TooManyAborts(self.consecutive_aborts, Box::new(error));
-            return Err(self.fail(error));
-        }
-        tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint");
-        self.consecutive_aborts += 1;
-        // A problem that is still there when the work is redone is met again: back off a little.
-        std::thread::sleep(
-            Duration::from_millis(50 << self.consecutive_aborts.min(6)).min(Duration::from_secs(2)),
-        );
-        let rewound = self
-            .sink
-            .abort_transaction()
-            .map_err(PipelineError::from)
-            .and_then(|()| {
-                self.counts.aborts += 1;
-                self.results_waiting_since = None;
-                self.rewind(consumer)
-            });
-        rewound.map_err(|error| self.fail(error))
-    }
-
-    /// Marks the instance failed (nothing is checkpointed from now on) and, under exactly-once,
-    /// aborts the open transaction so read_committed consumers are not held up by it; returns `error`.
-    pub(crate) fn fail(&mut self, error: PipelineError) -> PipelineError {
-        if !self.failed {
-            self.failed = true;
-            if self.settings.guarantee == Guarantee::ExactlyOnce {
-                if let Err(abort) = self.sink.abort_transaction() {
-                    tracing::warn!(%abort, "aborting the open transaction after the error failed too; the restarted instance aborts it");
-                }
-            }
-        }
-        error
-    }
-
-    /// Checkpoints every owned partition that processed records since its last checkpoint, unless
-    /// the instance has failed.
-    ///
-    /// at-least-once: flush outputs → write state + offsets to RocksDB in one batch → commit offsets
-    /// to the group (advisory). exactly-once: commit outputs and offsets in one Kafka transaction →
-    /// then write RocksDB; if the transaction must be aborted, everything since the last checkpoint is
-    /// redone from there ([`Processor::rewind`]).
-    pub(crate) fn checkpoint<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-    ) -> Result<Checkpointed, PipelineError> {
-        if self.failed {
-            return Ok(Checkpointed::Nothing);
-        }
-        match self.write_checkpoint(consumer) {
-            Ok(checkpointed) => {
-                if checkpointed == Checkpointed::Committed {
-                    self.consecutive_aborts = 0;
-                }
-                Ok(checkpointed)
-            }
-            Err(error) => self
-                .recover(consumer, error)
-                .map(|()| Checkpointed::Aborted),
-        }
-    }
-
-    /// The work of [`Processor::checkpoint`]. Partitions still replaying to rebuild their windows
-    /// are left out: their group commit stays where the rebuild started from (committing the replay
-    /// position would move it back, and a later owner would forward the replayed records again).
-    fn write_checkpoint<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-    ) -> Result<Checkpointed, PipelineError> {
-        self.results_waiting_since = None;
-        let mut updates = Vec::new();
-        let mut offsets = TopicPartitionList::new();
-        for (topic, parts) in &mut self.partitions {
-            for (&partition, state) in parts.iter_mut() {
-                let Some(next_offset) = state.checkpoint_offset() else {
-                    continue;
-                };
-                let stream_time = state.windows.stream_time();
-                let metadata = CommitMetadata {
-                    stream_time,
-                    rebuild_offset: state.windows.rebuild_offset().unwrap_or(next_offset),
-                    semantics: Some(self.semantics),
-                };
-                let mut element = offsets.add_partition(topic, partition);
-                element
-                    .set_offset(Offset::Offset(next_offset))
-                    .map_err(PipelineError::Consumer)?;
-                element.set_metadata(metadata.encode());
-                updates.push(PartitionUpdate {
-                    partition: TopicPartition {
-                        topic: topic.clone(),
-                        partition,
-                    },
-                    checkpoint: PartitionCheckpoint {
-                        next_offset,
-                        stream_time,
-                    },
-                    closed_before: state.windows.open_from(),
-                    changed: state.windows.take_dirty(),
-                });
-                state.changed = false;
-            }
-        }
-        if updates.is_empty() {
-            return Ok(Checkpointed::Nothing);
-        }
-        let started = Instant::now();
-        match self.settings.guarantee {
-            Guarantee::AtLeastOnce => {
-                // Outputs first: state must never claim offsets whose windows were not delivered.
-                self.sink
-                    .flush(self.settings.kafka.timeout.max(Duration::from_secs(60)))?;
-                self.store.write(&updates)?;
-                // The group commit is advisory (RocksDB is the truth for this instance); a failed
-                // commit only means a new owner rebuilds from an older point.
-                if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
-                    tracing::warn!(%error, "committing offsets to the group failed; retrying at the next checkpoint");
-                    self.mark_changed(&offsets);
-                }
-            }
-            Guarantee::ExactlyOnce => {
-                let group = consumer
-                    .group_metadata()
-                    .ok_or(PipelineError::NoGroupMetadata)?;
-                // Retrying past the transaction timeout is pointless: the coordinator aborts it.
-                self.sink.commit_transaction(
-                    &offsets,
-                    &group,
-                    self.settings.transaction_timeout,
-                )?;
-                self.store.write(&updates)?;
-            }
-        }
-        self.counts.checkpoints += 1;
-        self.checkpoint_duration
-            .record(started.elapsed().as_secs_f64());
-        Ok(Checkpointed::Committed)
-    }
-
-    /// Whether results emitted since the last checkpoint have waited at least `delay` for one.
-    pub(crate) fn results_waited(&self, delay: Duration) -> bool {
-        self.results_waiting_since
-            .is_some_and(|since| since.elapsed() >= delay)
-    }
-
     /// An error with what only the processor knows added: which topics a refused write was for.
     pub(crate) fn explain(&self, error: PipelineError) -> PipelineError {
         match error {
@@ -581,18 +419,6 @@ impl Processor {
         };
         metrics::gauge!(metric::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "guarantee" => guarantee)
             .set(1.0);
-    }
-
-    fn mark_changed(&mut self, offsets: &TopicPartitionList) {
-        for element in offsets.elements() {
-            if let Some(state) = self
-                .partitions
-                .get_mut(element.topic())
-                .and_then(|p| p.get_mut(&element.partition()))
-            {
-                state.changed = true;
-            }
-        }
     }
 }
 

@@ -183,6 +183,18 @@ pub fn listen_addr(key: &'static str, text: &str) -> Result<Option<SocketAddr>, 
     }
 }
 
+/// The `/metrics`, `/healthz` and `/readyz` address setting (key `metrics_addr`): `ip:port`, `off`,
+/// or, when not given, this host's loopback on `default_port`.
+pub fn metrics_addr(
+    text: Option<&str>,
+    default_port: u16,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match text {
+        None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], default_port)))),
+        Some(text) => listen_addr("metrics_addr", text),
+    }
+}
+
 impl SecurityOptions {
     /// TLS and SASL settings, checked for consistency: SASL protocols need a mechanism, a username and
     /// a password; other protocols may not have them; a CA and a client certificate only go with TLS,

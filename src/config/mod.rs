@@ -20,7 +20,7 @@ use crate::window::WindowSpec;
 pub mod cluster;
 
 use cluster::{
-    listen_addr, KafkaSettings, SecurityOptions, DEFAULT_BROKERS, MANAGED_CONNECTION_KEYS,
+    metrics_addr, KafkaSettings, SecurityOptions, DEFAULT_BROKERS, MANAGED_CONNECTION_KEYS,
 };
 
 /// librdkafka consumer properties streamagg sets itself, besides the connection keys.
@@ -492,10 +492,7 @@ impl TryFrom<RunOptions> for RunSettings {
                 reason: "must be greater than zero".into(),
             });
         }
-        let metrics_addr = match options.metrics_addr.as_deref() {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
-            Some(text) => listen_addr("metrics_addr", text)?,
-        };
+        let metrics_addr = metrics_addr(options.metrics_addr.as_deref(), DEFAULT_METRICS_PORT)?;
         let stall_timeout = options.stall_timeout.unwrap_or(Duration::from_secs(30));
         if stall_timeout < Duration::from_millis(100) {
             return Err(ConfigError::Invalid {

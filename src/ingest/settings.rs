@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::codec::Format;
 use crate::config::cluster::{
-    listen_addr, KafkaOptions, KafkaSettings, Secret, MANAGED_CONNECTION_KEYS,
+    listen_addr, metrics_addr, KafkaOptions, KafkaSettings, Secret, MANAGED_CONNECTION_KEYS,
 };
 use crate::config::{ConfigError, MANAGED_PRODUCER_KEYS};
 
@@ -123,10 +123,7 @@ impl TryFrom<IngestOptions> for IngestSettings {
         let topic = crate::config::topic("topic", options.topic)?;
         let listen_tcp = listen_addr("listen_tcp", &options.listen_tcp)?;
         let listen_http = listen_addr("listen_http", &options.listen_http)?;
-        let metrics_addr = match options.metrics_addr.as_deref() {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
-            Some(text) => listen_addr("metrics_addr", text)?,
-        };
+        let metrics_addr = metrics_addr(options.metrics_addr.as_deref(), DEFAULT_METRICS_PORT)?;
         if listen_tcp.is_none() && listen_http.is_none() {
             return Err(invalid(
                 "listen_tcp",

@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
-use streamagg::config::cluster::KafkaSettings;
+use streamagg::config::cluster::{KafkaOptions, KafkaSettings};
 use streamagg::telemetry;
-
-use streamagg::config::cluster::KafkaOptions;
 
 use super::secrets::kafka_settings;
 

@@ -6,10 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use streamagg::codec::{decode, Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
+use streamagg::config::cluster::KafkaOptions;
 use streamagg::model::{TrafficAverage, TrafficEvent};
 use streamagg::reader::{read_to_end, Isolation};
-
-use streamagg::config::cluster::KafkaOptions;
 
 use super::secrets::kafka_settings;
 

@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use secrets::kafka_settings;
 use streamagg::config::cluster::KafkaOptions;
+
+use secrets::kafka_settings;
 
 #[derive(Parser)]
 #[command(

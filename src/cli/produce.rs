@@ -5,11 +5,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use streamagg::codec::Format;
+use streamagg::config::cluster::KafkaOptions;
 use streamagg::generate::to_topic::{generate_to_topic, Pace, ProduceSettings};
 use streamagg::generate::GeneratorConfig;
 use streamagg::producer::now_ms;
-
-use streamagg::config::cluster::KafkaOptions;
 
 use super::process::until_signalled;
 use super::secrets::kafka_settings;

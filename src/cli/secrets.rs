@@ -2,8 +2,7 @@
 //! never from flags (a flag shows in `ps`) nor from the config file.
 
 use anyhow::{Context, Result};
-use streamagg::config::cluster::{KafkaOptions, SecurityOptions};
-use streamagg::config::cluster::{KafkaSettings, Secret};
+use streamagg::config::cluster::{KafkaOptions, KafkaSettings, Secret, SecurityOptions};
 
 /// The cluster settings of every command but `run`, with their secrets, validated.
 pub(super) fn kafka_settings(options: &KafkaOptions) -> Result<KafkaSettings> {

@@ -8,12 +8,14 @@
 //!
 //! # Checkpoint protocol
 //!
-//! - **Per record**: decode → event time → filter → `PartitionWindows::observe` (aggregated / late /
-//!   out of range) → side outputs → `close_due` → emit closed windows in `(window_start, source)` order.
+//! - **Per record**: [`crate::route::route`] decides (decode → event time → filter →
+//!   `PartitionWindows::observe`: aggregated, filtered, late or invalid) → side outputs → `close_due`
+//!   → [`Processor::emit`] closed windows in `(window_start, source)` order.
 //! - **Checkpoint**, at-least-once: (1) flush the producer until every output and side output is
 //!   delivered; (2) write, per changed partition, the dirty open windows, a range delete of the closed
 //!   ones, and the partition's `next_offset` and stream time, in one synced `WriteBatch`; (3) commit the
-//!   offsets to the group with metadata `streamagg/1 st=<stream time> rb=<rebuild offset>`.
+//!   offsets to the group with metadata `streamagg/2 st=<stream time> rb=<rebuild offset>` plus
+//!   the window semantics (`w= g= min= et= in=`, see [`crate::checkpoint::CommitMetadata`]).
 //! - **Checkpoint**, exactly-once: (1) `send_offsets_to_transaction` (same offsets and metadata, with the
 //!   consumer's group metadata, so a zombie from an older generation is fenced) and
 //!   `commit_transaction` — the transaction holds every output and side output since the last

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use streamagg::config::cluster::KafkaSettings;
-use streamagg::kafka::{self};
+use streamagg::kafka;
 
 /// The broker the tests run against: `STREAMAGG_TEST_BROKERS`, default the one `scripts/kafka up` starts.
 pub fn brokers() -> String {

@@ -16,7 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use streamagg::codec::{decode, Format};
 use streamagg::config::cluster::KafkaSettings;
-use streamagg::kafka::{self, StreamaggContext};
+use streamagg::kafka;
+use streamagg::kafka::context::StreamaggContext;
 use streamagg::model::TrafficAverage;
 use streamagg::producer::now_ms;
 
@@ -94,7 +95,7 @@ fn main() -> Result<()> {
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "10")
         .create_with_context(StreamaggContext::default())?;
-    let partitions = kafka::partition_count(&consumer, &settings, &args.topic)?
+    let partitions = kafka::admin::partition_count(&consumer, &settings, &args.topic)?
         .with_context(|| format!("topic {} does not exist", args.topic))?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions as i32 {

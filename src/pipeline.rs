@@ -32,7 +32,8 @@ use rdkafka::types::RDKafkaRespErr;
 
 use crate::checkpoint::Semantics;
 use crate::config::{Guarantee, RunSettings};
-use crate::kafka::{self, ConnectionAware, KafkaSetupError, StreamaggContext};
+use crate::kafka::context::{ConnectionAware, StreamaggContext};
+use crate::kafka::{self, KafkaSetupError};
 use crate::processor::{Checkpointed, Counts, PipelineError, Processor};
 use crate::sink::Sink;
 use crate::store::{self, Recorded, StateStore};
@@ -219,7 +220,7 @@ pub fn run(
     };
     let sink = Sink::connect(&settings, transactional_id.as_deref())?;
     for topic in &settings.input_topics {
-        if kafka::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
+        if kafka::admin::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
             return Err(PipelineError::InputMissing(topic.clone()));
         }
     }
@@ -230,7 +231,7 @@ pub fn run(
     ];
     for (what, topic) in written {
         if let Some(topic) = topic {
-            if kafka::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
+            if kafka::admin::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
                 return Err(PipelineError::OutputMissing {
                     what,
                     topic: topic.clone(),
@@ -270,8 +271,8 @@ pub fn run(
     };
     let consumer: BaseConsumer<ProcessorContext> = config
         .create_with_context(context)
-        .map_err(KafkaSetupError::Config)?;
-    kafka::fetch_metadata(&consumer, &settings.kafka, None)?;
+        .map_err(KafkaSetupError::config)?;
+    kafka::admin::fetch_metadata(&consumer, &settings.kafka, None)?;
     let topics: Vec<&str> = settings.input_topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
@@ -340,7 +341,7 @@ fn poll_loop(
             match consumer.poll(timeout) {
                 Some(Ok(message)) => context.with_processor(|p| p.handle(consumer, &message))?,
                 // A missing ACL (no read on an input topic or the group) does not go away.
-                Some(Err(error)) if kafka::is_not_authorized(&error) => {
+                Some(Err(error)) if kafka::context::is_not_authorized(&error) => {
                     return Err(PipelineError::Consumer(error))
                 }
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),

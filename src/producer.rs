@@ -16,7 +16,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 
 use crate::config::cluster::KafkaSettings;
-use crate::kafka::{self, Backoff, KafkaSetupError, StreamaggContext};
+use crate::kafka::context::StreamaggContext;
+use crate::kafka::{self, Backoff, KafkaSetupError};
 
 /// Why producing failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,9 @@ impl ProduceError {
         let kind = match classified {
             // A missing ACL (e.g. no write on the output topic) is abortable for librdkafka, but
             // redoing the work would only meet it again: the producer cannot go on.
-            Some(e) if kafka::is_authorization_code(e.code()) => TransactionErrorKind::Fatal,
+            Some(e) if kafka::context::is_authorization_code(e.code()) => {
+                TransactionErrorKind::Fatal
+            }
             Some(e) if e.is_fatal() => TransactionErrorKind::Fatal,
             Some(e) if e.txn_requires_abort() => TransactionErrorKind::Abortable,
             Some(e) if e.is_retriable() => TransactionErrorKind::Retriable,
@@ -81,7 +84,7 @@ impl ProduceError {
     pub fn is_not_authorized(&self) -> bool {
         match self {
             ProduceError::Send { cause, .. } | ProduceError::Transaction { cause, .. } => {
-                kafka::is_not_authorized(cause)
+                kafka::context::is_not_authorized(cause)
             }
             ProduceError::Setup(_)
             | ProduceError::Delivery { .. }
@@ -164,8 +167,8 @@ impl RecordProducer {
         }
         let producer: BaseProducer<StreamaggContext> = config
             .create_with_context(StreamaggContext::default())
-            .map_err(KafkaSetupError::Config)?;
-        kafka::fetch_metadata(&producer, settings, None)?;
+            .map_err(KafkaSetupError::config)?;
+        kafka::admin::fetch_metadata(&producer, settings, None)?;
         Ok(producer)
     }
 

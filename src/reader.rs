@@ -8,7 +8,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::cluster::KafkaSettings;
-use crate::kafka::{self, KafkaSetupError, StreamaggContext};
+use crate::kafka::context::StreamaggContext;
+use crate::kafka::{self, KafkaSetupError};
 
 /// One record as it was on the topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,8 +109,8 @@ pub fn drain(
             },
         )
         .create_with_context(StreamaggContext::default())
-        .map_err(KafkaSetupError::Config)?;
-    let partitions = kafka::partition_count(&consumer, settings, topic)?
+        .map_err(KafkaSetupError::config)?;
+    let partitions = kafka::admin::partition_count(&consumer, settings, topic)?
         .ok_or_else(|| KafkaSetupError::TopicMissing(topic.to_owned()))?;
     let kafka_error = |cause| ReadError::Kafka {
         topic: topic.to_owned(),
@@ -204,10 +205,10 @@ pub fn group_lag(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create_with_context(StreamaggContext::default())
-        .map_err(KafkaSetupError::Config)?;
+        .map_err(KafkaSetupError::config)?;
     let mut list = TopicPartitionList::new();
     for topic in topics {
-        let partitions = kafka::partition_count(&consumer, settings, topic)?
+        let partitions = kafka::admin::partition_count(&consumer, settings, topic)?
             .ok_or_else(|| KafkaSetupError::TopicMissing(topic.clone()))?;
         for partition in 0..partitions as i32 {
             list.add_partition(topic, partition);

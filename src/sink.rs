@@ -111,13 +111,13 @@ impl Sink {
         .map(String::as_str)
         .collect();
         // The cluster must answer, and accept this client, before it is asked about topics: a
-        // refusal is then one line at once (see `kafka::fetch_metadata`).
+        // refusal is then one line at once (see `kafka::admin::fetch_metadata`).
         drop(RecordProducer::connect(
             &settings.kafka,
             "streamagg-sink",
             &BTreeMap::new(),
         )?);
-        let topic_limits = match crate::kafka::max_message_bytes(&settings.kafka, &written) {
+        let topic_limits = match crate::kafka::admin::max_message_bytes(&settings.kafka, &written) {
             Ok(limits) => limits,
             Err(error @ KafkaSetupError::DescribeTopic { .. }) => {
                 tracing::warn!(%error, "assuming the topics accept the producer's message.max.bytes (the DescribeConfigs ACL on them lets streamagg check)");
@@ -187,7 +187,9 @@ impl Sink {
     }
 
     /// The producer, for metadata requests.
-    pub fn client(&self) -> &rdkafka::producer::BaseProducer<crate::kafka::StreamaggContext> {
+    pub fn client(
+        &self,
+    ) -> &rdkafka::producer::BaseProducer<crate::kafka::context::StreamaggContext> {
         self.producer.client()
     }
 

@@ -58,9 +58,9 @@ pub(super) fn topics(action: TopicsAction) -> Result<()> {
             if partitions < 1 || replication < 1 {
                 bail!("--partitions and --replication must be at least 1");
             }
-            let admin = streamagg::kafka::admin_client(&settings)?;
+            let admin = streamagg::kafka::admin::admin_client(&settings)?;
             for name in &names {
-                let created = runtime.block_on(streamagg::kafka::ensure_topic(
+                let created = runtime.block_on(streamagg::kafka::admin::ensure_topic(
                     &admin,
                     &settings,
                     name,
@@ -72,9 +72,11 @@ pub(super) fn topics(action: TopicsAction) -> Result<()> {
         }
         TopicsAction::Delete { kafka: args, names } => {
             let settings = kafka_settings(&args)?;
-            let admin = streamagg::kafka::admin_client(&settings)?;
+            let admin = streamagg::kafka::admin::admin_client(&settings)?;
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            runtime.block_on(streamagg::kafka::delete_topics(&admin, &settings, &names))?;
+            runtime.block_on(streamagg::kafka::admin::delete_topics(
+                &admin, &settings, &names,
+            ))?;
             println!("deleted {}", names.join(", "));
         }
     }

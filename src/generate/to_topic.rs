@@ -75,8 +75,9 @@ pub fn generate_to_topic(
 ) -> Result<ProduceReport, ProduceError> {
     let mut producer =
         RecordProducer::connect(&settings.kafka, "streamagg-produce", &BTreeMap::new())?;
-    if kafka::partition_count(producer.client(), &settings.kafka, &settings.topic)?.is_none() {
-        let admin = kafka::admin_client(&settings.kafka)?;
+    if kafka::admin::partition_count(producer.client(), &settings.kafka, &settings.topic)?.is_none()
+    {
+        let admin = kafka::admin::admin_client(&settings.kafka)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -84,7 +85,7 @@ pub fn generate_to_topic(
                 topic: settings.topic.clone(),
                 reason: e.to_string(),
             })?;
-        if runtime.block_on(kafka::ensure_topic(
+        if runtime.block_on(kafka::admin::ensure_topic(
             &admin,
             &settings.kafka,
             &settings.topic,
@@ -145,7 +146,7 @@ pub fn generate_to_topic(
     }
     if settings.seal && produced > 0 && !stop.load(Ordering::Relaxed) {
         let partitions =
-            kafka::partition_count(producer.client(), &settings.kafka, &settings.topic)?
+            kafka::admin::partition_count(producer.client(), &settings.kafka, &settings.topic)?
                 .unwrap_or(0);
         let seal = TrafficEvent {
             source: SEAL_SOURCE.to_owned(),

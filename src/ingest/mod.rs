@@ -33,7 +33,8 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec::Format;
 use crate::config::cluster::Secret;
-use crate::kafka::{self, ConnectionAware, KafkaSetupError, StreamaggContext};
+use crate::kafka::context::{ConnectionAware, StreamaggContext};
+use crate::kafka::{self, KafkaSetupError};
 use crate::telemetry::{metric, Health};
 use gateway::{EnqueueError, Gateway, GatewayContext, Protocol, Stats};
 use settings::{IngestSettings, Limits};
@@ -199,8 +200,8 @@ fn connect(
     };
     let producer: ThreadedProducer<GatewayContext> = config
         .create_with_context(context)
-        .map_err(KafkaSetupError::Config)?;
-    if kafka::partition_count(&producer, &settings.kafka, &settings.topic)?.is_none() {
+        .map_err(KafkaSetupError::config)?;
+    if kafka::admin::partition_count(&producer, &settings.kafka, &settings.topic)?.is_none() {
         return Err(KafkaSetupError::TopicMissing(settings.topic.clone()));
     }
     Ok(producer)

@@ -1,5 +1,6 @@
 //! Tests of [`super`] (kafka).
 
+use super::context::{is_not_authorized, is_refusal, ConnectionAware, StreamaggContext};
 use super::*;
 use crate::config::cluster::KafkaSecurity;
 
@@ -177,4 +178,23 @@ fn backoff_gives_up_when_patience_runs_out() {
     let mut backoff = Backoff::new(Duration::from_millis(250));
     assert!(backoff.wait(&"boom"), "100 ms fits in 250 ms");
     assert!(!backoff.wait(&"boom"), "another 200 ms does not");
+}
+
+#[test]
+fn a_refused_client_property_never_shows_its_value() {
+    let secret = "s3cr3t-v4lue";
+    for (key, value) in [
+        ("SASL.PASSWORD", secret),
+        ("linger.ms", secret),
+        ("no.such.property", secret),
+    ] {
+        let refused = rdkafka::config::ClientConfig::new()
+            .set(key, value)
+            .create::<rdkafka::producer::BaseProducer>()
+            .err()
+            .unwrap_or_else(|| panic!("librdkafka accepted {key}"));
+        let error = KafkaSetupError::config(refused).to_string();
+        assert!(!error.contains(secret), "{key}: {error}");
+        assert!(error.contains(key), "the key is named: {error}");
+    }
 }

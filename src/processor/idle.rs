@@ -43,7 +43,8 @@ impl Processor {
                     .and_then(|p: &TopicPartitionList| p.find_partition(topic, partition))
                     .and_then(|e| e.offset().to_raw())
                     .filter(|&o| o >= 0);
-                let high_watermark = kafka::cached_high_watermark(consumer, topic, partition);
+                let high_watermark =
+                    kafka::admin::cached_high_watermark(consumer, topic, partition);
                 if !nothing_left_to_fetch(next, position, high_watermark) {
                     continue;
                 }

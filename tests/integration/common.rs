@@ -44,14 +44,16 @@ impl TestTopic {
     /// On the cluster `settings` names, with its credentials.
     pub fn create_on(settings: KafkaSettings, purpose: &str, partitions: i32) -> TestTopic {
         let name = format!("it-{purpose}-{:016x}", rand::random::<u64>());
-        let admin = kafka::admin_client(&settings).expect("admin client");
-        let created = block_on(kafka::ensure_topic(&admin, &settings, &name, partitions, 1))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "creating {name} on {} failed (is `scripts/kafka up` running?): {e}",
-                    settings.brokers
-                )
-            });
+        let admin = kafka::admin::admin_client(&settings).expect("admin client");
+        let created = block_on(kafka::admin::ensure_topic(
+            &admin, &settings, &name, partitions, 1,
+        ))
+        .unwrap_or_else(|e| {
+            panic!(
+                "creating {name} on {} failed (is `scripts/kafka up` running?): {e}",
+                settings.brokers
+            )
+        });
         assert!(created, "a random topic name must be new");
         TestTopic { name, settings }
     }
@@ -75,7 +77,7 @@ impl TestTopic {
     /// replace every config set before, so pass all the topic should keep).
     pub fn alter_config(&self, configs: &[(&str, &str)]) {
         use rdkafka::admin::{AlterConfig, ResourceSpecifier};
-        let admin = kafka::admin_client(&self.settings).expect("admin client");
+        let admin = kafka::admin::admin_client(&self.settings).expect("admin client");
         let config = configs.iter().fold(
             AlterConfig::new(ResourceSpecifier::Topic(&self.name)),
             |config, (key, value)| config.set(key, value),
@@ -95,9 +97,9 @@ impl TestTopic {
     /// returns once the deletion has taken effect and the broker's metadata shows the new topic.
     pub fn recreate(&self, partitions: i32, deadline: Duration) {
         let started = std::time::Instant::now();
-        let admin = kafka::admin_client(&self.settings).expect("admin client");
+        let admin = kafka::admin::admin_client(&self.settings).expect("admin client");
         let partition_count = || {
-            kafka::partition_count(admin.inner(), &self.settings, &self.name)
+            kafka::admin::partition_count(admin.inner(), &self.settings, &self.name)
                 .unwrap_or_else(|e| panic!("metadata of {}: {e}", self.name))
         };
         let waited = |what: &str| {
@@ -108,8 +110,12 @@ impl TestTopic {
             );
             std::thread::sleep(Duration::from_millis(200));
         };
-        block_on(kafka::delete_topics(&admin, &self.settings, &[&self.name]))
-            .unwrap_or_else(|e| panic!("deleting {}: {e}", self.name));
+        block_on(kafka::admin::delete_topics(
+            &admin,
+            &self.settings,
+            &[&self.name],
+        ))
+        .unwrap_or_else(|e| panic!("deleting {}: {e}", self.name));
         while partition_count().is_some() {
             waited("the deletion did not take effect");
         }
@@ -132,7 +138,7 @@ fn create_topic(
 ) -> Result<bool, String> {
     use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
     use rdkafka::types::RDKafkaErrorCode;
-    let admin = kafka::admin_client(settings).map_err(|e| e.to_string())?;
+    let admin = kafka::admin::admin_client(settings).map_err(|e| e.to_string())?;
     let topic = configs.iter().fold(
         NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
         |topic, (key, value)| topic.set(key, value),
@@ -149,8 +155,12 @@ fn create_topic(
 
 impl Drop for TestTopic {
     fn drop(&mut self) {
-        if let Ok(admin) = kafka::admin_client(&self.settings) {
-            if let Err(e) = block_on(kafka::delete_topics(&admin, &self.settings, &[&self.name])) {
+        if let Ok(admin) = kafka::admin::admin_client(&self.settings) {
+            if let Err(e) = block_on(kafka::admin::delete_topics(
+                &admin,
+                &self.settings,
+                &[&self.name],
+            )) {
                 eprintln!("warning: could not delete test topic {}: {e}", self.name);
             }
         }

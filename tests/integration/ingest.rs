@@ -152,9 +152,9 @@ impl Gateway {
 /// then refuse to start, rightly, with "topic does not exist").
 fn wait_until_visible(topic: &str) {
     let settings = crate::common::kafka_settings();
-    let admin = streamagg::kafka::admin_client(&settings).expect("admin client");
+    let admin = streamagg::kafka::admin::admin_client(&settings).expect("admin client");
     let started = Instant::now();
-    while streamagg::kafka::partition_count(admin.inner(), &settings, topic)
+    while streamagg::kafka::admin::partition_count(admin.inner(), &settings, topic)
         .ok()
         .flatten()
         .is_none()

@@ -40,7 +40,7 @@ pub(super) struct ConsumeArgs {
     #[arg(long)]
     positions: bool,
     /// Give up if the end of the topic is not reached within this long.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = streamagg::config::duration::parse)]
     deadline: Duration,
 }
 

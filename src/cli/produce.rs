@@ -34,7 +34,7 @@ pub(super) struct ProduceArgs {
     #[arg(long)]
     count: Option<u64>,
     /// Event-time span of a preload (--count without --rate), e.g. 10m.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = streamagg::config::duration::parse)]
     span: Duration,
     /// Event-time start of a preload in epoch milliseconds (default: now minus --span, on a minute).
     #[arg(long)]

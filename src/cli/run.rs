@@ -30,7 +30,7 @@ impl RunArgs {
             None => RunOptions::default(),
         };
         options.update_from_arg_matches(matches)?;
-        options.security = with_secrets(options.security)?;
+        options.cluster.security = with_secrets(options.cluster.security)?;
         Ok(RunSettings::try_from(options)?)
     }
 }

@@ -105,21 +105,6 @@ pub struct SecurityOptions {
     pub ssl_key_password: Option<Secret>,
 }
 
-/// librdkafka properties every client gets from `KafkaSettings` (the cluster and how to reach it);
-/// passing them through is refused for consumer and producer alike.
-pub const MANAGED_CONNECTION_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
-    "ssl.certificate.location",
-    "ssl.key.location",
-    "ssl.key.password",
-];
-
 impl KafkaSettings {
     /// The cluster settings every command shares, validated once: a non-empty broker list, a
     /// positive timeout, and TLS/SASL by [`SecurityOptions::validate`].
@@ -148,26 +133,44 @@ impl KafkaSettings {
     }
 }
 
-/// Where the cluster is and how to reach it, as flags and environment, for every command but `run`
-/// (whose [`RunOptions`] also read a file).
-#[derive(Debug, Clone, clap::Args)]
+/// Where the cluster is, how to reach it and how long to wait for it: one definition for the flags,
+/// `STREAMAGG_*` environment variables and (for `run`) the config file's top-level keys of every
+/// command. Unset fields take their defaults in [`Self::validate`], so that a flag's default never
+/// hides a value from `run`'s file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, clap::Args)]
 pub struct KafkaOptions {
-    /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long, env = "STREAMAGG_BROKERS", default_value = DEFAULT_BROKERS)]
-    pub brokers: String,
-    /// How long to wait for the cluster to answer before giving up, e.g. 10s.
-    #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub kafka_timeout: Duration,
+    /// Kafka bootstrap servers, comma-separated host:port [default: 127.0.0.1:9092].
+    #[arg(long, env = "STREAMAGG_BROKERS")]
+    pub brokers: Option<String>,
+    /// How long to wait for the cluster to answer before giving up [default: 10s].
+    #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", value_parser = super::duration::parse)]
+    #[serde(default, with = "super::duration::optional")]
+    pub kafka_timeout: Option<Duration>,
+    /// Accept librdkafka properties that switch off TLS certificate or host-name verification
+    /// (`enable.ssl.certificate.verification`, `ssl.endpoint.identification.algorithm`); without
+    /// this they are refused. For test clusters only: it lets a man in the middle in.
+    #[arg(long, env = "STREAMAGG_ALLOW_INSECURE_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_insecure_tls: Option<bool>,
     #[command(flatten)]
+    #[serde(flatten)]
     pub security: SecurityOptions,
 }
 
 impl KafkaOptions {
     /// Validated by the rules every command shares (the secrets must have been filled in).
     pub fn validate(&self) -> Result<KafkaSettings, ConfigError> {
-        KafkaSettings::validate(self.brokers.clone(), self.kafka_timeout, &self.security)
+        KafkaSettings::validate(
+            self.brokers
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BROKERS.to_owned()),
+            self.kafka_timeout.unwrap_or(DEFAULT_KAFKA_TIMEOUT),
+            &self.security,
+        )
     }
 }
+
+/// How long start-up waits for the cluster unless a setting says otherwise.
+pub const DEFAULT_KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The bootstrap servers unless a setting names others: a broker on this host.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";

@@ -18,30 +18,11 @@ use crate::route::RouteSettings;
 use crate::window::WindowSpec;
 
 pub mod cluster;
+pub mod duration;
+pub mod passthrough;
 
-use cluster::{
-    metrics_addr, KafkaSettings, SecurityOptions, DEFAULT_BROKERS, MANAGED_CONNECTION_KEYS,
-};
-
-/// librdkafka consumer properties streamagg sets itself, besides the connection keys.
-pub const MANAGED_CONSUMER_KEYS: &[&str] = &[
-    "group.instance.id",
-    "group.id",
-    "group.protocol",
-    "partition.assignment.strategy",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "enable.partition.eof",
-    "isolation.level",
-];
-
-/// librdkafka producer properties streamagg sets itself, besides the connection keys.
-pub const MANAGED_PRODUCER_KEYS: &[&str] = &[
-    "enable.idempotence",
-    "transactional.id",
-    "acks",
-    "partitioner",
-];
+use cluster::{metrics_addr, KafkaOptions, KafkaSettings};
+use passthrough::Client;
 
 /// The port of the metrics and health endpoint unless `metrics_addr` says otherwise (the
 /// OpenTelemetry Prometheus exporter's port).
@@ -82,6 +63,12 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
     #[error("[kafka.{table}] may not set '{key}': streamagg manages it")]
     Managed { table: &'static str, key: String },
+    #[error("[kafka.{table}] may not set '{key}': {reason}")]
+    Refused {
+        table: &'static str,
+        key: String,
+        reason: &'static str,
+    },
 }
 
 /// `streamagg run`'s settings, all optional, defined once for flags, `STREAMAGG_*` environment
@@ -90,9 +77,9 @@ pub enum ConfigError {
 /// `update_from_arg_matches`) > the defaults [`RunSettings`] fills in.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, clap::Args)]
 pub struct RunOptions {
-    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
-    #[arg(long, env = "STREAMAGG_BROKERS")]
-    pub brokers: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cluster: KafkaOptions,
     /// Input topics, comma-separated.
     #[arg(long, env = "STREAMAGG_INPUT", value_delimiter = ',')]
     pub input: Option<Vec<String>>,
@@ -115,12 +102,12 @@ pub struct RunOptions {
     #[arg(long, env = "STREAMAGG_EVENT_TIME", value_enum)]
     pub event_time: Option<EventTime>,
     /// Window size [default: 60s].
-    #[arg(long, env = "STREAMAGG_WINDOW", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde_opt")]
+    #[arg(long, env = "STREAMAGG_WINDOW", value_parser = duration::parse)]
+    #[serde(default, with = "duration::optional")]
     pub window: Option<Duration>,
     /// How long after a window's end it still accepts out-of-order events [default: 10s].
-    #[arg(long, env = "STREAMAGG_GRACE", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde_opt")]
+    #[arg(long, env = "STREAMAGG_GRACE", value_parser = duration::parse)]
+    #[serde(default, with = "duration::optional")]
     pub grace: Option<Duration>,
     /// Drop events with value below this before aggregation (the threshold filter).
     #[arg(long, env = "STREAMAGG_MIN_VALUE")]
@@ -132,13 +119,9 @@ pub struct RunOptions {
     #[arg(long, env = "STREAMAGG_DLQ_TOPIC")]
     pub dlq_topic: Option<String>,
     /// How often state and offsets are checkpointed [default: 1s].
-    #[arg(long, env = "STREAMAGG_CHECKPOINT_INTERVAL", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde_opt")]
+    #[arg(long, env = "STREAMAGG_CHECKPOINT_INTERVAL", value_parser = duration::parse)]
+    #[serde(default, with = "duration::optional")]
     pub checkpoint_interval: Option<Duration>,
-    /// How long to wait for the cluster at start-up [default: 10s].
-    #[arg(long, env = "STREAMAGG_KAFKA_TIMEOUT", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde_opt")]
-    pub kafka_timeout: Option<Duration>,
     /// Delivery guarantee [default: exactly-once].
     #[arg(long, env = "STREAMAGG_GUARANTEE", value_enum)]
     pub guarantee: Option<Guarantee>,
@@ -152,8 +135,8 @@ pub struct RunOptions {
     pub static_membership: Option<bool>,
     /// Advance an idle partition's stream time by wall clock after this long without records, so its
     /// last windows close (trades replay determinism for latency) [default: off].
-    #[arg(long, env = "STREAMAGG_IDLE_CLOSE_AFTER", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde_opt")]
+    #[arg(long, env = "STREAMAGG_IDLE_CLOSE_AFTER", value_parser = duration::parse)]
+    #[serde(default, with = "duration::optional")]
     pub idle_close_after: Option<Duration>,
     /// Serve /metrics, /healthz and /readyz on this ip:port, or `off` [default: 127.0.0.1:9464;
     /// in a container use 0.0.0.0:9464].
@@ -161,12 +144,9 @@ pub struct RunOptions {
     pub metrics_addr: Option<String>,
     /// The poll loop counts as stalled (/healthz fails, the watchdog logs) after this long without
     /// polling [default: 30s].
-    #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde_opt")]
+    #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = duration::parse)]
+    #[serde(default, with = "duration::optional")]
     pub stall_timeout: Option<Duration>,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub security: SecurityOptions,
     /// `[kafka.consumer]` and `[kafka.producer]`: only in the file.
     #[arg(skip)]
     #[serde(default)]
@@ -181,20 +161,6 @@ pub struct KafkaPassThrough {
     pub consumer: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub producer: BTreeMap<String, toml::Value>,
-}
-
-mod humantime_serde_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(deserializer)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
-    }
 }
 
 impl RunOptions {
@@ -219,9 +185,24 @@ impl RunOptions {
                 known.join(", ")
             )));
         }
-        toml::Value::Table(table)
+        toml::Value::Table(table.clone())
             .try_into()
-            .map_err(|e: toml::de::Error| parse_error(e.message().into()))
+            .map_err(|e: toml::de::Error| {
+                // Values are checked after the text is parsed, so the error has no position: the
+                // key is the first one that fails on its own (every key is optional).
+                let key =
+                    table
+                        .iter()
+                        .map(|(key, value)| (key, value.clone()))
+                        .find(|(key, value)| {
+                            let alone = toml::Table::from_iter([((*key).clone(), value.clone())]);
+                            toml::Value::Table(alone).try_into::<Self>().is_err()
+                        });
+                parse_error(match key {
+                    Some((key, _)) => format!("'{key}': {}", e.message()),
+                    None => e.message().into(),
+                })
+            })
     }
 
     /// Reads and parses a TOML config file.
@@ -355,49 +336,11 @@ pub(crate) fn topic(key: &'static str, name: String) -> Result<String, ConfigErr
     }
 }
 
-fn pass_through(
-    table: &'static str,
-    values: BTreeMap<String, toml::Value>,
-    managed: &[&str],
-) -> Result<BTreeMap<String, String>, ConfigError> {
-    values
-        .into_iter()
-        .map(|(key, value)| {
-            if managed.contains(&key.as_str()) || MANAGED_CONNECTION_KEYS.contains(&key.as_str()) {
-                return Err(ConfigError::Managed { table, key });
-            }
-            let value = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(ConfigError::Invalid {
-                        key: "kafka",
-                        reason: format!(
-                            "[kafka.{table}] '{key}' must be a string, number or boolean, not {}",
-                            other.type_str()
-                        ),
-                    })
-                }
-            };
-            Ok((key, value))
-        })
-        .collect()
-}
-
 impl TryFrom<RunOptions> for RunSettings {
     type Error = ConfigError;
 
     fn try_from(options: RunOptions) -> Result<Self, ConfigError> {
-        let kafka = KafkaSettings::validate(
-            options
-                .brokers
-                .clone()
-                .unwrap_or_else(|| DEFAULT_BROKERS.to_owned()),
-            options.kafka_timeout.unwrap_or(Duration::from_secs(10)),
-            &options.security,
-        )?;
+        let kafka = options.cluster.validate()?;
         let input_topics: Vec<String> = options
             .input
             .ok_or(ConfigError::Missing("input", "input", "INPUT"))?
@@ -501,8 +444,9 @@ impl TryFrom<RunOptions> for RunSettings {
             });
         }
         let guarantee = options.guarantee.unwrap_or(Guarantee::ExactlyOnce);
+        let allow_insecure_tls = options.cluster.allow_insecure_tls.unwrap_or(false);
         let producer_properties =
-            pass_through("producer", options.kafka.producer, MANAGED_PRODUCER_KEYS)?;
+            passthrough::from_table(Client::Producer, options.kafka.producer, allow_insecure_tls)?;
         let transaction_timeout =
             transaction_timeout(&producer_properties, guarantee, checkpoint_interval)?;
         Ok(RunSettings {
@@ -527,10 +471,10 @@ impl TryFrom<RunOptions> for RunSettings {
             idle_close_after: options.idle_close_after,
             metrics_addr,
             stall_timeout,
-            consumer_properties: pass_through(
-                "consumer",
+            consumer_properties: passthrough::from_table(
+                Client::Consumer,
                 options.kafka.consumer,
-                MANAGED_CONSUMER_KEYS,
+                allow_insecure_tls,
             )?,
             producer_properties,
             transaction_timeout,

@@ -1,6 +1,6 @@
 //! `streamagg run`'s settings: layering, defaults and every refusal, table-tested.
 
-use super::cluster::Secret;
+use super::cluster::{Secret, SecurityOptions};
 use super::*;
 
 fn minimal() -> RunOptions {
@@ -76,13 +76,16 @@ fn the_checkpoint_interval_must_fit_in_the_transaction_timeout_under_exactly_onc
 #[test]
 fn sasl_over_tls_is_accepted_and_its_password_never_shown() {
     let settings = RunSettings::try_from(RunOptions {
-        security: SecurityOptions {
-            security_protocol: Some("sasl_ssl".into()),
-            sasl_mechanism: Some("scram-sha-512".into()),
-            sasl_username: Some("agg".into()),
-            sasl_password: Some(Secret::new("s3cr3t-pw".into())),
-            ssl_ca_location: Some("/etc/streamagg/ca.crt".into()),
-            ..SecurityOptions::default()
+        cluster: KafkaOptions {
+            security: SecurityOptions {
+                security_protocol: Some("sasl_ssl".into()),
+                sasl_mechanism: Some("scram-sha-512".into()),
+                sasl_username: Some("agg".into()),
+                sasl_password: Some(Secret::new("s3cr3t-pw".into())),
+                ssl_ca_location: Some("/etc/streamagg/ca.crt".into()),
+                ..SecurityOptions::default()
+            },
+            ..KafkaOptions::default()
         },
         ..minimal()
     })
@@ -127,6 +130,7 @@ fn the_metrics_endpoint_can_move_or_be_turned_off() {
 fn the_file_parses_with_durations_and_pass_through_tables() {
     let text = r#"
         brokers = "10.0.0.1:9092"
+        kafka_timeout = "3s"
         input = ["a", "b"]
         output = "out"
         window = "30s"
@@ -147,6 +151,8 @@ fn the_file_parses_with_durations_and_pass_through_tables() {
     let settings = RunSettings::try_from(RunOptions::from_toml("f.toml", text).expect("parses"))
         .expect("valid");
     assert_eq!(settings.input_topics, ["a", "b"]);
+    assert_eq!(settings.kafka.brokers, "10.0.0.1:9092");
+    assert_eq!(settings.kafka.timeout, Duration::from_secs(3));
     assert_eq!(
         settings.window,
         WindowSpec {
@@ -198,17 +204,17 @@ fn invalid_settings_are_refused_with_the_key_named() {
         ("zero idle close", RunOptions { idle_close_after: Some(Duration::ZERO), ..minimal() }, "invalid setting 'idle_close_after': must be greater than zero"),
         ("bad metrics addr", RunOptions { metrics_addr: Some("localhost".into()), ..minimal() }, "invalid setting 'metrics_addr': 'localhost' is not an ip:port address (or 'off')"),
         ("tiny stall timeout", RunOptions { stall_timeout: Some(Duration::from_millis(5)), ..minimal() }, "invalid setting 'stall_timeout': must be at least 100ms"),
-        ("bad protocol", RunOptions { security: SecurityOptions { security_protocol: Some("TLS".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
-        ("sasl without mechanism", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': is required with a SASL protocol"),
-        ("bad mechanism", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("GSSAPI".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
-        ("sasl without user", RunOptions { security: SecurityOptions { security_protocol: Some("sasl_ssl".into()), sasl_mechanism: Some("PLAIN".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_username': is required with a SASL protocol"),
-        ("sasl without password", RunOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("PLAIN".into()), sasl_username: Some("u".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'sasl_password': is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file"),
-        ("user without sasl", RunOptions { security: SecurityOptions { sasl_username: Some("u".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL"),
-        ("ca without tls", RunOptions { security: SecurityOptions { ssl_ca_location: Some("/ca".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_ca_location': only applies with security_protocol SSL or SASL_SSL"),
-        ("client cert without tls", RunOptions { security: SecurityOptions { ssl_certificate_location: Some("/c".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': only applies with security_protocol SSL or SASL_SSL"),
-        ("cert without key", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_certificate_location: Some("/c".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_location': is required with ssl_certificate_location"),
-        ("key without cert", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': is required with ssl_key_location"),
-        ("key password without key", RunOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_password: Some(Secret::new("p".into())), ..SecurityOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_password': is given but ssl_key_location is not"),
+        ("bad protocol", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("TLS".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+        ("sasl without mechanism", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': is required with a SASL protocol"),
+        ("bad mechanism", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("GSSAPI".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+        ("sasl without user", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("sasl_ssl".into()), sasl_mechanism: Some("PLAIN".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'sasl_username': is required with a SASL protocol"),
+        ("sasl without password", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), sasl_mechanism: Some("PLAIN".into()), sasl_username: Some("u".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'sasl_password': is required with a SASL protocol: set STREAMAGG_SASL_PASSWORD or sasl_password_file"),
+        ("user without sasl", RunOptions { cluster: KafkaOptions { security: SecurityOptions { sasl_username: Some("u".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': SASL settings are given but the protocol is not SASL_PLAINTEXT or SASL_SSL"),
+        ("ca without tls", RunOptions { cluster: KafkaOptions { security: SecurityOptions { ssl_ca_location: Some("/ca".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'ssl_ca_location': only applies with security_protocol SSL or SASL_SSL"),
+        ("client cert without tls", RunOptions { cluster: KafkaOptions { security: SecurityOptions { ssl_certificate_location: Some("/c".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': only applies with security_protocol SSL or SASL_SSL"),
+        ("cert without key", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_certificate_location: Some("/c".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_location': is required with ssl_certificate_location"),
+        ("key without cert", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': is required with ssl_key_location"),
+        ("key password without key", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_password: Some(Secret::new("p".into())), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_password': is given but ssl_key_location is not"),
         ("checkpoint interval past the transaction timeout", RunOptions { checkpoint_interval: Some(Duration::from_secs(10)), ..minimal() }, "invalid setting 'checkpoint_interval': 10s is more than half of transaction.timeout.ms (10s): under exactly-once a transaction lasts one interval plus its commit, and the coordinator aborts it after that timeout; lower the interval or raise [kafka.producer] transaction.timeout.ms"),
         ("bad transaction timeout", RunOptions { kafka: KafkaPassThrough { producer: BTreeMap::from([("transaction.timeout.ms".to_owned(), toml::Value::String("soon".into()))]), ..Default::default() }, ..minimal() }, "invalid setting 'transaction.timeout.ms': 'soon' is not a positive number of milliseconds"),
     ];
@@ -245,4 +251,28 @@ fn managed_librdkafka_keys_and_unknown_file_keys_are_refused() {
     let bad_duration =
         RunOptions::from_toml("f.toml", "grace = \"soon\"\n").map_err(|e| e.to_string());
     assert!(bad_duration.is_err());
+}
+
+#[test]
+fn a_bad_value_in_the_file_names_its_key_and_what_was_given() {
+    let cases = [
+        (
+            "window = \"soon\"",
+            "config file f.toml: 'window': 'soon' is not a duration like 500ms, 10s or 1m",
+        ),
+        (
+            "input = [\"a\"]\nkafka_timeout = \"10\"\noutput = \"b\"",
+            "config file f.toml: 'kafka_timeout': '10' is not a duration like 500ms, 10s or 1m",
+        ),
+        (
+            "min_value = \"low\"",
+            "config file f.toml: 'min_value': invalid type: string \"low\", expected f64",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = RunOptions::from_toml("f.toml", text)
+            .expect_err(text)
+            .to_string();
+        assert!(error.starts_with(expected), "{text}: {error}");
+    }
 }

@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::Format;
-use crate::config::cluster::{
-    listen_addr, metrics_addr, KafkaOptions, KafkaSettings, Secret, MANAGED_CONNECTION_KEYS,
-};
-use crate::config::{ConfigError, MANAGED_PRODUCER_KEYS};
+use crate::config::cluster::{listen_addr, metrics_addr, KafkaOptions, KafkaSettings, Secret};
+use crate::config::passthrough::{self, Client};
+use crate::config::ConfigError;
 
 /// The default port of the gateway's `/metrics`, `/healthz` and `/readyz`: one above the processor's
 /// ([`crate::config::DEFAULT_METRICS_PORT`]), so both run on one host with their defaults.
@@ -29,7 +28,7 @@ pub struct Limits {
     pub max_connections: usize,
     /// Close a TCP connection that completes no line, or an HTTP one that sends no complete head or
     /// body, for this long.
-    #[arg(long, env = "STREAMAGG_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STREAMAGG_READ_TIMEOUT", default_value = "30s", value_parser = crate::config::duration::parse)]
     pub read_timeout: Duration,
     /// Bytes of events (+ a small per-event overhead) handed to Kafka and not yet acknowledged; when
     /// spent, TCP is not read and HTTP answers 503.
@@ -39,7 +38,7 @@ pub struct Limits {
     #[arg(long, env = "STREAMAGG_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_buffered_body_bytes: usize,
     /// How long an HTTP request waits for room in those budgets before a 503.
-    #[arg(long, env = "STREAMAGG_QUEUE_WAIT", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STREAMAGG_QUEUE_WAIT", default_value = "1s", value_parser = crate::config::duration::parse)]
     pub queue_wait: Duration,
 }
 
@@ -88,10 +87,10 @@ pub struct IngestOptions {
     pub limits: Limits,
     /// How long the producer tries to deliver an event; an HTTP request not acknowledged by then
     /// gets 503.
-    #[arg(long, env = "STREAMAGG_DELIVERY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STREAMAGG_DELIVERY_TIMEOUT", default_value = "30s", value_parser = crate::config::duration::parse)]
     pub delivery_timeout: Duration,
     /// On SIGTERM, how long open requests and deliveries may take before exiting anyway.
-    #[arg(long, env = "STREAMAGG_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "STREAMAGG_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = crate::config::duration::parse)]
     pub shutdown_timeout: Duration,
     /// File holding the bearer token `POST /v1/events` requires (none: no authentication).
     #[arg(long, env = "STREAMAGG_HTTP_TOKEN_FILE")]
@@ -186,17 +185,14 @@ impl TryFrom<IngestOptions> for IngestSettings {
                     format!("'{pair}' is not key=value"),
                 ));
             };
-            let key = key.trim();
-            if MANAGED_PRODUCER_KEYS.contains(&key)
-                || MANAGED_CONNECTION_KEYS.contains(&key)
-                || key == "message.timeout.ms"
-            {
-                return Err(ConfigError::Managed {
-                    table: "producer",
-                    key: key.to_owned(),
-                });
-            }
-            producer_properties.insert(key.to_owned(), value.trim().to_owned());
+            let (key, value) = passthrough::check(
+                Client::Producer,
+                key,
+                value.trim().to_owned(),
+                &["message.timeout.ms"],
+                options.kafka.allow_insecure_tls.unwrap_or(false),
+            )?;
+            producer_properties.insert(key, value);
         }
         Ok(IngestSettings {
             kafka,
@@ -259,7 +255,11 @@ mod tests {
         type Edit = fn(&mut IngestOptions);
         let cases: &[(&str, Edit, &str)] = &[
             ("bad topic", |o| o.topic = "a b".into(), "'topic'"),
-            ("no brokers", |o| o.kafka.brokers = " ".into(), "'brokers'"),
+            (
+                "no brokers",
+                |o| o.kafka.brokers = Some(" ".into()),
+                "'brokers'",
+            ),
             (
                 "SASL without a password",
                 |o| {

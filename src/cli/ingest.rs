@@ -9,7 +9,7 @@ use streamagg::ingest::settings::{IngestOptions, IngestSettings};
 use streamagg::telemetry::Health;
 
 use super::process::{serve_telemetry, signalled};
-use super::secrets::{read_secret_file, with_secrets};
+use super::secrets::{read_secret_file, warn_insecure_tls, with_secrets};
 
 /// The options with their secrets read (the bearer token from its file), validated.
 pub(super) fn settings(mut options: IngestOptions) -> Result<IngestSettings> {
@@ -24,6 +24,7 @@ pub(super) fn settings(mut options: IngestOptions) -> Result<IngestSettings> {
 
 /// Runs the gateway until SIGINT/SIGTERM (then drains) or a fatal error.
 pub(super) fn ingest(settings: IngestSettings) -> Result<()> {
+    warn_insecure_tls(&settings.producer_properties);
     // Liveness: the gateway's monitor task ticks every second; 30 s without a tick is a wedged runtime.
     let health = Arc::new(Health::new(Duration::from_secs(30)));
     if let Some(addr) = settings.metrics_addr {

@@ -9,7 +9,7 @@ use streamagg::config::{RunOptions, RunSettings};
 use streamagg::telemetry::Health;
 
 use super::process::{serve_telemetry, until_signalled};
-use super::secrets::with_secrets;
+use super::secrets::{warn_insecure_tls, with_secrets};
 
 /// `streamagg run` flags: a config file and [`RunOptions`].
 #[derive(Args)]
@@ -37,6 +37,12 @@ impl RunArgs {
 
 /// Runs the processor until SIGINT/SIGTERM or a fatal error.
 pub(super) fn run(settings: RunSettings) -> Result<()> {
+    warn_insecure_tls(
+        settings
+            .consumer_properties
+            .iter()
+            .chain(&settings.producer_properties),
+    );
     let health = Arc::new(Health::new(settings.stall_timeout));
     if let Some(addr) = settings.metrics_addr {
         serve_telemetry(addr, &health)?;

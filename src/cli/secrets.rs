@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use streamagg::config::cluster::{KafkaOptions, KafkaSettings, Secret, SecurityOptions};
+use streamagg::config::passthrough;
 
 /// The cluster settings of every command but `run`, with their secrets, validated.
 pub(super) fn kafka_settings(options: &KafkaOptions) -> Result<KafkaSettings> {
@@ -40,9 +41,39 @@ pub(super) fn with_secrets(mut options: SecurityOptions) -> Result<SecurityOptio
     Ok(options)
 }
 
-/// A secret from a file, without its trailing newline.
+/// A secret from a file, without its trailing newline. A file every user of the host may read is
+/// used, with a warning (as ssh warns about a private key): refusing it would break the default
+/// mode of a mounted Kubernetes Secret.
 pub(super) fn read_secret_file(path: &std::path::Path, what: &str) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:03o}"),
+                "{what} is readable by every user of this host: chmod 600 it (in Kubernetes, mount \
+                 the Secret with defaultMode 0400)"
+            );
+        }
+    }
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Warns, loudly and once per property, about pass-through properties that switch off TLS
+/// verification (only accepted with `allow_insecure_tls`).
+pub(super) fn warn_insecure_tls<'a>(
+    properties: impl IntoIterator<Item = (&'a String, &'a String)>,
+) {
+    for (key, value) in properties {
+        if passthrough::disables_tls_verification(key, value) {
+            tracing::warn!(
+                property = %key,
+                "TLS VERIFICATION IS OFF (allow_insecure_tls): anyone between this process and the \
+                 brokers can read and change the traffic; never use this outside a test cluster"
+            );
+        }
+    }
 }

@@ -43,3 +43,4 @@ mod observability;
 mod oracle;
 mod processor;
 mod security;
+mod settings;

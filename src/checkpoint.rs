@@ -19,6 +19,7 @@
 use crate::codec::Format;
 use crate::config::EventTime;
 use crate::encoding::PartitionCheckpoint;
+use crate::window::WindowSpec;
 
 const PREFIX_V1: &str = "streamagg/1";
 const PREFIX: &str = "streamagg/2";
@@ -177,6 +178,28 @@ impl CommitMetadata {
             rebuild_offset,
             semantics,
         })
+    }
+}
+
+impl CommitMetadata {
+    /// Why this metadata, found on a group commit at `committed`, cannot be what streamagg wrote
+    /// there: a rebuild offset outside `0..=committed` (a negative one would be a logical offset,
+    /// END or BEGINNING, to librdkafka), or a stream time no accepted record could have set (it
+    /// would make every later record late). Anyone allowed to commit for the group can write
+    /// metadata; such metadata is foreign and must not steer where processing resumes.
+    pub fn implausible(&self, committed: i64, window: &WindowSpec) -> Option<String> {
+        if !(0..=committed).contains(&self.rebuild_offset) {
+            return Some(format!(
+                "rebuild offset {} is outside 0..={committed}",
+                self.rebuild_offset
+            ));
+        }
+        match self.stream_time {
+            Some(t) if window.start_of(t).is_none() => {
+                Some(format!("stream time {t} lies beyond any window"))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -246,3 +246,54 @@ fn resume_plans() {
         }
     }
 }
+
+#[test]
+fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
+    let window = WindowSpec {
+        size_ms: 60_000,
+        grace_ms: 10_000,
+    };
+    let meta = |stream_time, rebuild_offset| CommitMetadata {
+        stream_time,
+        rebuild_offset,
+        semantics: Some(MINUTE),
+    };
+    let cases = [
+        // (metadata, committed offset, implausible because)
+        (meta(Some(1_700_000_000_000), 40), 42, None),
+        (meta(None, 0), 0, None),
+        (meta(Some(-5), 42), 42, None),
+        (
+            meta(Some(1), -1),
+            42,
+            Some("rebuild offset -1 is outside 0..=42"),
+        ),
+        (
+            meta(Some(1), -2),
+            42,
+            Some("rebuild offset -2 is outside 0..=42"),
+        ),
+        (
+            meta(Some(1), 43),
+            42,
+            Some("rebuild offset 43 is outside 0..=42"),
+        ),
+        (
+            meta(Some(i64::MAX), 0),
+            42,
+            Some("stream time 9223372036854775807 lies beyond any window"),
+        ),
+        (
+            meta(Some(i64::MIN), 0),
+            42,
+            Some("stream time -9223372036854775808 lies beyond any window"),
+        ),
+    ];
+    for (metadata, committed, expected) in cases {
+        assert_eq!(
+            metadata.implausible(committed, &window).as_deref(),
+            expected,
+            "{metadata:?} at {committed}"
+        );
+    }
+}

@@ -64,7 +64,7 @@ impl Processor {
             let group = committed
                 .find_partition(&tp.topic, tp.partition)
                 .and_then(|c| match c.offset() {
-                    Offset::Offset(offset) => Some((offset, CommitMetadata::parse(c.metadata()))),
+                    Offset::Offset(offset) => Some((offset, self.ours(&tp, offset, c.metadata()))),
                     _ => None,
                 });
             if let Some(committed) = group.and_then(|(_, meta)| meta?.semantics) {
@@ -195,6 +195,27 @@ impl Processor {
     /// reloaded, consumer seeked), as if the work since then had never happened. A partition that
     /// had no checkpoint goes back to the first record it processed (not to the beginning, nor to
     /// the end: `auto.offset.reset` chose where it started, and that is where it starts again).
+    /// The streamagg metadata of a group commit at `committed`, unless it is foreign: not
+    /// streamagg's form, or implausible for that commit (then logged): either way, resuming then
+    /// starts at the committed offset with empty state.
+    fn ours(&self, tp: &TopicPartition, committed: i64, text: &str) -> Option<CommitMetadata> {
+        let metadata = CommitMetadata::parse(text)?;
+        match metadata.implausible(committed, &self.settings.window) {
+            None => Some(metadata),
+            Some(reason) => {
+                tracing::warn!(
+                    topic = %tp.topic,
+                    partition = tp.partition,
+                    committed,
+                    %reason,
+                    "the group commit carries metadata streamagg did not write: ignoring it, \
+                     continuing from the committed offset with empty state"
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn rewind<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,

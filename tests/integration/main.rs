@@ -42,5 +42,6 @@ mod ingest;
 mod observability;
 mod oracle;
 mod processor;
+mod scenario;
 mod security;
 mod settings;

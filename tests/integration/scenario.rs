@@ -1,0 +1,184 @@
+//! The scenario every processor test is told in: topics for one purpose, a seeded dataset, a consumer
+//! group, and a directory holding each instance's state; the dataset written at once or as live
+//! traffic; instances started with the oracle's semantics (plus what the scenario sets); waiting until
+//! the output holds every window the oracle expects; and holding the output, late and DLQ topics to
+//! the oracle. Faults (kill -9, SIGSTOP, broker restarts) are the test's own lines between these.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use streamagg::codec::Format;
+use streamagg::reader::RawRecord;
+
+use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess};
+use crate::oracle::{
+    assert_topics_match, check_alive, dataset, format_name, oracle, produce_input_range_gradually,
+    produce_inputs, random_group, wait_until_assigned, Delivery, Expected, Input, Topics,
+    SEMANTICS_ARGS,
+};
+
+/// Consumer settings that make a dead member leave the group in seconds, not the default 45 s.
+pub const FAST_FAILOVER: &str =
+    "[kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 1000\n";
+
+pub struct Scenario {
+    pub format: Format,
+    pub topics: Topics,
+    pub inputs: Arc<Vec<Input>>,
+    pub group: String,
+    pub dir: tempfile::TempDir,
+    /// Every instance's flags and their values (a flag set again replaces its value).
+    flags: Vec<(String, String)>,
+}
+
+impl Scenario {
+    /// Topics named for `purpose` with `partitions` partitions, the dataset of `events` events seeded
+    /// by `seed` (nothing written yet), and a group no other test uses.
+    pub fn new(purpose: &str, format: Format, partitions: i32, seed: u64, events: i64) -> Scenario {
+        Scenario::with_inputs(purpose, format, partitions, dataset(format, seed, events))
+    }
+
+    /// [`Scenario::new`] with a dataset of the test's own.
+    pub fn with_inputs(
+        purpose: &str,
+        format: Format,
+        partitions: i32,
+        inputs: Vec<Input>,
+    ) -> Scenario {
+        let topics = Topics::create(purpose, partitions);
+        let group = random_group();
+        let dir = tempfile::tempdir().expect("scenario dir");
+        let name = format_name(format);
+        let mut scenario = Scenario {
+            format,
+            inputs: Arc::new(inputs),
+            group,
+            dir,
+            flags: Vec::new(),
+            topics,
+        };
+        let base = [
+            ("--brokers", brokers()),
+            ("--input", scenario.topics.input.name.clone()),
+            ("--output", scenario.topics.output.name.clone()),
+            ("--late-topic", scenario.topics.late.name.clone()),
+            ("--dlq-topic", scenario.topics.dlq.name.clone()),
+            ("--group", scenario.group.clone()),
+            ("--input-format", name.to_owned()),
+            ("--output-format", name.to_owned()),
+        ];
+        for (flag, value) in base {
+            scenario.set(flag, &value);
+        }
+        for pair in SEMANTICS_ARGS.chunks(2) {
+            scenario.set(pair[0], pair[1]);
+        }
+        scenario
+    }
+
+    /// Sets `flag` to `value` for every instance started from now on.
+    pub fn set(&mut self, flag: &str, value: &str) -> &mut Self {
+        match self.flags.iter_mut().find(|(f, _)| f == flag) {
+            Some((_, old)) => *old = value.to_owned(),
+            None => self.flags.push((flag.to_owned(), value.to_owned())),
+        }
+        self
+    }
+
+    /// Writes `toml` as a config file every instance reads.
+    pub fn config(&mut self, toml: &str) -> &mut Self {
+        let path = self.dir.path().join("scenario.toml");
+        std::fs::write(&path, toml).expect("config written");
+        let path = path.to_str().expect("utf8").to_owned();
+        self.set("--config", &path)
+    }
+
+    /// All of the dataset.
+    pub fn all(&self) -> Range<usize> {
+        0..self.inputs.len()
+    }
+
+    /// Writes `inputs[range]` now, keyed by source, each with its index header.
+    pub fn preload(&self, range: Range<usize>) {
+        produce_inputs(&self.topics.input.name, &self.inputs, range);
+    }
+
+    /// Writes `inputs[range]` as live traffic: `chunks` pieces with `pause` between them.
+    pub fn traffic(&self, range: Range<usize>, chunks: usize, pause: Duration) -> JoinHandle<()> {
+        produce_input_range_gradually(
+            self.topics.input.name.clone(),
+            Arc::clone(&self.inputs),
+            range,
+            chunks,
+            pause,
+        )
+    }
+
+    /// The state directory of instance `instance`.
+    pub fn state_dir(&self, instance: &str) -> String {
+        self.dir
+            .path()
+            .join(instance)
+            .to_str()
+            .expect("utf8")
+            .to_owned()
+    }
+
+    /// The command line of instance `instance` (its state in [`Self::state_dir`]).
+    pub fn args(&self, instance: &str) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .flags
+            .iter()
+            .flat_map(|(flag, value)| [flag.clone(), value.clone()])
+            .collect();
+        args.extend(["--state-dir".to_owned(), self.state_dir(instance)]);
+        args
+    }
+
+    /// Starts instance `instance`.
+    pub fn start(&self, instance: &str) -> ProcessorProcess {
+        ProcessorProcess::start(&self.args(instance))
+    }
+
+    /// Starts instance `instance` and waits until it owns partitions.
+    pub fn start_assigned(&self, instance: &str, deadline: Duration) -> ProcessorProcess {
+        let mut process = self.start(instance);
+        wait_until_assigned(&mut process, deadline);
+        process
+    }
+
+    /// What the oracle expects of the dataset as it now sits in the input topic.
+    pub fn expected(&self) -> Expected {
+        oracle(
+            self.format,
+            &self.inputs,
+            &read_all(&self.topics.input.name),
+        )
+    }
+
+    /// Waits until the output holds every window the oracle expects (failing at once if one of
+    /// `running` exits); returns the output as read.
+    pub fn wait_for_all(
+        &self,
+        running: &mut [&mut ProcessorProcess],
+        deadline: Duration,
+    ) -> Vec<RawRecord> {
+        let expected = self.expected().windows.len();
+        wait_for_records(&self.topics.output.name, expected, deadline, || {
+            check_alive(running)
+        })
+    }
+
+    /// Holds `output` (as read), the late topic and the DLQ to the oracle.
+    pub fn assert_matches(&self, delivery: Delivery, output: &[RawRecord]) {
+        assert_topics_match(
+            self.format,
+            &self.topics,
+            &self.expected(),
+            delivery,
+            output,
+        );
+    }
+}

@@ -4,16 +4,13 @@
 //! to its promises.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use streamagg::codec::Format;
 
-use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess};
-use crate::oracle::{
-    assert_topics_match, check_alive, dataset, oracle, produce_inputs_gradually, random_group,
-    Delivery, Topics, MIN_VALUE,
-};
+use crate::common::{brokers, ProcessorProcess};
+use crate::oracle::{Delivery, MIN_VALUE};
+use crate::scenario::Scenario;
 
 /// The `streamagg.toml` of the chart's ConfigMap, rendered by `helm template` for `release`.
 fn rendered_config(helm: &str, release: &str, sets: &[String]) -> String {
@@ -55,17 +52,9 @@ fn the_config_file_the_helm_chart_renders_runs_a_real_processor() {
         std::path::Path::new(&helm).exists(),
         "helm not found at {helm} (scripts/test builds it)"
     );
-    let format = Format::Json;
-    let topics = Topics::create("chart", 4);
-    let inputs = Arc::new(dataset(format, 401, 6_000));
-    produce_inputs_gradually(
-        topics.input.name.clone(),
-        Arc::clone(&inputs),
-        1,
-        Duration::ZERO,
-    )
-    .join()
-    .expect("input written");
+    let scenario = Scenario::new("chart", Format::Json, 4, 401, 6_000);
+    scenario.preload(scenario.all());
+    let topics = &scenario.topics;
 
     // The release names the consumer group: a random one, like every test's group.
     let release = format!("it{:08x}", rand::random::<u32>());
@@ -87,70 +76,40 @@ fn the_config_file_the_helm_chart_renders_runs_a_real_processor() {
         config.contains(&format!("group = \"{release}-streamagg\"")),
         "{config}"
     );
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("streamagg.toml");
+    let path = scenario.dir.path().join("streamagg.toml");
     std::fs::write(&path, &config).expect("config written");
     // What the pod adds: its name as the instance id, and a state dir (the chart's is the volume).
     let instance = format!("{release}-streamagg-0");
-    run_and_match_the_oracle(
-        &topics,
-        &inputs,
-        &[
-            "--config",
-            path.to_str().expect("utf8"),
-            "--instance-id",
-            &instance,
-            "--state-dir",
-            dir.path().join("state").to_str().expect("utf8"),
-        ],
-    );
+    let processor = ProcessorProcess::start(&[
+        "--config",
+        path.to_str().expect("utf8"),
+        "--instance-id",
+        &instance,
+        "--state-dir",
+        &scenario.state_dir("state"),
+    ]);
+    run_and_match_the_oracle(&scenario, processor);
 }
 
 /// The processor of `docker/compose.yaml` runs from `docker/streamagg.toml`: that very file, with
 /// the test's broker, topics, group and state dir as flags over it.
 #[test]
 fn the_config_file_of_docker_compose_runs_a_real_processor() {
-    let format = Format::Json;
-    let topics = Topics::create("compose", 4);
-    let inputs = Arc::new(dataset(format, 402, 6_000));
-    produce_inputs_gradually(
-        topics.input.name.clone(),
-        Arc::clone(&inputs),
-        1,
-        Duration::ZERO,
-    )
-    .join()
-    .expect("input written");
-    let dir = tempfile::tempdir().expect("dir");
-    let mut args = vec![
-        "--config".to_owned(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/docker/streamagg.toml").to_owned(),
-    ];
-    // The oracle's settings (filter, window, grace) and the test's topics, as flags.
-    args.extend(topics.args(
-        "json",
-        &random_group(),
-        dir.path().join("state").to_str().expect("utf8"),
-    ));
-    run_and_match_the_oracle(&topics, &inputs, &args);
+    let mut scenario = Scenario::new("compose", Format::Json, 4, 402, 6_000);
+    scenario.preload(scenario.all());
+    // The oracle's settings (filter, window, grace) and the test's topics, as flags over the file.
+    scenario.set(
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/docker/streamagg.toml"),
+    );
+    let processor = scenario.start("state");
+    run_and_match_the_oracle(&scenario, processor);
 }
 
-/// Runs a processor with `args` until it has emitted every window the oracle expects, stops it, and
-/// holds its output, late and DLQ topics to the oracle (exactly once).
-fn run_and_match_the_oracle<S: AsRef<std::ffi::OsStr>>(
-    topics: &Topics,
-    inputs: &[crate::oracle::Input],
-    args: &[S],
-) {
-    let format = Format::Json;
-    let mut processor = ProcessorProcess::start(args);
-    let expected = oracle(format, inputs, &read_all(&topics.input.name));
-    let output = wait_for_records(
-        &topics.output.name,
-        expected.windows.len(),
-        Duration::from_secs(120),
-        || check_alive(&mut [&mut processor]),
-    );
+/// Lets `processor` run until it has emitted every window the oracle expects, stops it, and holds
+/// the output, late and DLQ topics to the oracle (exactly once).
+fn run_and_match_the_oracle(scenario: &Scenario, mut processor: ProcessorProcess) {
+    let output = scenario.wait_for_all(&mut [&mut processor], Duration::from_secs(120));
     processor.stop_gracefully();
-    assert_topics_match(format, topics, &expected, Delivery::ExactlyOnce, &output);
+    scenario.assert_matches(Delivery::ExactlyOnce, &output);
 }

@@ -6,15 +6,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
 
 use crate::common::{http_get, streamagg, ProcessorProcess, TestTopic};
-use crate::oracle::{
-    dataset, expected_windows, format_name, produce_inputs_gradually, random_group, Topics,
-};
+use crate::oracle::random_group;
+use crate::scenario::Scenario;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -136,42 +134,14 @@ fn dashboard_queries() -> Vec<(String, String)> {
 
 #[test]
 fn a_real_prometheus_gets_series_for_every_dashboard_query_and_loads_the_alert_rules() {
-    let format = Format::Json;
-    let topics = Topics::create("observe", 4);
-    let inputs = Arc::new(dataset(format, 301, 6_000));
-    produce_inputs_gradually(
-        topics.input.name.clone(),
-        Arc::clone(&inputs),
-        1,
-        Duration::ZERO,
-    )
-    .join()
-    .expect("input written");
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("observe.toml");
+    let mut scenario = Scenario::new("observe", Format::Json, 4, 301, 6_000);
+    scenario.preload(scenario.all());
     // Lag statistics every second instead of every 5 s, so the test need not wait for them.
-    std::fs::write(
-        &config,
-        "[kafka.consumer]\n\"statistics.interval.ms\" = 1000\n",
-    )
-    .expect("config written");
-    let mut args = topics.args(
-        format_name(format),
-        &random_group(),
-        dir.path().join("state").to_str().expect("utf8"),
-    );
-    args.extend(["--config".into(), config.to_str().expect("utf8").into()]);
-    let mut processor = ProcessorProcess::start(&args);
+    scenario.config("[kafka.consumer]\n\"statistics.interval.ms\" = 1000\n");
+    let mut processor = scenario.start("state");
     let target = processor.telemetry_addr(Duration::from_secs(30));
     let prometheus = Prometheus::start(target);
-
-    let expected = expected_windows(format, &topics, &inputs);
-    crate::common::wait_for_records(
-        &topics.output.name,
-        expected,
-        Duration::from_secs(120),
-        || crate::oracle::check_alive(&mut [&mut processor]),
-    );
+    scenario.wait_for_all(&mut [&mut processor], Duration::from_secs(120));
     // Enough scrapes after the work for every rate() over 30 s to have samples.
     let started = Instant::now();
     while prometheus.query("count_over_time(streamagg_windows_emitted_total[30s]) >= 5") != Ok(1) {
@@ -282,13 +252,8 @@ fn watch_probe(
 
 #[test]
 fn readyz_answers_only_once_partitions_are_assigned() {
-    let topics = Topics::create("ready", 2);
-    let dir = tempfile::tempdir().expect("dir");
-    let mut processor = ProcessorProcess::start(&topics.args(
-        "json",
-        &random_group(),
-        dir.path().join("state").to_str().expect("utf8"),
-    ));
+    let scenario = Scenario::with_inputs("ready", Format::Json, 2, Vec::new());
+    let mut processor = scenario.start("state");
     let addr = processor.telemetry_addr(Duration::from_secs(30));
     let seen = watch_probe(addr, "/readyz", Duration::from_secs(60), |s| s == 200);
     assert_eq!(seen, vec![503, 200], "not ready, then ready");

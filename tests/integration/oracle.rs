@@ -534,19 +534,8 @@ pub fn assigned_partitions(log: &str) -> BTreeSet<i32> {
         .collect()
 }
 
-/// Writes `inputs` in `chunks` pieces with `pause` between them on a background thread, as live
-/// upstream traffic would arrive.
-pub fn produce_inputs_gradually(
-    topic: String,
-    inputs: std::sync::Arc<Vec<Input>>,
-    chunks: usize,
-    pause: Duration,
-) -> std::thread::JoinHandle<()> {
-    let all = 0..inputs.len();
-    produce_input_range_gradually(topic, inputs, all, chunks, pause)
-}
-
-/// [`produce_inputs_gradually`] for `inputs[range]` only (records keep their index in `inputs`).
+/// Writes `inputs[range]` in `chunks` pieces with `pause` between them on a background thread, as
+/// live upstream traffic would arrive (records keep their index in `inputs`).
 pub fn produce_input_range_gradually(
     topic: String,
     inputs: std::sync::Arc<Vec<Input>>,
@@ -620,13 +609,6 @@ pub fn wait_until_assigned(process: &mut ProcessorProcess, deadline: Duration) {
 /// A consumer group name no other test uses.
 pub fn random_group() -> String {
     format!("it-group-{:016x}", rand::random::<u64>())
-}
-
-/// How many windows the oracle expects from `inputs` as they sit in the input topic.
-pub fn expected_windows(format: Format, topics: &Topics, inputs: &[Input]) -> usize {
-    oracle(format, inputs, &crate::common::read_all(&topics.input.name))
-        .windows
-        .len()
 }
 
 /// Holds the output topic (`output`, as read), the late topic and the DLQ to `expected`.

@@ -7,32 +7,31 @@ use std::time::Duration;
 
 use streamagg::codec::Format;
 
-use crate::common::{
-    brokers, kafka_settings, read_all, streamagg, wait_for_records, ProcessorProcess, TestTopic,
-};
+use crate::common::{brokers, kafka_settings, read_all, streamagg, wait_for_records, TestTopic};
 use crate::oracle::{
-    assert_output_matches, assert_topics_match, assigned_partitions, check_alive, dataset,
-    format_name, oracle, produce_inputs, Delivery, Topics,
+    assert_output_matches, assigned_partitions, check_alive, format_name, Delivery, Topics,
 };
+use crate::scenario::Scenario;
 
 fn oracle_test(format: Format) {
-    let topics = Topics::create(&format!("oracle-{}", format_name(format)), 4);
-    let inputs = dataset(format, 11, 6_000);
-    produce_inputs(&topics.input.name, &inputs, 0..inputs.len());
-    let input_records = read_all(&topics.input.name);
-    let expected = oracle(format, &inputs, &input_records);
+    let scenario = Scenario::new(
+        &format!("oracle-{}", format_name(format)),
+        format,
+        4,
+        11,
+        6_000,
+    );
+    scenario.preload(scenario.all());
+    let expected = scenario.expected();
     assert!(
         expected.windows.len() > 600 && !expected.late.is_empty() && !expected.invalid.is_empty()
     );
-
-    let state = tempfile::tempdir().expect("state dir");
-    let group = format!("it-group-{:016x}", rand::random::<u64>());
-    let state_dir = state.path().to_str().expect("utf8 path");
+    let input_records = read_all(&scenario.topics.input.name);
     let total_lag = || -> i64 {
         let lags = streamagg::reader::group_lag(
             &kafka_settings(),
-            &group,
-            std::slice::from_ref(&topics.input.name),
+            &scenario.group,
+            std::slice::from_ref(&scenario.topics.input.name),
         )
         .expect("lag readable");
         lags.iter().map(|l| l.lag()).sum()
@@ -42,20 +41,14 @@ fn oracle_test(format: Format) {
         input_records.len() as i64,
         "a new group lags by the whole topic"
     );
-    let mut processor =
-        ProcessorProcess::start(&topics.args(format_name(format), &group, state_dir));
-    let output = wait_for_records(
-        &topics.output.name,
-        expected.windows.len(),
-        Duration::from_secs(120),
-        || check_alive(&mut [&mut processor]),
-    );
+    let mut processor = scenario.start("state");
+    let output = scenario.wait_for_all(&mut [&mut processor], Duration::from_secs(120));
     processor.stop_gracefully();
     assert_eq!(total_lag(), 0, "everything consumed was committed");
     assert_output_matches(format, &output, &expected, Delivery::ExactlyOnce);
     // Nothing more arrived after the expected count (no late duplicates).
-    let output = read_all(&topics.output.name);
-    assert_topics_match(format, &topics, &expected, Delivery::ExactlyOnce, &output);
+    let output = read_all(&scenario.topics.output.name);
+    scenario.assert_matches(Delivery::ExactlyOnce, &output);
 }
 
 #[test]
@@ -70,20 +63,16 @@ fn output_equals_the_oracle_for_avro() {
 
 #[test]
 fn graceful_restart_neither_loses_nor_duplicates_a_window() {
-    let format = Format::Avro;
-    let topics = Topics::create("restart", 4);
-    let inputs = dataset(format, 12, 6_000);
-    let half = inputs.len() / 2;
-    produce_inputs(&topics.input.name, &inputs, 0..half);
-
-    let state = tempfile::tempdir().expect("state dir");
-    let group = format!("it-group-{:016x}", rand::random::<u64>());
-    let state_dir = state.path().to_str().expect("utf8 path");
-    let args = topics.args(format_name(format), &group, state_dir);
-    let mut first = ProcessorProcess::start(&args);
-    let partial = wait_for_records(&topics.output.name, 50, Duration::from_secs(60), || {
-        check_alive(&mut [&mut first])
-    });
+    let scenario = Scenario::new("restart", Format::Avro, 4, 12, 6_000);
+    let half = scenario.inputs.len() / 2;
+    scenario.preload(0..half);
+    let mut first = scenario.start("state");
+    let partial = wait_for_records(
+        &scenario.topics.output.name,
+        50,
+        Duration::from_secs(60),
+        || check_alive(&mut [&mut first]),
+    );
     assert!(
         partial.len() >= 50,
         "first run emitted nothing; log:\n{}",
@@ -91,60 +80,38 @@ fn graceful_restart_neither_loses_nor_duplicates_a_window() {
     );
     first.stop_gracefully();
 
-    produce_inputs(&topics.input.name, &inputs, half..inputs.len());
-    let input_records = read_all(&topics.input.name);
-    let expected = oracle(format, &inputs, &input_records);
-    let between = read_all(&topics.output.name);
+    scenario.preload(half..scenario.inputs.len());
+    let between = read_all(&scenario.topics.output.name);
     assert!(
-        between.len() < expected.windows.len(),
+        between.len() < scenario.expected().windows.len(),
         "the first run must stop mid-stream"
     );
 
-    let mut second = ProcessorProcess::start(&args);
-    let output = wait_for_records(
-        &topics.output.name,
-        expected.windows.len(),
-        Duration::from_secs(120),
-        || check_alive(&mut [&mut second]),
-    );
+    let mut second = scenario.start("state");
+    let output = scenario.wait_for_all(&mut [&mut second], Duration::from_secs(120));
     second.stop_gracefully();
     assert!(
         second.log().contains("resume=\"local\""),
         "the restart resumed from local state:\n{}",
         second.log()
     );
-    assert_topics_match(format, &topics, &expected, Delivery::ExactlyOnce, &output);
+    scenario.assert_matches(Delivery::ExactlyOnce, &output);
 }
 
 #[test]
 fn two_instances_split_the_partitions_and_together_equal_the_oracle() {
-    let format = Format::Json;
-    let topics = Topics::create("two", 4);
-    let inputs = dataset(format, 13, 6_000);
-    let half = inputs.len() / 2;
-    produce_inputs(&topics.input.name, &inputs, 0..half);
-
-    let group = format!("it-group-{:016x}", rand::random::<u64>());
-    let (state_a, state_b) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
+    let scenario = Scenario::new("two", Format::Json, 4, 13, 6_000);
+    let half = scenario.inputs.len() / 2;
+    scenario.preload(0..half);
+    let mut a = scenario.start("a");
+    wait_for_records(
+        &scenario.topics.output.name,
+        50,
+        Duration::from_secs(60),
+        || check_alive(&mut [&mut a]),
     );
-    let args_a = topics.args(
-        format_name(format),
-        &group,
-        state_a.path().to_str().expect("utf8"),
-    );
-    let args_b = topics.args(
-        format_name(format),
-        &group,
-        state_b.path().to_str().expect("utf8"),
-    );
-    let mut a = ProcessorProcess::start(&args_a);
-    wait_for_records(&topics.output.name, 50, Duration::from_secs(60), || {
-        check_alive(&mut [&mut a])
-    });
-    let mut b = ProcessorProcess::start(&args_b);
-    // Wait until b owns partitions, then feed the rest of the data to both.
+    // Wait until b owns partitions (a still running), then feed the rest of the data to both.
+    let mut b = scenario.start("b");
     let started = std::time::Instant::now();
     while assigned_partitions(&b.log()).is_empty() {
         check_alive(&mut [&mut a, &mut b]);
@@ -155,15 +122,8 @@ fn two_instances_split_the_partitions_and_together_equal_the_oracle() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    produce_inputs(&topics.input.name, &inputs, half..inputs.len());
-    let input_records = read_all(&topics.input.name);
-    let expected = oracle(format, &inputs, &input_records);
-    let output = wait_for_records(
-        &topics.output.name,
-        expected.windows.len(),
-        Duration::from_secs(120),
-        || check_alive(&mut [&mut a, &mut b]),
-    );
+    scenario.preload(half..scenario.inputs.len());
+    let output = scenario.wait_for_all(&mut [&mut a, &mut b], Duration::from_secs(120));
     let (log_a, log_b) = (a.log(), b.log());
     a.stop_gracefully();
     b.stop_gracefully();
@@ -181,7 +141,7 @@ fn two_instances_split_the_partitions_and_together_equal_the_oracle() {
         log_b.contains("resume=\"rebuild\""),
         "b rebuilt a handed-over partition from the group commit:\n{log_b}"
     );
-    assert_topics_match(format, &topics, &expected, Delivery::ExactlyOnce, &output);
+    scenario.assert_matches(Delivery::ExactlyOnce, &output);
 }
 
 #[test]
@@ -346,7 +306,8 @@ fn settings_come_from_flags_over_environment_over_the_config_file() {
 #[test]
 fn kafka_record_timestamps_drive_the_windows_with_event_time_kafka() {
     use rdkafka::producer::{BaseRecord, Producer};
-    let topics = Topics::create("kafka-time", 1);
+    let mut scenario = Scenario::with_inputs("kafka-time", Format::Json, 1, Vec::new());
+    let topics = &scenario.topics;
     let producer: rdkafka::producer::BaseProducer = crate::common::kafka_settings()
         .client_config("it-kafka-time")
         .create()
@@ -374,14 +335,8 @@ fn kafka_record_timestamps_drive_the_windows_with_event_time_kafka() {
     }
     producer.flush(Duration::from_secs(30)).expect("delivered");
 
-    let windows = json_windows_output(&topics, 2, |args| {
-        let filter = args
-            .iter()
-            .position(|a| a == "--min-value")
-            .expect("args set a filter");
-        args.drain(filter..filter + 2);
-        args.extend(["--event-time".into(), "kafka".into()]);
-    });
+    scenario.unset("--min-value").set("--event-time", "kafka");
+    let windows = json_windows_output(&scenario, 2);
     assert_eq!(windows, vec![(start, 2, 30.0), (start + 60_000, 1, 40.0)]);
 }
 
@@ -456,7 +411,7 @@ fn a_failed_sasl_login_is_one_line_without_the_password() {
 /// 10-minute interval, the closed window must reach a `read_committed` reader within a minute.
 #[test]
 fn exactly_once_commits_closed_windows_soon_after_they_close_not_at_the_checkpoint_interval() {
-    let topics = Topics::create("early-commit", 1);
+    let mut scenario = Scenario::with_inputs("early-commit", Format::Json, 1, Vec::new());
     // A window start (a multiple of 60 s); two events in its window, then one whose timestamp
     // passes its end + grace.
     let start = 1_700_000_040_000_i64;
@@ -474,34 +429,19 @@ fn exactly_once_commits_closed_windows_soon_after_they_close_not_at_the_checkpoi
     for (timestamp, value) in events {
         let payload = crate::oracle::encode_independently(Format::Json, "link", timestamp, value);
         producer
-            .send(&topics.input.name, b"link", &payload, None)
+            .send(&scenario.topics.input.name, b"link", &payload, None)
             .expect("queued");
     }
     producer.flush(Duration::from_secs(30)).expect("delivered");
 
     // A 5-minute interval needs a transaction timeout of at least twice that (the broker allows
     // up to 15 minutes).
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("streamagg.toml");
-    std::fs::write(
-        &config,
-        "[kafka.producer]\n\"transaction.timeout.ms\" = 600000\n",
-    )
-    .expect("config file");
+    scenario
+        .config("[kafka.producer]\n\"transaction.timeout.ms\" = 600000\n")
+        .set("--checkpoint-interval", "5m")
+        .set("--guarantee", "exactly-once");
     // The output is read while the processor runs: stopping it would checkpoint anyway.
-    let windows = json_windows_output(&topics, 1, |args| {
-        let interval = args
-            .iter()
-            .position(|a| a == "--checkpoint-interval")
-            .expect("args set a checkpoint interval");
-        args[interval + 1] = "5m".into();
-        args.extend([
-            "--guarantee".into(),
-            "exactly-once".into(),
-            "--config".into(),
-            config.to_str().expect("utf8").into(),
-        ]);
-    });
+    let windows = json_windows_output(&scenario, 1);
     assert_eq!(
         windows,
         vec![(start, 2, 150.0)],
@@ -509,22 +449,12 @@ fn exactly_once_commits_closed_windows_soon_after_they_close_not_at_the_checkpoi
     );
 }
 
-/// Runs a JSON processor on `topics` with the standard arguments changed by `edit` until the output
-/// holds `count` records (or a minute passes), then stops it; the output read while it ran, as
-/// (window_start, count, sum), decoded with serde_json rather than the codec under test.
-fn json_windows_output(
-    topics: &Topics,
-    count: usize,
-    edit: impl FnOnce(&mut Vec<String>),
-) -> Vec<(i64, i64, f64)> {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut args = topics.args(
-        "json",
-        &crate::oracle::random_group(),
-        dir.path().join("state").to_str().expect("utf8"),
-    );
-    edit(&mut args);
-    let mut processor = ProcessorProcess::start(&args);
+/// Runs a JSON processor of `scenario` until the output holds `count` records (or a minute passes),
+/// then stops it; the output read while it ran, as (window_start, count, sum), decoded with
+/// serde_json rather than the codec under test.
+fn json_windows_output(scenario: &Scenario, count: usize) -> Vec<(i64, i64, f64)> {
+    let mut processor = scenario.start("state");
+    let topics = &scenario.topics;
     let output = wait_for_records(&topics.output.name, count, Duration::from_secs(60), || {
         check_alive(&mut [&mut processor])
     });

@@ -87,6 +87,12 @@ impl Scenario {
         self
     }
 
+    /// Leaves `flag` out of every instance started from now on.
+    pub fn unset(&mut self, flag: &str) -> &mut Self {
+        self.flags.retain(|(f, _)| f != flag);
+        self
+    }
+
     /// Writes `toml` as a config file every instance reads.
     pub fn config(&mut self, toml: &str) -> &mut Self {
         let path = self.dir.path().join("scenario.toml");

@@ -18,11 +18,25 @@
 
 use crate::codec::Format;
 use crate::config::EventTime;
-use crate::encoding::PartitionCheckpoint;
 use crate::window::WindowSpec;
 
 const PREFIX_V1: &str = "streamagg/1";
 const PREFIX: &str = "streamagg/2";
+
+/// One input partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Where a partition's processing stands: everything before `next_offset` is reflected in the stored
+/// windows, and `stream_time` is the largest event timestamp among those offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionCheckpoint {
+    pub next_offset: i64,
+    pub stream_time: Option<i64>,
+}
 
 /// The settings that decide what a window holds: state and commits made under one set are
 /// meaningless under another (a restored 60 s window emitted as a 300 s one, a lower filter turning

@@ -15,7 +15,6 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod config;
-pub mod encoding;
 pub mod generate;
 #[cfg(feature = "runtime")]
 pub mod ingest;
@@ -33,7 +32,6 @@ pub mod reader;
 pub mod route;
 #[cfg(feature = "runtime")]
 pub mod sink;
-#[cfg(feature = "runtime")]
 pub mod store;
 #[cfg(feature = "runtime")]
 pub mod telemetry;

@@ -36,7 +36,7 @@ use crate::kafka::context::{ConnectionAware, StreamaggContext};
 use crate::kafka::{self, KafkaSetupError};
 use crate::processor::{Checkpointed, Counts, PipelineError, Processor};
 use crate::sink::Sink;
-use crate::store::{self, Recorded, StateStore};
+use crate::store::db::{self, Recorded, StateStore};
 use crate::telemetry::{self, metric, Health};
 
 /// The consumer's context: logging, plus the processor the rebalance callback works on.
@@ -212,7 +212,7 @@ pub fn run(
     }
     let instance = match &settings.instance_id {
         Some(id) => id.clone(),
-        None => store::instance_id(&settings.state_dir)?,
+        None => db::instance_id(&settings.state_dir)?,
     };
     let transactional_id = match settings.guarantee {
         Guarantee::ExactlyOnce => Some(format!("streamagg-{}-{instance}", settings.group)),

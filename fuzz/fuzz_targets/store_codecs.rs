@@ -4,9 +4,10 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use streamagg::encoding::{
+use streamagg::checkpoint::{PartitionCheckpoint, TopicPartition};
+use streamagg::store::layout::{
     decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate, encode_checkpoint,
-    partition_key, window_key, PartitionCheckpoint, TopicPartition,
+    partition_key, window_key,
 };
 use streamagg::window::Aggregate;
 

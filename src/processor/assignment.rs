@@ -21,9 +21,9 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 
 use super::{PartitionState, PipelineError, Processor};
+use crate::checkpoint::TopicPartition;
 use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan};
 use crate::config::Guarantee;
-use crate::encoding::TopicPartition;
 use crate::kafka::{self, Backoff};
 use crate::window::PartitionWindows;
 

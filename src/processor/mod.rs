@@ -44,13 +44,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use crate::checkpoint::{CommitMetadata, Semantics};
+use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
 use crate::config::{Guarantee, RunSettings};
-use crate::encoding::{PartitionCheckpoint, TopicPartition};
 use crate::kafka::KafkaSetupError;
 use crate::producer::{ProduceError, TransactionErrorKind};
 use crate::route::{route, Route};
 use crate::sink::Sink;
-use crate::store::{PartitionUpdate, StateStore, StoreError};
+use crate::store::db::{PartitionUpdate, StateStore, StoreError};
 use crate::telemetry::{metric, Health};
 use crate::window::{ClosedWindow, PartitionWindows};
 

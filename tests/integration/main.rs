@@ -15,6 +15,8 @@
 //!   compare the output, late and DLQ topics with an oracle computed independently (serde_json /
 //!   `apache-avro` decoding, a direct re-statement of the semantics) from the input as it sits in the
 //!   topic — for JSON and Avro, across a SIGTERM restart, and with two instances splitting partitions.
+//!   Processor tests are told as scenarios (`scenario.rs`: topics, dataset, group, instances, wait,
+//!   compare with the oracle); faults are the test's own lines between those steps.
 //!   `faults.rs` holds the harsh ones: ten seeded `kill -9`s under both guarantees, three instances
 //!   joining, leaving, dying and coming back cold, a SIGSTOPped zombie, and a broker restart (which runs
 //!   alone, after the rest, because it restarts the shared broker).

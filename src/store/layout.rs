@@ -3,24 +3,10 @@
 //! takes bytes that may come from another version or a damaged disk and answers `None` rather than
 //! panicking (fuzzed in `fuzz/`).
 
+use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
 use crate::window::Aggregate;
 
 const CHECKPOINT_VERSION: u8 = 1;
-
-/// One input partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    pub topic: String,
-    pub partition: i32,
-}
-
-/// Where a partition's processing stands: everything before `next_offset` is reflected in the stored
-/// windows, and `stream_time` is the largest event timestamp among those offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionCheckpoint {
-    pub next_offset: i64,
-    pub stream_time: Option<i64>,
-}
 
 /// `topic length (u16 BE) ‖ topic ‖ partition (u32 BE)`.
 pub fn partition_key(partition: &TopicPartition) -> Vec<u8> {

@@ -1,14 +1,6 @@
-//! The RocksDB state store: per input partition, the open windows' aggregates and the checkpoint
-//! (next offset, stream time) they correspond to — always written together in one atomic `WriteBatch`.
-//!
-//! Layout (two column families, big-endian keys so byte order is numeric order):
-//! - `windows`: `partition key ‖ window_start (sign-flipped i64) ‖ source` → [`Aggregate`] (40 bytes).
-//!   "All windows of a partition" is one prefix; "windows starting before t" is a range inside it, so
-//!   closed windows are deleted with one range delete.
-//! - `partitions`: `partition key` → [`PartitionCheckpoint`].
-//!
-//! The partition key is `topic length (u16) ‖ topic ‖ partition (u32)`.
-
+//! The RocksDB database of the state store: per input partition, the open windows' aggregates and
+//! the checkpoint they correspond to, always written together in one atomic `WriteBatch`; and the
+//! instance id kept beside them.
 use std::path::Path;
 
 use rocksdb::{
@@ -18,10 +10,11 @@ use rocksdb::{
 
 use smol_str::SmolStr;
 
-use crate::encoding::{
+use super::layout::{
     decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate, encode_checkpoint,
+    partition_key, window_key,
 };
-use crate::encoding::{partition_key, window_key, PartitionCheckpoint, TopicPartition};
+use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
 use crate::window::Aggregate;
 
 const WINDOWS: &str = "windows";
@@ -261,7 +254,7 @@ pub fn instance_id(dir: &Path) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoding::tests::{agg, tp};
+    use crate::store::layout::tests::{agg, tp};
 
     #[test]
     fn a_checkpoint_survives_reopening_and_closed_windows_are_deleted() {

@@ -17,7 +17,6 @@ pub mod codec;
 pub mod config;
 pub mod encoding;
 pub mod generate;
-#[cfg(feature = "runtime")]
 pub mod ingest;
 #[cfg(feature = "runtime")]
 pub mod kafka;

@@ -176,3 +176,31 @@ pub async fn read(
     }
     Ok(Bytes::from(collected))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_holds_at_most_its_share_and_gives_it_back() {
+        let budgets = ClientBudgets::new(100);
+        let (a, b): (IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        );
+        assert!(budgets.take(a, 60));
+        assert!(!budgets.take(a, 41), "over the share");
+        assert!(budgets.take(a, 40), "exactly the share");
+        assert!(budgets.take(b, 100), "another client has its own share");
+        budgets.give_back(a, 100);
+        assert!(budgets.take(a, 100));
+        budgets.give_back(a, 100);
+        budgets.give_back(b, 100);
+        assert!(
+            budgets.held.lock().expect("lock").is_empty(),
+            "no entry left behind"
+        );
+        assert!(!budgets.take(a, 101));
+        assert!(budgets.held.lock().expect("lock").is_empty());
+    }
+}

@@ -16,7 +16,6 @@ pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod generate;
-#[cfg(feature = "runtime")]
 pub mod ingest;
 #[cfg(feature = "runtime")]
 pub mod kafka;

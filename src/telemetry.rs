@@ -1,20 +1,15 @@
 //! Telemetry: the name, kind, unit and help of every metric streamagg exports (defined once, here),
 //! the Prometheus recorder with explicit histogram buckets, the health the poll loop reports, and
-//! the HTTP endpoint that serves `/metrics`, `/healthz` and `/readyz`.
+//! the HTTP endpoint that serves `/metrics`, `/healthz` and `/readyz` ([`server`]).
 //!
 //! Counters of the hot path are plain integers in the processor, published as absolute values once
 //! a second; only rare events (rebalances, stalls, producer errors) and per-window observations
 //! touch the recorder directly.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
@@ -392,138 +387,8 @@ pub fn publish_consumer_lag(statistics: &rdkafka::Statistics) {
     }
 }
 
-/// Serves `/metrics` (when `metrics` is given), `/healthz` and `/readyz` on `addr` from a thread of
-/// its own, for the life of the process. Returns the bound address (`addr` may ask for port 0).
-pub fn serve(
-    addr: SocketAddr,
-    metrics: Option<PrometheusHandle>,
-    health: Arc<Health>,
-) -> Result<SocketAddr, TelemetryError> {
-    let bind_error = |cause: std::io::Error| TelemetryError::Bind {
-        addr,
-        cause: cause.to_string(),
-    };
-    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-    listener.set_nonblocking(true).map_err(bind_error)?;
-    let bound = listener.local_addr().map_err(bind_error)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(bind_error)?;
-    std::thread::Builder::new()
-        .name("telemetry".into())
-        .spawn(move || runtime.block_on(accept_loop(listener, metrics, health)))
-        .map_err(bind_error)?;
-    Ok(bound)
-}
-
-async fn accept_loop(
-    listener: std::net::TcpListener,
-    metrics: Option<PrometheusHandle>,
-    health: Arc<Health>,
-) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(%error, "the telemetry endpoint cannot listen");
-            return;
-        }
-    };
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "accepting a telemetry connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        let health = Arc::clone(&health);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<_>| {
-                let response = respond(request.uri().path(), metrics.as_ref(), &health);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
-}
-
-fn respond(
-    path: &str,
-    metrics: Option<&PrometheusHandle>,
-    health: &Health,
-) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response
-    };
-    let probe = |ok: bool, what: &str| {
-        if ok {
-            text(StatusCode::OK, "ok\n".into())
-        } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, format!("{what}\n"))
-        }
-    };
-    match (path, metrics) {
-        ("/metrics", Some(handle)) => {
-            handle.run_upkeep();
-            let mut response = text(StatusCode::OK, handle.render());
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
-        }
-        ("/healthz", _) => probe(health.is_live(), "the poll loop is stalled"),
-        ("/readyz", _) => probe(
-            health.is_ready(),
-            "not ready: partitions not yet assigned and restored, or the poll loop is stalled",
-        ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz or /readyz\n".into(),
-        ),
-    }
-}
-
-/// A plain HTTP/1.0 GET on `addr`: (status code, body). What `streamagg probe` (the container's
-/// health check) and the tests use; an unspecified address (`0.0.0.0`) means this host.
-pub fn http_get(
-    addr: SocketAddr,
-    path_and_query: &str,
-    timeout: Duration,
-) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:.80}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
+mod server;
+pub use server::{http_get, serve, RateLimitedWarning, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,12 @@
-//! The gateway's pure half: splitting a byte stream into bounded lines, telling a JSON-array body from
-//! an NDJSON one, validating each event with the processor's own rules, building the HTTP answer, and
-//! comparing bearer tokens in constant time. No I/O.
+//! The gateway's pure input half: splitting a byte stream into bounded lines, telling a JSON-array
+//! body from an NDJSON one (both bounded in item size and count), validating each event with the
+//! processor's own rules, and comparing tokens in constant time. No I/O; builds without the
+//! `runtime` feature, so `fuzz/` reaches it.
 
+use serde::de::{Error as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+
+use super::response::truncate_echo;
 
 use crate::codec::{decode, DecodeError, Format};
 use crate::model::TrafficEvent;
@@ -70,10 +74,11 @@ impl From<DecodeError> for Rejection {
     fn from(error: DecodeError) -> Self {
         match error {
             // serde's own wording for an absent field (`serde::de::Error::missing_field`).
+            // serde quotes the offending input: only its beginning is kept (and told the client).
             DecodeError::Json(text) if text.starts_with("missing field") => {
-                Rejection::MissingField(text)
+                Rejection::MissingField(truncate_echo(&text).into_owned())
             }
-            DecodeError::Json(text) => Rejection::InvalidJson(text),
+            DecodeError::Json(text) => Rejection::InvalidJson(truncate_echo(&text).into_owned()),
             DecodeError::Avro(text) => Rejection::InvalidJson(text.to_owned()),
             DecodeError::EmptySource => Rejection::EmptySource,
             DecodeError::NonFiniteValue => Rejection::NonFiniteValue,
@@ -207,6 +212,16 @@ pub struct Item {
     pub event: Result<TrafficEvent, Rejection>,
 }
 
+/// Bytes `items` take in memory: the list, each event's source and each kept rejection text.
+pub fn heap_bytes(items: &[Item]) -> usize {
+    let text = |item: &Item| match &item.event {
+        Ok(event) => event.source.capacity(),
+        Err(Rejection::InvalidJson(text) | Rejection::MissingField(text)) => text.capacity(),
+        Err(_) => 0,
+    };
+    std::mem::size_of_val(items) + items.iter().map(text).sum::<usize>()
+}
+
 /// Why a whole body was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BodyError {
@@ -214,39 +229,116 @@ pub enum BodyError {
     Empty,
     #[error("invalid JSON array: {0}")]
     InvalidArray(String),
+    #[error("more than {limit} events in one request; split it")]
+    TooManyItems { limit: usize },
+}
+
+/// What bounds one body's parse: the longest line or array element (bytes), and the most events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub max_line: usize,
+    pub max_items: usize,
 }
 
 /// Parses a request body: a JSON array of events if its first non-blank byte is `[`, otherwise
-/// NDJSON (one event per line, blank lines skipped, lines of at most `max_line` bytes).
-pub fn parse_body(body: &[u8], max_line: usize) -> Result<Vec<Item>, BodyError> {
-    let items = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => Vec::new(),
-        Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(body)
-            .map_err(|e| BodyError::InvalidArray(e.to_string()))?
-            .into_iter()
-            .zip(1..)
-            .map(|(raw, number)| Item {
-                number,
-                event: validate_line(raw.get().as_bytes()),
-            })
-            .collect(),
+/// NDJSON (one event per line, blank lines skipped). A line or element longer than `max_line` is
+/// refused on its own; more than `max_items` events refuse the whole body, found before more are
+/// parsed.
+pub fn parse_body(body: &[u8], limits: BodyLimits) -> Result<Vec<Item>, BodyError> {
+    let mut items = Vec::new();
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {}
+        Some(b'[') => {
+            let mut over = false;
+            let mut each = |raw: &RawValue| {
+                if items.len() == limits.max_items {
+                    over = true;
+                    return false;
+                }
+                let number = items.len() as u64 + 1;
+                let text = raw.get().as_bytes();
+                let event = if text.len() > limits.max_line {
+                    Err(Rejection::LineTooLong {
+                        limit: limits.max_line,
+                    })
+                } else {
+                    validate_line(text)
+                };
+                items.push(Item { number, event });
+                true
+            };
+            let parsed = for_each_element(body, &mut each);
+            if over {
+                return Err(BodyError::TooManyItems {
+                    limit: limits.max_items,
+                });
+            }
+            parsed
+                .map_err(|e| BodyError::InvalidArray(truncate_echo(&e.to_string()).into_owned()))?;
+        }
         Some(_) => {
-            let mut items = Vec::new();
-            let mut splitter = LineSplitter::new(max_line);
+            let mut splitter = LineSplitter::new(limits.max_line);
             let mut rest = body;
             while !rest.is_empty() {
                 let (taken, frame) = splitter.feed(rest);
-                items.extend(frame.and_then(|f| item(f, max_line)));
                 rest = &rest[taken..];
+                push_item(
+                    &mut items,
+                    frame.and_then(|f| item(f, limits.max_line)),
+                    limits,
+                )?;
             }
-            items.extend(splitter.finish().and_then(|f| item(f, max_line)));
-            items
+            let last = splitter.finish().and_then(|f| item(f, limits.max_line));
+            push_item(&mut items, last, limits)?;
         }
-    };
+    }
     if items.is_empty() {
         return Err(BodyError::Empty);
     }
     Ok(items)
+}
+
+/// Appends `item` (if any) unless `items` already holds `limits.max_items`.
+fn push_item(
+    items: &mut Vec<Item>,
+    item: Option<Item>,
+    limits: BodyLimits,
+) -> Result<(), BodyError> {
+    if let Some(item) = item {
+        if items.len() == limits.max_items {
+            return Err(BodyError::TooManyItems {
+                limit: limits.max_items,
+            });
+        }
+        items.push(item);
+    }
+    Ok(())
+}
+
+/// Calls `each` on every element of the JSON array `body` in order, without collecting them,
+/// until it returns `false` (then stops early with an error); fails if `body` is not one array.
+fn for_each_element(
+    body: &[u8],
+    each: &mut dyn FnMut(&RawValue) -> bool,
+) -> Result<(), serde_json::Error> {
+    struct Elements<'f>(&'f mut dyn FnMut(&RawValue) -> bool);
+    impl<'de> Visitor<'de> for Elements<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of events")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+                if !(self.0)(raw) {
+                    return Err(A::Error::custom("stopped"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde::Deserializer::deserialize_seq(&mut deserializer, Elements(each))?;
+    deserializer.end()
 }
 
 /// The item a frame of a splitter with limit `max_line` makes: `None` for a blank line.
@@ -262,35 +354,6 @@ pub fn item(frame: Frame<'_>, max_line: usize) -> Option<Item> {
             event: Err(Rejection::LineTooLong { limit: max_line }),
         }),
     }
-}
-
-/// The JSON body of an answer to `POST /v1/events` whose accepted events were all delivered:
-/// status 200 if nothing was refused, 400 with the refused items otherwise.
-pub fn events_response(accepted: usize, rejected: &[(u64, Rejection)]) -> (u16, String) {
-    let status = if rejected.is_empty() { 200 } else { 400 };
-    let errors: Vec<serde_json::Value> = rejected
-        .iter()
-        .map(|(item, reason)| serde_json::json!({"item": item, "reason": reason.to_string()}))
-        .collect();
-    let mut body = serde_json::json!({"accepted": accepted, "rejected": rejected.len()});
-    if !errors.is_empty() {
-        body["errors"] = serde_json::Value::Array(errors);
-    }
-    (status, format!("{body}\n"))
-}
-
-/// A JSON error body: `{"error": "..."}` plus any extra fields.
-pub fn error_body(error: &str, extra: &[(&str, u64)]) -> String {
-    let mut body = serde_json::json!({ "error": error });
-    for (key, value) in extra {
-        body[*key] = serde_json::Value::from(*value);
-    }
-    format!("{body}\n")
-}
-
-/// The line a TCP client gets for a refused line.
-pub fn tcp_rejection(number: u64, reason: &Rejection) -> String {
-    format!("rejected line {number}: {reason}\n")
 }
 
 /// Whether two byte strings are equal, taking the same time wherever they differ (the time depends
@@ -314,6 +377,16 @@ pub fn bearer_matches(header: Option<&[u8]>, token: &[u8]) -> bool {
         return false;
     };
     scheme.eq_ignore_ascii_case(b"bearer ") && constant_time_eq(credentials.trim_ascii(), token)
+}
+
+/// Whether a TCP connection's first line authenticates it: `AUTH <token>` (surrounding blanks
+/// ignored), compared in constant time.
+pub fn tcp_auth_matches(line: &[u8], token: &[u8]) -> bool {
+    let line = line.trim_ascii();
+    let Some((word, credentials)) = line.split_at_checked(5) else {
+        return false;
+    };
+    word == b"AUTH " && constant_time_eq(credentials.trim_ascii(), token)
 }
 
 #[cfg(test)]

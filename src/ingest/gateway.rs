@@ -2,7 +2,24 @@
 //! [`Pending`], the in-flight byte budget every event holds until its report, and the counts
 //! published once a second.
 
-use super::*;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::body::ClientBudgets;
+use super::frame;
+use super::settings::Limits;
+use crate::codec::Format;
+use crate::config::cluster::Secret;
+use crate::kafka::context::{ConnectionAware, StreamaggContext};
+use crate::telemetry::metric;
 
 /// Bookkeeping bytes counted per event on top of its payload against the in-flight budget.
 pub(super) const EVENT_OVERHEAD_BYTES: usize = 64;
@@ -93,7 +110,7 @@ pub struct Pending {
     /// Released (dropped) when the delivery report arrives.
     pub(super) _budget: OwnedSemaphorePermit,
     /// The HTTP request waiting for this event.
-    pub(super) ack: Option<oneshot::Sender<Result<(), String>>>,
+    pub(super) ack: Option<oneshot::Sender<Result<(), DeliveryFailure>>>,
     /// Set on a sample of TCP events: their delivery latency is recorded.
     pub(super) sent_at: Option<Instant>,
 }
@@ -157,7 +174,7 @@ impl ProducerContext for GatewayContext {
             }
             Err((error, _)) => {
                 self.stats.failed[p].fetch_add(1, Ordering::Relaxed);
-                Err(error.to_string())
+                Err(DeliveryFailure::from(error))
             }
         };
         if let Some(sent_at) = pending.sent_at {
@@ -168,6 +185,46 @@ impl ProducerContext for GatewayContext {
             let _ = ack.send(outcome);
         }
     }
+}
+
+/// Why Kafka did not take an event, and whether trying again could help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DeliveryFailure {
+    pub(super) text: String,
+    /// The event itself is refused (too large for the topic, malformed): a retry fails the same way.
+    pub(super) permanent: bool,
+}
+
+impl DeliveryFailure {
+    pub(super) fn transient(text: impl Into<String>) -> Self {
+        DeliveryFailure {
+            text: text.into(),
+            permanent: false,
+        }
+    }
+}
+
+impl From<&KafkaError> for DeliveryFailure {
+    fn from(error: &KafkaError) -> Self {
+        DeliveryFailure {
+            text: error.to_string(),
+            permanent: is_permanent(error),
+        }
+    }
+}
+
+/// Whether Kafka refuses this very record, so that sending it again cannot succeed.
+pub(super) fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::BadMessage
+        )
+    )
 }
 
 /// Why an event could not be handed to the producer.
@@ -187,6 +244,8 @@ pub struct Gateway {
     pub(super) token: Option<Secret>,
     pub(super) in_flight: Arc<Semaphore>,
     pub(super) bodies: Arc<Semaphore>,
+    /// Body bytes each client address holds (bounded per client).
+    pub(super) clients: Arc<ClientBudgets>,
     pub(super) stats: Arc<Stats>,
     /// Every TCP event whose number is a multiple of this has its delivery latency recorded.
     pub(super) tcp_latency_sample: u64,
@@ -217,7 +276,7 @@ impl Gateway {
         payload: &[u8],
         protocol: Protocol,
         budget: OwnedSemaphorePermit,
-        ack: Option<oneshot::Sender<Result<(), String>>>,
+        ack: Option<oneshot::Sender<Result<(), DeliveryFailure>>>,
     ) -> Result<(), EnqueueError> {
         let sent_at = match protocol {
             Protocol::Http => None,

@@ -3,26 +3,37 @@
 //! The answer waits for Kafka: `200 {"accepted":N,"rejected":0}` once every event is acknowledged;
 //! `400` with `errors: [{"item", "reason"}]` when some items were refused (the valid ones were still
 //! delivered and acknowledged first, and `accepted` counts them); `401` without the bearer token;
-//! `413` for a body over the limit; `408` for a body not received within the read timeout; `503`
-//! with `Retry-After` when the budgets are full or Kafka is unavailable or did not acknowledge in
-//! time — then some of the request's events may have been delivered, so a retry can duplicate them
-//! (at-least-once).
+//! `413` for a body over the size or event-count limit; `408` for a body not received within the
+//! read timeout; `400` also for events Kafka refuses for good (e.g. too large for the topic: a retry
+//! cannot help); `503` with `Retry-After` when the budgets are full or Kafka is unavailable or did not
+//! acknowledge in time — then some of the request's events may have been delivered, so a retry can
+//! duplicate them (at-least-once). Every answer says `X-Content-Type-Options: nosniff`.
+//!
+//! A request goes through [`post_events`] in four steps, each a function: [`authorize`], [`receive`]
+//! (the body, under the memory budgets of [`super::body`]), [`encode`], [`send_and_await`].
 
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::frame::{self, bearer_matches, error_body, events_response};
+use super::body::{self, BodyBudget, BodyReadError, NoRoom};
+use super::frame::{self, bearer_matches, BodyError, BodyLimits, Item};
+use super::gateway::{is_permanent, DeliveryFailure};
+use super::response::{error_body, events_response, Refusals};
 use super::{EnqueueError, Gateway, Protocol};
-use crate::codec::encode;
 use crate::telemetry::metric;
 
 const PROTOCOL: Protocol = Protocol::Http;
@@ -50,6 +61,7 @@ pub(super) async fn serve(
         );
         format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             x-content-type-options: nosniff\r\n\
              retry-after: {RETRY_AFTER_SATURATED}\r\ncontent-length: {}\r\n\
              connection: close\r\n\r\n{body}",
             body.len()
@@ -58,10 +70,13 @@ pub(super) async fn serve(
     };
     let serve_one = |stream: TcpStream, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>| async move {
         let _ = stream.set_nodelay(true);
+        let client = stream
+            .peer_addr()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let service_gateway = Arc::clone(&gateway);
         let service = hyper::service::service_fn(move |request| {
             let gateway = Arc::clone(&service_gateway);
-            async move { Ok::<_, Infallible>(handle(request, &gateway).await) }
+            async move { Ok::<_, Infallible>(handle(request, &gateway, client).await) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         // Also bounds idle keep-alive connections: the timer runs while waiting for a head.
@@ -84,12 +99,17 @@ pub(super) async fn serve(
             let _ = connection.await;
         }
     };
-    super::accept_connections(listener, gateway, PROTOCOL, stop, alive, refusal, serve_one).await;
+    super::server::accept_connections(listener, gateway, PROTOCOL, stop, alive, refusal, serve_one)
+        .await;
 }
 
-async fn handle(request: Request<Incoming>, gateway: &Gateway) -> Response<Full<Bytes>> {
+async fn handle(
+    request: Request<Incoming>,
+    gateway: &Gateway,
+    client: IpAddr,
+) -> Response<Full<Bytes>> {
     let response = match (request.method(), request.uri().path()) {
-        (&Method::POST, "/v1/events") => post_events(request, gateway).await,
+        (&Method::POST, "/v1/events") => post_events(request, gateway, client).await,
         (_, "/v1/events") => {
             let mut response = json(StatusCode::METHOD_NOT_ALLOWED, error_body("use POST", &[]));
             response
@@ -109,9 +129,9 @@ async fn handle(request: Request<Incoming>, gateway: &Gateway) -> Response<Full<
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 
@@ -123,115 +143,196 @@ fn unavailable(retry_after: &'static str, body: String) -> Response<Full<Bytes>>
     response
 }
 
-async fn post_events(request: Request<Incoming>, gateway: &Gateway) -> Response<Full<Bytes>> {
-    let limits = &gateway.limits;
-    if let Some(token) = &gateway.token {
-        let header = request
-            .headers()
-            .get(AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        if !bearer_matches(header, token.expose().as_bytes()) {
-            let mut response = json(
-                StatusCode::UNAUTHORIZED,
-                error_body("missing or wrong bearer token", &[]),
-            );
-            response
-                .headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-            return response;
-        }
+/// `POST /v1/events`: authorize, receive the body, encode its valid events, send them and wait for
+/// Kafka; the memory budget of the request is held until the answer is built.
+async fn post_events(
+    request: Request<Incoming>,
+    gateway: &Gateway,
+    client: IpAddr,
+) -> Response<Full<Bytes>> {
+    if let Some(refused) = authorize(&request, gateway) {
+        return refused;
     }
-    let too_large = || {
-        json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            error_body(
-                &format!("body larger than {} bytes", limits.max_body_bytes),
-                &[],
-            ),
-        )
+    let (body, mut budget) = match receive(request, gateway, client).await {
+        Ok(received) => received,
+        Err(refused) => return refused,
     };
+    let limits = BodyLimits {
+        max_line: gateway.limits.max_line_bytes,
+        max_items: gateway.limits.max_items_per_request,
+    };
+    let items = match frame::parse_body(&body, limits) {
+        Ok(items) => items,
+        Err(error @ BodyError::TooManyItems { .. }) => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                error_body(&error.to_string(), &[]),
+            )
+        }
+        Err(error) => return json(StatusCode::BAD_REQUEST, error_body(&error.to_string(), &[])),
+    };
+    let deadline = tokio::time::Instant::now() + gateway.limits.queue_wait;
+    if let Err(no_room) = budget
+        .grow_shared(gateway, frame::heap_bytes(&items), deadline)
+        .await
+    {
+        return saturated(no_room);
+    }
+    let encoded = encode(items, gateway);
+    drop(body);
+    if let Err(no_room) = budget
+        .grow_shared(gateway, encoded.heap_bytes(), deadline)
+        .await
+    {
+        return saturated(no_room);
+    }
+    if encoded.events.is_empty() {
+        let (_, body) = events_response(0, &encoded.refused);
+        return json(StatusCode::BAD_REQUEST, body);
+    }
+    let response = send_and_await(encoded, gateway).await;
+    drop(budget);
+    response
+}
+
+/// The `401` answer, unless the request carries the bearer token (or none is set).
+fn authorize(request: &Request<Incoming>, gateway: &Gateway) -> Option<Response<Full<Bytes>>> {
+    let token = gateway.token.as_ref()?;
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if bearer_matches(header, token.expose().as_bytes()) {
+        return None;
+    }
+    let mut response = json(
+        StatusCode::UNAUTHORIZED,
+        error_body("missing or wrong bearer token", &[]),
+    );
+    response
+        .headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    Some(response)
+}
+
+/// The whole body, read within the read timeout under the request's memory budget (returned, to be
+/// held until the answer is built); `Err` with the answer if it is too large, too slow, or finds no
+/// room, or if Kafka is known to be unavailable.
+async fn receive(
+    request: Request<Incoming>,
+    gateway: &Gateway,
+    client: IpAddr,
+) -> Result<(Bytes, BodyBudget), Response<Full<Bytes>>> {
+    let limits = &gateway.limits;
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
-        return too_large();
+        return Err(too_large(gateway));
     }
     if gateway.unavailable() {
-        return unavailable(
+        return Err(unavailable(
             RETRY_AFTER_UNAVAILABLE,
             error_body("Kafka is unavailable", &[]),
-        );
+        ));
     }
+    let mut budget = BodyBudget::new(gateway, client);
+    let deadline = tokio::time::Instant::now() + limits.read_timeout;
+    match body::read(request.into_body(), gateway, &mut budget, deadline).await {
+        Ok(body) => Ok((body, budget)),
+        Err(BodyReadError::TooLarge) => Err(too_large(gateway)),
+        Err(BodyReadError::Timeout) => Err(json(
+            StatusCode::REQUEST_TIMEOUT,
+            error_body("body not received within the read timeout", &[]),
+        )),
+        Err(BodyReadError::NoRoom(no_room)) => Err(saturated(no_room)),
+        Err(BodyReadError::Read(error)) => Err(json(
+            StatusCode::BAD_REQUEST,
+            error_body(&format!("cannot read the body: {error}"), &[]),
+        )),
+    }
+}
 
-    // Room for the body in memory first, then read it (bounded in size and time).
-    let reserve = declared
-        .map_or(limits.max_body_bytes, |len| len as usize)
-        .max(1);
-    let Ok(Ok(body_budget)) = tokio::time::timeout(
-        limits.queue_wait,
-        Arc::clone(&gateway.bodies).acquire_many_owned(reserve as u32),
+fn too_large(gateway: &Gateway) -> Response<Full<Bytes>> {
+    let limit = gateway.limits.max_body_bytes;
+    json(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        error_body(&format!("body larger than {limit} bytes"), &[]),
     )
-    .await
-    else {
-        return unavailable(
-            RETRY_AFTER_SATURATED,
-            error_body("too many request bodies in memory", &[]),
-        );
-    };
-    let body = Limited::new(request.into_body(), limits.max_body_bytes);
-    let body = match tokio::time::timeout(limits.read_timeout, body.collect()).await {
-        Err(_) => {
-            return json(
-                StatusCode::REQUEST_TIMEOUT,
-                error_body("body not received within the read timeout", &[]),
-            )
-        }
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-        Ok(Err(error)) => {
-            return json(
-                StatusCode::BAD_REQUEST,
-                error_body(&format!("cannot read the body: {error}"), &[]),
-            )
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
-    let items = match frame::parse_body(&body, limits.max_line_bytes) {
-        Ok(items) => items,
-        Err(error) => return json(StatusCode::BAD_REQUEST, error_body(&error.to_string(), &[])),
-    };
+}
 
-    // Encode the valid events into one buffer; the body can go.
-    let mut payloads = Vec::with_capacity(body.len());
-    let mut accepted = Vec::with_capacity(items.len());
-    let mut rejected = Vec::new();
+fn saturated(no_room: NoRoom) -> Response<Full<Bytes>> {
+    let reason = match no_room {
+        NoRoom::Client => "this client has too many request bodies in memory",
+        NoRoom::Shared => "too many request bodies in memory",
+    };
+    unavailable(RETRY_AFTER_SATURATED, error_body(reason, &[]))
+}
+
+/// A request's valid events encoded one after another in one buffer, and what was refused.
+struct Encoded {
+    payloads: Vec<u8>,
+    /// (item number, key, range of `payloads`) per valid event.
+    events: Vec<(u64, String, Range<usize>)>,
+    refused: Refusals,
+}
+
+impl Encoded {
+    fn heap_bytes(&self) -> usize {
+        self.payloads.capacity()
+            + self.events.capacity() * std::mem::size_of::<(u64, String, Range<usize>)>()
+            + self.refused.heap_bytes()
+    }
+}
+
+/// Encodes the valid items in the topic's format; counts and keeps (the first of) the refused ones.
+fn encode(items: Vec<Item>, gateway: &Gateway) -> Encoded {
+    let mut encoded = Encoded {
+        payloads: Vec::new(),
+        events: Vec::with_capacity(items.iter().filter(|i| i.event.is_ok()).count()),
+        refused: Refusals::default(),
+    };
     for item in items {
         match item.event {
             Ok(event) => {
-                let start = payloads.len();
-                encode(&event, gateway.format, &mut payloads);
-                accepted.push((event.source, start..payloads.len()));
+                let start = encoded.payloads.len();
+                crate::codec::encode(&event, gateway.format, &mut encoded.payloads);
+                let range = start..encoded.payloads.len();
+                encoded.events.push((item.number, event.source, range));
             }
             Err(reason) => {
                 gateway.stats.rejected(PROTOCOL, &reason);
-                rejected.push((item.number, reason));
+                encoded.refused.push(item.number, &reason);
             }
         }
     }
-    drop(body);
-    drop(body_budget);
-    if accepted.is_empty() {
-        let (_, body) = events_response(0, &rejected);
-        return json(StatusCode::BAD_REQUEST, body);
-    }
+    encoded
+}
 
-    let cost: u64 = accepted
+/// What became of a request's events once handed to the producer.
+#[derive(Default)]
+struct Acks {
+    delivered: u64,
+    /// Why the rest could not be handed to the producer (it stopped at the first).
+    not_sent: Option<String>,
+    /// Events not acknowledged for a reason that may pass, and the first reason.
+    transient: u64,
+    first_transient: Option<String>,
+}
+
+/// Hands the events to the producer under the in-flight budget, waits for every delivery report,
+/// and builds the answer: events Kafka refuses for good are refused items (`400`); anything a
+/// retry may cure is a `503` with `Retry-After`.
+async fn send_and_await(mut encoded: Encoded, gateway: &Gateway) -> Response<Full<Bytes>> {
+    let cost: u64 = encoded
+        .events
         .iter()
-        .map(|(_, range)| u64::from(Gateway::cost(range.len())))
+        .map(|(_, _, range)| u64::from(Gateway::cost(range.len())))
         .sum();
     let Ok(Ok(mut budget)) = tokio::time::timeout(
-        limits.queue_wait,
+        gateway.limits.queue_wait,
         Arc::clone(&gateway.in_flight).acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX)),
     )
     .await
@@ -242,85 +343,90 @@ async fn post_events(request: Request<Incoming>, gateway: &Gateway) -> Response<
         );
     };
     let started = Instant::now();
-    let total = accepted.len() as u64;
-    let mut acks = Vec::with_capacity(accepted.len());
-    let mut not_sent: Option<String> = None;
-    for (source, range) in &accepted {
+    let total = encoded.events.len() as u64;
+    let mut acks = Acks::default();
+    let mut waiting = Vec::with_capacity(encoded.events.len());
+    for (number, source, range) in &encoded.events {
         let Some(share) = budget.split(Gateway::cost(range.len()) as usize) else {
-            not_sent = Some("internal error: in-flight budget miscounted".into());
+            acks.not_sent = Some("internal error: in-flight budget miscounted".into());
             break;
         };
         let (tx, rx) = oneshot::channel();
-        match gateway.enqueue(
-            source.as_bytes(),
-            &payloads[range.clone()],
-            PROTOCOL,
-            share,
-            Some(tx),
-        ) {
-            Ok(()) => acks.push(rx),
+        let payload = &encoded.payloads[range.clone()];
+        match gateway.enqueue(source.as_bytes(), payload, PROTOCOL, share, Some(tx)) {
+            Ok(()) => waiting.push((*number, rx)),
             Err(EnqueueError::QueueFull) => {
-                not_sent = Some("the producer queue is full".into());
+                acks.not_sent = Some("the producer queue is full".into());
                 break;
+            }
+            Err(EnqueueError::Other(error)) if is_permanent(&error) => {
+                encoded
+                    .refused
+                    .push(*number, &format!("Kafka refuses the event: {error}"));
             }
             Err(EnqueueError::Other(error)) => {
-                not_sent = Some(format!("cannot produce: {error}"));
+                acks.not_sent = Some(format!("cannot produce: {error}"));
                 break;
             }
         }
     }
-    drop(payloads);
-
-    // librdkafka reports every event by `delivery_timeout`; the margin only guards against a bug.
-    let deadline = tokio::time::Instant::now() + gateway.delivery_timeout + Duration::from_secs(5);
-    let (mut delivered, mut failed) = (0_u64, 0_u64);
-    let mut first_error = None;
-    for ack in acks {
-        match tokio::time::timeout_at(deadline, ack).await {
-            Ok(Ok(Ok(()))) => delivered += 1,
-            Ok(Ok(Err(error))) => {
-                failed += 1;
-                first_error.get_or_insert(error);
-            }
-            Ok(Err(_)) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| "the delivery report was lost".to_owned());
-            }
-            Err(_) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| "no delivery report in time".to_owned());
-            }
-        }
-    }
-    tracing::debug!(total, delivered, failed, ?not_sent, ?first_error, elapsed = ?started.elapsed(), "request acknowledged");
+    drop(encoded.payloads);
+    await_acks(waiting, gateway, &mut acks, &mut encoded.refused).await;
+    tracing::debug!(total, acks.delivered, acks.transient, ?acks.not_sent, elapsed = ?started.elapsed(), "request acknowledged");
     metrics::histogram!(metric::INGEST_ACK_LATENCY_SECONDS, "protocol" => PROTOCOL.label())
         .record(started.elapsed().as_secs_f64());
+    answer(total, acks, &encoded.refused)
+}
 
-    if let Some(reason) = not_sent {
-        let body = error_body(
-            &reason,
-            &[
-                ("delivered", delivered),
-                ("not_delivered", total - delivered),
-            ],
-        );
-        return unavailable(RETRY_AFTER_SATURATED, body);
+/// Waits (at most the delivery timeout plus a margin) for each delivery report.
+async fn await_acks(
+    waiting: Vec<(u64, oneshot::Receiver<Result<(), DeliveryFailure>>)>,
+    gateway: &Gateway,
+    acks: &mut Acks,
+    refused: &mut Refusals,
+) {
+    // librdkafka reports every event by `delivery_timeout`; the margin only guards against a bug.
+    let deadline = tokio::time::Instant::now() + gateway.delivery_timeout + Duration::from_secs(5);
+    for (number, ack) in waiting {
+        let failure = match tokio::time::timeout_at(deadline, ack).await {
+            Ok(Ok(Ok(()))) => {
+                acks.delivered += 1;
+                continue;
+            }
+            Ok(Ok(Err(failure))) => failure,
+            Ok(Err(_)) => DeliveryFailure::transient("the delivery report was lost"),
+            Err(_) => DeliveryFailure::transient("no delivery report in time"),
+        };
+        if failure.permanent {
+            refused.push(
+                number,
+                &format!("Kafka refuses the event: {}", failure.text),
+            );
+        } else {
+            acks.transient += 1;
+            acks.first_transient.get_or_insert(failure.text);
+        }
     }
-    if failed > 0 {
+}
+
+/// The answer once every report is in: `503` if anything may succeed on a retry, else `200`/`400`.
+fn answer(total: u64, acks: Acks, refused: &Refusals) -> Response<Full<Bytes>> {
+    let counts = [
+        ("delivered", acks.delivered),
+        ("not_delivered", total - acks.delivered),
+    ];
+    if let Some(reason) = acks.not_sent {
+        return unavailable(RETRY_AFTER_SATURATED, error_body(&reason, &counts));
+    }
+    if acks.transient > 0 {
         let reason = format!(
-            "Kafka did not acknowledge {failed} of {total} events: {}",
-            first_error.unwrap_or_default()
+            "Kafka did not acknowledge {} of {total} events: {}",
+            acks.transient,
+            acks.first_transient.unwrap_or_default()
         );
-        let body = error_body(
-            &reason,
-            &[
-                ("delivered", delivered),
-                ("not_delivered", total - delivered),
-            ],
-        );
-        return unavailable(RETRY_AFTER_UNAVAILABLE, body);
+        return unavailable(RETRY_AFTER_UNAVAILABLE, error_body(&reason, &counts));
     }
-    let (status, body) = events_response(delivered as usize, &rejected);
+    let (status, body) = events_response(acks.delivered, refused);
     json(
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         body,

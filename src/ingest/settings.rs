@@ -23,6 +23,14 @@ pub struct Limits {
     /// Largest HTTP body in bytes; larger ones get `413`.
     #[arg(long, env = "STREAMAGG_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most events (lines or array elements) in one HTTP request; a body with more gets `413`
+    /// before any is sent.
+    #[arg(
+        long,
+        env = "STREAMAGG_MAX_ITEMS_PER_REQUEST",
+        default_value_t = 10_000
+    )]
+    pub max_items_per_request: usize,
     /// Open connections per listener; more are refused with one line (TCP) or a `503` (HTTP).
     #[arg(long, env = "STREAMAGG_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
@@ -34,12 +42,24 @@ pub struct Limits {
     /// spent, TCP is not read and HTTP answers 503.
     #[arg(long, env = "STREAMAGG_MAX_IN_FLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_in_flight_bytes: usize,
-    /// Bytes of HTTP bodies held in memory at once.
+    /// Bytes of HTTP bodies (and the events parsed from them) held in memory at once, reserved as
+    /// the bytes arrive.
     #[arg(long, env = "STREAMAGG_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_buffered_body_bytes: usize,
+    /// Of those, the most one client address may hold (capped at --max-buffered-body-bytes).
+    #[arg(long, env = "STREAMAGG_MAX_BUFFERED_BODY_BYTES_PER_CLIENT", default_value_t = 16 * 1024 * 1024)]
+    pub max_buffered_body_bytes_per_client: usize,
     /// How long an HTTP request waits for room in those budgets before a 503.
     #[arg(long, env = "STREAMAGG_QUEUE_WAIT", default_value = "1s", value_parser = crate::config::duration::parse)]
     pub queue_wait: Duration,
+}
+
+impl Limits {
+    /// The body bytes one client address may hold.
+    pub fn per_client_body_bytes(&self) -> usize {
+        self.max_buffered_body_bytes_per_client
+            .min(self.max_buffered_body_bytes)
+    }
 }
 
 /// `streamagg ingest`, validated.
@@ -57,7 +77,8 @@ pub struct IngestSettings {
     pub delivery_timeout: Duration,
     /// On SIGTERM, how long in-flight requests and deliveries may take before the gateway exits anyway.
     pub shutdown_timeout: Duration,
-    /// Bearer token `POST /v1/events` requires, if any.
+    /// Token clients must present, if any: `Authorization: Bearer <token>` on HTTP, a first line
+    /// `AUTH <token>` on TCP.
     pub http_token: Option<Secret>,
     /// librdkafka producer properties, applied over the defaults.
     pub producer_properties: BTreeMap<String, String>,
@@ -92,8 +113,9 @@ pub struct IngestOptions {
     /// On SIGTERM, how long open requests and deliveries may take before exiting anyway.
     #[arg(long, env = "STREAMAGG_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = crate::config::duration::parse)]
     pub shutdown_timeout: Duration,
-    /// File holding the bearer token `POST /v1/events` requires (none: no authentication).
-    #[arg(long, env = "STREAMAGG_HTTP_TOKEN_FILE")]
+    /// File holding the token clients must present: `Authorization: Bearer <token>` on HTTP, a
+    /// first line `AUTH <token>` on TCP (none: no authentication).
+    #[arg(long, visible_alias = "token-file", env = "STREAMAGG_HTTP_TOKEN_FILE")]
     pub http_token_file: Option<std::path::PathBuf>,
     /// The token itself, read from `http_token_file` at the binary's edge; never a flag.
     #[arg(skip)]
@@ -134,6 +156,7 @@ impl TryFrom<IngestOptions> for IngestSettings {
             ("max_line_bytes", limits.max_line_bytes),
             ("max_body_bytes", limits.max_body_bytes),
             ("max_connections", limits.max_connections),
+            ("max_items_per_request", limits.max_items_per_request),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
@@ -150,6 +173,12 @@ impl TryFrom<IngestOptions> for IngestSettings {
         if limits.max_buffered_body_bytes < limits.max_body_bytes {
             return Err(invalid(
                 "max_buffered_body_bytes",
+                "must be at least max_body_bytes".into(),
+            ));
+        }
+        if limits.max_buffered_body_bytes_per_client < limits.max_body_bytes {
+            return Err(invalid(
+                "max_buffered_body_bytes_per_client",
                 "must be at least max_body_bytes".into(),
             ));
         }
@@ -291,6 +320,16 @@ mod tests {
                 "budget below bodies",
                 |o| o.limits.max_in_flight_bytes = 1 << 20,
                 "'max_in_flight_bytes'",
+            ),
+            (
+                "zero items",
+                |o| o.limits.max_items_per_request = 0,
+                "'max_items_per_request'",
+            ),
+            (
+                "client share below a body",
+                |o| o.limits.max_buffered_body_bytes_per_client = 1,
+                "'max_buffered_body_bytes_per_client'",
             ),
             (
                 "zero timeout",

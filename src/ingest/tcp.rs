@@ -5,6 +5,9 @@
 //! within the read timeout, shutdown). Accepted lines get no answer: TCP has no acknowledgement, and
 //! an event accepted but not yet delivered is lost if the gateway dies (at-most-once). When the
 //! in-flight budget is spent, the connection is simply not read until there is room again.
+//!
+//! When a token is configured, the first line must be `AUTH <token>`; anything else is answered
+//! `error: authentication required…` and the connection is closed before any event is read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::frame::{self, Frame, LineSplitter};
+use super::frame::{self, tcp_auth_matches, Frame, LineSplitter};
+use super::response::tcp_rejection;
 use super::{EnqueueError, Gateway, Protocol};
 use crate::codec::encode;
 
@@ -40,7 +44,8 @@ pub(super) async fn serve(
             tracing::debug!(%error, "TCP connection ended with an error");
         }
     };
-    super::accept_connections(listener, gateway, PROTOCOL, stop, alive, refusal, serve_one).await;
+    super::server::accept_connections(listener, gateway, PROTOCOL, stop, alive, refusal, serve_one)
+        .await;
 }
 
 /// Writes `message` (at most for a second) and closes the connection.
@@ -60,7 +65,12 @@ enum Step {
         source: String,
     },
     Answer(String),
+    /// Say this and close the connection.
+    Close(&'static str),
 }
+
+const AUTHENTICATION_REQUIRED: &str =
+    "error: authentication required: the first line must be `AUTH <token>`\n";
 
 async fn connection(
     stream: TcpStream,
@@ -74,6 +84,7 @@ async fn connection(
     let mut splitter = LineSplitter::new(limits.max_line_bytes);
     let mut payload = Vec::with_capacity(256);
     let mut deadline = Instant::now() + limits.read_timeout;
+    let mut authenticated = gateway.token.is_none();
     loop {
         if *stop.borrow() {
             say(
@@ -101,20 +112,27 @@ async fn connection(
             Ok(Err(error)) => return Err(error),
             Ok(Ok([])) => {
                 let frame = splitter.finish();
-                (
-                    frame.map_or(Step::Nothing, |f| classify(f, gateway, &mut payload)),
-                    true,
-                )
+                let step = frame.map_or(Step::Nothing, |f| {
+                    next_step(f, gateway, &mut authenticated, &mut payload)
+                });
+                (step, true)
             }
             Ok(Ok(buffered)) => {
                 let (used, frame) = splitter.feed(buffered);
-                let step = frame.map_or(Step::Nothing, |f| classify(f, gateway, &mut payload));
+                let step = frame.map_or(Step::Nothing, |f| {
+                    next_step(f, gateway, &mut authenticated, &mut payload)
+                });
                 reader.consume(used);
                 (step, false)
             }
         };
         match step {
             Step::Nothing => {}
+            Step::Close(line) => {
+                say(&mut write, line, Duration::from_secs(1)).await;
+                let _ = write.shutdown().await;
+                return Ok(());
+            }
             Step::Answer(line) => {
                 deadline = Instant::now() + limits.read_timeout;
                 if !say(&mut write, &line, limits.read_timeout).await {
@@ -136,6 +154,28 @@ async fn connection(
     }
 }
 
+/// What a frame asks for: until the connection is `authenticated`, the frame must be the `AUTH`
+/// line; after that it is an event.
+fn next_step(
+    frame: Frame<'_>,
+    gateway: &Gateway,
+    authenticated: &mut bool,
+    payload: &mut Vec<u8>,
+) -> Step {
+    if *authenticated {
+        return classify(frame, gateway, payload);
+    }
+    let token = gateway.token.as_ref().map(|t| t.expose().as_bytes());
+    match (frame, token) {
+        (Frame::Line { bytes, .. }, Some(token)) if tcp_auth_matches(bytes, token) => {
+            *authenticated = true;
+            Step::Nothing
+        }
+        (Frame::Line { bytes, .. }, _) if frame::is_blank(bytes) => Step::Nothing,
+        _ => Step::Close(AUTHENTICATION_REQUIRED),
+    }
+}
+
 /// Validates a frame: a valid event is encoded into `payload`.
 fn classify(frame: Frame<'_>, gateway: &Gateway, payload: &mut Vec<u8>) -> Step {
     let Some(item) = frame::item(frame, gateway.limits.max_line_bytes) else {
@@ -151,7 +191,7 @@ fn classify(frame: Frame<'_>, gateway: &Gateway, payload: &mut Vec<u8>) -> Step 
         }
         Err(reason) => {
             gateway.stats.rejected(PROTOCOL, &reason);
-            Step::Answer(frame::tcp_rejection(item.number, &reason))
+            Step::Answer(tcp_rejection(item.number, &reason))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Tests of [`super`] (telemetry).
 
+use super::server::respond;
 use super::*;
+use hyper::StatusCode;
 
 fn partition(fetch_state: &str, ls: i64, hi: i64, app: i64, committed: i64) -> Partition {
     Partition {
@@ -63,4 +65,32 @@ fn the_endpoint_answers_probes_by_health() {
         "metrics off"
     );
     assert_eq!(status("/other", &health), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_rate_limited_warning_logs_once_per_interval_and_counts_the_rest() {
+    let warning = RateLimitedWarning::new(Duration::from_secs(3600));
+    let mut logged = Vec::new();
+    for _ in 0..5 {
+        warning.warn(|suppressed| logged.push(suppressed));
+    }
+    assert_eq!(logged, vec![0]);
+    let every_time = RateLimitedWarning::new(Duration::ZERO);
+    every_time.warn(|_| {});
+    let mut suppressed = None;
+    every_time.warn(|n| suppressed = Some(n));
+    assert_eq!(suppressed, Some(0));
+}
+
+#[test]
+fn probes_say_nosniff() {
+    let health = Health::new(Duration::from_secs(30));
+    let response = respond("/healthz", None, &health);
+    assert_eq!(
+        response
+            .headers()
+            .get(hyper::header::X_CONTENT_TYPE_OPTIONS)
+            .map(|v| v.as_bytes()),
+        Some(&b"nosniff"[..])
+    );
 }

@@ -17,13 +17,13 @@ use crate::common::{brokers, http_get, read_all, streamagg, StreamaggProcess, Te
 use crate::oracle::parse_independently;
 
 /// An event as the test knows it: source, timestamp, and the value's bits (compared exactly).
-type Event = (String, i64, u64);
+pub(crate) type Event = (String, i64, u64);
 
-fn event(source: String, timestamp: i64, value: f64) -> Event {
+pub(crate) fn event(source: String, timestamp: i64, value: f64) -> Event {
     (source, timestamp, value.to_bits())
 }
 
-fn event_json(e: &Event) -> String {
+pub(crate) fn event_json(e: &Event) -> String {
     serde_json::json!({"source": e.0, "timestamp": e.1, "value": f64::from_bits(e.2)}).to_string()
 }
 
@@ -52,16 +52,16 @@ fn body(events: &[Event], request: usize) -> String {
 }
 
 /// A running `streamagg ingest` and where it listens; killed if still running when dropped.
-struct Gateway {
-    process: StreamaggProcess,
-    tcp: SocketAddr,
-    http: SocketAddr,
-    metrics: SocketAddr,
+pub(crate) struct Gateway {
+    pub(crate) process: StreamaggProcess,
+    pub(crate) tcp: SocketAddr,
+    pub(crate) http: SocketAddr,
+    pub(crate) metrics: SocketAddr,
 }
 
 impl Gateway {
     /// Starts the gateway on ports of its own and waits until it is ready.
-    fn start(topic: &str, extra: &[&str]) -> Gateway {
+    pub(crate) fn start(topic: &str, extra: &[&str]) -> Gateway {
         wait_until_visible(topic);
         let brokers = brokers();
         let mut args = vec![
@@ -110,11 +110,11 @@ impl Gateway {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.process.log()
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
     }
 
@@ -126,12 +126,12 @@ impl Gateway {
         self.process.wait(deadline)
     }
 
-    fn assert_alive(&mut self) {
+    pub(crate) fn assert_alive(&mut self) {
         self.process.assert_alive();
     }
 
     /// SIGTERM, then a clean exit (status 0) within 30 s.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.process.stop_gracefully();
     }
 
@@ -168,14 +168,14 @@ fn wait_until_visible(topic: &str) {
 }
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|l| {
             let (key, value) = l.split_once(':')?;
             key.trim()
@@ -184,13 +184,13 @@ impl Reply {
         })
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {self:?}"))
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
-fn request(
+pub(crate) fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -213,7 +213,7 @@ fn request(
     read_reply(&mut stream)
 }
 
-fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
+pub(crate) fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -232,12 +232,12 @@ fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
     })
 }
 
-fn post(addr: SocketAddr, body: &str) -> std::io::Result<Reply> {
+pub(crate) fn post(addr: SocketAddr, body: &str) -> std::io::Result<Reply> {
     request(addr, "POST", "/v1/events", &[], body.as_bytes())
 }
 
 /// Every record on `topic`, decoded independently, with its key and partition.
-fn topic_events(topic: &str, format: Format) -> Vec<(Event, Option<Vec<u8>>, i32)> {
+pub(crate) fn topic_events(topic: &str, format: Format) -> Vec<(Event, Option<Vec<u8>>, i32)> {
     read_all(topic)
         .into_iter()
         .map(|r| {
@@ -250,7 +250,7 @@ fn topic_events(topic: &str, format: Format) -> Vec<(Event, Option<Vec<u8>>, i32
 }
 
 /// Reads `topic` until it holds at least `count` records, at most `deadline`.
-fn wait_for_count(
+pub(crate) fn wait_for_count(
     topic: &str,
     format: Format,
     count: usize,
@@ -268,7 +268,7 @@ fn wait_for_count(
 
 /// Sends `events` as NDJSON on one TCP connection, closes its write side, and returns what the
 /// gateway answered before closing.
-fn tcp_send(addr: SocketAddr, payload: &[u8]) -> String {
+pub(crate) fn tcp_send(addr: SocketAddr, payload: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).expect("tcp connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -283,7 +283,7 @@ fn tcp_send(addr: SocketAddr, payload: &[u8]) -> String {
 }
 
 /// The value of a Prometheus sample line `name{labels} value`.
-fn metric(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
@@ -704,8 +704,9 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
     let chunked = read_reply(&mut stream).expect("413 reply");
     assert_eq!(chunked.status, 413, "{chunked:?}");
 
-    // TCP: an oversized line, invalid UTF-8 and invalid JSON are answered per line; valid ones go on.
-    let mut payload = Vec::new();
+    // TCP (the token first): an oversized line, invalid UTF-8 and invalid JSON are answered per
+    // line; valid ones go on.
+    let mut payload = b"AUTH s3cret-token\n".to_vec();
     payload.extend(format!("{}\n", "y".repeat(5_000)).as_bytes());
     payload.extend(format!("{}\n", event_json(&good(3))).as_bytes());
     payload.extend(b"\xc3\x28\n");
@@ -714,10 +715,10 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
     let answer = tcp_send(gateway.tcp, &payload);
     let lines: Vec<&str> = answer.lines().collect();
     assert_eq!(lines.len(), 3, "{answer}");
-    assert_eq!(lines[0], "rejected line 1: line longer than 1024 bytes");
-    assert_eq!(lines[1], "rejected line 3: invalid UTF-8");
+    assert_eq!(lines[0], "rejected line 2: line longer than 1024 bytes");
+    assert_eq!(lines[1], "rejected line 4: invalid UTF-8");
     assert!(
-        lines[2].starts_with("rejected line 4: invalid JSON"),
+        lines[2].starts_with("rejected line 5: invalid JSON"),
         "{answer}"
     );
     expected.extend([good(3), good(4)]);
@@ -839,7 +840,7 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
     assert_eq!(
         tcp_send(
             gateway.tcp,
-            format!("{}\n", event_json(&good(6))).as_bytes()
+            format!("AUTH s3cret-token\n{}\n", event_json(&good(6))).as_bytes()
         ),
         ""
     );

@@ -39,6 +39,7 @@ mod common;
 mod deployment;
 mod faults;
 mod foundation;
+mod gateway_limits;
 mod hostile;
 mod ingest;
 mod observability;

@@ -1,6 +1,7 @@
 //! Tests of [`super`] (frame).
 
 use super::*;
+use crate::ingest::response::{error_body, events_response, tcp_rejection, Refusals};
 
 fn frames(max: usize, chunks: &[&[u8]]) -> Vec<String> {
     let mut splitter = LineSplitter::new(max);
@@ -135,7 +136,11 @@ fn bodies_are_arrays_or_ndjson() {
     let array = format!("  [{}, {}, {{\"source\":\"\"}}]", e("a"), e("b"));
     let ndjson = format!("{}\n\n{}\r\nnope\n{}", e("a"), e("b"), e("c"));
     let summary = |body: &str, max: usize| -> Result<Vec<Summary>, BodyError> {
-        Ok(parse_body(body.as_bytes(), max)?
+        let limits = BodyLimits {
+            max_line: max,
+            max_items: 4,
+        };
+        Ok(parse_body(body.as_bytes(), limits)?
             .into_iter()
             .map(|i| {
                 (
@@ -175,21 +180,29 @@ fn bodies_are_arrays_or_ndjson() {
         summary("[{\"source\":", 100),
         Err(BodyError::InvalidArray(_))
     ));
+    // An array element is bounded like a line.
+    assert_eq!(
+        summary(&format!("[{},{}]", e("a"), e(&"x".repeat(50))), 45),
+        Ok(vec![(1, Ok("a".into())), (2, Err("line_too_long"))])
+    );
+    // More events than the limit refuse the body, blank lines not counted.
+    let too_many = Err(BodyError::TooManyItems { limit: 4 });
+    assert_eq!(summary("1\n\n1\n1\n1\n1\n", 100), too_many);
+    assert_eq!(summary("[1,1,1,1,1]", 100), too_many);
+    assert_eq!(summary("1\n1\n\n1\n1\n\n", 100).map(|v| v.len()), Ok(4));
+    assert_eq!(summary("[1,1,1,1]", 100).map(|v| v.len()), Ok(4));
 }
 
 #[test]
 fn responses_say_what_was_refused() {
     assert_eq!(
-        events_response(3, &[]),
+        events_response(3, &Refusals::default()),
         (200, "{\"accepted\":3,\"rejected\":0}\n".to_owned())
     );
-    let (status, body) = events_response(
-        1,
-        &[
-            (2, Rejection::EmptySource),
-            (4, Rejection::LineTooLong { limit: 10 }),
-        ],
-    );
+    let mut refused = Refusals::default();
+    refused.push(2, &Rejection::EmptySource);
+    refused.push(4, &Rejection::LineTooLong { limit: 10 });
+    let (status, body) = events_response(1, &refused);
     assert_eq!(status, 400);
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(
@@ -235,5 +248,17 @@ fn tokens_compare_equal_only_when_equal() {
     ];
     for (header, ok) in header_cases {
         assert_eq!(bearer_matches(*header, b"tok"), *ok, "{header:?}");
+    }
+    let line_cases: &[(&[u8], bool)] = &[
+        (b"AUTH tok", true),
+        (b"AUTH  tok \r", true),
+        (b"AUTH tok2", false),
+        (b"auth tok", false),
+        (b"AUTH", false),
+        (b"AUTHtok", false),
+        (b"{\"source\":\"tok\"}", false),
+    ];
+    for (line, ok) in line_cases {
+        assert_eq!(tcp_auth_matches(line, b"tok"), *ok, "{line:?}");
     }
 }

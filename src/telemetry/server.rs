@@ -1,0 +1,221 @@
+//! The HTTP endpoint of `/metrics`, `/healthz` and `/readyz`, on a thread and runtime of its own,
+//! bounded so that no client can make the probes unreachable: at most [`MAX_CONNECTIONS`] open at
+//! once (more are closed as soon as accepted, so they never pile up descriptors), a complete request
+//! head within [`HEADER_READ_TIMEOUT`] (idle keep-alive connections included), and failures to
+//! accept warned about at most once per interval ([`RateLimitedWarning`]).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+
+use super::{Health, TelemetryError};
+
+/// Connections the endpoint serves at once (a scraper and a few probes need a handful).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send a complete request head, or stay idle between requests.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A warning logged at most once per `every`; the occurrences in between are counted and reported
+/// with the next one that is logged.
+#[derive(Debug)]
+pub struct RateLimitedWarning {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl RateLimitedWarning {
+    pub fn new(every: Duration) -> Self {
+        RateLimitedWarning {
+            every,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Calls `log` with the number of occurrences not logged since the last call that logged, if
+    /// `every` has passed since then; otherwise only counts this one.
+    pub fn warn(&self, log: impl FnOnce(u64)) {
+        let due = match self.last.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|at| at.elapsed() >= self.every);
+                if due {
+                    *last = Some(Instant::now());
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            log(self.suppressed.swap(0, Ordering::Relaxed));
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Serves `/metrics` (when `metrics` is given), `/healthz` and `/readyz` on `addr` from a thread of
+/// its own, for the life of the process. Returns the bound address (`addr` may ask for port 0).
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Option<PrometheusHandle>,
+    health: Arc<Health>,
+) -> Result<SocketAddr, TelemetryError> {
+    let bind_error = |cause: std::io::Error| TelemetryError::Bind {
+        addr,
+        cause: cause.to_string(),
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(bind_error)?;
+    std::thread::Builder::new()
+        .name("telemetry".into())
+        .spawn(move || runtime.block_on(accept_loop(listener, metrics, health)))
+        .map_err(bind_error)?;
+    Ok(bound)
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    metrics: Option<PrometheusHandle>,
+    health: Arc<Health>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "the telemetry endpoint cannot listen");
+            return;
+        }
+    };
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let accept_failed = RateLimitedWarning::new(Duration::from_secs(10));
+    let over_limit = RateLimitedWarning::new(Duration::from_secs(10));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                accept_failed.warn(|suppressed| {
+                    tracing::warn!(%error, suppressed, "accepting a telemetry connection failed");
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            over_limit.warn(|suppressed| {
+                tracing::warn!(
+                    suppressed,
+                    "{MAX_CONNECTIONS} telemetry connections open: closing new ones"
+                );
+            });
+            drop(stream);
+            continue;
+        };
+        let metrics = metrics.clone();
+        let health = Arc::clone(&health);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<_>| {
+                let response = respond(request.uri().path(), metrics.as_ref(), &health);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(slot);
+        });
+    }
+}
+
+pub(super) fn respond(
+    path: &str,
+    metrics: Option<&PrometheusHandle>,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            hyper::header::X_CONTENT_TYPE_OPTIONS,
+            hyper::header::HeaderValue::from_static("nosniff"),
+        );
+        response
+    };
+    let probe = |ok: bool, what: &str| {
+        if ok {
+            text(StatusCode::OK, "ok\n".into())
+        } else {
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("{what}\n"))
+        }
+    };
+    match (path, metrics) {
+        ("/metrics", Some(handle)) => {
+            handle.run_upkeep();
+            let mut response = text(StatusCode::OK, handle.render());
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        ("/healthz", _) => probe(health.is_live(), "the poll loop is stalled"),
+        ("/readyz", _) => probe(
+            health.is_ready(),
+            "not ready: partitions not yet assigned and restored, or the poll loop is stalled",
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}
+
+/// A plain HTTP/1.0 GET on `addr`: (status code, body). What `streamagg probe` (the container's
+/// health check) and the tests use; an unspecified address (`0.0.0.0`) means this host.
+pub fn http_get(
+    addr: SocketAddr,
+    path_and_query: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:.80}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}

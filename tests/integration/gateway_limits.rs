@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use streamagg::codec::Format;
 
 use crate::common::{binary, brokers, http_get, TestTopic};
-use crate::ingest::{
+use crate::gateway_client::{
     event, event_json, post, read_reply, request, tcp_send, topic_events, wait_for_count, Event,
     Gateway,
 };

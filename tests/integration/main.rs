@@ -39,6 +39,8 @@ mod common;
 mod deployment;
 mod faults;
 mod foundation;
+mod gateway_client;
+mod gateway_hostile;
 mod gateway_limits;
 mod hostile;
 mod ingest;

@@ -17,7 +17,7 @@
 //! size, grace, filter, event-time mode or input format is never continued with another.
 
 use crate::codec::Format;
-use crate::config::EventTime;
+use crate::route::EventTime;
 use crate::window::WindowSpec;
 
 const PREFIX_V1: &str = "streamagg/1";

@@ -35,3 +35,70 @@ pub mod store;
 #[cfg(feature = "runtime")]
 pub mod telemetry;
 pub mod window;
+
+/// The layering invariant of `ARCHITECTURE.md`, checked on the source: no two top-level modules
+/// import each other, directly or through others (doc comments do not count).
+#[cfg(test)]
+mod layering {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// The top-level modules `path` (a file, or a directory read recursively) imports, under
+    /// `module`'s name; test files are left out.
+    fn imports(path: &Path, module: &str, into: &mut BTreeMap<String, BTreeSet<String>>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                imports(&entry.path(), module, into);
+            }
+            return;
+        }
+        if path.file_name().is_some_and(|n| n == "tests.rs") {
+            return;
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let deps = into.entry(module.to_owned()).or_default();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for used in line.split("crate::").skip(1) {
+                let name: String = used
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != module {
+                    deps.insert(name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_module_imports_one_that_imports_it_back() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph = BTreeMap::new();
+        for entry in std::fs::read_dir(&src).expect("src").flatten() {
+            let name = entry.file_name().to_string_lossy().replace(".rs", "");
+            if name == "lib" || name == "main" {
+                continue;
+            }
+            imports(&entry.path(), &name, &mut graph);
+        }
+        assert!(graph.len() > 10, "the modules were read: {graph:?}");
+        for start in graph.keys() {
+            let mut stack = vec![(start.clone(), vec![start.clone()])];
+            let mut seen = BTreeSet::new();
+            while let Some((module, path)) = stack.pop() {
+                for next in graph.get(&module).into_iter().flatten() {
+                    assert!(
+                        next != start,
+                        "an import cycle: {} → {next}",
+                        path.join(" → ")
+                    );
+                    if seen.insert(next.clone()) {
+                        let mut longer = path.clone();
+                        longer.push(next.clone());
+                        stack.push((next.clone(), longer));
+                    }
+                }
+            }
+        }
+    }
+}

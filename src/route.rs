@@ -2,8 +2,9 @@
 //! record goes. The processor does what the [`Route`] says (count, forward to the late topic or
 //! the DLQ); nothing here does I/O.
 
+use serde::Deserialize;
+
 use crate::codec::{decode, Format};
-use crate::config::EventTime;
 use crate::model::TrafficEvent;
 use crate::window::{Observed, PartitionWindows};
 
@@ -18,6 +19,16 @@ pub enum Route {
     Late { window_start: i64 },
     /// Not a valid event (the reason becomes the DLQ header): to the DLQ.
     Invalid(String),
+}
+
+/// Where a record's event time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EventTime {
+    /// The record's `timestamp` field.
+    Field,
+    /// The Kafka record timestamp (CreateTime or LogAppendTime).
+    Kafka,
 }
 
 /// The settings the decision depends on.

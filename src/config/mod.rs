@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::checkpoint::Semantics;
 use crate::codec::Format;
-use crate::route::RouteSettings;
+use crate::route::{EventTime, RouteSettings};
 use crate::window::WindowSpec;
 
 pub mod cluster;
@@ -38,16 +38,6 @@ pub enum Guarantee {
     /// No transactions: after a crash, windows closed since the last checkpoint are emitted again,
     /// byte-identical.
     AtLeastOnce,
-}
-
-/// Where a record's event time comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum EventTime {
-    /// The record's `timestamp` field.
-    Field,
-    /// The Kafka record timestamp (CreateTime or LogAppendTime).
-    Kafka,
 }
 
 /// A configuration error: one line naming the setting.

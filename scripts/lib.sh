@@ -15,6 +15,9 @@ BUILD_PACKAGES=(cmake clang libclang-dev libcurl4-openssl-dev libsasl2-dev libss
 # What the tests need beyond the build: a real Prometheus (and promtool) for the observability tests.
 TEST_PACKAGES=(prometheus)
 
+# What scripts/check-container needs to build and run the image without a Docker engine.
+CONTAINER_PACKAGES=(podman runc mmdebstrap curl)
+
 # ensure_packages PKG… — installs the Debian packages that are missing (idempotent).
 ensure_packages() {
   local missing=()

@@ -22,7 +22,6 @@ pub mod kafka;
 pub mod model;
 #[cfg(feature = "runtime")]
 pub mod pipeline;
-pub mod process_metrics;
 #[cfg(feature = "runtime")]
 pub mod processor;
 #[cfg(feature = "runtime")]

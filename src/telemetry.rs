@@ -55,6 +55,15 @@ pub mod metric {
     pub const INGEST_OPEN_CONNECTIONS: &str = "streamagg_ingest_open_connections";
     pub const INGEST_CONNECTIONS_REFUSED: &str = "streamagg_ingest_connections_refused_total";
     pub const INGEST_HTTP_RESPONSES: &str = "streamagg_ingest_http_responses_total";
+    // The process's own resources ([`super::process`]), named as the Prometheus client libraries'
+    // process collectors name them.
+    pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
+    pub const RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+    pub const VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+    pub const THREADS: &str = "process_threads";
+    pub const OPEN_FDS: &str = "process_open_fds";
+    pub const MAX_FDS: &str = "process_max_fds";
+    pub const START_TIME_SECONDS: &str = "process_start_time_seconds";
 }
 
 /// Histogram buckets (upper bounds, seconds) of checkpoint and transaction-commit durations.
@@ -387,6 +396,7 @@ pub fn publish_consumer_lag(statistics: &rdkafka::Statistics) {
     }
 }
 
+pub mod process;
 mod server;
 pub use server::{http_get, serve, RateLimitedWarning, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 

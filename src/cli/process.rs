@@ -84,7 +84,7 @@ pub(super) async fn signalled() {
 pub(super) fn serve_telemetry(addr: SocketAddr, health: &Arc<Health>) -> Result<()> {
     let metrics = telemetry::install_recorder(Duration::from_secs(120))?;
     let bound = telemetry::serve(addr, Some(metrics), Arc::clone(health))?;
-    streamagg::process_metrics::spawn_sampler()?;
+    streamagg::telemetry::process::spawn_sampler()?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     Ok(())
 }

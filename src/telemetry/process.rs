@@ -8,20 +8,11 @@ use std::time::Duration;
 
 use metrics::Unit;
 
+use super::metric;
+
 /// How often the sampler reads `/proc`: often enough that a scrape sees fresh values, and far
 /// inside the recorder's idle timeout for gauges.
 pub const SAMPLE_PERIOD: Duration = Duration::from_secs(5);
-
-/// The metric names (those of the Prometheus client libraries' process collectors).
-pub mod metric {
-    pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
-    pub const RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
-    pub const VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
-    pub const THREADS: &str = "process_threads";
-    pub const OPEN_FDS: &str = "process_open_fds";
-    pub const MAX_FDS: &str = "process_max_fds";
-    pub const START_TIME_SECONDS: &str = "process_start_time_seconds";
-}
 
 /// The fields of `/proc/[pid]/stat` the metrics need, in the kernel's units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

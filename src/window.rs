@@ -40,6 +40,14 @@ impl WindowSpec {
         Some(start)
     }
 
+    /// The latest time [`Self::start_of`] still places in a window: stream time never needs to go
+    /// beyond it (idle closing stops there), and a commit whose stream time does is not ours.
+    pub fn latest_time(&self) -> i64 {
+        let latest_start =
+            (i64::MAX - self.size_ms - self.grace_ms).div_euclid(self.size_ms) * self.size_ms;
+        latest_start + self.size_ms - 1
+    }
+
     /// The stream time at which the window starting at `start` closes.
     pub fn closes_at(&self, start: i64) -> i64 {
         start

@@ -83,6 +83,8 @@ const INLINE_SECRET_KEYS: &[&str] = &[
     "ssl.keystore.password",
     "sasl.oauthbearer.client.secret",
     "sasl.oauthbearer.config",
+    "sasl.oauthbearer.assertion.private.key.pem",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
 ];
 
 /// Which client the properties are for, and where they were written (for the error).
@@ -139,26 +141,36 @@ pub fn check(
 ) -> Result<(String, String), ConfigError> {
     let table = client.table();
     let key = canonical(key);
+    // librdkafka hands a key it does not know globally to the default topic configuration, which
+    // strips a `topic.` prefix: `topic.partitioner` sets `partitioner`. Both names are checked.
+    let names = [Some(key.clone()), key.strip_prefix("topic.").map(canonical)];
+    let is = |list: &[&str]| {
+        names
+            .iter()
+            .flatten()
+            .any(|name| list.contains(&name.as_str()))
+    };
     let refused = |reason: &'static str| ConfigError::Refused {
         table,
         key: key.clone(),
         reason,
     };
-    if client.managed().contains(&key.as_str())
-        || MANAGED_CONNECTION_KEYS.contains(&key.as_str())
-        || extra_managed.contains(&key.as_str())
-    {
+    if is(client.managed()) || is(MANAGED_CONNECTION_KEYS) || is(extra_managed) {
         return Err(ConfigError::Managed { table, key });
     }
-    if CODE_LOADING_KEYS.contains(&key.as_str()) {
+    if is(CODE_LOADING_KEYS) {
         return Err(refused("it loads code into the process or runs a command"));
     }
-    if INLINE_SECRET_KEYS.contains(&key.as_str()) {
+    if is(INLINE_SECRET_KEYS) {
         return Err(refused(
             "it holds key material or a secret inline; use the *_location and *_file settings",
         ));
     }
-    if !allow_insecure_tls && disables_tls_verification(&key, &value) {
+    let insecure = names
+        .iter()
+        .flatten()
+        .any(|name| disables_tls_verification(name, &value));
+    if !allow_insecure_tls && insecure {
         return Err(refused(
             "it switches off TLS verification, which lets a man in the middle read and change \
              the traffic; set allow_insecure_tls to allow it (test clusters only)",

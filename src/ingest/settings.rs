@@ -209,9 +209,10 @@ impl TryFrom<IngestOptions> for IngestSettings {
         let mut producer_properties = BTreeMap::new();
         for pair in options.producer_properties {
             let Some((key, value)) = pair.split_once('=') else {
+                // The text may hold a secret (a mistyped `key:value`): never echo it.
                 return Err(invalid(
                     "producer_property",
-                    format!("'{pair}' is not key=value"),
+                    "a value is not key=value (not shown: it may hold a secret)".into(),
                 ));
             };
             let (key, value) = passthrough::check(
@@ -221,7 +222,12 @@ impl TryFrom<IngestOptions> for IngestSettings {
                 &["message.timeout.ms"],
                 options.kafka.allow_insecure_tls.unwrap_or(false),
             )?;
-            producer_properties.insert(key, value);
+            if producer_properties.insert(key.clone(), value).is_some() {
+                return Err(invalid(
+                    "producer_property",
+                    format!("sets '{key}' twice (once by an alias)"),
+                ));
+            }
         }
         Ok(IngestSettings {
             kafka,

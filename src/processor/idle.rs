@@ -48,8 +48,10 @@ impl Processor {
                 if !nothing_left_to_fetch(next, position, high_watermark) {
                     continue;
                 }
-                let advanced =
-                    stream_time.saturating_add(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX));
+                // Never beyond what a record could set: a commit past it would not be ours.
+                let advanced = stream_time
+                    .saturating_add(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX))
+                    .min(self.settings.window.latest_time().max(stream_time));
                 state.windows.advance_stream_time(advanced);
                 state.last_record = now;
                 let closed = state.windows.close_due();

@@ -472,3 +472,26 @@ fn a_value_that_would_overflow_the_sum_is_refused_and_changes_nothing() {
         assert!((a.sum / a.count as f64).is_finite());
     }
 }
+
+#[test]
+fn latest_time_is_the_last_timestamp_a_window_holds() {
+    for (size_ms, grace_ms) in [
+        (60_000, 10_000),
+        (1, 0),
+        (7, 3),
+        (86_400_000, 0),
+        (1_000, 999_999),
+    ] {
+        let spec = WindowSpec { size_ms, grace_ms };
+        let latest = spec.latest_time();
+        assert!(
+            spec.start_of(latest).is_some(),
+            "{spec:?}: {latest} is in a window"
+        );
+        assert!(
+            spec.start_of(latest + 1).is_none(),
+            "{spec:?}: {} is not",
+            latest + 1
+        );
+    }
+}

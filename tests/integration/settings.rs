@@ -108,6 +108,15 @@ fn the_gateway_refuses_the_same_keys_and_never_echoes_a_value_librdkafka_rejects
             "no.such.property=s3cr3t-v4lue",
             "property 'no.such.property'",
         ),
+        ("ssl.key.password:s3cr3t-v4lue", "is not key=value"),
+        (
+            "topic.partitioner=random",
+            "may not set 'topic.partitioner': streamagg manages it",
+        ),
+        (
+            "topic.delivery.timeout.ms=0",
+            "may not set 'topic.delivery.timeout.ms'",
+        ),
     ];
     for (property, expected) in cases {
         let mut args = base.to_vec();

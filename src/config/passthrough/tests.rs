@@ -21,6 +21,12 @@ fn aliases_and_case_cannot_slip_past_the_managed_keys() {
         (Client::Producer, "sasl.mechanisms", "sasl.mechanism"),
         (Client::Consumer, "auto.commit.enable", "enable.auto.commit"),
         (Client::Consumer, " Group.Id ", "group.id"),
+        (Client::Producer, "topic.partitioner", "topic.partitioner"),
+        (
+            Client::Producer,
+            "topic.request.required.acks",
+            "topic.request.required.acks",
+        ),
     ];
     for (client, key, canonical_key) in cases {
         let error = checked(client, key, "x", false).expect_err(key);
@@ -46,6 +52,8 @@ fn code_loading_and_inline_secrets_are_refused_and_the_value_is_never_shown() {
         "ssl.certificate.pem",
         "ssl.keystore.password",
         "sasl.oauthbearer.client.credentials.client.secret",
+        "sasl.oauthbearer.assertion.private.key.pem",
+        "sasl.oauthbearer.assertion.private.key.passphrase",
     ] {
         for client in [Client::Consumer, Client::Producer] {
             let error = checked(client, key, value, true).expect_err(key);
@@ -101,5 +109,32 @@ fn a_key_set_twice_through_an_alias_is_refused() {
     assert_eq!(
         from_table(Client::Producer, table, false),
         Ok(BTreeMap::from([("linger.ms".to_owned(), "5".to_owned())]))
+    );
+}
+
+#[test]
+fn a_topic_prefix_reaches_the_same_checks_but_real_topic_dot_keys_pass() {
+    let extra = ["message.timeout.ms"];
+    let refused = check(
+        Client::Producer,
+        "topic.delivery.timeout.ms",
+        "0".into(),
+        &extra,
+        false,
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    // Global properties whose own name starts with `topic.` are not managed.
+    assert_eq!(
+        check(
+            Client::Consumer,
+            "topic.metadata.refresh.interval.ms",
+            "1000".into(),
+            &[],
+            false
+        ),
+        Ok((
+            "topic.metadata.refresh.interval.ms".to_owned(),
+            "1000".to_owned()
+        ))
     );
 }

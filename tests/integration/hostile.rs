@@ -15,11 +15,16 @@ use streamagg::reader::RawRecord;
 use crate::common::{
     config_file, metric_sum, read_all, wait_for_records, ProcessorProcess, TestTopic,
 };
+use crate::dataset::{
+    dataset, dataset_from, index_of, json_events, produce_inputs, produce_inputs_with_headers,
+    Input, DATASET_START,
+};
 use crate::oracle::{
-    assert_output_matches, assert_side_topic, assert_topics_match, check_alive, dataset,
-    dataset_from, header, index_of, json_events, oracle, produce_inputs,
-    produce_inputs_with_headers, random_group, set_arg, wait_for_output, wait_until_assigned,
-    Delivery, Expected, Input, Topics, DATASET_START,
+    assert_output_matches, assert_side_topic, assert_topics_match, header, oracle, Delivery,
+    Expected,
+};
+use crate::scenario::{
+    check_alive, random_group, set_arg, wait_for_output, wait_until_assigned, Topics,
 };
 
 /// The offset in the input topic of the record with dataset index `index`.
@@ -52,7 +57,7 @@ fn an_oversized_source_goes_to_the_dlq_and_costs_no_other_window() {
     ]);
     // Keyed short (the key is not what is checked); the payload's source is 600,000 bytes.
     inputs[1].payload =
-        crate::oracle::encode_independently(Format::Json, &oversized, T0 + 2_000, 70.0);
+        crate::dataset::encode_independently(Format::Json, &oversized, T0 + 2_000, 70.0);
     produce_inputs(&topics.input.name, &inputs, 0..inputs.len());
     let input_records = read_all(&topics.input.name);
     let expected = oracle(Format::Json, &inputs, &input_records);

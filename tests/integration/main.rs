@@ -13,8 +13,9 @@
 //! - `tests/integration/` is one test binary run against a real broker (`STREAMAGG_TEST_BROKERS`, default
 //!   `127.0.0.1:9092`, started by `scripts/test` when none runs) and the real binary. The processor tests
 //!   compare the output, late and DLQ topics with an oracle computed independently (serde_json /
-//!   `apache-avro` decoding, a direct re-statement of the semantics) from the input as it sits in the
-//!   topic — for JSON and Avro, across a SIGTERM restart, and with two instances splitting partitions.
+//!   `apache-avro` decoding, a direct re-statement of the semantics: `oracle.rs`) from the input as it
+//!   sits in the topic (seeded datasets, encoded by the test itself: `dataset.rs`) — for JSON and Avro,
+//!   across a SIGTERM restart, and with two instances splitting partitions.
 //!   Processor tests are told as scenarios (`scenario.rs`: topics, dataset, group, instances, wait,
 //!   compare with the oracle); faults are the test's own lines between those steps.
 //!   `faults.rs` holds the harsh ones: ten seeded `kill -9`s under both guarantees, three instances
@@ -36,6 +37,7 @@
 //!   compiled once, into `~/.cache/streamagg/target`.
 
 mod common;
+mod dataset;
 mod deployment;
 mod faults;
 mod foundation;

@@ -12,12 +12,11 @@ use std::time::Duration;
 use streamagg::codec::Format;
 use streamagg::reader::RawRecord;
 
-use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess};
-use crate::oracle::{
-    assert_topics_match, check_alive, dataset, format_name, oracle, produce_input_range_gradually,
-    produce_inputs, random_group, wait_until_assigned, Delivery, Expected, Input, Topics,
-    SEMANTICS_ARGS,
-};
+use std::collections::BTreeSet;
+
+use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess, TestTopic};
+use crate::dataset::{dataset, produce_input_range_gradually, produce_inputs, Input};
+use crate::oracle::{assert_topics_match, oracle, Delivery, Expected, SEMANTICS_ARGS};
 
 /// Consumer settings that make a dead member leave the group in seconds, not the default 45 s.
 pub const FAST_FAILOVER: &str =
@@ -187,4 +186,127 @@ impl Scenario {
             output,
         );
     }
+}
+
+pub struct Topics {
+    pub input: TestTopic,
+    pub output: TestTopic,
+    pub late: TestTopic,
+    pub dlq: TestTopic,
+}
+
+impl Topics {
+    pub fn create(purpose: &str, partitions: i32) -> Topics {
+        Topics {
+            input: TestTopic::create(&format!("{purpose}-in"), partitions),
+            output: TestTopic::create(&format!("{purpose}-out"), partitions),
+            late: TestTopic::create(&format!("{purpose}-late"), partitions),
+            dlq: TestTopic::create(&format!("{purpose}-dlq"), partitions),
+        }
+    }
+
+    pub fn args(&self, format: &str, group: &str, state_dir: &str) -> Vec<String> {
+        [
+            "--brokers",
+            &brokers(),
+            "--input",
+            &self.input.name,
+            "--output",
+            &self.output.name,
+            "--late-topic",
+            &self.late.name,
+            "--dlq-topic",
+            &self.dlq.name,
+            "--group",
+            group,
+            "--state-dir",
+            state_dir,
+            "--input-format",
+            format,
+            "--output-format",
+            format,
+        ]
+        .into_iter()
+        .chain(SEMANTICS_ARGS)
+        .map(str::to_owned)
+        .collect()
+    }
+}
+
+/// Sets the value of `flag` in processor arguments: replaces the one after it, or appends both.
+pub fn set_arg(args: &mut Vec<String>, flag: &str, value: &str) {
+    match args.iter().position(|a| a == flag) {
+        Some(at) => args[at + 1] = value.to_owned(),
+        None => args.extend([flag.to_owned(), value.to_owned()]),
+    }
+}
+
+pub fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Json => "json",
+        Format::Avro => "avro",
+    }
+}
+
+pub fn check_alive(processes: &mut [&mut ProcessorProcess]) {
+    for p in processes.iter_mut() {
+        if let Some(status) = p.exited() {
+            panic!("processor exited early ({status}); log:\n{}", p.log());
+        }
+    }
+}
+
+/// Partitions (by number) a processor's log says it was assigned.
+pub fn assigned_partitions(log: &str) -> BTreeSet<i32> {
+    log.lines()
+        .filter(|line| line.contains("assigned") && !line.contains("revoked"))
+        .filter_map(|line| {
+            line.split("partition=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Waits until the output topic holds at least `count` records, failing fast if `processor` exits;
+/// then expects it alive and the count reached within `deadline`. Returns the output as read.
+pub fn wait_for_output(
+    processor: &mut ProcessorProcess,
+    topics: &Topics,
+    count: usize,
+    deadline: Duration,
+) -> Vec<RawRecord> {
+    let output = crate::common::wait_for_records(&topics.output.name, count, deadline, || {
+        check_alive(&mut [&mut *processor])
+    });
+    processor.assert_alive();
+    assert!(
+        output.len() >= count,
+        "{} of {count} output records within {deadline:?}; log:\n{}",
+        output.len(),
+        processor.log()
+    );
+    output
+}
+
+/// Waits until a processor's log says it owns partitions, failing fast if it exits.
+pub fn wait_until_assigned(process: &mut ProcessorProcess, deadline: Duration) {
+    let started = std::time::Instant::now();
+    while assigned_partitions(&process.log()).is_empty() {
+        check_alive(&mut [&mut *process]);
+        assert!(
+            started.elapsed() < deadline,
+            "no partitions within {deadline:?}; log:\n{}",
+            process.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A consumer group name no other test uses.
+pub fn random_group() -> String {
+    format!("it-group-{:016x}", rand::random::<u64>())
 }

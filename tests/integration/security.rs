@@ -21,7 +21,8 @@ use streamagg::config::cluster::{KafkaSecurity, KafkaSettings, Secret};
 use streamagg::reader::{read_to_end, Isolation, RawRecord};
 
 use crate::common::{ProcessorProcess, TestTopic};
-use crate::oracle::{assert_output_matches, oracle, Delivery, Input, INDEX_HEADER, SEMANTICS_ARGS};
+use crate::dataset::{Input, INDEX_HEADER};
+use crate::oracle::{assert_output_matches, oracle, Delivery, SEMANTICS_ARGS};
 
 /// The user with every right, and the one that may read but not write topics.
 const ADMIN: &str = "streamagg";
@@ -244,7 +245,7 @@ fn processor_args(
             "--output",
             output,
             "--group",
-            &crate::oracle::random_group(),
+            &crate::scenario::random_group(),
             "--state-dir",
             state_dir.to_str().expect("utf8"),
             "--kafka-timeout",

@@ -21,6 +21,9 @@ pub const INDEX_HEADER: &str = "it.index";
 /// Where [`dataset`]'s event time starts (a window start).
 pub const DATASET_START: i64 = 1_700_000_000_000 - 1_700_000_000_000 % WINDOW_MS;
 
+/// A window start (a multiple of 60 s) for tests' hand-made events ([`json_events`]).
+pub const T0: i64 = 1_700_000_040_000;
+
 /// One input record of a test dataset, encoded by the test itself (not by the codec under test).
 pub struct Input {
     pub source: String,
@@ -202,4 +205,11 @@ pub fn produce_input_range_gradually(
         }
         producer.flush(Duration::from_secs(120)).expect("delivered");
     })
+}
+
+/// `count` bytes that are not JSON and do not compress.
+pub fn incompressible(count: usize) -> Vec<u8> {
+    let mut bytes = vec![0xff_u8; count];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes[1..]);
+    bytes
 }

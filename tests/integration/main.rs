@@ -21,6 +21,10 @@
 //!   `faults.rs` holds the harsh ones: ten seeded `kill -9`s under both guarantees, three instances
 //!   joining, leaving, dying and coming back cold, a SIGSTOPped zombie, and a broker restart (which runs
 //!   alone, after the rest, because it restarts the shared broker).
+//!   `hostile_input.rs` (an oversized source, side outputs too large for their topic, a burst of
+//!   DLQ copies, headers a producer cannot copy) and `hostile_operations.rs` (a recreated input
+//!   topic, changed semantics, idle close and hand-off, a transaction timeout, abort and redo,
+//!   another group's state dir) hold each outcome to the oracle or to exact expectations.
 //!   `ingest.rs` drives the gateway binary: a load of 32 HTTP clients plus TCP connections whose every
 //!   acknowledged event must be on the topic exactly once, as sent (read back with `apache-avro`), a
 //!   `kill -9` under load (no acknowledged event lost), hostile clients with the gateway's RSS sampled
@@ -44,7 +48,8 @@ mod foundation;
 mod gateway_client;
 mod gateway_hostile;
 mod gateway_limits;
-mod hostile;
+mod hostile_input;
+mod hostile_operations;
 mod ingest;
 mod observability;
 mod oracle;

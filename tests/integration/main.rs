@@ -34,12 +34,13 @@
 //!   and over mutual TLS with an encrypted client key equal the oracle, and no log, `/metrics` or
 //!   `--help` carries the password or the passphrase; a wrong password, an untrusted CA, no client
 //!   certificate and a user without write rights on the output topic each end in one error line and
-//!   exit 1, in bounded time.
+//!   exit 1, in bounded time (`bounded.rs`); the broker's flags and settings are in `secure_broker.rs`.
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are
 //!   compiled once, into `~/.cache/streamagg/target`.
 
+mod bounded;
 mod common;
 mod dataset;
 mod deployment;
@@ -55,5 +56,6 @@ mod observability;
 mod oracle;
 mod processor;
 mod scenario;
+mod secure_broker;
 mod security;
 mod settings;

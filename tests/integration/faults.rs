@@ -9,7 +9,9 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use streamagg::codec::Format;
 
 use crate::common::{kafka_settings, read_all, wait_for_records};
-use crate::oracle::{check_alive, json_events, Delivery};
+use crate::dataset::json_events;
+use crate::oracle::Delivery;
+use crate::scenario::check_alive;
 use crate::scenario::{Scenario, FAST_FAILOVER};
 
 fn crash_test(guarantee: &str, delivery: Delivery, seed: u64) {
@@ -83,8 +85,8 @@ fn exactly_once_through_joins_leaves_kills_and_a_cold_hand_off() {
     let wait = Duration::from_secs(60);
     let mut a = scenario.start("a");
     let mut b = scenario.start("b");
-    crate::oracle::wait_until_assigned(&mut a, wait);
-    crate::oracle::wait_until_assigned(&mut b, wait);
+    crate::scenario::wait_until_assigned(&mut a, wait);
+    crate::scenario::wait_until_assigned(&mut b, wait);
     let mut c = scenario.start_assigned("c", wait);
     std::thread::sleep(Duration::from_secs(1));
     b.signal("KILL");

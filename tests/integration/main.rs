@@ -13,13 +13,18 @@
 //! - `tests/integration/` is one test binary run against a real broker (`STREAMAGG_TEST_BROKERS`, default
 //!   `127.0.0.1:9092`, started by `scripts/test` when none runs) and the real binary. The processor tests
 //!   compare the output, late and DLQ topics with an oracle computed independently (serde_json /
-//!   `apache-avro` decoding, a direct re-statement of the semantics) from the input as it sits in the
-//!   topic — for JSON and Avro, across a SIGTERM restart, and with two instances splitting partitions.
+//!   `apache-avro` decoding, a direct re-statement of the semantics: `oracle.rs`) from the input as it
+//!   sits in the topic (seeded datasets, encoded by the test itself: `dataset.rs`) — for JSON and Avro,
+//!   across a SIGTERM restart, and with two instances splitting partitions.
 //!   Processor tests are told as scenarios (`scenario.rs`: topics, dataset, group, instances, wait,
 //!   compare with the oracle); faults are the test's own lines between those steps.
 //!   `faults.rs` holds the harsh ones: ten seeded `kill -9`s under both guarantees, three instances
 //!   joining, leaving, dying and coming back cold, a SIGSTOPped zombie, and a broker restart (which runs
 //!   alone, after the rest, because it restarts the shared broker).
+//!   `hostile_input.rs` (an oversized source, side outputs too large for their topic, a burst of
+//!   DLQ copies, headers a producer cannot copy) and `hostile_operations.rs` (a recreated input
+//!   topic, changed semantics, idle close and hand-off, a transaction timeout, abort and redo,
+//!   another group's state dir) hold each outcome to the oracle or to exact expectations.
 //!   `ingest.rs` drives the gateway binary: a load of 32 HTTP clients plus TCP connections whose every
 //!   acknowledged event must be on the topic exactly once, as sent (read back with `apache-avro`), a
 //!   `kill -9` under load (no acknowledged event lost), hostile clients with the gateway's RSS sampled
@@ -29,24 +34,28 @@
 //!   and over mutual TLS with an encrypted client key equal the oracle, and no log, `/metrics` or
 //!   `--help` carries the password or the passphrase; a wrong password, an untrusted CA, no client
 //!   certificate and a user without write rights on the output topic each end in one error line and
-//!   exit 1, in bounded time.
+//!   exit 1, in bounded time (`bounded.rs`); the broker's flags and settings are in `secure_broker.rs`.
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are
 //!   compiled once, into `~/.cache/streamagg/target`.
 
+mod bounded;
 mod common;
+mod dataset;
 mod deployment;
 mod faults;
 mod foundation;
 mod gateway_client;
 mod gateway_hostile;
 mod gateway_limits;
-mod hostile;
+mod hostile_input;
+mod hostile_operations;
 mod ingest;
 mod observability;
 mod oracle;
 mod processor;
 mod scenario;
+mod secure_broker;
 mod security;
 mod settings;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use streamagg::codec::Format;
 
 use crate::common::{http_get, streamagg, ProcessorProcess, TestTopic};
-use crate::oracle::random_group;
+use crate::scenario::random_group;
 use crate::scenario::Scenario;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");

@@ -8,10 +8,8 @@ use std::time::Duration;
 use streamagg::codec::Format;
 
 use crate::common::{brokers, kafka_settings, read_all, streamagg, wait_for_records, TestTopic};
-use crate::oracle::{
-    assert_output_matches, assigned_partitions, check_alive, format_name, Delivery, Topics,
-};
-use crate::scenario::Scenario;
+use crate::oracle::{assert_output_matches, Delivery};
+use crate::scenario::{assigned_partitions, check_alive, format_name, Scenario, Topics};
 
 fn oracle_test(format: Format) {
     let scenario = Scenario::new(
@@ -322,7 +320,7 @@ fn kafka_record_timestamps_drive_the_windows_with_event_time_kafka() {
         (start + 200_000, 1.0),
     ];
     for (timestamp, value) in events {
-        let payload = crate::oracle::encode_independently(Format::Json, "link", 0, value);
+        let payload = crate::dataset::encode_independently(Format::Json, "link", 0, value);
         producer
             .send(
                 BaseRecord::to(&topics.input.name)
@@ -427,7 +425,7 @@ fn exactly_once_commits_closed_windows_soon_after_they_close_not_at_the_checkpoi
     )
     .expect("producer");
     for (timestamp, value) in events {
-        let payload = crate::oracle::encode_independently(Format::Json, "link", timestamp, value);
+        let payload = crate::dataset::encode_independently(Format::Json, "link", timestamp, value);
         producer
             .send(&scenario.topics.input.name, b"link", &payload, None)
             .expect("queued");

@@ -3,7 +3,9 @@
 //! traffic; instances started with the oracle's semantics (plus what the scenario sets); waiting until
 //! the output holds every window the oracle expects; and holding the output, late and DLQ topics to
 //! the oracle. Faults (kill -9, SIGSTOP, broker restarts) are the test's own lines between these.
+//! Command lines are [`Flags`]: set and unset by name, never edited by position.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,16 +14,68 @@ use std::time::Duration;
 use streamagg::codec::Format;
 use streamagg::reader::RawRecord;
 
-use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess};
-use crate::oracle::{
-    assert_topics_match, check_alive, dataset, format_name, oracle, produce_input_range_gradually,
-    produce_inputs, random_group, wait_until_assigned, Delivery, Expected, Input, Topics,
-    SEMANTICS_ARGS,
-};
+use crate::common::{brokers, read_all, wait_for_records, ProcessorProcess, TestTopic};
+use crate::dataset::{dataset, produce_input_range_gradually, produce_inputs, Input};
+use crate::oracle::{assert_topics_match, oracle, Delivery, Expected, SEMANTICS_ARGS};
 
 /// Consumer settings that make a dead member leave the group in seconds, not the default 45 s.
 pub const FAST_FAILOVER: &str =
     "[kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 1000\n";
+
+/// Command-line flags and their values, in the order first set (a flag set again replaces its value).
+#[derive(Clone, Debug, Default)]
+pub struct Flags(Vec<(String, String)>);
+
+impl Flags {
+    /// Flags from `(flag, value)` pairs.
+    pub fn of(pairs: &[(&str, &str)]) -> Flags {
+        let mut flags = Flags::default();
+        for (flag, value) in pairs {
+            flags.set(flag, value);
+        }
+        flags
+    }
+
+    /// Sets `flag` to `value`.
+    pub fn set(&mut self, flag: &str, value: &str) -> &mut Self {
+        match self.0.iter_mut().find(|(f, _)| f == flag) {
+            Some((_, old)) => *old = value.to_owned(),
+            None => self.0.push((flag.to_owned(), value.to_owned())),
+        }
+        self
+    }
+
+    /// Leaves `flag` out.
+    pub fn unset(&mut self, flag: &str) -> &mut Self {
+        self.0.retain(|(f, _)| f != flag);
+        self
+    }
+
+    /// Every flag of `other` set here.
+    pub fn extend(&mut self, other: &Flags) -> &mut Self {
+        for (flag, value) in &other.0 {
+            self.set(flag, value);
+        }
+        self
+    }
+
+    /// The command line: each flag followed by its value.
+    pub fn args(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .flat_map(|(flag, value)| [flag.clone(), value.clone()])
+            .collect()
+    }
+}
+
+/// The processor flags that give it the oracle's semantics ([`SEMANTICS_ARGS`]).
+pub fn semantics() -> Flags {
+    let mut flags = Flags::default();
+    for pair in SEMANTICS_ARGS.chunks(2) {
+        flags.set(pair[0], pair[1]);
+    }
+    flags
+}
 
 pub struct Scenario {
     pub format: Format,
@@ -29,8 +83,8 @@ pub struct Scenario {
     pub inputs: Arc<Vec<Input>>,
     pub group: String,
     pub dir: tempfile::TempDir,
-    /// Every instance's flags and their values (a flag set again replaces its value).
-    flags: Vec<(String, String)>,
+    /// Every instance's flags.
+    pub flags: Flags,
 }
 
 impl Scenario {
@@ -47,49 +101,50 @@ impl Scenario {
         partitions: i32,
         inputs: Vec<Input>,
     ) -> Scenario {
-        let topics = Topics::create(purpose, partitions);
-        let group = random_group();
-        let dir = tempfile::tempdir().expect("scenario dir");
+        Scenario::with_topics(Topics::create(purpose, partitions), format, inputs)
+    }
+
+    /// [`Scenario::with_inputs`] on topics of the test's own (e.g. one with a small
+    /// `max.message.bytes`: [`Topics::create_with`]).
+    pub fn with_topics(topics: Topics, format: Format, inputs: Vec<Input>) -> Scenario {
         let name = format_name(format);
-        let mut scenario = Scenario {
+        let group = random_group();
+        let mut flags = Flags::of(&[
+            ("--brokers", &brokers()),
+            ("--input", &topics.input.name),
+            ("--output", &topics.output.name),
+            ("--late-topic", &topics.late.name),
+            ("--dlq-topic", &topics.dlq.name),
+            ("--group", &group),
+            ("--input-format", name),
+            ("--output-format", name),
+        ]);
+        flags.extend(&semantics());
+        Scenario {
             format,
             inputs: Arc::new(inputs),
             group,
-            dir,
-            flags: Vec::new(),
+            dir: tempfile::tempdir().expect("scenario dir"),
+            flags,
             topics,
-        };
-        let base = [
-            ("--brokers", brokers()),
-            ("--input", scenario.topics.input.name.clone()),
-            ("--output", scenario.topics.output.name.clone()),
-            ("--late-topic", scenario.topics.late.name.clone()),
-            ("--dlq-topic", scenario.topics.dlq.name.clone()),
-            ("--group", scenario.group.clone()),
-            ("--input-format", name.to_owned()),
-            ("--output-format", name.to_owned()),
-        ];
-        for (flag, value) in base {
-            scenario.set(flag, &value);
         }
-        for pair in SEMANTICS_ARGS.chunks(2) {
-            scenario.set(pair[0], pair[1]);
-        }
-        scenario
     }
 
     /// Sets `flag` to `value` for every instance started from now on.
     pub fn set(&mut self, flag: &str, value: &str) -> &mut Self {
-        match self.flags.iter_mut().find(|(f, _)| f == flag) {
-            Some((_, old)) => *old = value.to_owned(),
-            None => self.flags.push((flag.to_owned(), value.to_owned())),
-        }
+        self.flags.set(flag, value);
         self
     }
 
     /// Leaves `flag` out of every instance started from now on.
     pub fn unset(&mut self, flag: &str) -> &mut Self {
-        self.flags.retain(|(f, _)| f != flag);
+        self.flags.unset(flag);
+        self
+    }
+
+    /// Replaces the dataset (its indices start at 0 again), e.g. for a topic created anew.
+    pub fn replace_inputs(&mut self, inputs: Vec<Input>) -> &mut Self {
+        self.inputs = Arc::new(inputs);
         self
     }
 
@@ -134,13 +189,20 @@ impl Scenario {
 
     /// The command line of instance `instance` (its state in [`Self::state_dir`]).
     pub fn args(&self, instance: &str) -> Vec<String> {
-        let mut args: Vec<String> = self
-            .flags
-            .iter()
-            .flat_map(|(flag, value)| [flag.clone(), value.clone()])
-            .collect();
-        args.extend(["--state-dir".to_owned(), self.state_dir(instance)]);
-        args
+        self.args_with(instance, &[])
+    }
+
+    /// [`Self::args`] with `changes` set for this one instance.
+    pub fn args_with(&self, instance: &str, changes: &[(&str, &str)]) -> Vec<String> {
+        let mut flags = self.flags.clone();
+        flags.extend(&Flags::of(changes));
+        flags.set("--state-dir", &self.state_dir(instance));
+        flags.args()
+    }
+
+    /// Starts instance `instance` with `changes` set for it alone.
+    pub fn start_with(&self, instance: &str, changes: &[(&str, &str)]) -> ProcessorProcess {
+        ProcessorProcess::start(&self.args_with(instance, changes))
     }
 
     /// Starts instance `instance`.
@@ -187,4 +249,115 @@ impl Scenario {
             output,
         );
     }
+}
+
+pub struct Topics {
+    pub input: TestTopic,
+    pub output: TestTopic,
+    pub late: TestTopic,
+    pub dlq: TestTopic,
+}
+
+impl Topics {
+    pub fn create(purpose: &str, partitions: i32) -> Topics {
+        Topics {
+            input: TestTopic::create(&format!("{purpose}-in"), partitions),
+            output: TestTopic::create(&format!("{purpose}-out"), partitions),
+            late: TestTopic::create(&format!("{purpose}-late"), partitions),
+            dlq: TestTopic::create(&format!("{purpose}-dlq"), partitions),
+        }
+    }
+
+    /// [`Topics::create`] with the topic of `role` ("in", "out", "late" or "dlq") created with the
+    /// topic configs `configs` (e.g. a small `max.message.bytes`).
+    pub fn create_with(
+        purpose: &str,
+        partitions: i32,
+        role: &str,
+        configs: &[(&str, &str)],
+    ) -> Topics {
+        let topic = |name: &str| {
+            let purpose = format!("{purpose}-{name}");
+            match name == role {
+                true => TestTopic::create_with_config(&purpose, partitions, configs),
+                false => TestTopic::create(&purpose, partitions),
+            }
+        };
+        Topics {
+            input: topic("in"),
+            output: topic("out"),
+            late: topic("late"),
+            dlq: topic("dlq"),
+        }
+    }
+}
+
+pub fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Json => "json",
+        Format::Avro => "avro",
+    }
+}
+
+pub fn check_alive(processes: &mut [&mut ProcessorProcess]) {
+    for p in processes.iter_mut() {
+        if let Some(status) = p.exited() {
+            panic!("processor exited early ({status}); log:\n{}", p.log());
+        }
+    }
+}
+
+/// Partitions (by number) a processor's log says it was assigned.
+pub fn assigned_partitions(log: &str) -> BTreeSet<i32> {
+    log.lines()
+        .filter(|line| line.contains("assigned") && !line.contains("revoked"))
+        .filter_map(|line| {
+            line.split("partition=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Waits until the output topic holds at least `count` records, failing fast if `processor` exits;
+/// then expects it alive and the count reached within `deadline`. Returns the output as read.
+pub fn wait_for_output(
+    processor: &mut ProcessorProcess,
+    topics: &Topics,
+    count: usize,
+    deadline: Duration,
+) -> Vec<RawRecord> {
+    let output = crate::common::wait_for_records(&topics.output.name, count, deadline, || {
+        check_alive(&mut [&mut *processor])
+    });
+    processor.assert_alive();
+    assert!(
+        output.len() >= count,
+        "{} of {count} output records within {deadline:?}; log:\n{}",
+        output.len(),
+        processor.log()
+    );
+    output
+}
+
+/// Waits until a processor's log says it owns partitions, failing fast if it exits.
+pub fn wait_until_assigned(process: &mut ProcessorProcess, deadline: Duration) {
+    let started = std::time::Instant::now();
+    while assigned_partitions(&process.log()).is_empty() {
+        check_alive(&mut [&mut *process]);
+        assert!(
+            started.elapsed() < deadline,
+            "no partitions within {deadline:?}; log:\n{}",
+            process.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A consumer group name no other test uses.
+pub fn random_group() -> String {
+    format!("it-group-{:016x}", rand::random::<u64>())
 }

@@ -7,210 +7,20 @@
 //! The same broker's mutual-TLS listener: a dataset processed with a client certificate (its key
 //! encrypted, the passphrase from a file) equals the oracle, and no certificate is one line and exit 1.
 //!
-//! `STREAMAGG_TEST_SECURE_BROKERS` (the SASL_SSL bootstrap), `STREAMAGG_TEST_MTLS_BROKERS` (the mTLS
-//! bootstrap) and `STREAMAGG_TEST_SECURE_DIR` (the CA, the client certificate and the password files)
-//! say where it is; `scripts/test` starts it and sets them. Without them these tests fail: a security
-//! test that silently skips proves nothing.
+//! The broker, its flags and settings are in `secure_broker.rs`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
-use streamagg::config::cluster::{KafkaSecurity, KafkaSettings, Secret};
-use streamagg::reader::{read_to_end, Isolation, RawRecord};
+use streamagg::reader::RawRecord;
 
+use crate::bounded::{run_bounded, single_error_line};
 use crate::common::{ProcessorProcess, TestTopic};
-use crate::oracle::{assert_output_matches, oracle, Delivery, Input, INDEX_HEADER, SEMANTICS_ARGS};
-
-/// The user with every right, and the one that may read but not write topics.
-const ADMIN: &str = "streamagg";
-const LIMITED: &str = "limited";
-
-/// The secure broker the tests run against.
-struct Secure {
-    brokers: String,
-    mtls_brokers: String,
-    dir: PathBuf,
-}
-
-fn secure() -> Secure {
-    let hint = "start the secure broker with `KAFKA_PORT=9392 scripts/kafka up --secure` and set \
-                what `KAFKA_PORT=9392 scripts/kafka env --secure` prints (scripts/test does both)";
-    let brokers = std::env::var("STREAMAGG_TEST_SECURE_BROKERS")
-        .unwrap_or_else(|_| panic!("STREAMAGG_TEST_SECURE_BROKERS is not set: {hint}"));
-    let mtls_brokers = std::env::var("STREAMAGG_TEST_MTLS_BROKERS")
-        .unwrap_or_else(|_| panic!("STREAMAGG_TEST_MTLS_BROKERS is not set: {hint}"));
-    let dir = PathBuf::from(
-        std::env::var("STREAMAGG_TEST_SECURE_DIR")
-            .unwrap_or_else(|_| panic!("STREAMAGG_TEST_SECURE_DIR is not set: {hint}")),
-    );
-    for file in [
-        "ca.crt",
-        "untrusted-ca.crt",
-        "streamagg.password",
-        "limited.password",
-        "client.crt",
-        "client.key",
-        "client.key.password",
-    ] {
-        assert!(
-            dir.join(file).is_file(),
-            "{} is missing: {hint}",
-            dir.join(file).display()
-        );
-    }
-    Secure {
-        brokers,
-        mtls_brokers,
-        dir,
-    }
-}
-
-impl Secure {
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
-    }
-
-    fn password(&self, user: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{user}.password")))
-            .expect("password file")
-            .trim()
-            .to_owned()
-    }
-
-    /// Connection settings for `user` with SCRAM-SHA-512, trusting the broker's CA.
-    fn settings(&self, user: &str) -> KafkaSettings {
-        KafkaSettings {
-            brokers: self.brokers.clone(),
-            timeout: Duration::from_secs(20),
-            security: KafkaSecurity {
-                protocol: Some("SASL_SSL".into()),
-                sasl_mechanism: Some("SCRAM-SHA-512".into()),
-                sasl_username: Some(user.into()),
-                sasl_password: Some(Secret::new(self.password(user))),
-                ssl_ca_location: Some(self.path("ca.crt")),
-                ..KafkaSecurity::default()
-            },
-        }
-    }
-
-    /// The passphrase of the client certificate's key.
-    fn key_password(&self) -> String {
-        std::fs::read_to_string(self.dir.join("client.key.password"))
-            .expect("key password file")
-            .trim()
-            .to_owned()
-    }
-
-    /// The CLI flags for the mTLS listener: SSL with the client certificate, whose key's passphrase
-    /// comes from its file.
-    fn mtls_flags(&self) -> Vec<String> {
-        [
-            "--brokers",
-            &self.mtls_brokers,
-            "--security-protocol",
-            "SSL",
-            "--ssl-ca-location",
-            &self.path("ca.crt"),
-            "--ssl-certificate-location",
-            &self.path("client.crt"),
-            "--ssl-key-location",
-            &self.path("client.key"),
-            "--ssl-key-password-file",
-            &self.path("client.key.password"),
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }
-
-    /// The CLI flags for `user` (password from its file), `mechanism` and the CA file `ca`.
-    fn flags(&self, user: &str, mechanism: &str, ca: &str) -> Vec<String> {
-        [
-            "--brokers",
-            &self.brokers,
-            "--security-protocol",
-            "SASL_SSL",
-            "--sasl-mechanism",
-            mechanism,
-            "--sasl-username",
-            user,
-            "--sasl-password-file",
-            &self.path(&format!("{user}.password")),
-            "--ssl-ca-location",
-            &self.path(ca),
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }
-
-    /// Everything on `topic`, read over SASL_SSL as the admin user.
-    fn read_all(&self, topic: &str) -> Vec<RawRecord> {
-        read_to_end(
-            &self.settings(ADMIN),
-            topic,
-            Isolation::ReadCommitted,
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|e| panic!("reading {topic} over SASL_SSL: {e}"))
-    }
-}
-
-/// A topic with a random name on the secure broker, created and deleted over SASL_SSL by the admin
-/// user.
-fn secure_topic(secure: &Secure, purpose: &str, partitions: i32) -> TestTopic {
-    TestTopic::create_on(
-        secure.settings(ADMIN),
-        &format!("secure-{purpose}"),
-        partitions,
-    )
-}
-
-/// Runs the binary with `args` and `env`, killing it if it has not exited within `deadline`.
-fn run_bounded(args: &[String], env: &[(&str, &str)], deadline: Duration) -> (Output, Duration) {
-    let started = Instant::now();
-    let mut child = Command::new(crate::common::binary())
-        .args(args)
-        .envs(env.iter().copied())
-        .env("STREAMAGG_METRICS_ADDR", "off")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the streamagg binary starts");
-    while child.try_wait().expect("try_wait").is_none() {
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!(
-                "streamagg {args:?} did not exit within {deadline:?}; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("output");
-    (output, started.elapsed())
-}
-
-/// The one `streamagg: error:` line of a failed run; fails unless there is exactly one, the exit
-/// code is non-zero, and none of `secrets` shows anywhere in its output.
-fn single_error_line(what: &str, output: &Output, secrets: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "{what}: must fail:\n{stderr}");
-    for secret in secrets {
-        assert!(
-            !stderr.contains(secret) && !stdout.contains(secret),
-            "{what}: a password leaked:\n{stderr}"
-        );
-    }
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("streamagg: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{what}: one error line:\n{stderr}");
-    errors[0].to_owned()
-}
+use crate::dataset::{Input, INDEX_HEADER};
+use crate::oracle::{assert_output_matches, oracle, Delivery};
+use crate::scenario::{random_group, semantics, Flags};
+use crate::secure_broker::{secure, Secure, ADMIN, LIMITED};
 
 /// Runs a processor the broker must refuse (`args`): one error line that says "refused the
 /// connection" and names `reason`, none of `secrets`, exit 1, and at once: within 15 s, although
@@ -228,76 +38,50 @@ fn assert_refused_at_once(what: &str, args: &[String], secrets: &[&str], reason:
     );
 }
 
-/// The arguments of a processor connected by `connection` reading `input` and writing `output`.
-fn processor_args(
-    connection: Vec<String>,
+/// The flags of a processor connected by `connection` reading `input` and writing `output`, its
+/// state in `state_dir`.
+fn processor_flags(
+    connection: Flags,
     input: &str,
     output: &str,
     state_dir: &std::path::Path,
-) -> Vec<String> {
-    let mut args = vec!["run".to_owned()];
-    args.extend(connection);
-    args.extend(
-        [
-            "--input",
-            input,
-            "--output",
-            output,
-            "--group",
-            &crate::oracle::random_group(),
-            "--state-dir",
-            state_dir.to_str().expect("utf8"),
-            "--kafka-timeout",
-            "30s",
-        ]
-        .into_iter()
-        .chain(SEMANTICS_ARGS)
-        .map(str::to_owned),
-    );
-    args
+) -> Flags {
+    let mut flags = connection;
+    flags.extend(&Flags::of(&[
+        ("--input", input),
+        ("--output", output),
+        ("--group", &random_group()),
+        ("--state-dir", state_dir.to_str().expect("utf8")),
+        ("--kafka-timeout", "30s"),
+    ]));
+    flags.extend(&semantics());
+    flags
 }
 
-/// `args` without `flag` and its value.
-fn without_flag(args: Vec<String>, flag: &str) -> Vec<String> {
-    let mut kept = Vec::with_capacity(args.len());
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == flag {
-            args.next();
-        } else {
-            kept.push(arg);
-        }
-    }
-    kept
+/// `streamagg run` with `flags`.
+fn run_args(flags: &Flags) -> Vec<String> {
+    let mut args = vec!["run".to_owned()];
+    args.extend(flags.args());
+    args
 }
 
 /// Writes a seeded preload with `streamagg produce` connected by `connection`, with `env` (the
 /// secrets, where the processor reads them from files).
-fn produce(connection: Vec<String>, env: &[(&str, &str)], topic: &str, count: u64) -> Output {
+fn produce(connection: Flags, env: &[(&str, &str)], topic: &str, count: u64) -> Output {
+    let mut flags = connection;
+    flags.extend(&Flags::of(&[
+        ("--topic", topic),
+        ("--count", &count.to_string()),
+        ("--sources", "40"),
+        ("--span", "8m"),
+        ("--start-ms", "1700000000000"),
+        ("--out-of-order-ms", "5000"),
+        ("--late-fraction", "0.02"),
+        ("--seed", "7"),
+    ]));
     let mut args = vec!["produce".to_owned()];
-    args.extend(connection);
-    args.extend(
-        [
-            "--topic",
-            topic,
-            "--count",
-            &count.to_string(),
-            "--sources",
-            "40",
-            "--span",
-            "8m",
-            "--start-ms",
-            "1700000000000",
-            "--out-of-order-ms",
-            "5000",
-            "--late-fraction",
-            "0.02",
-            "--seed",
-            "7",
-            "--seal",
-        ]
-        .map(str::to_owned),
-    );
+    args.extend(flags.args());
+    args.push("--seal".to_owned());
     let mut env = env.to_vec();
     env.push(("RUST_LOG", "debug"));
     let (output, _) = run_bounded(&args, &env, Duration::from_secs(120));
@@ -311,10 +95,8 @@ fn produce(connection: Vec<String>, env: &[(&str, &str)], topic: &str, count: u6
 
 /// `streamagg produce` over SASL_SSL as `user` with `mechanism`, the password from the environment.
 fn produce_sasl(secure: &Secure, user: &str, mechanism: &str, topic: &str, count: u64) -> Output {
-    let connection = without_flag(
-        secure.flags(user, mechanism, "ca.crt"),
-        "--sasl-password-file",
-    );
+    let mut connection = secure.flags(user, mechanism, "ca.crt");
+    connection.unset("--sasl-password-file");
     let password = secure.password(user);
     produce(
         connection,
@@ -347,7 +129,7 @@ fn as_oracle_inputs(records: &[RawRecord]) -> (Vec<Input>, Vec<RawRecord>) {
 /// processor's log and what its `/metrics` showed.
 fn process_to_the_oracle(
     secure: &Secure,
-    connection: Vec<String>,
+    connection: Flags,
     input: &TestTopic,
     output: &TestTopic,
 ) -> (String, String) {
@@ -361,8 +143,8 @@ fn process_to_the_oracle(
     );
 
     let state = tempfile::tempdir().expect("state dir");
-    let args = processor_args(connection, &input.name, &output.name, state.path());
-    let mut processor = ProcessorProcess::start(&args[1..]);
+    let flags = processor_flags(connection, &input.name, &output.name, state.path());
+    let mut processor = ProcessorProcess::start(&flags.args());
     let metrics_addr = processor.telemetry_addr(Duration::from_secs(30));
     let started = Instant::now();
     let mut records = secure.read_all(&output.name);
@@ -415,8 +197,8 @@ fn help_texts(env: &[(&str, &str)]) -> String {
 fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without_leaking_the_password(
 ) {
     let secure = secure();
-    let input = secure_topic(&secure, "in", 4);
-    let output = secure_topic(&secure, "out", 4);
+    let input = secure.topic("in", 4);
+    let output = secure.topic("out", 4);
     // SCRAM-SHA-256 for the producer, SCRAM-SHA-512 for the processor: both mechanisms work.
     let produced = produce_sasl(&secure, ADMIN, "SCRAM-SHA-256", &input.name, 6_000);
     let (log, metrics) = process_to_the_oracle(
@@ -452,12 +234,14 @@ fn a_dataset_is_processed_over_sasl_ssl_with_scram_and_equals_the_oracle_without
 #[test]
 fn a_dataset_is_processed_over_mutual_tls_with_an_encrypted_key_and_equals_the_oracle() {
     let secure = secure();
-    let input = secure_topic(&secure, "mtls-in", 4);
-    let output = secure_topic(&secure, "mtls-out", 4);
+    let input = secure.topic("mtls-in", 4);
+    let output = secure.topic("mtls-out", 4);
     let passphrase = secure.key_password();
     // The producer gets the key's passphrase from the environment, the processor from its file.
+    let mut connection = secure.mtls_flags();
+    connection.unset("--ssl-key-password-file");
     let produced = produce(
-        without_flag(secure.mtls_flags(), "--ssl-key-password-file"),
+        connection,
         &[("STREAMAGG_SSL_KEY_PASSWORD", &passphrase)],
         &input.name,
         6_000,
@@ -483,19 +267,17 @@ fn a_dataset_is_processed_over_mutual_tls_with_an_encrypted_key_and_equals_the_o
 fn no_client_certificate_on_the_mutual_tls_listener_is_one_line_and_exit_1() {
     let secure = secure();
     let dir = tempfile::tempdir().expect("dir");
-    let connection = without_flag(
-        without_flag(
-            without_flag(secure.mtls_flags(), "--ssl-certificate-location"),
-            "--ssl-key-location",
-        ),
-        "--ssl-key-password-file",
-    );
-    let args = processor_args(
+    let mut connection = secure.mtls_flags();
+    connection
+        .unset("--ssl-certificate-location")
+        .unset("--ssl-key-location")
+        .unset("--ssl-key-password-file");
+    let args = run_args(&processor_flags(
         connection,
         "it-secure-never-in",
         "it-secure-never-out",
         &dir.path().join("state"),
-    );
+    ));
     assert_refused_at_once(
         "no client certificate",
         &args,
@@ -512,18 +294,14 @@ fn a_wrong_password_is_one_line_and_exit_1_at_once() {
     let dir = tempfile::tempdir().expect("dir");
     let wrong = format!("wrong-{:016x}", rand::random::<u64>());
     std::fs::write(dir.path().join("wrong.password"), format!("{wrong}\n")).expect("written");
-    let mut args = processor_args(
+    let mut flags = processor_flags(
         secure.flags(ADMIN, "SCRAM-SHA-512", "ca.crt"),
         input,
         output,
         &dir.path().join("state"),
     );
-    let file = args
-        .iter()
-        .position(|a| a == "--sasl-password-file")
-        .expect("flag")
-        + 1;
-    args[file] = dir.path().join("wrong.password").display().to_string();
+    let wrong_file = dir.path().join("wrong.password").display().to_string();
+    let args = run_args(flags.set("--sasl-password-file", &wrong_file));
     assert_refused_at_once(
         "wrong password",
         &args,
@@ -538,12 +316,12 @@ fn an_untrusted_ca_is_one_line_and_exit_1_at_once() {
     // Refused before any topic is looked at: the topics need not exist.
     let (input, output) = ("it-secure-never-in", "it-secure-never-out");
     let dir = tempfile::tempdir().expect("dir");
-    let args = processor_args(
+    let args = run_args(&processor_flags(
         secure.flags(ADMIN, "SCRAM-SHA-512", "untrusted-ca.crt"),
         input,
         output,
         &dir.path().join("state"),
-    );
+    ));
     assert_refused_at_once(
         "untrusted CA",
         &args,
@@ -555,18 +333,18 @@ fn an_untrusted_ca_is_one_line_and_exit_1_at_once() {
 #[test]
 fn a_user_without_write_rights_on_the_output_topic_is_one_line_and_exit_1_not_a_retry_loop() {
     let secure = secure();
-    let input = secure_topic(&secure, "acl-in", 2);
-    let output = secure_topic(&secure, "acl-out", 2);
+    let input = secure.topic("acl-in", 2);
+    let output = secure.topic("acl-out", 2);
     produce_sasl(&secure, ADMIN, "SCRAM-SHA-512", &input.name, 2_000);
     for guarantee in ["exactly-once", "at-least-once"] {
         let dir = tempfile::tempdir().expect("dir");
-        let mut args = processor_args(
+        let mut flags = processor_flags(
             secure.flags(LIMITED, "SCRAM-SHA-512", "ca.crt"),
             &input.name,
             &output.name,
             &dir.path().join("state"),
         );
-        args.extend(["--guarantee".to_owned(), guarantee.to_owned()]);
+        let args = run_args(flags.set("--guarantee", guarantee));
         let (out, took) = run_bounded(&args, &[("RUST_LOG", "info")], Duration::from_secs(90));
         let line = single_error_line(
             &format!("{guarantee}: no ACL"),

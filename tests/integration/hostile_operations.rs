@@ -321,24 +321,32 @@ fn expect_the_redone_work_to_equal(
 fn an_abortable_send_error_aborts_and_redoes_the_work_instead_of_crashing() {
     // Enough input that the processor is still emitting when the first delivery fails: the
     // failure then surfaces at a send, not only at the commit (4,000 events were too few: it
-    // surfaced at the commit only).
-    let scenario = with_a_refusing_output("abort-redo", 4, dataset(Format::Json, 61, 30_000));
-    scenario.preload(scenario.all());
-    let expected = scenario.expected();
-    assert!(
-        expected.windows.len() > 600 && !expected.late.is_empty() && !expected.invalid.is_empty()
-    );
+    // surfaced at the commit only). Where it surfaces first is up to timing (a loaded machine can
+    // reach an early commit first), so the scenario runs up to three times until a send met it;
+    // every run's outcome must equal the oracle either way.
+    for attempt in 1..=3 {
+        let scenario = with_a_refusing_output("abort-redo", 4, dataset(Format::Json, 61, 30_000));
+        scenario.preload(scenario.all());
+        let expected = scenario.expected();
+        assert!(
+            expected.windows.len() > 600
+                && !expected.late.is_empty()
+                && !expected.invalid.is_empty()
+        );
 
-    let mut processor = scenario.start("s");
-    accept_the_output_after_the_first_abort(&mut processor, &scenario.topics);
-    let log = processor.log();
-    assert!(
-        log.lines()
-            .any(|line| line.contains("aborting the transaction")
-                && line.contains("transaction produce failed")),
-        "a send, not only a commit, met the failed delivery (the case under test); log:\n{log}"
-    );
-    expect_the_redone_work_to_equal(&mut processor, &scenario.topics, &expected);
+        let mut processor = scenario.start("s");
+        accept_the_output_after_the_first_abort(&mut processor, &scenario.topics);
+        let log = processor.log();
+        let at_a_send = log.lines().any(|line| {
+            line.contains("aborting the transaction") && line.contains("transaction produce failed")
+        });
+        expect_the_redone_work_to_equal(&mut processor, &scenario.topics, &expected);
+        if at_a_send {
+            return;
+        }
+        eprintln!("attempt {attempt}: the failed delivery surfaced at the commit, not at a send");
+    }
+    panic!("in three runs a send never met the failed delivery (the case under test)");
 }
 
 #[test]

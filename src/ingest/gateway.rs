@@ -244,6 +244,8 @@ pub struct Gateway {
     pub(super) token: Option<Secret>,
     pub(super) in_flight: Arc<Semaphore>,
     pub(super) bodies: Arc<Semaphore>,
+    /// Held by the one request that may wait for more of `bodies` while holding some of it.
+    pub(super) grow_turn: tokio::sync::Mutex<()>,
     /// Body bytes each client address holds (bounded per client).
     pub(super) clients: Arc<ClientBudgets>,
     pub(super) stats: Arc<Stats>,

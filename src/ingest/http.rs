@@ -3,7 +3,8 @@
 //! The answer waits for Kafka: `200 {"accepted":N,"rejected":0}` once every event is acknowledged;
 //! `400` with `errors: [{"item", "reason"}]` when some items were refused (the valid ones were still
 //! delivered and acknowledged first, and `accepted` counts them); `401` without the bearer token;
-//! `413` for a body over the size or event-count limit; `408` for a body not received within the
+//! `413` for a body over the size or event-count limit, or one whose events can never fit the memory
+//! budget; `408` for a body not received within the
 //! read timeout; `400` also for events Kafka refuses for good (e.g. too large for the topic: a retry
 //! cannot help); `503` with `Retry-After` when the budgets are full or Kafka is unavailable or did not
 //! acknowledge in time — then some of the request's events may have been delivered, so a retry can
@@ -171,20 +172,19 @@ async fn post_events(
         }
         Err(error) => return json(StatusCode::BAD_REQUEST, error_body(&error.to_string(), &[])),
     };
+    // The reservation moves from the body to its events, then to their encoding: grown only by
+    // what one form needs beyond the last (see `BodyBudget::resize`).
+    drop(body);
     let deadline = tokio::time::Instant::now() + gateway.limits.queue_wait;
     if let Err(no_room) = budget
-        .grow_shared(gateway, frame::heap_bytes(&items), deadline)
+        .resize(gateway, frame::heap_bytes(&items), deadline)
         .await
     {
-        return saturated(no_room);
+        return saturated(no_room, gateway);
     }
     let encoded = encode(items, gateway);
-    drop(body);
-    if let Err(no_room) = budget
-        .grow_shared(gateway, encoded.heap_bytes(), deadline)
-        .await
-    {
-        return saturated(no_room);
+    if let Err(no_room) = budget.resize(gateway, encoded.heap_bytes(), deadline).await {
+        return saturated(no_room, gateway);
     }
     if encoded.events.is_empty() {
         let (_, body) = events_response(0, &encoded.refused);
@@ -247,7 +247,7 @@ async fn receive(
             StatusCode::REQUEST_TIMEOUT,
             error_body("body not received within the read timeout", &[]),
         )),
-        Err(BodyReadError::NoRoom(no_room)) => Err(saturated(no_room)),
+        Err(BodyReadError::NoRoom(no_room)) => Err(saturated(no_room, gateway)),
         Err(BodyReadError::Read(error)) => Err(json(
             StatusCode::BAD_REQUEST,
             error_body(&format!("cannot read the body: {error}"), &[]),
@@ -263,10 +263,19 @@ fn too_large(gateway: &Gateway) -> Response<Full<Bytes>> {
     )
 }
 
-fn saturated(no_room: NoRoom) -> Response<Full<Bytes>> {
+/// `503` + `Retry-After` while the budget is taken by others; `413` if the request can never fit.
+fn saturated(no_room: NoRoom, gateway: &Gateway) -> Response<Full<Bytes>> {
     let reason = match no_room {
         NoRoom::Client => "this client has too many request bodies in memory",
         NoRoom::Shared => "too many request bodies in memory",
+        NoRoom::Never => {
+            let reason = format!(
+                "the request's events need more memory than the gateway's body budget \
+                 (--max-buffered-body-bytes {}) holds; send fewer events per request",
+                gateway.limits.max_buffered_body_bytes
+            );
+            return json(StatusCode::PAYLOAD_TOO_LARGE, error_body(&reason, &[]));
+        }
     };
     unavailable(RETRY_AFTER_SATURATED, error_body(reason, &[]))
 }
@@ -308,6 +317,7 @@ fn encode(items: Vec<Item>, gateway: &Gateway) -> Encoded {
             }
         }
     }
+    encoded.payloads.shrink_to_fit();
     encoded
 }
 

@@ -84,6 +84,7 @@ pub async fn run(
         format: settings.format,
         in_flight: Arc::new(Semaphore::new(settings.limits.max_in_flight_bytes)),
         bodies: Arc::new(Semaphore::new(settings.limits.max_buffered_body_bytes)),
+        grow_turn: tokio::sync::Mutex::new(()),
         clients: ClientBudgets::new(settings.limits.per_client_body_bytes()),
         limits: settings.limits.clone(),
         delivery_timeout: settings.delivery_timeout,

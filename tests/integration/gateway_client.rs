@@ -259,3 +259,48 @@ pub(crate) fn metric(metrics: &str, series: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.2, …: another client as the
+/// gateway sees it), made within `timeout`.
+pub(crate) fn connect_from(
+    from: std::net::Ipv4Addr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.into(), 0))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream = runtime.block_on(async {
+        tokio::time::timeout(timeout, socket.connect(to))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// An NDJSON body of valid events of exactly `bytes` bytes, each line about `line` bytes long
+/// (padded with an ignored field), sources prefixed with `prefix`.
+pub(crate) fn padded_ndjson(prefix: &str, bytes: usize, line: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(bytes);
+    let mut n = 0;
+    while body.len() < bytes {
+        let bare = format!(
+            r#"{{"source":"{prefix}-{n}","timestamp":{},"value":1,"pad":""}}"#,
+            1_700_000_000_000_i64 + n
+        );
+        let left = bytes - body.len();
+        let want = if left < 2 * line { left } else { line };
+        let pad = want.saturating_sub(bare.len() + 1);
+        let text = bare.replace(r#""pad":"""#, &format!(r#""pad":"{}""#, "p".repeat(pad)));
+        body.extend_from_slice(text.as_bytes());
+        body.push(b'\n');
+        n += 1;
+    }
+    body
+}

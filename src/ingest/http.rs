@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
     X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
@@ -42,6 +42,10 @@ const PROTOCOL: Protocol = Protocol::Http;
 /// Seconds a client should wait before retrying when the gateway is saturated / Kafka unavailable.
 const RETRY_AFTER_SATURATED: &str = "1";
 const RETRY_AFTER_UNAVAILABLE: &str = "5";
+
+/// A connection's read buffer: request heads must fit (more is answered `431` and closed), so a
+/// connection that never completes its head holds at most this much.
+pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Accepts connections until `stop` turns true, then asks each open connection to finish its
 /// current request and close; each connection task holds a clone of `alive`.
@@ -83,7 +87,8 @@ pub(super) async fn serve(
         // Also bounds idle keep-alive connections: the timer runs while waiting for a head.
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(gateway.limits.read_timeout);
+            .header_read_timeout(gateway.limits.read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let stopping = tokio::select! {
@@ -151,7 +156,7 @@ async fn post_events(
     gateway: &Gateway,
     client: IpAddr,
 ) -> Response<Full<Bytes>> {
-    if let Some(refused) = authorize(&request, gateway) {
+    if let Some(refused) = authorize(&request, gateway, client) {
         return refused;
     }
     let (body, mut budget) = match receive(request, gateway, client).await {
@@ -195,8 +200,13 @@ async fn post_events(
     response
 }
 
-/// The `401` answer, unless the request carries the bearer token (or none is set).
-fn authorize(request: &Request<Incoming>, gateway: &Gateway) -> Option<Response<Full<Bytes>>> {
+/// The `401` answer, unless the request carries the bearer token (or none is set). It closes the
+/// connection, so that guesses cost a connection each (and meet the per-client connection limit).
+fn authorize(
+    request: &Request<Incoming>,
+    gateway: &Gateway,
+    client: IpAddr,
+) -> Option<Response<Full<Bytes>>> {
     let token = gateway.token.as_ref()?;
     let header = request
         .headers()
@@ -209,9 +219,10 @@ fn authorize(request: &Request<Incoming>, gateway: &Gateway) -> Option<Response<
         StatusCode::UNAUTHORIZED,
         error_body("missing or wrong bearer token", &[]),
     );
-    response
-        .headers_mut()
-        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    let headers = response.headers_mut();
+    headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    gateway.failed_authentication(PROTOCOL, Some(client));
     Some(response)
 }
 

@@ -92,6 +92,8 @@ pub async fn run(
         stats,
         tcp_latency_sample: 64,
         tcp_counter: AtomicU64::new(0),
+        auth_failures: AtomicU64::new(0),
+        auth_failed: RateLimitedWarning::new(Duration::from_secs(10)),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

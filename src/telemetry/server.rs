@@ -1,7 +1,8 @@
 //! The HTTP endpoint of `/metrics`, `/healthz` and `/readyz`, on a thread and runtime of its own,
 //! bounded so that no client can make the probes unreachable: at most [`MAX_CONNECTIONS`] open at
 //! once (more are closed as soon as accepted, so they never pile up descriptors), a complete request
-//! head within [`HEADER_READ_TIMEOUT`] (idle keep-alive connections included), and failures to
+//! head within [`HEADER_READ_TIMEOUT`] (idle keep-alive connections included) and [`MAX_HEAD_BYTES`],
+//! and failures to
 //! accept warned about at most once per interval ([`RateLimitedWarning`]).
 
 use std::convert::Infallible;
@@ -24,6 +25,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 
 /// How long a connection may take to send a complete request head, or stay idle between requests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The read buffer of a connection (hyper's minimum): a request head must fit.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 
 /// A warning logged at most once per `every`; the occurrences in between are counted and reported
 /// with the next one that is logged.
@@ -135,7 +139,8 @@ async fn accept_loop(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES);
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

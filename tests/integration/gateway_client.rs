@@ -284,6 +284,44 @@ pub(crate) fn connect_from(
     Ok(stream)
 }
 
+/// One HTTP response read by its `Content-Length` (the connection stays usable); `None` if the
+/// gateway closed the connection before answering.
+pub(crate) fn read_one_reply(stream: &mut TcpStream) -> std::io::Result<Option<Reply>> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => return Ok(None),
+            Ok(_) => raw.push(byte[0]),
+            Err(e) if raw.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        }
+        if raw.len() > 64 << 10 {
+            return Err(std::io::Error::other("response head over 64 KiB"));
+        }
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let mut reply = Reply {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status: {head}")))?,
+        head,
+        body: String::new(),
+    };
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    reply.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(Some(reply))
+}
+
 /// An NDJSON body of valid events of exactly `bytes` bytes, each line about `line` bytes long
 /// (padded with an ignored field), sources prefixed with `prefix`.
 pub(crate) fn padded_ndjson(prefix: &str, bytes: usize, line: usize) -> Vec<u8> {

@@ -11,7 +11,8 @@ use streamagg::codec::Format;
 
 use crate::common::{http_get, TestTopic};
 use crate::gateway_client::{
-    event, event_json, metric, read_reply, request, tcp_send, wait_for_count, Event, Gateway,
+    event, event_json, metric, read_one_reply, read_reply, request, tcp_send, wait_for_count,
+    Event, Gateway,
 };
 
 #[test]
@@ -335,4 +336,40 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
             "{series} in\n{metrics}"
         );
     }
+}
+
+#[test]
+fn a_wrong_token_closes_the_connection() {
+    let topic = TestTopic::create("hostile-guessing", 1);
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "guess-me\n").expect("token written");
+    let mut gateway = Gateway::start(
+        &topic.name,
+        &["--http-token-file", token_file.to_str().expect("utf8")],
+    );
+    let line = event_json(&event("g".into(), 1_700_000_000_000, 1.0));
+    let guess = |n: u32| {
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer guess-{n}\r\n\
+             Content-Length: {}\r\n\r\n{line}",
+            line.len()
+        )
+    };
+    let mut stream = TcpStream::connect(gateway.http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(guess(1).as_bytes()).expect("first guess");
+    let first = read_one_reply(&mut stream).expect("an answer");
+    assert_eq!(first.as_ref().map(|r| r.status), Some(401), "{first:?}");
+    // The second guess on the same connection gets no answer: the connection was closed.
+    let second = stream
+        .write_all(guess(2).as_bytes())
+        .and_then(|()| read_one_reply(&mut stream));
+    assert!(
+        !matches!(second, Ok(Some(_))),
+        "a second guess on the same connection was answered: {second:?}"
+    );
+    gateway.stop();
 }

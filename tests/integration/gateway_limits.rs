@@ -435,3 +435,57 @@ fn eight_8_mib_bodies_completed_together_do_not_livelock() {
     assert!(took < Duration::from_secs(60), "{took:?}");
     gateway.stop();
 }
+
+#[test]
+fn connections_sending_endless_heads_hold_little_memory_before_authentication() {
+    // 400 connections from 8 addresses; the bound allows ~64 KiB (HTTP) and ~20 KiB (TCP) each.
+    const PER_LISTENER: usize = 200;
+    const GROWTH_BOUND: u64 = 40 << 20;
+    let topic = TestTopic::create("limits-preauth-memory", 1);
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "mem-s3cret\n").expect("token written");
+    let token = token_file.to_str().expect("utf8");
+    let mut gateway = Gateway::start(
+        &topic.name,
+        &["--http-token-file", token, "--max-connections", "512"],
+    );
+    let before = peak_rss(gateway.pid());
+    let endless = vec![b'a'; 400 << 10];
+    let mut held = Vec::new();
+    for n in 0..PER_LISTENER {
+        let from = std::net::Ipv4Addr::new(127, 0, 0, 1 + (n % 8) as u8);
+        for (to, prefix) in [
+            (gateway.http, &b"GET / HTTP/1.1\r\nX-Long: "[..]),
+            (gateway.tcp, &b"AUTH "[..]),
+        ] {
+            let Ok(mut stream) = connect_from(from, to, Duration::from_secs(5)) else {
+                continue;
+            };
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = stream.write_all(prefix);
+            let _ = stream.write_all(&endless);
+            held.push(stream);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let growth = peak_rss(gateway.pid()).saturating_sub(before);
+    eprintln!(
+        "{} connections sending endless heads: peak RSS grew {} MiB",
+        held.len(),
+        growth >> 20
+    );
+    drop(held);
+    gateway.assert_alive();
+    assert!(growth < GROWTH_BOUND, "peak RSS grew {} MiB", growth >> 20);
+    let ok = request(
+        gateway.http,
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer mem-s3cret")],
+        event_json(&good(1)).as_bytes(),
+    )
+    .expect("POST");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    gateway.stop();
+}

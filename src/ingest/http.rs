@@ -55,15 +55,9 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let refusal = |gateway: &Gateway| {
+    let refusal = |gateway: &Gateway, reason: &str| {
         gateway.stats.response(503);
-        let body = error_body(
-            &format!(
-                "too many connections (limit {})",
-                gateway.limits.max_connections
-            ),
-            &[],
-        );
+        let body = error_body(reason, &[]);
         format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
              x-content-type-options: nosniff\r\n\

@@ -43,13 +43,8 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let refusal = |gateway: &Gateway| {
-        format!(
-            "error: too many connections (limit {}), try again later\n",
-            gateway.limits.max_connections
-        )
-        .into_bytes()
-    };
+    let refusal =
+        |_: &Gateway, reason: &str| format!("error: {reason}, try again later\n").into_bytes();
     let serve_one = |stream, gateway: Arc<Gateway>, stop| async move {
         if let Err(error) = connection(stream, &gateway, stop).await {
             tracing::debug!(%error, "TCP connection ended with an error");

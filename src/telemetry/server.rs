@@ -296,3 +296,30 @@ pub fn http_get(
         .unwrap_or_default();
     Ok((status, body))
 }
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_address_holds_at_most_its_connections_and_frees_them() {
+        let connections = ClientConnections::new(2);
+        let (a, b): (IpAddr, IpAddr) = (
+            "127.0.0.1".parse().expect("ip"),
+            "127.0.0.2".parse().expect("ip"),
+        );
+        let first = connections.try_take(a).expect("first");
+        let second = connections.try_take(a).expect("second");
+        assert!(connections.try_take(a).is_none(), "over the limit");
+        let other = connections
+            .try_take(b)
+            .expect("another address has its own");
+        drop(first);
+        let again = connections.try_take(a).expect("a freed slot is reused");
+        drop((second, again, other));
+        assert!(
+            connections.open.lock().expect("lock").is_empty(),
+            "no entry left behind"
+        );
+    }
+}

@@ -398,7 +398,10 @@ pub fn publish_consumer_lag(statistics: &rdkafka::Statistics) {
 
 pub mod process;
 mod server;
-pub use server::{http_get, serve, RateLimitedWarning, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+pub use server::{
+    http_get, serve, ClientConnections, ClientSlot, RateLimitedWarning, HEADER_READ_TIMEOUT,
+    MAX_CONNECTIONS,
+};
 
 #[cfg(test)]
 mod tests;

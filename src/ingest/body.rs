@@ -3,7 +3,15 @@
 //! shared budget ([`super::settings::Limits::max_buffered_body_bytes`]) and from the client address's
 //! own share ([`super::settings::Limits::max_buffered_body_bytes_per_client`]), and the whole body
 //! must arrive within the read timeout. The reservation ([`BodyBudget`]) is held until the answer is
-//! built, and also covers what the body is parsed into.
+//! built, and moves from the body to what it is parsed into and then to their encoding
+//! ([`BodyBudget::resize`]): each form is counted, not their sum, so a request's memory is at most
+//! twice its reservation (two forms coexist while one is made from the other).
+//!
+//! **No hold-and-wait.** A request that holds nothing may wait (up to the queue wait) for room; one
+//! that already holds some may only take what is free at once, except for one request at a time
+//! (the gateway's `grow_turn`), which may wait. Requests that each hold part of the budget therefore
+//! never all wait for each other: the others give up (`503`) and free what they held. A request whose
+//! reservation would exceed the whole budget can never fit and is refused for good (`413`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -75,6 +83,8 @@ pub enum NoRoom {
     Client,
     /// The shared budget stayed full for the whole queue wait.
     Shared,
+    /// The request needs more than the whole budget: it can never fit.
+    Never,
 }
 
 impl BodyBudget {
@@ -87,14 +97,42 @@ impl BodyBudget {
         }
     }
 
-    /// Reserves `bytes` more of body, from the client's share and the shared budget (waiting for
-    /// the latter until `deadline`).
+    /// Bytes of the shared budget this request holds.
+    fn held(&self) -> usize {
+        self.shared
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Makes the shared reservation exactly `bytes`: gives back what is beyond, or grows by the
+    /// difference as [`BodyBudget::grow_shared`] does.
+    pub async fn resize(
+        &mut self,
+        gateway: &Gateway,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<(), NoRoom> {
+        let held = self.held();
+        if bytes <= held {
+            if let Some(permit) = self.shared.as_mut() {
+                drop(permit.split(held - bytes));
+            }
+            return Ok(());
+        }
+        self.grow_shared(gateway, bytes - held, deadline).await
+    }
+
+    /// Reserves `bytes` more of body, from the client's share and the shared budget (see
+    /// [`BodyBudget::grow_shared`]).
     pub async fn grow(
         &mut self,
         gateway: &Gateway,
         bytes: usize,
         deadline: Instant,
     ) -> Result<(), NoRoom> {
+        if self.bytes.saturating_add(bytes) > self.clients.limit {
+            return Err(NoRoom::Never);
+        }
         if !self.clients.take(self.client, bytes) {
             return Err(NoRoom::Client);
         }
@@ -102,8 +140,10 @@ impl BodyBudget {
         self.grow_shared(gateway, bytes, deadline).await
     }
 
-    /// Reserves `bytes` more of what the body was parsed into, from the shared budget only.
-    pub async fn grow_shared(
+    /// Reserves `bytes` more from the shared budget: `Never` if the reservation would exceed the
+    /// whole budget. Holding nothing, it waits for room until `deadline`; holding some, it takes
+    /// only what is free now, unless it gets the one turn to wait while holding.
+    async fn grow_shared(
         &mut self,
         gateway: &Gateway,
         bytes: usize,
@@ -112,14 +152,27 @@ impl BodyBudget {
         if bytes == 0 {
             return Ok(());
         }
-        let permits = u32::try_from(bytes).map_err(|_| NoRoom::Shared)?;
-        let acquired = tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&gateway.bodies).acquire_many_owned(permits),
-        )
-        .await;
-        let Ok(Ok(permit)) = acquired else {
-            return Err(NoRoom::Shared);
+        let held = self.held();
+        if held.saturating_add(bytes) > gateway.limits.max_buffered_body_bytes {
+            return Err(NoRoom::Never);
+        }
+        let permits = u32::try_from(bytes).map_err(|_| NoRoom::Never)?;
+        let bodies = Arc::clone(&gateway.bodies);
+        let permit = match Arc::clone(&bodies).try_acquire_many_owned(permits) {
+            Ok(permit) => permit,
+            Err(_) => {
+                let _turn = if held == 0 {
+                    None
+                } else {
+                    Some(gateway.grow_turn.try_lock().map_err(|_| NoRoom::Shared)?)
+                };
+                let acquired =
+                    tokio::time::timeout_at(deadline, bodies.acquire_many_owned(permits)).await;
+                let Ok(Ok(permit)) = acquired else {
+                    return Err(NoRoom::Shared);
+                };
+                permit
+            }
         };
         match &mut self.shared {
             Some(held) => held.merge(permit),

@@ -136,6 +136,11 @@ impl LineSplitter {
         }
     }
 
+    /// Changes the longest line kept from the next line on (a line being received keeps the old).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Takes bytes from the front of `chunk` up to and including the first newline (or all of it if
     /// there is none). Returns how many bytes it took, and the line they completed, if any.
     pub fn feed<'a>(&'a mut self, chunk: &'a [u8]) -> (usize, Option<Frame<'a>>) {

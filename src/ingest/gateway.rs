@@ -2,6 +2,7 @@
 //! [`Pending`], the in-flight byte budget every event holds until its report, and the counts
 //! published once a second.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use super::settings::Limits;
 use crate::codec::Format;
 use crate::config::cluster::Secret;
 use crate::kafka::context::{ConnectionAware, StreamaggContext};
-use crate::telemetry::metric;
+use crate::telemetry::{metric, RateLimitedWarning};
 
 /// Bookkeeping bytes counted per event on top of its payload against the in-flight budget.
 pub(super) const EVENT_OVERHEAD_BYTES: usize = 64;
@@ -244,17 +245,37 @@ pub struct Gateway {
     pub(super) token: Option<Secret>,
     pub(super) in_flight: Arc<Semaphore>,
     pub(super) bodies: Arc<Semaphore>,
+    /// Held by the one request that may wait for more of `bodies` while holding some of it.
+    pub(super) grow_turn: tokio::sync::Mutex<()>,
     /// Body bytes each client address holds (bounded per client).
     pub(super) clients: Arc<ClientBudgets>,
     pub(super) stats: Arc<Stats>,
     /// Every TCP event whose number is a multiple of this has its delivery latency recorded.
     pub(super) tcp_latency_sample: u64,
     pub(super) tcp_counter: AtomicU64,
+    /// Failed authentications (HTTP `401`s are also counted by status), warned about at most once
+    /// per interval.
+    pub(super) auth_failures: AtomicU64,
+    pub(super) auth_failed: RateLimitedWarning,
 }
 
 impl Gateway {
     pub(super) fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Counts a wrong or missing token from `client`, with a rate-limited warning.
+    pub(super) fn failed_authentication(&self, protocol: Protocol, client: Option<IpAddr>) {
+        let total = self.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        self.auth_failed.warn(|suppressed| {
+            tracing::warn!(
+                protocol = protocol.label(),
+                client = ?client,
+                total,
+                suppressed,
+                "a client presented a wrong or no token; its connection is closed"
+            );
+        });
     }
 
     /// Whether events should be refused up front: the cluster is unreachable or the producer is dead.

@@ -3,7 +3,8 @@
 //! The answer waits for Kafka: `200 {"accepted":N,"rejected":0}` once every event is acknowledged;
 //! `400` with `errors: [{"item", "reason"}]` when some items were refused (the valid ones were still
 //! delivered and acknowledged first, and `accepted` counts them); `401` without the bearer token;
-//! `413` for a body over the size or event-count limit; `408` for a body not received within the
+//! `413` for a body over the size or event-count limit, or one whose events can never fit the memory
+//! budget; `408` for a body not received within the
 //! read timeout; `400` also for events Kafka refuses for good (e.g. too large for the topic: a retry
 //! cannot help); `503` with `Retry-After` when the budgets are full or Kafka is unavailable or did not
 //! acknowledge in time — then some of the request's events may have been delivered, so a retry can
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
     X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
@@ -42,6 +43,10 @@ const PROTOCOL: Protocol = Protocol::Http;
 const RETRY_AFTER_SATURATED: &str = "1";
 const RETRY_AFTER_UNAVAILABLE: &str = "5";
 
+/// A connection's read buffer: request heads must fit (more is answered `431` and closed), so a
+/// connection that never completes its head holds at most this much.
+pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Accepts connections until `stop` turns true, then asks each open connection to finish its
 /// current request and close; each connection task holds a clone of `alive`.
 pub(super) async fn serve(
@@ -50,15 +55,9 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let refusal = |gateway: &Gateway| {
+    let refusal = |gateway: &Gateway, reason: &str| {
         gateway.stats.response(503);
-        let body = error_body(
-            &format!(
-                "too many connections (limit {})",
-                gateway.limits.max_connections
-            ),
-            &[],
-        );
+        let body = error_body(reason, &[]);
         format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
              x-content-type-options: nosniff\r\n\
@@ -82,7 +81,8 @@ pub(super) async fn serve(
         // Also bounds idle keep-alive connections: the timer runs while waiting for a head.
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(gateway.limits.read_timeout);
+            .header_read_timeout(gateway.limits.read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let stopping = tokio::select! {
@@ -150,7 +150,7 @@ async fn post_events(
     gateway: &Gateway,
     client: IpAddr,
 ) -> Response<Full<Bytes>> {
-    if let Some(refused) = authorize(&request, gateway) {
+    if let Some(refused) = authorize(&request, gateway, client) {
         return refused;
     }
     let (body, mut budget) = match receive(request, gateway, client).await {
@@ -171,20 +171,19 @@ async fn post_events(
         }
         Err(error) => return json(StatusCode::BAD_REQUEST, error_body(&error.to_string(), &[])),
     };
+    // The reservation moves from the body to its events, then to their encoding: grown only by
+    // what one form needs beyond the last (see `BodyBudget::resize`).
+    drop(body);
     let deadline = tokio::time::Instant::now() + gateway.limits.queue_wait;
     if let Err(no_room) = budget
-        .grow_shared(gateway, frame::heap_bytes(&items), deadline)
+        .resize(gateway, frame::heap_bytes(&items), deadline)
         .await
     {
-        return saturated(no_room);
+        return saturated(no_room, gateway);
     }
     let encoded = encode(items, gateway);
-    drop(body);
-    if let Err(no_room) = budget
-        .grow_shared(gateway, encoded.heap_bytes(), deadline)
-        .await
-    {
-        return saturated(no_room);
+    if let Err(no_room) = budget.resize(gateway, encoded.heap_bytes(), deadline).await {
+        return saturated(no_room, gateway);
     }
     if encoded.events.is_empty() {
         let (_, body) = events_response(0, &encoded.refused);
@@ -195,8 +194,13 @@ async fn post_events(
     response
 }
 
-/// The `401` answer, unless the request carries the bearer token (or none is set).
-fn authorize(request: &Request<Incoming>, gateway: &Gateway) -> Option<Response<Full<Bytes>>> {
+/// The `401` answer, unless the request carries the bearer token (or none is set). It closes the
+/// connection, so that guesses cost a connection each (and meet the per-client connection limit).
+fn authorize(
+    request: &Request<Incoming>,
+    gateway: &Gateway,
+    client: IpAddr,
+) -> Option<Response<Full<Bytes>>> {
     let token = gateway.token.as_ref()?;
     let header = request
         .headers()
@@ -209,9 +213,10 @@ fn authorize(request: &Request<Incoming>, gateway: &Gateway) -> Option<Response<
         StatusCode::UNAUTHORIZED,
         error_body("missing or wrong bearer token", &[]),
     );
-    response
-        .headers_mut()
-        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    let headers = response.headers_mut();
+    headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    gateway.failed_authentication(PROTOCOL, Some(client));
     Some(response)
 }
 
@@ -247,7 +252,7 @@ async fn receive(
             StatusCode::REQUEST_TIMEOUT,
             error_body("body not received within the read timeout", &[]),
         )),
-        Err(BodyReadError::NoRoom(no_room)) => Err(saturated(no_room)),
+        Err(BodyReadError::NoRoom(no_room)) => Err(saturated(no_room, gateway)),
         Err(BodyReadError::Read(error)) => Err(json(
             StatusCode::BAD_REQUEST,
             error_body(&format!("cannot read the body: {error}"), &[]),
@@ -263,10 +268,19 @@ fn too_large(gateway: &Gateway) -> Response<Full<Bytes>> {
     )
 }
 
-fn saturated(no_room: NoRoom) -> Response<Full<Bytes>> {
+/// `503` + `Retry-After` while the budget is taken by others; `413` if the request can never fit.
+fn saturated(no_room: NoRoom, gateway: &Gateway) -> Response<Full<Bytes>> {
     let reason = match no_room {
         NoRoom::Client => "this client has too many request bodies in memory",
         NoRoom::Shared => "too many request bodies in memory",
+        NoRoom::Never => {
+            let reason = format!(
+                "the request's events need more memory than the gateway's body budget \
+                 (--max-buffered-body-bytes {}) holds; send fewer events per request",
+                gateway.limits.max_buffered_body_bytes
+            );
+            return json(StatusCode::PAYLOAD_TOO_LARGE, error_body(&reason, &[]));
+        }
     };
     unavailable(RETRY_AFTER_SATURATED, error_body(reason, &[]))
 }
@@ -308,6 +322,7 @@ fn encode(items: Vec<Item>, gateway: &Gateway) -> Encoded {
             }
         }
     }
+    encoded.payloads.shrink_to_fit();
     encoded
 }
 

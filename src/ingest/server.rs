@@ -17,7 +17,7 @@ use super::settings::IngestSettings;
 use super::{http, tcp};
 use crate::kafka::context::StreamaggContext;
 use crate::kafka::{self, KafkaSetupError};
-use crate::telemetry::{self, Health, RateLimitedWarning};
+use crate::telemetry::{self, ClientConnections, Health, RateLimitedWarning};
 
 /// Descriptors the process needs beside client connections: the runtime, librdkafka's broker
 /// sockets and wake-up pipes, the log, the listeners.
@@ -84,6 +84,7 @@ pub async fn run(
         format: settings.format,
         in_flight: Arc::new(Semaphore::new(settings.limits.max_in_flight_bytes)),
         bodies: Arc::new(Semaphore::new(settings.limits.max_buffered_body_bytes)),
+        grow_turn: tokio::sync::Mutex::new(()),
         clients: ClientBudgets::new(settings.limits.per_client_body_bytes()),
         limits: settings.limits.clone(),
         delivery_timeout: settings.delivery_timeout,
@@ -91,6 +92,8 @@ pub async fn run(
         stats,
         tcp_latency_sample: 64,
         tcp_counter: AtomicU64::new(0),
+        auth_failures: AtomicU64::new(0),
+        auth_failed: RateLimitedWarning::new(Duration::from_secs(10)),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -318,23 +321,34 @@ async fn wait_fatal(gateway: &Gateway) -> String {
     }
 }
 
+/// Connections one client address may hold on each listener: a quarter of `max_connections`, so that
+/// one client cannot take every slot (behind a proxy all clients share its address: raise
+/// `--max-connections` to four times what the proxy opens).
+pub(super) fn max_connections_per_client(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
+}
+
 /// The accept loop both listeners share: accepts connections until `stop` turns true, at most
-/// `max_connections` at once; one beyond the limit is counted, sent `refusal` (at most for a second)
-/// and closed; each accepted one runs `serve_one` on a task of its own, counted in the protocol's
-/// open connections and holding a clone of `alive` until it ends.
+/// `max_connections` at once and [`max_connections_per_client`] from one address; one beyond a limit
+/// is counted, sent `refusal` with the reason (at most for a second) and closed; each accepted one
+/// runs `serve_one` on a task of its own, counted in the protocol's open connections and holding a
+/// clone of `alive` until it ends.
 pub(super) async fn accept_connections<Serve, Served>(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     protocol: Protocol,
     stop: watch::Receiver<bool>,
     alive: tokio::sync::mpsc::Sender<()>,
-    refusal: impl Fn(&Gateway) -> Vec<u8>,
+    refusal: impl Fn(&Gateway, &str) -> Vec<u8>,
     serve_one: Serve,
 ) where
     Serve: Fn(tokio::net::TcpStream, Arc<Gateway>, watch::Receiver<bool>) -> Served,
     Served: std::future::Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(gateway.limits.max_connections));
+    let clients =
+        ClientConnections::new(max_connections_per_client(gateway.limits.max_connections));
+    let over_client_limit = RateLimitedWarning::new(Duration::from_secs(10));
     let accept_failed = RateLimitedWarning::new(Duration::from_secs(10));
     let mut stopping = stop.clone();
     loop {
@@ -342,8 +356,8 @@ pub(super) async fn accept_connections<Serve, Served>(
             _ = stopping.wait_for(|s| *s) => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors, typically: back off instead of spinning.
                 accept_failed.warn(|suppressed| {
@@ -353,9 +367,32 @@ pub(super) async fn accept_connections<Serve, Served>(
                 continue;
             }
         };
+        let refused = &gateway.stats.refused_connections[protocol as usize];
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            gateway.stats.refused_connections[protocol as usize].fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(tcp::refuse(stream, refusal(&gateway)));
+            refused.fetch_add(1, Ordering::Relaxed);
+            let reason = format!(
+                "too many connections (limit {})",
+                gateway.limits.max_connections
+            );
+            tokio::spawn(tcp::refuse(stream, refusal(&gateway, &reason)));
+            continue;
+        };
+        let Some(client_slot) = clients.try_take(peer.ip()) else {
+            refused.fetch_add(1, Ordering::Relaxed);
+            over_client_limit.warn(|suppressed| {
+                tracing::warn!(
+                    client = %peer.ip(),
+                    protocol = protocol.label(),
+                    suppressed,
+                    "{} connections open from one address: refusing its new ones",
+                    clients.limit()
+                );
+            });
+            let reason = format!(
+                "too many connections from this address (limit {})",
+                clients.limit()
+            );
+            tokio::spawn(tcp::refuse(stream, refusal(&gateway, &reason)));
             continue;
         };
         let served = serve_one(stream, Arc::clone(&gateway), stop.clone());
@@ -366,7 +403,7 @@ pub(super) async fn accept_connections<Serve, Served>(
             open.fetch_add(1, Ordering::Relaxed);
             served.await;
             open.fetch_sub(1, Ordering::Relaxed);
-            drop((slot, alive));
+            drop((slot, client_slot, alive));
         });
     }
 }

@@ -6,8 +6,10 @@
 //! an event accepted but not yet delivered is lost if the gateway dies (at-most-once). When the
 //! in-flight budget is spent, the connection is simply not read until there is room again.
 //!
-//! When a token is configured, the first line must be `AUTH <token>`; anything else is answered
-//! `error: authentication required…` and the connection is closed before any event is read.
+//! When a token is configured, the first line must be `AUTH <token>`, within [`AUTH_TIMEOUT`] and
+//! at most [`AUTH_LINE_SLACK`] bytes longer than the token (so an unauthenticated connection holds
+//! little memory and its slot briefly); anything else is answered `error: authentication required…`
+//! and the connection is closed before any event is read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,15 @@ use crate::codec::encode;
 
 const PROTOCOL: Protocol = Protocol::Tcp;
 
+/// How long a connection may take to authenticate (when a token is set), at most the read timeout.
+pub(super) const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes of the `AUTH` line beyond the token's (the word, spaces, `\r`).
+pub(super) const AUTH_LINE_SLACK: usize = 64;
+
+/// The read buffer of a TCP connection.
+pub(super) const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Accepts connections until `stop` turns true; each connection task holds a clone of `alive`.
 pub(super) async fn serve(
     listener: TcpListener,
@@ -32,13 +43,8 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let refusal = |gateway: &Gateway| {
-        format!(
-            "error: too many connections (limit {}), try again later\n",
-            gateway.limits.max_connections
-        )
-        .into_bytes()
-    };
+    let refusal =
+        |_: &Gateway, reason: &str| format!("error: {reason}, try again later\n").into_bytes();
     let serve_one = |stream, gateway: Arc<Gateway>, stop| async move {
         if let Err(error) = connection(stream, &gateway, stop).await {
             tracing::debug!(%error, "TCP connection ended with an error");
@@ -79,12 +85,24 @@ async fn connection(
 ) -> std::io::Result<()> {
     let limits = &gateway.limits;
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::with_capacity(16 * 1024, read);
-    let mut splitter = LineSplitter::new(limits.max_line_bytes);
-    let mut payload = Vec::with_capacity(256);
-    let mut deadline = Instant::now() + limits.read_timeout;
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read);
     let mut authenticated = gateway.token.is_none();
+    // Until authenticated: a short line within a short time.
+    let (mut splitter, mut window) = match &gateway.token {
+        None => (
+            LineSplitter::new(limits.max_line_bytes),
+            limits.read_timeout,
+        ),
+        Some(token) => (
+            LineSplitter::new(token.expose().len() + AUTH_LINE_SLACK),
+            limits.read_timeout.min(AUTH_TIMEOUT),
+        ),
+    };
+    let mut awaiting_auth = !authenticated;
+    let mut payload = Vec::with_capacity(256);
+    let mut deadline = Instant::now() + window;
     loop {
         if *stop.borrow() {
             say(
@@ -104,7 +122,7 @@ async fn connection(
             Err(_) => {
                 let message = format!(
                     "error: no complete line within {}, closing\n",
-                    humantime::format_duration(limits.read_timeout)
+                    humantime::format_duration(window)
                 );
                 say(&mut write, &message, Duration::from_secs(1)).await;
                 return Ok(());
@@ -126,15 +144,24 @@ async fn connection(
                 (step, false)
             }
         };
+        if awaiting_auth && authenticated {
+            awaiting_auth = false;
+            splitter.set_max(limits.max_line_bytes);
+            window = limits.read_timeout;
+            deadline = Instant::now() + window;
+        }
         match step {
             Step::Nothing => {}
             Step::Close(line) => {
+                if line == AUTHENTICATION_REQUIRED {
+                    gateway.failed_authentication(PROTOCOL, peer);
+                }
                 say(&mut write, line, Duration::from_secs(1)).await;
                 let _ = write.shutdown().await;
                 return Ok(());
             }
             Step::Answer(line) => {
-                deadline = Instant::now() + limits.read_timeout;
+                deadline = Instant::now() + window;
                 if !say(&mut write, &line, limits.read_timeout).await {
                     return Ok(());
                 }
@@ -144,7 +171,7 @@ async fn connection(
                     return Ok(());
                 }
                 // Time spent waiting for room in the budget is not the client's.
-                deadline = Instant::now() + limits.read_timeout;
+                deadline = Instant::now() + window;
             }
         }
         if end {

@@ -1,11 +1,14 @@
 //! The HTTP endpoint of `/metrics`, `/healthz` and `/readyz`, on a thread and runtime of its own,
 //! bounded so that no client can make the probes unreachable: at most [`MAX_CONNECTIONS`] open at
-//! once (more are closed as soon as accepted, so they never pile up descriptors), a complete request
-//! head within [`HEADER_READ_TIMEOUT`] (idle keep-alive connections included), and failures to
-//! accept warned about at most once per interval ([`RateLimitedWarning`]).
+//! once and [`MAX_CONNECTIONS_PER_CLIENT`] from one address (more are closed as soon as accepted, so
+//! they never pile up descriptors, and one client cannot take the slots the kubelet's probes need), a
+//! complete request head within [`HEADER_READ_TIMEOUT`] (idle keep-alive connections included) and
+//! [`MAX_HEAD_BYTES`], and failures to accept warned about at most once per interval
+//! ([`RateLimitedWarning`]).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,8 +25,68 @@ use super::{Health, TelemetryError};
 /// Connections the endpoint serves at once (a scraper and a few probes need a handful).
 pub const MAX_CONNECTIONS: usize = 64;
 
+/// Connections one client address may hold (the kubelet's probes and a scraper need one or two each).
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
+
 /// How long a connection may take to send a complete request head, or stay idle between requests.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The read buffer of a connection (hyper's minimum): a request head must fit.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Open connections per client address, each at most `limit`: a slot is held by a [`ClientSlot`].
+#[derive(Debug)]
+pub struct ClientConnections {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    limit: usize,
+}
+
+/// One connection counted against its client address until dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    connections: Arc<ClientConnections>,
+    client: IpAddr,
+}
+
+impl ClientConnections {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(ClientConnections {
+            open: Mutex::new(HashMap::new()),
+            limit,
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A slot for one more connection from `client`, unless it already holds `limit`.
+    pub fn try_take(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(client).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            connections: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.connections.open.lock() {
+            if let Some(count) = open.get_mut(&self.client) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    open.remove(&self.client);
+                }
+            }
+        }
+    }
+}
 
 /// A warning logged at most once per `every`; the occurrences in between are counted and reported
 /// with the next one that is logged.
@@ -102,11 +165,12 @@ async fn accept_loop(
         }
     };
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let clients = ClientConnections::new(MAX_CONNECTIONS_PER_CLIENT);
     let accept_failed = RateLimitedWarning::new(Duration::from_secs(10));
     let over_limit = RateLimitedWarning::new(Duration::from_secs(10));
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 accept_failed.warn(|suppressed| {
                     tracing::warn!(%error, suppressed, "accepting a telemetry connection failed");
@@ -125,6 +189,18 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
+        let Some(client_slot) = clients.try_take(peer.ip()) else {
+            over_limit.warn(|suppressed| {
+                tracing::warn!(
+                    client = %peer.ip(),
+                    suppressed,
+                    "{MAX_CONNECTIONS_PER_CLIENT} telemetry connections open from one address: \
+                     closing its new ones"
+                );
+            });
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         let health = Arc::clone(&health);
         tokio::spawn(async move {
@@ -135,11 +211,12 @@ async fn accept_loop(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES);
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-            drop(slot);
+            drop((slot, client_slot));
         });
     }
 }
@@ -218,4 +295,31 @@ pub fn http_get(
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_address_holds_at_most_its_connections_and_frees_them() {
+        let connections = ClientConnections::new(2);
+        let (a, b): (IpAddr, IpAddr) = (
+            "127.0.0.1".parse().expect("ip"),
+            "127.0.0.2".parse().expect("ip"),
+        );
+        let first = connections.try_take(a).expect("first");
+        let second = connections.try_take(a).expect("second");
+        assert!(connections.try_take(a).is_none(), "over the limit");
+        let other = connections
+            .try_take(b)
+            .expect("another address has its own");
+        drop(first);
+        let again = connections.try_take(a).expect("a freed slot is reused");
+        drop((second, again, other));
+        assert!(
+            connections.open.lock().expect("lock").is_empty(),
+            "no entry left behind"
+        );
+    }
 }

@@ -259,3 +259,86 @@ pub(crate) fn metric(metrics: &str, series: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.2, …: another client as the
+/// gateway sees it), made within `timeout`.
+pub(crate) fn connect_from(
+    from: std::net::Ipv4Addr,
+    to: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.into(), 0))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream = runtime.block_on(async {
+        tokio::time::timeout(timeout, socket.connect(to))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// One HTTP response read by its `Content-Length` (the connection stays usable); `None` if the
+/// gateway closed the connection before answering.
+pub(crate) fn read_one_reply(stream: &mut TcpStream) -> std::io::Result<Option<Reply>> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => return Ok(None),
+            Ok(_) => raw.push(byte[0]),
+            Err(e) if raw.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        }
+        if raw.len() > 64 << 10 {
+            return Err(std::io::Error::other("response head over 64 KiB"));
+        }
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let mut reply = Reply {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status: {head}")))?,
+        head,
+        body: String::new(),
+    };
+    let length: usize = reply
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    reply.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(Some(reply))
+}
+
+/// An NDJSON body of valid events of exactly `bytes` bytes, each line about `line` bytes long
+/// (padded with an ignored field), sources prefixed with `prefix`.
+pub(crate) fn padded_ndjson(prefix: &str, bytes: usize, line: usize) -> Vec<u8> {
+    let mut body = Vec::with_capacity(bytes);
+    let mut n = 0;
+    while body.len() < bytes {
+        let bare = format!(
+            r#"{{"source":"{prefix}-{n}","timestamp":{},"value":1,"pad":""}}"#,
+            1_700_000_000_000_i64 + n
+        );
+        let left = bytes - body.len();
+        let want = if left < 2 * line { left } else { line };
+        let pad = want.saturating_sub(bare.len() + 1);
+        let text = bare.replace(r#""pad":"""#, &format!(r#""pad":"{}""#, "p".repeat(pad)));
+        body.extend_from_slice(text.as_bytes());
+        body.push(b'\n');
+        n += 1;
+    }
+    body
+}

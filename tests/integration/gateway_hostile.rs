@@ -2,7 +2,7 @@
 //! HTTP and TCP is refused with a reason, and the gateway's memory stays bounded meanwhile.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,8 @@ use streamagg::codec::Format;
 
 use crate::common::{http_get, TestTopic};
 use crate::gateway_client::{
-    event, event_json, metric, read_reply, request, tcp_send, wait_for_count, Event, Gateway,
+    connect_from, event, event_json, metric, read_one_reply, read_reply, request, tcp_send,
+    wait_for_count, Event, Gateway,
 };
 
 #[test]
@@ -260,7 +261,8 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
     assert!(took < Duration::from_secs(5), "slow HTTP body: {took:?}");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 
-    // A connection flood beyond --max-connections 50: the excess is refused, the gateway stays up.
+    // A connection flood from one address beyond its share (a quarter of --max-connections 50):
+    // the excess is refused, the gateway stays up.
     for (addr, refusal) in [
         (gateway.tcp, "error: too many connections"),
         (gateway.http, "HTTP/1.1 503"),
@@ -335,4 +337,153 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
             "{series} in\n{metrics}"
         );
     }
+}
+
+#[test]
+fn a_wrong_token_closes_the_connection() {
+    let topic = TestTopic::create("hostile-guessing", 1);
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "guess-me\n").expect("token written");
+    let mut gateway = Gateway::start(
+        &topic.name,
+        &["--http-token-file", token_file.to_str().expect("utf8")],
+    );
+    let line = event_json(&event("g".into(), 1_700_000_000_000, 1.0));
+    let guess = |n: u32| {
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer guess-{n}\r\n\
+             Content-Length: {}\r\n\r\n{line}",
+            line.len()
+        )
+    };
+    let mut stream = TcpStream::connect(gateway.http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(guess(1).as_bytes()).expect("first guess");
+    let first = read_one_reply(&mut stream).expect("an answer");
+    assert_eq!(first.as_ref().map(|r| r.status), Some(401), "{first:?}");
+    // The second guess on the same connection gets no answer: the connection was closed.
+    let second = stream
+        .write_all(guess(2).as_bytes())
+        .and_then(|()| read_one_reply(&mut stream));
+    assert!(
+        !matches!(second, Ok(Some(_))),
+        "a second guess on the same connection was answered: {second:?}"
+    );
+    gateway.stop();
+}
+
+/// Connections from 127.0.0.1 to each target, reopened as they close, until `stop`: 64 slow heads
+/// to the metrics port, `n` slow heads to HTTP and `n` TCP connections that never authenticate.
+fn hold_every_slot(
+    targets: [(SocketAddr, usize, &'static [u8]); 3],
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let mut held: Vec<Vec<TcpStream>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut most = 0;
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+        for ((addr, count, head), open) in targets.iter().zip(held.iter_mut()) {
+            open.retain(|s| {
+                let mut byte = [0u8; 1];
+                s.set_nonblocking(true).is_ok()
+                    && matches!(s.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            });
+            while open.len() < *count {
+                let Ok(mut s) = TcpStream::connect_timeout(addr, Duration::from_millis(500)) else {
+                    break;
+                };
+                let _ = s.write_all(head);
+                open.push(s);
+            }
+        }
+        most = most.max(held.iter().map(Vec::len).sum());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    most
+}
+
+#[test]
+fn one_client_holding_connections_leaves_healthz_and_other_clients_working() {
+    const SECONDS: u32 = 32;
+    let topic = TestTopic::create("hostile-slots", 1);
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "slots-s3cret\n").expect("token written");
+    let mut gateway = Gateway::start(
+        &topic.name,
+        &[
+            "--http-token-file",
+            token_file.to_str().expect("utf8"),
+            "--max-connections",
+            "64",
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow_head: &'static [u8] = b"GET /healthz HTTP/1.1\r\n";
+    let targets = [
+        (gateway.metrics, 64, slow_head),
+        (gateway.http, 80, slow_head),
+        (gateway.tcp, 80, &b""[..]),
+    ];
+    let hostile = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || hold_every_slot(targets, stop))
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let auth = "Authorization: Bearer slots-s3cret\r\n";
+    let line = event_json(&event("other".into(), 1_700_000_000_000, 1.0));
+    let (mut healthy, mut posts) = (0, Vec::new());
+    for second in 0..SECONDS {
+        let tick = Instant::now();
+        let probe =
+            connect_from(other, gateway.metrics, Duration::from_secs(1)).and_then(|mut s| {
+                s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
+                read_reply(&mut s)
+            });
+        healthy += u32::from(probe.is_ok_and(|r| r.status == 200));
+        if second % 8 == 4 {
+            let post =
+                connect_from(other, gateway.http, Duration::from_secs(5)).and_then(|mut s| {
+                    let head = format!(
+                        "POST /v1/events HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\
+                     Content-Length: {}\r\n\r\n{line}",
+                        line.len()
+                    );
+                    s.write_all(head.as_bytes())?;
+                    read_reply(&mut s)
+                });
+            posts.push(post.map_or(0, |r| r.status));
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
+    }
+    let tcp = connect_from(other, gateway.tcp, Duration::from_secs(5)).and_then(|mut s| {
+        s.write_all(format!("AUTH slots-s3cret\n{line}\n").as_bytes())?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).map(|_| answer)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let most = hostile.join().expect("hostile thread");
+    eprintln!(
+        "hostile held up to {most} connections; /healthz 200 on {healthy}/{SECONDS}; POSTs {posts:?}; \
+         TCP {tcp:?}"
+    );
+    assert!(
+        most >= 64,
+        "the hostile client held only {most} connections"
+    );
+    assert!(
+        healthy * 10 >= SECONDS * 9,
+        "/healthz 200 on {healthy}/{SECONDS} tries"
+    );
+    assert!(
+        posts.iter().all(|&s| s == 200),
+        "POSTs from another client: {posts:?}"
+    );
+    assert_eq!(tcp.ok().as_deref(), Some(""), "TCP from another client");
+    gateway.stop();
 }

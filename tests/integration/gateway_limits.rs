@@ -13,8 +13,8 @@ use streamagg::codec::Format;
 
 use crate::common::{binary, brokers, http_get, TestTopic};
 use crate::gateway_client::{
-    event, event_json, post, read_reply, request, tcp_send, topic_events, wait_for_count, Event,
-    Gateway,
+    connect_from, event, event_json, padded_ndjson, post, read_reply, request, tcp_send,
+    topic_events, wait_for_count, Event, Gateway,
 };
 
 /// Peak resident memory (`VmHWM`) of process `pid`, in bytes.
@@ -336,5 +336,156 @@ fn error_bodies_echo_little_input_and_say_nosniff() {
     );
     let (status, _) = http_get(gateway.metrics, "/healthz").expect("/healthz");
     assert_eq!(status, 200);
+    gateway.stop();
+}
+
+/// One POST of `body` from `from`, the head and all but the last `hold` bytes first, the rest once
+/// `go` is passed; the answer's status (0 if none came).
+fn post_held(
+    from: std::net::Ipv4Addr,
+    to: std::net::SocketAddr,
+    body: &[u8],
+    hold: usize,
+    go: impl FnOnce(),
+) -> u16 {
+    let Ok(mut stream) = connect_from(from, to, Duration::from_secs(60)) else {
+        return 0;
+    };
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (first, rest) = body.split_at(body.len() - hold);
+    let sent = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(first));
+    go();
+    if sent.and_then(|()| stream.write_all(rest)).is_err() {
+        return 0;
+    }
+    read_reply(&mut stream).map_or(0, |r| r.status)
+}
+
+#[test]
+fn a_largest_body_within_a_budget_of_its_size_is_answered_not_retried_forever() {
+    let topic = TestTopic::create("limits-tight-budget", 1);
+    let mut gateway = Gateway::start(
+        &topic.name,
+        &[
+            "--max-body-bytes",
+            "1048576",
+            "--max-buffered-body-bytes",
+            "1048576",
+        ],
+    );
+    // Lines of ~200 bytes: about 5,200 events, below the item limit; the events take less memory
+    // than the body they come from.
+    let body = padded_ndjson("tight", 1 << 20, 200);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let reply = request(gateway.http, "POST", "/v1/events", &[], &body).expect("POST");
+        statuses.push(reply.status);
+        if reply.status == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1_100));
+    }
+    eprintln!("1 MiB body, 1 MiB budget: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [200, 413].contains(s)),
+        "a request that fits or can never fit is not a retryable 503: {statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+    gateway.stop();
+}
+
+#[test]
+fn eight_8_mib_bodies_completed_together_do_not_livelock() {
+    let topic = TestTopic::create("limits-hold-and-wait", 1);
+    let mut gateway = Gateway::start(&topic.name, &[]);
+    let http = gateway.http;
+    let arrived = std::sync::Arc::new(std::sync::Barrier::new(9));
+    let go = std::sync::Arc::new(std::sync::Barrier::new(9));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..8u8)
+        .map(|n| {
+            let (arrived, go) = (arrived.clone(), go.clone());
+            std::thread::spawn(move || {
+                let from = std::net::Ipv4Addr::new(127, 0, 0, 1 + n / 2);
+                let body = padded_ndjson(&format!("big-{n}"), 8 << 20, 1_000);
+                post_held(from, http, &body, 1, || {
+                    arrived.wait();
+                    go.wait();
+                })
+            })
+        })
+        .collect();
+    arrived.wait();
+    // Let the gateway read (and reserve) every body but its last byte.
+    std::thread::sleep(Duration::from_secs(2));
+    go.wait();
+    let statuses: Vec<u16> = senders
+        .into_iter()
+        .map(|s| s.join().expect("sender"))
+        .collect();
+    let took = started.elapsed();
+    eprintln!("eight 8 MiB bodies: {statuses:?} in {took:?}");
+    // The eight bodies fill the budget exactly (8 x 8 MiB); each one's events fit in its own share.
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    gateway.stop();
+}
+
+#[test]
+fn connections_sending_endless_heads_hold_little_memory_before_authentication() {
+    // 400 connections from 8 addresses; the bound allows ~64 KiB (HTTP) and ~20 KiB (TCP) each.
+    const PER_LISTENER: usize = 200;
+    const GROWTH_BOUND: u64 = 40 << 20;
+    let topic = TestTopic::create("limits-preauth-memory", 1);
+    let dir = tempfile::tempdir().expect("dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "mem-s3cret\n").expect("token written");
+    let token = token_file.to_str().expect("utf8");
+    let mut gateway = Gateway::start(
+        &topic.name,
+        &["--http-token-file", token, "--max-connections", "512"],
+    );
+    let before = peak_rss(gateway.pid());
+    let endless = vec![b'a'; 400 << 10];
+    let mut held = Vec::new();
+    for n in 0..PER_LISTENER {
+        let from = std::net::Ipv4Addr::new(127, 0, 0, 1 + (n % 8) as u8);
+        for (to, prefix) in [
+            (gateway.http, &b"GET / HTTP/1.1\r\nX-Long: "[..]),
+            (gateway.tcp, &b"AUTH "[..]),
+        ] {
+            let Ok(mut stream) = connect_from(from, to, Duration::from_secs(5)) else {
+                continue;
+            };
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = stream.write_all(prefix);
+            let _ = stream.write_all(&endless);
+            held.push(stream);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let growth = peak_rss(gateway.pid()).saturating_sub(before);
+    eprintln!(
+        "{} connections sending endless heads: peak RSS grew {} MiB",
+        held.len(),
+        growth >> 20
+    );
+    drop(held);
+    gateway.assert_alive();
+    assert!(growth < GROWTH_BOUND, "peak RSS grew {} MiB", growth >> 20);
+    let ok = request(
+        gateway.http,
+        "POST",
+        "/v1/events",
+        &[("Authorization", "Bearer mem-s3cret")],
+        event_json(&good(1)).as_bytes(),
+    )
+    .expect("POST");
+    assert_eq!(ok.status, 200, "{ok:?}");
     gateway.stop();
 }

@@ -227,6 +227,15 @@ pub fn heap_bytes(items: &[Item]) -> usize {
     std::mem::size_of_val(items) + items.iter().map(text).sum::<usize>()
 }
 
+/// The most memory one request within the limits can need at once, bounding each of its forms: the
+/// raw body (`max_body_bytes`), its parsed events (the list plus their sources, which come from the
+/// body's bytes) and their encoded payloads (the body's values plus a fixed overhead per event).
+pub fn largest_request_bytes(max_body_bytes: usize, max_items: usize) -> usize {
+    const ENCODED_OVERHEAD_PER_EVENT: usize = 64;
+    let per_item = std::mem::size_of::<Item>().max(ENCODED_OVERHEAD_PER_EVENT);
+    max_body_bytes.saturating_add(max_items.saturating_mul(per_item))
+}
+
 /// Why a whole body was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BodyError {

@@ -321,15 +321,8 @@ async fn wait_fatal(gateway: &Gateway) -> String {
     }
 }
 
-/// Connections one client address may hold on each listener: a quarter of `max_connections`, so that
-/// one client cannot take every slot (behind a proxy all clients share its address: raise
-/// `--max-connections` to four times what the proxy opens).
-pub(super) fn max_connections_per_client(max_connections: usize) -> usize {
-    (max_connections / 4).max(1)
-}
-
 /// The accept loop both listeners share: accepts connections until `stop` turns true, at most
-/// `max_connections` at once and [`max_connections_per_client`] from one address; one beyond a limit
+/// `max_connections` at once and `connections_per_client` from one address; one beyond a limit
 /// is counted, sent `refusal` with the reason (at most for a second) and closed; each accepted one
 /// runs `serve_one` on a task of its own, counted in the protocol's open connections and holding a
 /// clone of `alive` until it ends.
@@ -346,8 +339,7 @@ pub(super) async fn accept_connections<Serve, Served>(
     Served: std::future::Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(gateway.limits.max_connections));
-    let clients =
-        ClientConnections::new(max_connections_per_client(gateway.limits.max_connections));
+    let clients = ClientConnections::new(gateway.limits.connections_per_client());
     let over_client_limit = RateLimitedWarning::new(Duration::from_secs(10));
     let accept_failed = RateLimitedWarning::new(Duration::from_secs(10));
     let mut stopping = stop.clone();

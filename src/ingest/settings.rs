@@ -34,6 +34,11 @@ pub struct Limits {
     /// Open connections per listener; more are refused with one line (TCP) or a `503` (HTTP).
     #[arg(long, env = "STREAMAGG_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Open connections one client address may hold per listener [default: a quarter of
+    /// --max-connections]. Behind a proxy or load balancer every client has its address: raise it
+    /// to what the proxy opens.
+    #[arg(long, env = "STREAMAGG_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
     /// Close a TCP connection that completes no line, or an HTTP one that sends no complete head or
     /// body, for this long.
     #[arg(long, env = "STREAMAGG_READ_TIMEOUT", default_value = "30s", value_parser = crate::config::duration::parse)]
@@ -55,6 +60,13 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The connections one client address may hold on each listener (at most all of them).
+    pub fn connections_per_client(&self) -> usize {
+        self.max_connections_per_client
+            .unwrap_or(self.max_connections / 4)
+            .clamp(1, self.max_connections.max(1))
+    }
+
     /// The body bytes one client address may hold.
     pub fn per_client_body_bytes(&self) -> usize {
         self.max_buffered_body_bytes_per_client
@@ -170,16 +182,32 @@ impl TryFrom<IngestOptions> for IngestSettings {
                 format!("must be at least 4 x max_body_bytes ({body_budget})"),
             ));
         }
-        if limits.max_buffered_body_bytes < limits.max_body_bytes {
-            return Err(invalid(
-                "max_buffered_body_bytes",
-                "must be at least max_body_bytes".into(),
-            ));
-        }
-        if limits.max_buffered_body_bytes_per_client < limits.max_body_bytes {
-            return Err(invalid(
+        // The largest request allowed must fit the memory budgets, or it would be refused forever.
+        let largest = crate::ingest::frame::largest_request_bytes(
+            limits.max_body_bytes,
+            limits.max_items_per_request,
+        );
+        for (key, budget) in [
+            ("max_buffered_body_bytes", limits.max_buffered_body_bytes),
+            (
                 "max_buffered_body_bytes_per_client",
-                "must be at least max_body_bytes".into(),
+                limits.max_buffered_body_bytes_per_client,
+            ),
+        ] {
+            if budget < largest {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be at least {largest}: the largest request allowed (max_body_bytes \
+                         plus its max_items_per_request events in memory)"
+                    ),
+                ));
+            }
+        }
+        if limits.max_connections_per_client == Some(0) {
+            return Err(invalid(
+                "max_connections_per_client",
+                "must be at least 1".into(),
             ));
         }
         // Semaphores count at most u32::MAX permits per acquisition.
@@ -289,6 +317,21 @@ mod tests {
     fn invalid_settings_name_the_setting() {
         type Edit = fn(&mut IngestOptions);
         let cases: &[(&str, Edit, &str)] = &[
+            (
+                "a budget the largest request cannot fit",
+                |o| o.limits.max_buffered_body_bytes = o.limits.max_body_bytes,
+                "'max_buffered_body_bytes': must be at least",
+            ),
+            (
+                "a per-client budget the largest request cannot fit",
+                |o| o.limits.max_buffered_body_bytes_per_client = o.limits.max_body_bytes,
+                "'max_buffered_body_bytes_per_client': must be at least",
+            ),
+            (
+                "no connection per client",
+                |o| o.limits.max_connections_per_client = Some(0),
+                "'max_connections_per_client'",
+            ),
             ("bad topic", |o| o.topic = "a b".into(), "'topic'"),
             (
                 "no brokers",
@@ -377,5 +420,19 @@ mod tests {
                 .listen_tcp,
             None
         );
+    }
+
+    #[test]
+    fn a_client_may_hold_a_quarter_of_the_connections_unless_set() {
+        let limits = |max, per: Option<usize>| {
+            let mut options = options();
+            options.limits.max_connections = max;
+            options.limits.max_connections_per_client = per;
+            IngestSettings::try_from(options).expect("valid").limits
+        };
+        assert_eq!(limits(1024, None).connections_per_client(), 256);
+        assert_eq!(limits(3, None).connections_per_client(), 1);
+        assert_eq!(limits(1024, Some(1000)).connections_per_client(), 1000);
+        assert_eq!(limits(16, Some(64)).connections_per_client(), 16);
     }
 }

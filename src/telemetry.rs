@@ -398,6 +398,7 @@ pub fn publish_consumer_lag(statistics: &rdkafka::Statistics) {
 
 pub mod process;
 mod server;
+pub mod write_deadline;
 pub use server::{
     http_get, serve, ClientConnections, ClientSlot, RateLimitedWarning, HEADER_READ_TIMEOUT,
     MAX_CONNECTIONS,

@@ -228,11 +228,14 @@ pub fn heap_bytes(items: &[Item]) -> usize {
 }
 
 /// The most memory one request within the limits can need at once, bounding each of its forms: the
-/// raw body (`max_body_bytes`), its parsed events (the list plus their sources, which come from the
-/// body's bytes) and their encoded payloads (the body's values plus a fixed overhead per event).
+/// raw body (`max_body_bytes`), its parsed events (the list, their sources, which come from the
+/// body's bytes, and each refused item's reason, which quotes at most
+/// [`super::response::MAX_ECHO_BYTES`] of input) and their encoded payloads (the body's values plus a
+/// fixed overhead per event).
 pub fn largest_request_bytes(max_body_bytes: usize, max_items: usize) -> usize {
-    const ENCODED_OVERHEAD_PER_EVENT: usize = 64;
-    let per_item = std::mem::size_of::<Item>().max(ENCODED_OVERHEAD_PER_EVENT);
+    // A reason's own words and the slack of its allocation, beyond the quoted input.
+    const REASON_SLACK: usize = 64;
+    let per_item = std::mem::size_of::<Item>() + super::response::MAX_ECHO_BYTES + REASON_SLACK;
     max_body_bytes.saturating_add(max_items.saturating_mul(per_item))
 }
 

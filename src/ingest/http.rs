@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::telemetry::write_deadline::WriteDeadline;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
@@ -83,6 +84,8 @@ pub(super) async fn serve(
             .timer(TokioTimer::new())
             .header_read_timeout(gateway.limits.read_timeout)
             .max_buf_size(MAX_HEAD_BYTES);
+        // A client that stops reading the answers is closed after the same timeout.
+        let stream = WriteDeadline::new(stream, gateway.limits.read_timeout);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
         let stopping = tokio::select! {

@@ -232,6 +232,14 @@ impl TryFrom<IngestOptions> for IngestSettings {
             Some(token) if token.is_empty() => {
                 return Err(invalid("http_token_file", "the token is empty".into()))
             }
+            // Clients send it in a header line and an `AUTH` line, both trimmed: a token with
+            // spaces, control characters or beyond a header's size could never match.
+            Some(token) if !token.bytes().all(|b| b.is_ascii_graphic()) || token.len() > 4096 => {
+                return Err(invalid(
+                    "http_token_file",
+                    "the token must be 1 to 4096 printable ASCII characters without spaces".into(),
+                ))
+            }
             token => token.map(Secret::new),
         };
         let mut producer_properties = BTreeMap::new();
@@ -333,6 +341,11 @@ mod tests {
                 "'max_connections_per_client'",
             ),
             ("bad topic", |o| o.topic = "a b".into(), "'topic'"),
+            (
+                "a token no client can send",
+                |o| o.http_token = Some("s3cret \t".into()),
+                "'http_token_file': the token must be",
+            ),
             (
                 "no brokers",
                 |o| o.kafka.brokers = Some(" ".into()),

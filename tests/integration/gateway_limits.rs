@@ -376,9 +376,9 @@ fn a_largest_body_within_a_budget_of_its_size_is_answered_not_retried_forever() 
             "1048576",
             "--max-items-per-request",
             "6000",
-            // The least the gateway accepts for these limits (the largest request must fit).
+            // About the least the gateway accepts for these limits (the largest request must fit).
             "--max-buffered-body-bytes",
-            "1835008",
+            "2883584",
         ],
     );
     // Lines of ~200 bytes: about 5,200 events, below the item limit; the events take less memory
@@ -393,7 +393,7 @@ fn a_largest_body_within_a_budget_of_its_size_is_answered_not_retried_forever() 
         }
         std::thread::sleep(Duration::from_millis(1_100));
     }
-    eprintln!("1 MiB body, 1.75 MiB budget: {statuses:?}");
+    eprintln!("1 MiB body, 2.75 MiB budget: {statuses:?}");
     assert!(
         statuses.iter().all(|s| [200, 413].contains(s)),
         "a request that fits or can never fit is not a retryable 503: {statuses:?}"
@@ -490,5 +490,39 @@ fn connections_sending_endless_heads_hold_little_memory_before_authentication() 
     )
     .expect("POST");
     assert_eq!(ok.status, 200, "{ok:?}");
+    gateway.stop();
+}
+
+/// A client that sends requests but never reads the answers: once the gateway's writes stall for
+/// `--read-timeout`, it closes the connection (before, it held the slot for as long as the client
+/// liked). Seen from the client: a write fails because the gateway reset the connection.
+#[test]
+fn a_client_that_never_reads_its_answers_is_closed_after_the_read_timeout() {
+    let topic = TestTopic::create("limits-no-reader", 1);
+    let mut gateway = Gateway::start(&topic.name, &["--read-timeout", "2s"]);
+    let mut stream = TcpStream::connect(gateway.http).expect("connect");
+    stream.set_nonblocking(true).expect("non-blocking");
+    let request = b"GET /not-here HTTP/1.1\r\nhost: gateway\r\n\r\n".repeat(64);
+    let started = Instant::now();
+    let mut closed_after = None;
+    while started.elapsed() < Duration::from_secs(25) {
+        match stream.write(&request) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+        }
+    }
+    let closed_after =
+        closed_after.expect("the gateway kept a connection whose client never reads");
+    assert!(
+        closed_after < Duration::from_secs(15),
+        "closed only after {closed_after:?}"
+    );
+    gateway.assert_alive();
     gateway.stop();
 }

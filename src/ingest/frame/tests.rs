@@ -262,3 +262,30 @@ fn tokens_compare_equal_only_when_equal() {
         assert_eq!(tcp_auth_matches(line, b"tok"), *ok, "{line:?}");
     }
 }
+
+#[test]
+fn the_largest_request_bound_holds_for_the_costliest_bodies() {
+    let n = 10_000;
+    let limits = BodyLimits {
+        max_line: 65_536,
+        max_items: n,
+    };
+    let long_source = format!(
+        "{{\"source\":\"{}\",\"timestamp\":1,\"value\":1}}\n",
+        "s".repeat(1_000)
+    );
+    let bodies = [
+        "1\n".repeat(n),
+        "\"a string that is no event\"\n".repeat(n),
+        "{\"source\":\"a\",\"timestamp\":1,\"value\":1}\n".repeat(n),
+        "{\"source\":\"a\"}\n".repeat(n),
+        long_source.repeat(50),
+        format!("[{}]", vec!["1"; n].join(",")),
+    ];
+    for body in bodies {
+        let items = parse_body(body.as_bytes(), limits).expect("parsed");
+        let held = heap_bytes(&items);
+        let bound = largest_request_bytes(body.len(), n);
+        assert!(held <= bound, "{held} > {bound} for {:.40}", body);
+    }
+}

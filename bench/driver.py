@@ -250,6 +250,53 @@ def ceiling(dataset, decode, timeout):
                   startup_s=first - started)
 
 
+def kcat_ceiling(dataset, group, timeout):
+    """Debian's kcat (its own librdkafka, none of streamagg's code or settings) reading the whole
+    topic and exiting at its end: as a simple consumer from offset 0, or (`group`) as a group member
+    (the join included). Events/s from its first printed record to its exit, like the other
+    systems (start-up reported apart); CPU from wait4, RSS sampled from /proc (a forked child's
+    ru_maxrss can be this Python process's)."""
+    command = ["kcat", "-C", "-b", BROKERS, "-e", "-q", "-f", "%o\n"]
+    if group:
+        command += ["-G", f"bench-kcat-{os.getpid()}-{time.time_ns()}", "-X", "auto.offset.reset=earliest",
+                    dataset.topic]
+    else:
+        command += ["-t", dataset.topic, "-o", "beginning"]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.time()
+        process = subprocess.Popen(command, stdout=out, stderr=err)
+        peak, deadline, first = 0.0, started + timeout, None
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            # The first record is printed once it arrives (10 ms resolution, like the samples).
+            if first is None and os.fstat(out.fileno()).st_size > 0:
+                first = time.time()
+            if time.time() > deadline:
+                process.kill()
+                process.wait()
+                raise RuntimeError(f"kcat did not reach the end of {dataset.topic} within {timeout} s")
+            try:
+                with open(f"/proc/{process.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            peak = max(peak, int(line.split()[1]) / 1024)
+            except OSError:
+                pass
+            time.sleep(0.01)
+        elapsed = time.time() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        records = sum(1 for line in out if line.strip())
+        if process.returncode != 0 or records != dataset.events + 4:  # + one seal per partition
+            raise RuntimeError(f"kcat read {records} records, expected {dataset.events + 4}: {err.read().strip()[-300:]}")
+    first = first or started + elapsed
+    return Result(records / max(started + elapsed - first, 1e-3), usage.ru_utime + usage.ru_stime, peak,
+                  startup_s=first - started)
+
+
 def processor_command(system, guarantee, dataset, output, group, state, extra):
     if system == "streamagg":
         return [STREAMAGG, "run", "--brokers", BROKERS, "--input", dataset.topic, "--output", output,
@@ -499,6 +546,8 @@ def main():
             for fmt, dataset in datasets.items():
                 timeout = args.timeout
                 rows = [("ceiling", measure(f"ceiling {fmt}", args.repeat, lambda: ceiling(dataset, False, timeout))),
+                        ("kcat (simple consumer)", measure(f"kcat {fmt}", args.repeat, lambda: kcat_ceiling(dataset, False, timeout))),
+                        ("kcat -G (group member)", measure(f"kcat -G {fmt}", args.repeat, lambda: kcat_ceiling(dataset, True, timeout))),
                         (f"ceiling + {fmt} decode", measure(f"ceiling+decode {fmt}", args.repeat, lambda: ceiling(dataset, True, timeout)))]
                 systems = [("streamagg", g) for g in ("at-least-once", "exactly-once")]
                 if fmt == "json":

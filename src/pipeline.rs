@@ -240,7 +240,7 @@ pub fn run(
         }
     }
 
-    let mut config = settings.kafka.client_config("streamagg");
+    let mut config = settings.kafka.consumer_config("streamagg");
     config
         .set("group.id", &settings.group)
         .set("partition.assignment.strategy", "cooperative-sticky")

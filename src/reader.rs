@@ -92,7 +92,7 @@ pub fn drain(
     properties: &[(String, String)],
     mut visit: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<u64, ReadError> {
-    let mut config = settings.client_config("streamagg-reader");
+    let mut config = settings.consumer_config("streamagg-reader");
     for (key, value) in properties {
         config.set(key, value);
     }

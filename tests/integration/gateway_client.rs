@@ -31,6 +31,17 @@ pub(crate) struct Gateway {
 }
 
 impl Gateway {
+    /// [`Gateway::start`] with `token` required on both doors (`--http-token-file`, a file of its
+    /// own, read before the gateway is ready) and the `extra` flags.
+    pub(crate) fn start_with_token(topic: &str, token: &str, extra: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().expect("dir");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{token}\n")).expect("token written");
+        let mut args = vec!["--http-token-file", token_file.to_str().expect("utf8")];
+        args.extend_from_slice(extra);
+        Gateway::start(topic, &args)
+    }
+
     /// Starts the gateway on ports of its own and waits until it is ready.
     pub(crate) fn start(topic: &str, extra: &[&str]) -> Gateway {
         wait_until_visible(topic);

@@ -20,11 +20,9 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
     const RSS_LIMIT: u64 = 200 * 1024 * 1024;
     let format = Format::Json;
     let topic = TestTopic::create("ingest-hostile", 2);
-    let dir = tempfile::tempdir().expect("dir");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret-token\n").expect("token written");
-    let mut gateway = Gateway::start(
+    let mut gateway = Gateway::start_with_token(
         &topic.name,
+        "s3cret-token",
         &[
             "--max-connections",
             "50",
@@ -39,8 +37,6 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
             // The least the start-up check allows with these limits is about 2.9 MB.
             "--max-buffered-body-bytes",
             "3145728",
-            "--http-token-file",
-            token_file.to_str().expect("utf8"),
         ],
     );
     // Sample the gateway's RSS through the whole hostile phase.
@@ -343,13 +339,7 @@ fn hostile_clients_are_refused_and_memory_stays_bounded() {
 #[test]
 fn a_wrong_token_closes_the_connection() {
     let topic = TestTopic::create("hostile-guessing", 1);
-    let dir = tempfile::tempdir().expect("dir");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "guess-me\n").expect("token written");
-    let mut gateway = Gateway::start(
-        &topic.name,
-        &["--http-token-file", token_file.to_str().expect("utf8")],
-    );
+    let mut gateway = Gateway::start_with_token(&topic.name, "guess-me", &[]);
     let line = event_json(&event("g".into(), 1_700_000_000_000, 1.0));
     let guess = |n: u32| {
         format!(
@@ -410,18 +400,8 @@ fn hold_every_slot(
 fn one_client_holding_connections_leaves_healthz_and_other_clients_working() {
     const SECONDS: u32 = 32;
     let topic = TestTopic::create("hostile-slots", 1);
-    let dir = tempfile::tempdir().expect("dir");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "slots-s3cret\n").expect("token written");
-    let mut gateway = Gateway::start(
-        &topic.name,
-        &[
-            "--http-token-file",
-            token_file.to_str().expect("utf8"),
-            "--max-connections",
-            "64",
-        ],
-    );
+    let mut gateway =
+        Gateway::start_with_token(&topic.name, "slots-s3cret", &["--max-connections", "64"]);
     let stop = Arc::new(AtomicBool::new(false));
     let slow_head: &'static [u8] = b"GET /healthz HTTP/1.1\r\n";
     let targets = [

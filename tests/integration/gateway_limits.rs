@@ -86,13 +86,7 @@ fn a_body_of_millions_of_refused_lines_keeps_memory_and_the_answer_small() {
 #[test]
 fn with_a_token_an_unauthenticated_tcp_event_does_not_reach_the_topic() {
     let topic = TestTopic::create("limits-tcp-auth", 1);
-    let dir = tempfile::tempdir().expect("dir");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "tcp-s3cret\n").expect("token written");
-    let mut gateway = Gateway::start(
-        &topic.name,
-        &["--http-token-file", token_file.to_str().expect("utf8")],
-    );
+    let mut gateway = Gateway::start_with_token(&topic.name, "tcp-s3cret", &[]);
     let anonymous = tcp_send(
         gateway.tcp,
         format!("{}\n", event_json(&good(1))).as_bytes(),
@@ -445,14 +439,8 @@ fn connections_sending_endless_heads_hold_little_memory_before_authentication() 
     const PER_LISTENER: usize = 200;
     const GROWTH_BOUND: u64 = 40 << 20;
     let topic = TestTopic::create("limits-preauth-memory", 1);
-    let dir = tempfile::tempdir().expect("dir");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "mem-s3cret\n").expect("token written");
-    let token = token_file.to_str().expect("utf8");
-    let mut gateway = Gateway::start(
-        &topic.name,
-        &["--http-token-file", token, "--max-connections", "512"],
-    );
+    let mut gateway =
+        Gateway::start_with_token(&topic.name, "mem-s3cret", &["--max-connections", "512"]);
     let before = peak_rss(gateway.pid());
     let endless = vec![b'a'; 400 << 10];
     let mut held = Vec::new();

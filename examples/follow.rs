@@ -146,9 +146,14 @@ fn main() -> Result<()> {
         eprintln!("burst window_end={window_end} partition={partition} records={count} latency_min_ms={min} latency_max_ms={max}");
     }
     latencies.sort_unstable();
+    let closes = bursts
+        .keys()
+        .map(|(window_end, _)| window_end)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     println!(
         "records={records} first_arrival_ms={} last_arrival_ms={last_ms} undecodable={undecodable} \
-         latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_p999_ms={} latency_max_ms={}",
+         closes={closes} latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_p999_ms={} latency_max_ms={}",
         first_ms.unwrap_or(0),
         latencies.len(),
         quantile(&latencies, 0.5),

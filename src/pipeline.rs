@@ -337,9 +337,15 @@ fn poll_loop(
         // a poll: librdkafka runs the rebalance callback, which takes it too, inside poll.)
         let mut timeout = Duration::from_millis(100);
         let mut caught_up = false;
+        let mut polled_at = None;
         for _ in 0..POLL_BATCH {
-            match consumer.poll(timeout) {
-                Some(Ok(message)) => context.with_processor(|p| p.handle(consumer, &message))?,
+            let polled = consumer.poll(timeout);
+            // The batch's one clock read, once its first record (or nothing) arrived.
+            let polled_at = *polled_at.get_or_insert_with(Instant::now);
+            match polled {
+                Some(Ok(message)) => {
+                    context.with_processor(|p| p.handle(consumer, &message, polled_at))?
+                }
                 // A missing ACL (no read on an input topic or the group) does not go away.
                 Some(Err(error)) if kafka::context::is_not_authorized(&error) => {
                     return Err(PipelineError::Consumer(error))

@@ -4,8 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::codec::{decode, Format};
-use crate::model::TrafficEvent;
+use crate::codec::{decode_event, Format};
 use crate::window::{Observed, PartitionWindows};
 
 /// What one input record became.
@@ -48,7 +47,7 @@ pub fn route(
     kafka_timestamp: Option<i64>,
     offset: i64,
 ) -> Route {
-    let event = match decode::<TrafficEvent>(payload, settings.input_format) {
+    let event = match decode_event(payload, settings.input_format) {
         Ok(event) => event,
         Err(error) => return Route::Invalid(error.to_string()),
     };

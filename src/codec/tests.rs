@@ -4,6 +4,7 @@ use super::*;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{types::Value, Schema};
+use proptest::prelude::*;
 
 fn to_avro_datum(schema: &Schema, value: Value) -> apache_avro::AvroResult<Vec<u8>> {
     GenericDatumWriter::builder(schema)
@@ -309,4 +310,95 @@ fn a_source_of_exactly_the_limit_is_accepted_in_both_formats() {
             "{format:?}"
         );
     }
+}
+
+/// JSON texts of events, valid and not: escapes in the source, other field orders, unknown and
+/// duplicate fields, wrong types, truncation.
+fn json_event_texts() -> impl Strategy<Value = Vec<u8>> {
+    let source = prop_oneof![
+        "[a-z0-9]{0,4}".prop_map(|s| format!("\"{s}\"")),
+        Just(r#""a\"b\\c\u00e9\n""#.to_owned()),
+        Just("\"é\"".to_owned()),
+        Just("7".to_owned()),
+        Just("null".to_owned()),
+    ];
+    let number = prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|n| n.to_string()),
+        Just("1e999".to_owned()),
+        Just("\"3\"".to_owned()),
+    ];
+    (
+        source,
+        number.clone(),
+        number,
+        0..4usize,
+        any::<bool>(),
+        0..64usize,
+    )
+        .prop_map(|(source, timestamp, value, shape, extra, cut)| {
+            let mut fields = vec![
+                format!(r#""source":{source}"#),
+                format!(r#""timestamp":{timestamp}"#),
+                format!(r#""value":{value}"#),
+            ];
+            match shape {
+                0 => {}
+                1 => fields.reverse(),
+                2 => fields.push(format!(r#""source":{source}"#)),
+                _ => {
+                    fields.pop();
+                }
+            }
+            if extra {
+                fields.insert(1, r#""site":{"x":[1,2]}"#.to_owned());
+            }
+            let text = format!("{{{}}}", fields.join(","));
+            let keep = if cut < 8 {
+                text.len().saturating_sub(cut)
+            } else {
+                text.len()
+            };
+            text.as_bytes()[..keep].to_vec()
+        })
+}
+
+proptest! {
+    /// The processor's in-place decode is the owned decode: the same record or the same error, for
+    /// any input, in both formats.
+    #[test]
+    fn the_in_place_event_decode_agrees_with_the_owned_one(
+        json in json_event_texts(),
+        raw in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        for (bytes, format) in [(&json, Format::Json), (&raw, Format::Json), (&raw, Format::Avro)] {
+            let owned = decode::<TrafficEvent>(bytes, format);
+            let in_place = decode_event(bytes, format).map(EventView::into_owned);
+            prop_assert_eq!(in_place, owned);
+        }
+    }
+}
+
+#[test]
+fn the_in_place_decode_borrows_the_source_unless_it_has_escapes() {
+    let plain = br#"{"source":"link-1","timestamp":5,"value":1.5}"#;
+    assert!(matches!(
+        decode_event(plain, Format::Json).map(|e| e.source),
+        Ok(Cow::Borrowed("link-1"))
+    ));
+    let escaped = br#"{"source":"link\u002d1","timestamp":5,"value":1.5}"#;
+    let event = decode_event(escaped, Format::Json).map(|e| e.source);
+    assert!(
+        matches!(event, Ok(Cow::Owned(ref s)) if s == "link-1"),
+        "{event:?}"
+    );
+    let avro = encode_to_vec(&event_of("link-1"), Format::Avro);
+    assert!(matches!(
+        decode_event(&avro, Format::Avro).map(|e| e.source),
+        Ok(Cow::Borrowed("link-1"))
+    ));
+}
+
+fn event_of(source: &str) -> TrafficEvent {
+    event(source, 5, 1.5)
 }

@@ -172,13 +172,20 @@ impl PartitionState {
     }
 }
 
+/// topic → partition → state, looked up once per record. The keys are the operator's topic names
+/// and the group's partitions, not input data, so the map hashes them with foldhash, a fast hash,
+/// instead of SipHash (3 % of the per-record instructions under callgrind). The window maps, keyed
+/// by `source` from outside, keep SipHash.
+type Partitions = HashMap<String, HashMap<i32, PartitionState, FastHash>, FastHash>;
+type FastHash = foldhash::fast::RandomState;
+
 /// The open windows of every owned partition, with the store and sink they checkpoint to.
 pub struct Processor {
     settings: RunSettings,
     store: StateStore,
     sink: Sink,
     /// topic → partition → state (two levels so a message is looked up without allocating).
-    partitions: HashMap<String, HashMap<i32, PartitionState>>,
+    partitions: Partitions,
     counts: Counts,
     health: Arc<Health>,
     /// Whether the group has handed this instance its first assignment (possibly empty).
@@ -211,7 +218,7 @@ impl Processor {
             settings,
             store,
             sink,
-            partitions: HashMap::new(),
+            partitions: Partitions::default(),
             counts: Counts::default(),
             health,
             assigned_once: false,
@@ -229,17 +236,19 @@ impl Processor {
         self.counts
     }
 
-    /// Processes one input record.
+    /// Processes one input record, polled in a batch that started at `polled_at` (the time its
+    /// partition last saw a record, for idle closing: one clock read per batch, not per record).
     pub(crate) fn handle<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         message: &BorrowedMessage<'_>,
+        polled_at: Instant,
     ) -> Result<(), PipelineError> {
         if self.failed {
             return Ok(()); // the loop is stopping: nothing more is processed or committed
         }
         let resets = self.counts.resets;
-        self.process(message)
+        self.process(message, polled_at)
             .or_else(|error| self.recover(consumer, error))?;
         if self.counts.resets > resets {
             // Commit the reset at once: until then the group's commit still describes the old log,
@@ -250,7 +259,11 @@ impl Processor {
     }
 
     /// The per-record work of [`Processor::handle`].
-    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+    fn process(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        polled_at: Instant,
+    ) -> Result<(), PipelineError> {
         let route_settings = self.settings.route_settings();
         let (topic, partition) = (message.topic(), message.partition());
         let Some(state) = self
@@ -304,7 +317,7 @@ impl Processor {
         );
         state.next_offset = Some(offset + 1);
         state.changed = true;
-        state.last_record = Instant::now();
+        state.last_record = polled_at;
         if replay {
             // Side outputs and counts of these records happened when they were first processed.
             self.counts.replayed += 1;

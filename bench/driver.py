@@ -1,13 +1,14 @@
 """The side-by-side benchmark behind `bench/run` (which builds everything and starts the broker first).
 
 Same broker, same machine, same preloaded input, one run: the raw-consume ceiling, streamagg at least
-once and exactly once, Kafka Streams and Quix Streams, each from a fresh consumer group and state dir,
-each repeated and reported as the median; every run's output is checked against an oracle computed
-here from the input topic; then the cost curve over the number of sources, and the latency mode.
+once and exactly once, Kafka Streams, Quix Streams and Apache Flink, each from a fresh consumer group
+and state dir, each repeated and reported as the median; every run's output is checked against an
+oracle computed here from the input topic; then the cost curve over the number of sources, and the
+latency mode.
 A benchmark, not a test: it asserts correctness of every output but nothing about timings.
 
 Everything it needs comes from the environment `bench/run` sets: STREAMAGG_BIN, CEILING_BIN,
-FOLLOW_BIN, KS_CLASSPATH, QUIX_PYTHON, BROKERS, REPO_ROOT.
+FOLLOW_BIN, KS_CLASSPATH, QUIX_PYTHON, FLINK_CLASSPATH, BROKERS, REPO_ROOT.
 """
 
 import argparse
@@ -309,6 +310,10 @@ def processor_command(system, guarantee, dataset, output, group, state, extra):
     if system == "quix":
         return [ENV["QUIX_PYTHON"], os.path.join(REPO_ROOT, "bench/peers/quix/peer.py"), BROKERS,
                 dataset.topic, output, group, state, guarantee]
+    if system == "flink":
+        # `group` is unique per run: the peer also uses it as its transactional id prefix.
+        return ["java", "-Xmx1g", "-cp", ENV["FLINK_CLASSPATH"], "streamagg.bench.flink.Peer", BROKERS,
+                dataset.topic, output, group, state, guarantee]
     raise ValueError(system)
 
 
@@ -499,6 +504,18 @@ def fetch_grid(args, work, start_ms):
     return lines + [""], failures
 
 
+def flink_versions():
+    """'Apache Flink X with flink-connector-kafka Y', from the Flink peer's pom.xml."""
+    try:
+        with open(os.path.join(REPO_ROOT, "bench/peers/flink/pom.xml")) as f:
+            pom = f.read()
+        flink = re.search(r"<flink.version>([^<]+)<", pom).group(1)
+        connector = re.search(r"<flink.kafka.version>([^<]+)<", pom).group(1)
+        return f"Apache Flink {flink} with flink-connector-kafka {connector}"
+    except (OSError, AttributeError):
+        return "Apache Flink"
+
+
 def fmt_rate(value):
     return f"{value:,.0f}"
 
@@ -529,7 +546,8 @@ def main():
     parser.add_argument("--events", type=int, default=200_000, help="events per dataset (default 200000)")
     parser.add_argument("--sources", type=int, default=1000, help="distinct sources of the main datasets")
     parser.add_argument("--repeat", type=int, default=3, help="runs per system; the median is reported")
-    parser.add_argument("--peers", default="kafka-streams,quix", help="comma-separated peers, or 'none'")
+    parser.add_argument("--peers", default="kafka-streams,quix,flink",
+                        help="comma-separated peers (kafka-streams, quix, flink), or 'none'")
     parser.add_argument("--k-curve", default="1000,100000,1000000",
                         help="source counts for the cost curve (streamagg and the ceiling, Avro), or 'none'")
     parser.add_argument("--k-curve-events", type=int, default=None,
@@ -689,13 +707,18 @@ def main():
                f"- Every system runs {args.repeat}× from a fresh consumer group and state dir; the table shows medians. "
                "events/s = input events / (the system's first record → the last expected window arrives at a read_committed consumer); "
                "each system reports its first record itself (streamagg's `first record consumed` log line, the peers' `first_record_ms=` line "
-               "from their timestamp extractors, the ceiling's visitor). start-up s = process start → first record (group join, the JVM). "
+               "from their timestamp extractors (Flink's: its Kafka record deserializer), the ceiling's visitor). start-up s = process start → first record (group join, the JVM). "
                "CPU-s, peak RSS (VmHWM) and state written (write_bytes) come from the process's own "
                "/proc entries at that moment, start-up included; the broker is excluded. The ceiling is examples/ceiling.rs (a bare rdkafka BaseConsumer, no group).",
                "- Every run's output is compared with an oracle computed by bench/driver.py from the input topic: the same windows, each once, "
                "with equal counts and sums. A run with wrong output is reported as failed, never timed.",
                "- Kafka Streams 4.1.1 (bench/peers/kafka-streams, one stream thread, 64 MiB cache, `java -Xmx1g`); "
-               "Quix Streams (bench/peers/quix, version in requirements.txt). Both read and write JSON; their commit interval is 1 s like streamagg's checkpoint interval.",
+               "Quix Streams (bench/peers/quix, version in requirements.txt); "
+               f"{flink_versions()} (bench/peers/flink, DataStream API on a local MiniCluster in the one JVM, `java -Xmx1g`, parallelism 1, "
+               "KafkaSource → bounded-out-of-orderness watermark of 10 s (the grace) → 60 s tumbling event-time windows, no allowed lateness → KafkaSink; "
+               "embedded RocksDB state backend, incremental checkpoints to the state dir, at-least-once: checkpoints AT_LEAST_ONCE and the sink AT_LEAST_ONCE, "
+               "exactly-once: checkpoints EXACTLY_ONCE and the sink EXACTLY_ONCE with Kafka transactions committed at each checkpoint). "
+               "All read and write JSON; their commit or checkpoint interval is 1 s like streamagg's checkpoint interval.",
                f"- Command: `bench/run {' '.join(sys.argv[1:])}`", ""]
     text = "\n".join(report)
     print(text)

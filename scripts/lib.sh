@@ -128,6 +128,17 @@ ensure_kafka_streams_peer() {
   echo "$dir/target/classes:$dir/target/dependency/*"
 }
 
+# Builds the Apache Flink peer with Maven (Flink, its Kafka connector and RocksDB from Maven Central,
+# ~150 MB once) and prints the java class path that runs it.
+ensure_flink_peer() {
+  local dir="$REPO_ROOT/bench/peers/flink"
+  log "building the Apache Flink peer (mvn package)"
+  # (Maven's console library writes colour resets even in batch mode: stripped.)
+  (cd "$dir" && mvn -q -B -Dstyle.color=never package dependency:copy-dependencies -DincludeScope=runtime 2>&1 \
+    | sed 's/\x1b\[[0-9;]*m//g' >&2)
+  echo "$dir/target/classes:$dir/target/dependency/*"
+}
+
 # Cargo-installed tools, pinned, in a cache outside the clone (built once, a few minutes each).
 CARGO_TOOLS_ROOT=${STREAMAGG_CACHE:-$HOME/.cache/streamagg}/cargo-tools
 CARGO_DENY_VERSION=0.20.2

@@ -1,0 +1,176 @@
+//! Replay after a group offset reset, against the real broker: a reset made with Kafka's own
+//! `kafka-consumer-groups --reset-offsets` is followed by the processor on its old state dir, which
+//! must process the input again from the reset position and emit every window again (exactly once
+//! more under exactly-once; identical copies allowed under at-least-once), with the late and DLQ
+//! copies forwarded again.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use streamagg::codec::Format;
+use streamagg::reader::{group_lag, RawRecord};
+
+use crate::common::{brokers, kafka_settings, read_all, wait_for_records};
+use crate::dataset::index_of;
+use crate::oracle::{assert_output_matches, Delivery};
+use crate::scenario::{check_alive, wait_until_assigned, Scenario};
+
+/// The records of `topic` that are not in `before` (an earlier read of it).
+fn records_since(topic: &str, before: &[RawRecord]) -> Vec<RawRecord> {
+    let seen: BTreeSet<(i32, i64)> = before.iter().map(|r| (r.partition, r.offset)).collect();
+    read_all(topic)
+        .into_iter()
+        .filter(|r| !seen.contains(&(r.partition, r.offset)))
+        .collect()
+}
+
+/// The group's committed offset on each partition of `topic` (`None`: no commit).
+fn committed(group: &str, topic: &str) -> Vec<Option<i64>> {
+    group_lag(&kafka_settings(), group, &[topic.to_owned()])
+        .unwrap_or_else(|e| panic!("the offsets of {group}: {e}"))
+        .iter()
+        .map(|l| l.committed)
+        .collect()
+}
+
+/// Kafka's own `kafka-consumer-groups.sh` (its `ConsumerGroupCommand`), from the distribution
+/// `scripts/kafka` installed: `$STREAMAGG_CACHE` (default `~/.cache/streamagg`) `/kafka-<version>`.
+fn kafka_consumer_groups(args: &[&str]) -> Output {
+    let cache = std::env::var("STREAMAGG_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/streamagg",
+            std::env::var("HOME").expect("HOME is set")
+        )
+    });
+    let version = std::env::var("KAFKA_VERSION").unwrap_or_else(|_| "4.1.1".to_owned());
+    let libs = format!("{cache}/kafka-{version}/libs");
+    assert!(
+        std::path::Path::new(&libs).is_dir(),
+        "Kafka's tools are not in {libs} (`scripts/kafka up` installs them)"
+    );
+    Command::new("java")
+        .args(["-Xmx256m", "-cp", &format!("{libs}/*")])
+        .arg("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand")
+        .args(["--bootstrap-server", &brokers()])
+        .args(args)
+        .output()
+        .expect("java runs")
+}
+
+/// Runs the first pass over the whole dataset with the instances `instances` (one state dir
+/// each), stops them, and checks it against the oracle; returns the output as read.
+fn first_pass(scenario: &Scenario, instances: &[&str], delivery: Delivery) -> Vec<RawRecord> {
+    scenario.preload(scenario.all());
+    let mut running: Vec<_> = instances.iter().map(|i| scenario.start(i)).collect();
+    for process in &mut running {
+        wait_until_assigned(process, Duration::from_secs(60));
+    }
+    scenario.wait_for_all(
+        &mut running.iter_mut().collect::<Vec<_>>(),
+        Duration::from_secs(90),
+    );
+    for process in &mut running {
+        process.stop_gracefully();
+    }
+    let output = read_all(&scenario.topics.output.name);
+    assert_output_matches(scenario.format, &output, &scenario.expected(), delivery);
+    output
+}
+
+/// After the reset: `instances` start again on their old state dirs; the output gains every
+/// window of the oracle once more (identical copies allowed under at-least-once), and the late and
+/// DLQ topics gain their copies again. Returns the logs.
+fn replay_emits_every_window_again(
+    scenario: &Scenario,
+    instances: &[&str],
+    before: &[RawRecord],
+    delivery: Delivery,
+) -> Vec<String> {
+    let topics = &scenario.topics;
+    let (late_before, dlq_before) = (read_all(&topics.late.name), read_all(&topics.dlq.name));
+    let expected = scenario.expected();
+    let mut running: Vec<_> = instances.iter().map(|i| scenario.start(i)).collect();
+    let output = wait_for_records(
+        &topics.output.name,
+        before.len() + expected.windows.len(),
+        Duration::from_secs(90),
+        || check_alive(&mut running.iter_mut().collect::<Vec<_>>()),
+    );
+    let mut resets = 0.0;
+    for process in &mut running {
+        // Counters are published once a second.
+        std::thread::sleep(Duration::from_millis(1_200));
+        let addr = process.telemetry_addr(Duration::from_secs(10));
+        resets += crate::common::metric_sum(addr, "streamagg_partition_resets_total");
+    }
+    let logs: Vec<String> = running.iter().map(|p| p.log()).collect();
+    for process in &mut running {
+        process.stop_gracefully();
+    }
+    assert!(
+        output.len() >= before.len() + expected.windows.len(),
+        "{} windows after the reset, {} expected: the reset was not processed again; logs:\n{}",
+        output.len() - before.len(),
+        expected.windows.len(),
+        logs.join("\n---\n")
+    );
+    let again = records_since(&topics.output.name, before);
+    assert_output_matches(scenario.format, &again, &expected, delivery);
+    for (topic, before, expected) in [
+        (&topics.late.name, &late_before, &expected.late),
+        (&topics.dlq.name, &dlq_before, &expected.invalid),
+    ] {
+        let got: Vec<usize> = records_since(topic, before).iter().map(index_of).collect();
+        let distinct: BTreeSet<usize> = got.iter().copied().collect();
+        assert_eq!(&distinct, expected, "{topic} after the reset");
+        if delivery == Delivery::ExactlyOnce {
+            assert_eq!(got.len(), expected.len(), "{topic}: duplicates {got:?}");
+        }
+    }
+    assert!(resets >= 1.0, "streamagg_partition_resets_total = {resets}");
+    logs
+}
+
+fn a_reset_with_kafkas_own_tool(guarantee: &str, delivery: Delivery, seed: u64) {
+    let mut scenario = Scenario::new(&format!("kreset-{guarantee}"), Format::Json, 2, seed, 1_500);
+    scenario.set("--guarantee", guarantee);
+    let first = first_pass(&scenario, &["s"], delivery);
+    let input = scenario.topics.input.name.clone();
+    assert!(committed(&scenario.group, &input)
+        .iter()
+        .all(|c| c > &Some(0)));
+
+    let reset = kafka_consumer_groups(&[
+        "--group",
+        &scenario.group,
+        "--topic",
+        &input,
+        "--reset-offsets",
+        "--to-earliest",
+        "--execute",
+    ]);
+    assert!(
+        reset.status.success(),
+        "kafka-consumer-groups --reset-offsets: {}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert_eq!(committed(&scenario.group, &input), [Some(0), Some(0)]);
+
+    let logs = replay_emits_every_window_again(&scenario, &["s"], &first, delivery);
+    assert!(
+        logs[0].contains("resume=\"replay\""),
+        "the instance saw the reset; log:\n{}",
+        logs[0]
+    );
+}
+
+#[test]
+fn a_group_reset_with_kafkas_own_tool_is_processed_again_not_overridden_by_local_state() {
+    a_reset_with_kafkas_own_tool("exactly-once", Delivery::ExactlyOnce, 211);
+}
+
+#[test]
+fn a_group_reset_with_kafkas_own_tool_is_processed_again_under_at_least_once() {
+    a_reset_with_kafkas_own_tool("at-least-once", Delivery::AtLeastOnce, 212);
+}

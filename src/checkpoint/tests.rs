@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The first generation: every partition's until a reset.
+const G0: Generation = Generation(0);
+
 const MINUTE: Semantics = Semantics {
     window_ms: 60_000,
     grace_ms: 10_000,
@@ -18,28 +21,55 @@ fn metadata_round_trips_and_foreign_metadata_is_ignored() {
         input_format: Format::Avro,
         ..MINUTE
     };
-    for (stream_time, rebuild_offset, semantics) in [
-        (Some(1_700_000_000_000), 42, Some(MINUTE)),
-        (Some(-5), 0, Some(filtered)),
-        (None, 7, Some(MINUTE)),
-        (Some(3), 7, None),
+    for (stream_time, rebuild_offset, semantics, generation, reset) in [
+        (Some(1_700_000_000_000), 42, Some(MINUTE), 0, false),
+        (Some(-5), 0, Some(filtered), 0, false),
+        (None, 7, Some(MINUTE), 0, false),
+        (Some(3), 7, None, 0, false),
+        (Some(3), 7, Some(MINUTE), 1_764_000_000_000, false),
+        (None, 7, Some(filtered), 1_764_000_000_000, true),
+        (None, 7, None, 1_764_000_000_000, true),
+        (Some(3), 7, None, 9, false),
     ] {
         let meta = CommitMetadata {
             stream_time,
             rebuild_offset,
             semantics,
+            generation: Generation(generation),
+            reset,
         };
         assert_eq!(CommitMetadata::parse(&meta.encode()), Some(meta));
     }
-    // What streamagg wrote before it recorded the semantics is still read.
+    // In the first generation the older forms are written, byte for byte, so that instances of
+    // streamagg before generations (in a rolling upgrade) still read them.
+    let first = CommitMetadata {
+        stream_time: Some(1),
+        rebuild_offset: 2,
+        semantics: Some(MINUTE),
+        generation: Generation(0),
+        reset: false,
+    };
     assert_eq!(
-        CommitMetadata::parse("streamagg/1 st=1 rb=2"),
-        Some(CommitMetadata {
-            stream_time: Some(1),
-            rebuild_offset: 2,
-            semantics: None
-        })
+        first.encode(),
+        "streamagg/2 st=1 rb=2 w=60000 g=10000 min=- et=field in=json"
     );
+    assert_eq!(
+        CommitMetadata::reset_marker(5, Generation(77), Some(MINUTE)).encode(),
+        "streamagg/3 gen=77 reset st=- rb=5 w=60000 g=10000 min=- et=field in=json"
+    );
+    // What streamagg wrote before it recorded the semantics, or generations, is still read.
+    for (old, semantics) in [
+        ("streamagg/1 st=1 rb=2", None),
+        (
+            "streamagg/2 st=1 rb=2 w=60000 g=10000 min=- et=field in=json",
+            Some(MINUTE),
+        ),
+    ] {
+        assert_eq!(
+            CommitMetadata::parse(old),
+            Some(CommitMetadata { semantics, ..first })
+        );
+    }
     for foreign in [
         "",
         "hello",
@@ -51,6 +81,14 @@ fn metadata_round_trips_and_foreign_metadata_is_ignored() {
         "streamagg/2 st=1 rb=2 w=60000 g=0 min=- et=field in=xml",
         "streamagg/2 st=1 rb=2 w=60000 g=0 min=NaN et=field in=json",
         "streamagg/2 st=1 rb=2 w=60000 g=0 min=- et=field in=json extra",
+        "streamagg/4 gen=1 st=1 rb=2",
+        "streamagg/3 st=1 rb=2",
+        "streamagg/3 gen=-1 st=1 rb=2",
+        "streamagg/3 gen=x st=1 rb=2",
+        "streamagg/3 gen=1 reset reset st=- rb=2",
+        "streamagg/3 gen=1 st=1 rb=2 reset",
+        "streamagg/3 gen=1 st=1 rb=2 w=60000",
+        "streamagg/3 gen=1 st=1 rb=2 w=60000 g=0 min=- et=field in=json extra",
     ] {
         assert_eq!(CommitMetadata::parse(foreign), None, "{foreign:?}");
     }
@@ -103,6 +141,7 @@ fn resume_plans() {
         Some(PartitionCheckpoint {
             next_offset,
             stream_time: Some(stream_time),
+            generation: G0,
         })
     };
     let meta = |rebuild_offset, stream_time| {
@@ -110,6 +149,8 @@ fn resume_plans() {
             stream_time: Some(stream_time),
             rebuild_offset,
             semantics: Some(MINUTE),
+            generation: G0,
+            reset: false,
         })
     };
     let cases = [
@@ -119,21 +160,30 @@ fn resume_plans() {
             local(50, 9),
             None,
             50,
-            ResumePlan::Local { from: 50 },
+            ResumePlan::Local {
+                from: 50,
+                generation: G0,
+            },
         ),
         (
             "local equals commit",
             local(50, 100),
             Some((50, meta(40, 100))),
             80,
-            ResumePlan::Local { from: 50 },
+            ResumePlan::Local {
+                from: 50,
+                generation: G0,
+            },
         ),
         (
             "local ahead of commit (crash before commit)",
             local(60, 9),
             Some((50, meta(40, 100))),
             60,
-            ResumePlan::Local { from: 60 },
+            ResumePlan::Local {
+                from: 60,
+                generation: G0,
+            },
         ),
         (
             "same offset, commit's stream time ahead (another owner idle-closed windows)",
@@ -144,6 +194,7 @@ fn resume_plans() {
                 from: 40,
                 replay_until: 50,
                 stream_time: Some(130),
+                generation: G0,
                 forget_local: true,
             },
         ),
@@ -152,7 +203,10 @@ fn resume_plans() {
             local(50, 131),
             Some((50, meta(40, 130))),
             50,
-            ResumePlan::Local { from: 50 },
+            ResumePlan::Local {
+                from: 50,
+                generation: G0,
+            },
         ),
         (
             "commit ahead of local: stale local state",
@@ -163,6 +217,7 @@ fn resume_plans() {
                 from: 40,
                 replay_until: 50,
                 stream_time: Some(100),
+                generation: G0,
                 forget_local: true,
             },
         ),
@@ -175,6 +230,7 @@ fn resume_plans() {
                 from: 40,
                 replay_until: 50,
                 stream_time: Some(100),
+                generation: G0,
                 forget_local: false,
             },
         ),
@@ -187,6 +243,7 @@ fn resume_plans() {
                 from: 50,
                 replay_until: 50,
                 stream_time: Some(100),
+                generation: G0,
                 forget_local: false,
             },
         ),
@@ -247,6 +304,237 @@ fn resume_plans() {
     }
 }
 
+/// The decisions a group offset reset adds: Kafka's own tool commits without streamagg metadata,
+/// `streamagg reset` commits a marker of a new generation; local state either way is obsolete,
+/// except where it was made after the reset (same generation), as after an at-least-once crash
+/// between RocksDB and the group commit.
+#[test]
+fn resume_plans_after_a_group_reset() {
+    const G1: Generation = Generation(1_764_000_000_000);
+    let local = |next_offset, generation| {
+        Some(PartitionCheckpoint {
+            next_offset,
+            stream_time: Some(100),
+            generation,
+        })
+    };
+    let ours = |offset, rebuild_offset, generation| {
+        Some((
+            offset,
+            Some(CommitMetadata {
+                stream_time: Some(100),
+                rebuild_offset,
+                semantics: Some(MINUTE),
+                generation,
+                reset: false,
+            }),
+        ))
+    };
+    let marker = |offset, generation| {
+        Some((
+            offset,
+            Some(CommitMetadata::reset_marker(
+                offset,
+                generation,
+                Some(MINUTE),
+            )),
+        ))
+    };
+    let replay = |from, forget_local, by| ResumePlan::Replay {
+        from,
+        forget_local,
+        by,
+    };
+    let by_streamagg = GroupReset::Streamagg { generation: G1 };
+    let cases = [
+        (
+            "foreign commit behind local: Kafka's tool reset the group",
+            local(500, G0),
+            Some((0, None)),
+            600,
+            replay(0, true, GroupReset::Foreign),
+        ),
+        (
+            "foreign commit behind local, the log recreated too: the commit is where to start",
+            local(500, G0),
+            Some((0, None)),
+            125,
+            replay(0, true, GroupReset::Foreign),
+        ),
+        (
+            "foreign commit at local's position: nothing to redo",
+            local(500, G0),
+            Some((500, None)),
+            600,
+            ResumePlan::Local {
+                from: 500,
+                generation: G0,
+            },
+        ),
+        (
+            "ours behind local, same generation: at-least-once crash before the group commit",
+            local(500, G0),
+            ours(450, 400, G0),
+            600,
+            ResumePlan::Local {
+                from: 500,
+                generation: G0,
+            },
+        ),
+        (
+            "reset marker, no local state",
+            None,
+            marker(0, G1),
+            600,
+            replay(0, false, by_streamagg),
+        ),
+        (
+            "reset marker behind local state of the older generation",
+            local(500, G0),
+            marker(0, G1),
+            600,
+            replay(0, true, by_streamagg),
+        ),
+        (
+            "reset marker ahead of local state of the older generation (--to-offset)",
+            local(100, G0),
+            marker(300, G1),
+            600,
+            replay(300, true, by_streamagg),
+        ),
+        (
+            "reset marker at local's position, older generation: still obsolete",
+            local(300, G0),
+            marker(300, G1),
+            600,
+            replay(300, true, by_streamagg),
+        ),
+        (
+            "reset marker behind local state made after it (at-least-once crash before the commit)",
+            local(80, G1),
+            marker(0, G1),
+            600,
+            ResumePlan::Local {
+                from: 80,
+                generation: G1,
+            },
+        ),
+        (
+            "another owner checkpointed after the reset; this state dir predates it",
+            local(500, G0),
+            ours(120, 90, G1),
+            600,
+            ResumePlan::Rebuild {
+                from: 90,
+                replay_until: 120,
+                stream_time: Some(100),
+                generation: G1,
+                forget_local: true,
+            },
+        ),
+        (
+            "an obsolete checkpoint past the log end is no reason to reset to the log start",
+            local(900, G0),
+            marker(200, G1),
+            600,
+            replay(200, true, by_streamagg),
+        ),
+        (
+            "a current checkpoint past the log end still is",
+            local(900, G1),
+            ours(900, 850, G1),
+            600,
+            ResumePlan::Reset {
+                checkpointed: 900,
+                log_end: 600,
+            },
+        ),
+    ];
+    for (name, local, committed, log_end, expected) in cases {
+        assert_eq!(
+            plan_resume(local, committed, Some(log_end)),
+            expected,
+            "{name}"
+        );
+        if !matches!(expected, ResumePlan::Reset { .. }) {
+            assert_eq!(
+                plan_resume(local, committed, None),
+                expected,
+                "{name}, log end unknown"
+            );
+        }
+    }
+}
+
+#[test]
+fn generations_continue_or_begin_anew() {
+    let g = Generation(5);
+    let cases = [
+        (
+            ResumePlan::Local {
+                from: 1,
+                generation: g,
+            },
+            Some(g),
+        ),
+        (
+            ResumePlan::Rebuild {
+                from: 1,
+                replay_until: 2,
+                stream_time: None,
+                generation: g,
+                forget_local: true,
+            },
+            Some(g),
+        ),
+        (
+            ResumePlan::Replay {
+                from: 0,
+                forget_local: true,
+                by: GroupReset::Streamagg { generation: g },
+            },
+            Some(g),
+        ),
+        (
+            ResumePlan::Replay {
+                from: 0,
+                forget_local: true,
+                by: GroupReset::Foreign,
+            },
+            None,
+        ),
+        (
+            ResumePlan::CommittedOnly {
+                from: 0,
+                forget_local: false,
+            },
+            None,
+        ),
+        (ResumePlan::Fresh, None),
+        (
+            ResumePlan::Reset {
+                checkpointed: 9,
+                log_end: 0,
+            },
+            None,
+        ),
+    ];
+    for (plan, expected) in cases {
+        assert_eq!(plan.generation(), expected, "{plan:?}");
+    }
+    // A new generation is the clock's, unless one seen is not older.
+    assert_eq!(Generation::new_after(1_000, []), Generation(1_000));
+    assert_eq!(
+        Generation::new_after(1_000, [Generation(3), Generation(0)]),
+        Generation(1_000)
+    );
+    assert_eq!(
+        Generation::new_after(1_000, [Generation(1_000)]),
+        Generation(1_001)
+    );
+    assert_eq!(Generation::new_after(-5, []), Generation(1));
+}
+
 #[test]
 fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
     let window = WindowSpec {
@@ -257,7 +545,18 @@ fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
         stream_time,
         rebuild_offset,
         semantics: Some(MINUTE),
+        generation: G0,
+        reset: false,
     };
+    let marker = |generation, stream_time, rebuild_offset| CommitMetadata {
+        stream_time,
+        generation: Generation(generation),
+        ..CommitMetadata::reset_marker(rebuild_offset, Generation(generation), None)
+    };
+    let not_where_it_starts = Some(
+        "a reset marker at 42 must have no stream time, rebuild offset 42 and a generation after \
+         the first",
+    );
     let cases = [
         // (metadata, committed offset, implausible because)
         (meta(Some(1_700_000_000_000), 40), 42, None),
@@ -288,6 +587,10 @@ fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
             42,
             Some("stream time -9223372036854775808 lies beyond any window"),
         ),
+        (marker(7, None, 42), 42, None),
+        (marker(7, Some(1), 42), 42, not_where_it_starts),
+        (marker(7, None, 40), 42, not_where_it_starts),
+        (marker(0, None, 42), 42, not_where_it_starts),
     ];
     for (metadata, committed, expected) in cases {
         assert_eq!(

@@ -1,8 +1,9 @@
 //! Replay after a group offset reset, against the real broker: a reset made with Kafka's own
-//! `kafka-consumer-groups --reset-offsets` is followed by the processor on its old state dir, which
-//! must process the input again from the reset position and emit every window again (exactly once
-//! more under exactly-once; identical copies allowed under at-least-once), with the late and DLQ
-//! copies forwarded again.
+//! `kafka-consumer-groups --reset-offsets` and one made with `streamagg reset` are each followed by
+//! the processor on its old state dirs, which must process the input again from the reset position
+//! and emit every window again (exactly once more under exactly-once; identical copies allowed under
+//! at-least-once), with the late and DLQ copies forwarded again. `streamagg reset` is refused while
+//! the group has a member, and `--dry-run` commits nothing.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use streamagg::codec::Format;
 use streamagg::reader::{group_lag, RawRecord};
 
-use crate::common::{brokers, kafka_settings, read_all, wait_for_records};
+use crate::common::{brokers, kafka_settings, read_all, streamagg, wait_for_records};
 use crate::dataset::index_of;
 use crate::oracle::{assert_output_matches, Delivery};
 use crate::scenario::{check_alive, wait_until_assigned, Scenario};
@@ -173,4 +174,188 @@ fn a_group_reset_with_kafkas_own_tool_is_processed_again_not_overridden_by_local
 #[test]
 fn a_group_reset_with_kafkas_own_tool_is_processed_again_under_at_least_once() {
     a_reset_with_kafkas_own_tool("at-least-once", Delivery::AtLeastOnce, 212);
+}
+
+/// `streamagg reset` on a group of two instances, each with local state of the first pass: on
+/// their next start both drop it, wherever the group hands their partitions.
+fn streamagg_reset(guarantee: &str, delivery: Delivery, seed: u64) {
+    let mut scenario = Scenario::new(&format!("sreset-{guarantee}"), Format::Avro, 4, seed, 3_000);
+    scenario.set("--guarantee", guarantee);
+    let first = first_pass(&scenario, &["a", "b"], delivery);
+    let input = scenario.topics.input.name.clone();
+    let before = committed(&scenario.group, &input);
+    assert!(before.iter().all(|c| c > &Some(0)), "{before:?}");
+
+    let args = [
+        "reset",
+        "--brokers",
+        &brokers(),
+        "--group",
+        &scenario.group,
+        "--input",
+        &input,
+    ];
+    let dry = streamagg(&[&args[..], &["--to-earliest", "--dry-run"]].concat());
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    for (partition, offset) in before.iter().enumerate() {
+        let line = format!("{input}[{partition}]: {} → 0", offset.expect("committed"));
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
+    assert_eq!(
+        committed(&scenario.group, &input),
+        before,
+        "a dry run commits nothing"
+    );
+
+    let reset = streamagg(&[&args[..], &["--to-earliest"]].concat());
+    assert!(
+        reset.status.success(),
+        "streamagg reset: {}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert_eq!(committed(&scenario.group, &input), [Some(0); 4]);
+
+    let logs = replay_emits_every_window_again(&scenario, &["a", "b"], &first, delivery);
+    let all = logs.join("\n");
+    assert!(
+        all.contains("resume=\"replay\"") && all.contains("streamagg reset"),
+        "the instances saw the reset; logs:\n{all}"
+    );
+}
+
+#[test]
+fn streamagg_reset_makes_every_instances_state_obsolete_and_replays_exactly_once() {
+    streamagg_reset("exactly-once", Delivery::ExactlyOnce, 213);
+}
+
+#[test]
+fn streamagg_reset_replays_under_at_least_once() {
+    streamagg_reset("at-least-once", Delivery::AtLeastOnce, 214);
+}
+
+#[test]
+fn streamagg_reset_is_refused_while_the_group_has_a_member_and_a_dry_run_commits_nothing() {
+    let scenario = Scenario::new("reset-busy", Format::Json, 2, 215, 600);
+    scenario.preload(scenario.all());
+    let input = scenario.topics.input.name.clone();
+    let mut running = scenario.start_assigned("s", Duration::from_secs(60));
+    wait_for_records(
+        &scenario.topics.output.name,
+        1,
+        Duration::from_secs(60),
+        || check_alive(&mut [&mut running]),
+    );
+    // Let at least one checkpoint reach the group.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = committed(&scenario.group, &input);
+    let args = [
+        "reset",
+        "--brokers",
+        &brokers(),
+        "--group",
+        &scenario.group,
+        "--input",
+        &input,
+    ];
+
+    let refused = streamagg(&[&args[..], &["--to-earliest"]].concat());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("streamagg: error:"))
+        .collect();
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&scenario.group)
+            && errors[0].contains("1 active member")
+            && errors[0].contains("streamagg@"),
+        "the refusal names the group and its member: {stderr}"
+    );
+
+    // A dry run shows the plan while the group runs, and says it would be refused.
+    let dry = streamagg(&[&args[..], &["--to-offset", "3", "--dry-run"]].concat());
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(
+        text.contains(&format!("{input}[0]: ")) && text.contains(" → 3\n"),
+        "{text}"
+    );
+    assert!(text.contains("would be refused"), "{text}");
+    running.stop_gracefully();
+    let stopped = committed(&scenario.group, &input);
+    assert!(
+        stopped.iter().zip(&before).all(|(now, then)| now >= then),
+        "the refused reset moved nothing back: {before:?} then {stopped:?}"
+    );
+
+    // Stopped: a dry run to a time after every record plans the log ends, and commits nothing.
+    let ends: Vec<i64> = group_lag(
+        &kafka_settings(),
+        &scenario.group,
+        std::slice::from_ref(&input),
+    )
+    .expect("lag")
+    .iter()
+    .map(|l| l.end)
+    .collect();
+    let dry = streamagg(
+        &[
+            &args[..],
+            &["--to-datetime", "2100-01-01T00:00:00Z", "--dry-run"],
+        ]
+        .concat(),
+    );
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    for (partition, (end, now)) in ends.iter().zip(&stopped).enumerate() {
+        let now = now.map_or("-".to_owned(), |c| c.to_string());
+        let line = format!("{input}[{partition}]: {now} → {end}\n");
+        assert!(text.contains(&line), "{line:?} in:\n{text}");
+    }
+    assert!(!text.contains("refused"), "{text}");
+    assert_eq!(committed(&scenario.group, &input), stopped);
+
+    // Misconfiguration: one line and exit 1, nothing committed.
+    for bad in [
+        vec!["--to-offset", "-1"],
+        vec!["--to-datetime", "yesterday"],
+        vec!["--to-earliest", "--to-offset", "3"],
+    ] {
+        let out = streamagg(&[&args[..], &bad[..]].concat());
+        assert!(
+            matches!(out.status.code(), Some(code) if code != 0),
+            "{bad:?} is refused"
+        );
+        assert_eq!(committed(&scenario.group, &input), stopped, "{bad:?}");
+    }
+    let missing = streamagg(&[
+        "reset",
+        "--brokers",
+        &brokers(),
+        "--group",
+        &scenario.group,
+        "--input",
+        "it-no-such-topic-reset",
+        "--to-earliest",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("does not exist"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
 }

@@ -79,7 +79,8 @@ fn first_pass(scenario: &Scenario, instances: &[&str], delivery: Delivery) -> Ve
     output
 }
 
-/// After the reset: `instances` start again on their old state dirs; the output gains every
+/// After the reset: `instances` start again on their old state dirs, one after the other; the
+/// output gains every
 /// window of the oracle once more (identical copies allowed under at-least-once), and the late and
 /// DLQ topics gain their copies again. Returns the logs.
 fn replay_emits_every_window_again(
@@ -91,7 +92,11 @@ fn replay_emits_every_window_again(
     let topics = &scenario.topics;
     let (late_before, dlq_before) = (read_all(&topics.late.name), read_all(&topics.dlq.name));
     let expected = scenario.expected();
-    let mut running: Vec<_> = instances.iter().map(|i| scenario.start(i)).collect();
+    // One after the other: the first takes every partition, the next ones what the group moves.
+    let mut running: Vec<_> = instances
+        .iter()
+        .map(|i| scenario.start_assigned(i, Duration::from_secs(60)))
+        .collect();
     let output = wait_for_records(
         &topics.output.name,
         before.len() + expected.windows.len(),
@@ -160,8 +165,10 @@ fn a_reset_with_kafkas_own_tool(guarantee: &str, delivery: Delivery, seed: u64) 
 
     let logs = replay_emits_every_window_again(&scenario, &["s"], &first, delivery);
     assert!(
-        logs[0].contains("resume=\"replay\""),
-        "the instance saw the reset; log:\n{}",
+        logs[0].contains("resume=\"replay\"")
+            && logs[0].contains("forget_local: true, by: Foreign")
+            && logs[0].contains("was not committed by streamagg"),
+        "the instance saw a commit it did not write behind its state, and dropped the state; log:\n{}",
         logs[0]
     );
 }
@@ -222,9 +229,19 @@ fn streamagg_reset(guarantee: &str, delivery: Delivery, seed: u64) {
 
     let logs = replay_emits_every_window_again(&scenario, &["a", "b"], &first, delivery);
     let all = logs.join("\n");
+    // `a` starts first and takes every partition: it drops its state of the (at least two) it
+    // owned at the end of the first pass. `b` then gets some of them back: its state of them is of
+    // the generation before the reset, whatever the group commit's offset, and is never continued.
+    let dropped = logs[0].matches("forget_local: true, by: Streamagg").count();
     assert!(
-        all.contains("resume=\"replay\"") && all.contains("streamagg reset"),
-        "the instances saw the reset; logs:\n{all}"
+        dropped >= 2 && logs[0].contains("the group was reset by `streamagg reset`"),
+        "a saw the reset and dropped its old state ({dropped} partitions); logs:\n{all}"
+    );
+    assert!(
+        !crate::scenario::assigned_partitions(&logs[1]).is_empty()
+            && !logs[1].contains("resume=\"local\""),
+        "b continued none of its old state; log:\n{}",
+        logs[1]
     );
 }
 

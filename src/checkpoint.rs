@@ -15,13 +15,21 @@
 //!
 //! Both checkpoints also record the [`Semantics`] they were made under: state built with one window
 //! size, grace, filter, event-time mode or input format is never continued with another.
+//!
+//! And both record the partition's [`Generation`]: the line of processing they belong to. A group
+//! offset reset (`streamagg reset`, which commits a *reset marker* with a new generation, or Kafka's
+//! own `kafka-consumer-groups --reset-offsets`, which commits without streamagg metadata) starts a
+//! new one, and so does every start that continues neither local state nor a streamagg commit.
+//! Local state of another generation than the group commit's is obsolete, wherever it lies: it is
+//! never continued, so an operator's reset reaches every instance's state dir.
 
 use crate::codec::Format;
 use crate::route::EventTime;
 use crate::window::WindowSpec;
 
 const PREFIX_V1: &str = "streamagg/1";
-const PREFIX: &str = "streamagg/2";
+const PREFIX_V2: &str = "streamagg/2";
+const PREFIX: &str = "streamagg/3";
 
 /// One input partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -30,12 +38,40 @@ pub struct TopicPartition {
     pub partition: i32,
 }
 
+/// The line of processing a partition's state and commits belong to. `Generation(0)` is the first
+/// (what state and commits of streamagg before generations read as); a reset, or a start from
+/// neither local state nor a streamagg commit, begins a new one ([`Generation::new_after`]).
+/// Generations are only ever compared for equality.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(pub u64);
+
+impl Generation {
+    /// A new generation, begun at `now_ms` (Unix milliseconds, which an operator can read), and in
+    /// any case later than every one in `seen`.
+    pub fn new_after(now_ms: i64, seen: impl IntoIterator<Item = Generation>) -> Generation {
+        let latest = seen.into_iter().map(|g| g.0).max().unwrap_or(0);
+        Generation(
+            u64::try_from(now_ms)
+                .unwrap_or(0)
+                .max(latest.saturating_add(1)),
+        )
+    }
+}
+
+impl std::fmt::Display for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Where a partition's processing stands: everything before `next_offset` is reflected in the stored
-/// windows, and `stream_time` is the largest event timestamp among those offsets.
+/// windows, `stream_time` is the largest event timestamp among those offsets, and `generation` the
+/// line of processing they belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionCheckpoint {
     pub next_offset: i64,
     pub stream_time: Option<i64>,
+    pub generation: Generation,
 }
 
 /// The settings that decide what a window holds: state and commits made under one set are
@@ -148,20 +184,46 @@ fn format_name(format: Format) -> &'static str {
 pub struct CommitMetadata {
     pub stream_time: Option<i64>,
     pub rebuild_offset: i64,
-    /// `None` for a commit of an older streamagg that did not record them.
+    /// `None` for a commit of an older streamagg that did not record them, or a reset marker made
+    /// when the group's commit did not say.
     pub semantics: Option<Semantics>,
+    pub generation: Generation,
+    /// Written by `streamagg reset`: the committed offset is where generation `generation` starts,
+    /// with empty state (`stream_time` none, `rebuild_offset` the committed offset).
+    pub reset: bool,
 }
 
 impl CommitMetadata {
+    /// The marker `streamagg reset` commits at `offset`: generation `generation` starts there with
+    /// empty state.
+    pub fn reset_marker(
+        offset: i64,
+        generation: Generation,
+        semantics: Option<Semantics>,
+    ) -> CommitMetadata {
+        CommitMetadata {
+            stream_time: None,
+            rebuild_offset: offset,
+            semantics,
+            generation,
+            reset: true,
+        }
+    }
+
+    /// `streamagg/3 gen=<generation>[ reset] st=<stream time> rb=<rebuild offset>[ <semantics>]`;
+    /// in the first generation, and not a reset, the older `streamagg/2` (or, without semantics,
+    /// `streamagg/1`) form, which streamagg before generations reads too.
     pub fn encode(&self) -> String {
         let stream_time = self.stream_time.map_or("-".to_owned(), |t| t.to_string());
-        // Without semantics it is the older form, which is read as such.
-        let prefix = if self.semantics.is_some() {
-            PREFIX
+        let mut text = if self.generation != Generation::default() || self.reset {
+            let reset = if self.reset { " reset" } else { "" };
+            format!("{PREFIX} gen={}{reset} ", self.generation)
+        } else if self.semantics.is_some() {
+            format!("{PREFIX_V2} ")
         } else {
-            PREFIX_V1
+            format!("{PREFIX_V1} ")
         };
-        let mut text = format!("{prefix} st={stream_time} rb={}", self.rebuild_offset);
+        text.push_str(&format!("st={stream_time} rb={}", self.rebuild_offset));
         if let Some(semantics) = &self.semantics {
             text.push(' ');
             text.push_str(&semantics.encode());
@@ -171,10 +233,16 @@ impl CommitMetadata {
 
     /// `None` for metadata streamagg did not write (another tool's commit, or none).
     pub fn parse(text: &str) -> Option<CommitMetadata> {
-        let mut words = text.split(' ');
-        let versioned = match words.next()? {
-            PREFIX_V1 => false,
-            PREFIX => true,
+        let mut words = text.split(' ').peekable();
+        // (semantics: required, optional or absent; generation; reset)
+        let (semantics_words, generation, reset) = match words.next()? {
+            PREFIX_V1 => (Some(false), Generation::default(), false),
+            PREFIX_V2 => (Some(true), Generation::default(), false),
+            PREFIX => {
+                let generation = Generation(words.next()?.strip_prefix("gen=")?.parse().ok()?);
+                let reset = words.next_if_eq(&"reset").is_some();
+                (None, generation, reset)
+            }
             _ => return None,
         };
         let stream_time = match words.next()?.strip_prefix("st=")? {
@@ -182,15 +250,18 @@ impl CommitMetadata {
             t => Some(t.parse().ok()?),
         };
         let rebuild_offset = words.next()?.strip_prefix("rb=")?.parse().ok()?;
-        let semantics = if versioned {
-            Some(Semantics::parse_words(&mut words)?)
-        } else {
-            None
+        let semantics = match semantics_words {
+            Some(true) => Some(Semantics::parse_words(&mut words)?),
+            Some(false) => None,
+            None if words.peek().is_some() => Some(Semantics::parse_words(&mut words)?),
+            None => None,
         };
         words.next().is_none().then_some(CommitMetadata {
             stream_time,
             rebuild_offset,
             semantics,
+            generation,
+            reset,
         })
     }
 }
@@ -199,9 +270,21 @@ impl CommitMetadata {
     /// Why this metadata, found on a group commit at `committed`, cannot be what streamagg wrote
     /// there: a rebuild offset outside `0..=committed` (a negative one would be a logical offset,
     /// END or BEGINNING, to librdkafka), or a stream time no accepted record could have set (it
-    /// would make every later record late). Anyone allowed to commit for the group can write
-    /// metadata; such metadata is foreign and must not steer where processing resumes.
+    /// would make every later record late), or a reset marker that is not where its generation
+    /// starts (a stream time, a rebuild offset other than the committed one, or the first
+    /// generation). Anyone allowed to commit for the group can write metadata; such metadata is
+    /// foreign and must not steer where processing resumes.
     pub fn implausible(&self, committed: i64, window: &WindowSpec) -> Option<String> {
+        if self.reset
+            && (self.stream_time.is_some()
+                || self.rebuild_offset != committed
+                || self.generation == Generation::default())
+        {
+            return Some(format!(
+                "a reset marker at {committed} must have no stream time, rebuild offset \
+                 {committed} and a generation after the first"
+            ));
+        }
         if !(0..=committed).contains(&self.rebuild_offset) {
             return Some(format!(
                 "rebuild offset {} is outside 0..={committed}",
@@ -220,54 +303,111 @@ impl CommitMetadata {
 /// Where a newly assigned partition resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResumePlan {
-    /// Local state is current: load it and continue at its next offset.
-    Local { from: i64 },
-    /// Local state is missing or stale: drop it (if any), seek to `from`, and replay up to
-    /// `replay_until` with stream time pinned at `stream_time`, without emitting or forwarding.
+    /// Local state is current: load it and continue at its next offset, in its generation.
+    Local { from: i64, generation: Generation },
+    /// Local state is missing, stale or of another generation: drop it (if any), seek to `from`,
+    /// and replay up to `replay_until` with stream time pinned at `stream_time`, without emitting
+    /// or forwarding; continue in the commit's generation.
     Rebuild {
         from: i64,
         replay_until: i64,
         stream_time: Option<i64>,
+        generation: Generation,
         forget_local: bool,
     },
-    /// The group committed an offset without streamagg metadata: continue there with empty state.
+    /// The group committed an offset without streamagg metadata, not behind local state (or there
+    /// is none): continue there with empty state, in a new generation.
     CommittedOnly { from: i64, forget_local: bool },
-    /// Nothing anywhere: start where `auto.offset.reset` says, with empty state.
+    /// The group's offset was reset ([`GroupReset`]): what local state holds is obsolete. Drop it,
+    /// process the partition again from `from` with empty state; the windows from there are
+    /// emitted again.
+    Replay {
+        from: i64,
+        forget_local: bool,
+        by: GroupReset,
+    },
+    /// Nothing anywhere: start where `auto.offset.reset` says, with empty state, in a new generation.
     Fresh,
     /// The partition's log ends below where its checkpoints say processing got to: the topic was
     /// deleted and created again, or its log was truncated. Its state belongs to records that are
-    /// gone: drop it and process the partition from its beginning, with empty state.
+    /// gone: drop it and process the partition from its beginning, with empty state, in a new
+    /// generation.
     Reset { checkpointed: i64, log_end: i64 },
+}
+
+/// Who reset a group's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupReset {
+    /// `streamagg reset`, whose marker starts `generation`.
+    Streamagg { generation: Generation },
+    /// A commit streamagg did not write, behind local state: Kafka's own
+    /// `kafka-consumer-groups --reset-offsets`, or any client committing for the group. A new
+    /// generation starts.
+    Foreign,
 }
 
 impl ResumePlan {
     /// The plan's kind as one stable word for logs and dashboards: `local`, `rebuild`,
-    /// `committed-only`, `fresh` or `reset`.
+    /// `committed-only`, `replay`, `fresh` or `reset`.
     pub fn kind(&self) -> &'static str {
         match self {
             ResumePlan::Local { .. } => "local",
             ResumePlan::Rebuild { .. } => "rebuild",
             ResumePlan::CommittedOnly { .. } => "committed-only",
+            ResumePlan::Replay { .. } => "replay",
             ResumePlan::Fresh => "fresh",
             ResumePlan::Reset { .. } => "reset",
+        }
+    }
+
+    /// The generation the partition continues in; `None` where it begins a new one.
+    pub fn generation(&self) -> Option<Generation> {
+        match *self {
+            ResumePlan::Local { generation, .. } | ResumePlan::Rebuild { generation, .. } => {
+                Some(generation)
+            }
+            ResumePlan::Replay {
+                by: GroupReset::Streamagg { generation },
+                ..
+            } => Some(generation),
+            ResumePlan::Replay {
+                by: GroupReset::Foreign,
+                ..
+            }
+            | ResumePlan::CommittedOnly { .. }
+            | ResumePlan::Fresh
+            | ResumePlan::Reset { .. } => None,
         }
     }
 }
 
 /// Decides where to resume from the local checkpoint, the group's committed offset (and its
-/// metadata), if any, and the partition's log end offset (high watermark), if it could be asked.
+/// metadata, `None` when foreign), if any, and the partition's log end offset (high watermark), if
+/// it could be asked.
 ///
-/// Local state is used when its position (next offset, then stream time) is not behind the group's:
-/// equal, or ahead (at-least-once commits to the group after RocksDB, so a crash in between leaves
-/// the group behind). A group commit ahead of it — more records, or the same records with stream
-/// time advanced by idle closing — means another owner emitted what local state still holds open.
+/// Local state is used when it is of the commit's generation and its position (next offset, then
+/// stream time) is not behind the group's: equal, or ahead (at-least-once commits to the group
+/// after RocksDB, so a crash in between leaves the group behind — with streamagg's metadata). A
+/// group commit ahead of it — more records, or the same records with stream time advanced by idle
+/// closing — means another owner emitted what local state still holds open. A commit behind local
+/// state that streamagg did not write, or a reset marker of another generation, is an operator's
+/// reset: local state is dropped and the partition processed again from the committed offset.
 pub fn plan_resume(
     local: Option<PartitionCheckpoint>,
     committed: Option<(i64, Option<CommitMetadata>)>,
     log_end: Option<i64>,
 ) -> ResumePlan {
+    let had_local = local.is_some();
+    // Local state that belongs to another line of processing than the group commit is obsolete,
+    // wherever it lies: a commit behind it that streamagg did not write, or one of another
+    // generation.
+    let current = match committed {
+        None => local,
+        Some((offset, None)) => local.filter(|local| local.next_offset <= offset),
+        Some((_, Some(meta))) => local.filter(|local| local.generation == meta.generation),
+    };
     let checkpointed = [
-        local.map(|l| l.next_offset),
+        current.map(|l| l.next_offset),
         committed.map(|(offset, _)| offset),
     ]
     .into_iter()
@@ -282,33 +422,47 @@ pub fn plan_resume(
             log_end,
         };
     }
-    let local_not_behind =
-        |local: &PartitionCheckpoint, offset: i64, meta: Option<&CommitMetadata>| {
-            offset < local.next_offset
-                || (offset == local.next_offset
-                    && meta.is_none_or(|m| m.stream_time <= local.stream_time))
-        };
-    match (local, committed) {
+    let local_plan = |local: PartitionCheckpoint| ResumePlan::Local {
+        from: local.next_offset,
+        generation: local.generation,
+    };
+    match committed {
         // The group is not ahead of us: our own state is the freshest there is.
-        (Some(local), None) => ResumePlan::Local {
-            from: local.next_offset,
+        None => current.map_or(ResumePlan::Fresh, local_plan),
+        Some((offset, None)) => match current {
+            Some(local) if local.next_offset == offset => local_plan(local),
+            None if had_local => ResumePlan::Replay {
+                from: offset,
+                forget_local: true,
+                by: GroupReset::Foreign,
+            },
+            _ => ResumePlan::CommittedOnly {
+                from: offset,
+                forget_local: had_local,
+            },
         },
-        (Some(local), Some((offset, meta))) if local_not_behind(&local, offset, meta.as_ref()) => {
-            ResumePlan::Local {
-                from: local.next_offset,
+        Some((offset, Some(meta))) => match current {
+            Some(local)
+                if offset < local.next_offset
+                    || (offset == local.next_offset && meta.stream_time <= local.stream_time) =>
+            {
+                local_plan(local)
             }
-        }
-        (local, Some((offset, Some(meta)))) => ResumePlan::Rebuild {
-            from: meta.rebuild_offset.min(offset),
-            replay_until: offset,
-            stream_time: meta.stream_time,
-            forget_local: local.is_some(),
+            None if meta.reset => ResumePlan::Replay {
+                from: offset,
+                forget_local: had_local,
+                by: GroupReset::Streamagg {
+                    generation: meta.generation,
+                },
+            },
+            _ => ResumePlan::Rebuild {
+                from: meta.rebuild_offset.min(offset),
+                replay_until: offset,
+                stream_time: meta.stream_time,
+                generation: meta.generation,
+                forget_local: had_local,
+            },
         },
-        (local, Some((offset, None))) => ResumePlan::CommittedOnly {
-            from: offset,
-            forget_local: local.is_some(),
-        },
-        (None, None) => ResumePlan::Fresh,
     }
 }
 

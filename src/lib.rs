@@ -4,7 +4,7 @@
 //! runs the processor — records are decoded by [`codec`] into [`model`] records, assigned to windows
 //! by [`window`], kept in [`store`] with the offsets [`checkpoint`] decides on, and emitted by
 //! [`sink`]. [`config`] validates the processor's settings, [`reader`] reads topics back, and
-//! [`kafka`] is the shared edge to the cluster. [`telemetry`] names the metrics and serves them with
+//! [`kafka`] is the shared edge to the cluster. [`reset`] plans `streamagg reset`. [`telemetry`] names the metrics and serves them with
 //! the health probes. [`ingest`] is the gateway that turns TCP and HTTP traffic into input events.
 //! See `ARCHITECTURE.md` for the whole map.
 //!
@@ -28,6 +28,7 @@ pub mod processor;
 pub mod producer;
 #[cfg(feature = "runtime")]
 pub mod reader;
+pub mod reset;
 pub mod route;
 #[cfg(feature = "runtime")]
 pub mod sink;

@@ -15,8 +15,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use rdkafka::statistics::Partition;
 
-/// Metric names. Counters end in `_total`, units are base units, labels are bounded (topic and
-/// partition only; never a source).
+/// Metric names. Counters end in `_total`, units are base units, labels are bounded (topic,
+/// partition and fixed reasons only; never a source).
 pub mod metric {
     pub const RECORDS_CONSUMED: &str = "streamagg_records_consumed_total";
     pub const EVENTS_AGGREGATED: &str = "streamagg_events_aggregated_total";
@@ -197,7 +197,7 @@ fn describe() {
     describe_counter!(
         PARTITION_RESETS,
         Unit::Count,
-        "Partitions whose offsets went backwards (topic recreated, log truncated): their state was dropped and they were processed again from their beginning."
+        "Partitions whose state was dropped and that are processed again, by reason: log_went_back (topic recreated, log truncated: from the log's beginning), group_reset (the group's offset was reset with `streamagg reset` or kafka-consumer-groups: from the reset offset)."
     );
     describe_counter!(
         REBALANCES,

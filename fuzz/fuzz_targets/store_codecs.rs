@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use streamagg::checkpoint::{PartitionCheckpoint, TopicPartition};
+use streamagg::checkpoint::{Generation, PartitionCheckpoint, TopicPartition};
 use streamagg::store::layout::{
     decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate, encode_checkpoint,
     partition_key, window_key,
@@ -17,7 +17,7 @@ struct Input {
     partition: i32,
     windows: [(i64, String); 2],
     aggregate: (u64, f64, f64, f64, i64),
-    checkpoint: (i64, Option<i64>),
+    checkpoint: (i64, Option<i64>, u64),
     raw: Vec<u8>,
 }
 
@@ -52,6 +52,7 @@ fuzz_target!(|input: Input| {
     let checkpoint = PartitionCheckpoint {
         next_offset: input.checkpoint.0,
         stream_time: input.checkpoint.1,
+        generation: Generation(input.checkpoint.2),
     };
     assert_eq!(decode_checkpoint(&encode_checkpoint(&checkpoint)), Some(checkpoint));
 

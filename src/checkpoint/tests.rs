@@ -1,6 +1,11 @@
-//! Tests of [`super`] (checkpoint).
+//! Tests of [`super`] (checkpoint); what group offset resets add is in [`group_reset`].
+
+mod group_reset;
 
 use super::*;
+
+/// The first generation: every partition's until a reset.
+const G0: Generation = Generation(0);
 
 const MINUTE: Semantics = Semantics {
     window_ms: 60_000,
@@ -18,28 +23,55 @@ fn metadata_round_trips_and_foreign_metadata_is_ignored() {
         input_format: Format::Avro,
         ..MINUTE
     };
-    for (stream_time, rebuild_offset, semantics) in [
-        (Some(1_700_000_000_000), 42, Some(MINUTE)),
-        (Some(-5), 0, Some(filtered)),
-        (None, 7, Some(MINUTE)),
-        (Some(3), 7, None),
+    for (stream_time, rebuild_offset, semantics, generation, reset) in [
+        (Some(1_700_000_000_000), 42, Some(MINUTE), 0, false),
+        (Some(-5), 0, Some(filtered), 0, false),
+        (None, 7, Some(MINUTE), 0, false),
+        (Some(3), 7, None, 0, false),
+        (Some(3), 7, Some(MINUTE), 1_764_000_000_000, false),
+        (None, 7, Some(filtered), 1_764_000_000_000, true),
+        (None, 7, None, 1_764_000_000_000, true),
+        (Some(3), 7, None, 9, false),
     ] {
         let meta = CommitMetadata {
             stream_time,
             rebuild_offset,
             semantics,
+            generation: Generation(generation),
+            reset,
         };
         assert_eq!(CommitMetadata::parse(&meta.encode()), Some(meta));
     }
-    // What streamagg wrote before it recorded the semantics is still read.
+    // In the first generation the older forms are written, byte for byte, so that instances of
+    // streamagg before generations (in a rolling upgrade) still read them.
+    let first = CommitMetadata {
+        stream_time: Some(1),
+        rebuild_offset: 2,
+        semantics: Some(MINUTE),
+        generation: Generation(0),
+        reset: false,
+    };
     assert_eq!(
-        CommitMetadata::parse("streamagg/1 st=1 rb=2"),
-        Some(CommitMetadata {
-            stream_time: Some(1),
-            rebuild_offset: 2,
-            semantics: None
-        })
+        first.encode(),
+        "streamagg/2 st=1 rb=2 w=60000 g=10000 min=- et=field in=json"
     );
+    assert_eq!(
+        CommitMetadata::reset_marker(5, Generation(77), Some(MINUTE)).encode(),
+        "streamagg/3 gen=77 reset st=- rb=5 w=60000 g=10000 min=- et=field in=json"
+    );
+    // What streamagg wrote before it recorded the semantics, or generations, is still read.
+    for (old, semantics) in [
+        ("streamagg/1 st=1 rb=2", None),
+        (
+            "streamagg/2 st=1 rb=2 w=60000 g=10000 min=- et=field in=json",
+            Some(MINUTE),
+        ),
+    ] {
+        assert_eq!(
+            CommitMetadata::parse(old),
+            Some(CommitMetadata { semantics, ..first })
+        );
+    }
     for foreign in [
         "",
         "hello",
@@ -51,6 +83,14 @@ fn metadata_round_trips_and_foreign_metadata_is_ignored() {
         "streamagg/2 st=1 rb=2 w=60000 g=0 min=- et=field in=xml",
         "streamagg/2 st=1 rb=2 w=60000 g=0 min=NaN et=field in=json",
         "streamagg/2 st=1 rb=2 w=60000 g=0 min=- et=field in=json extra",
+        "streamagg/4 gen=1 st=1 rb=2",
+        "streamagg/3 st=1 rb=2",
+        "streamagg/3 gen=-1 st=1 rb=2",
+        "streamagg/3 gen=x st=1 rb=2",
+        "streamagg/3 gen=1 reset reset st=- rb=2",
+        "streamagg/3 gen=1 st=1 rb=2 reset",
+        "streamagg/3 gen=1 st=1 rb=2 w=60000",
+        "streamagg/3 gen=1 st=1 rb=2 w=60000 g=0 min=- et=field in=json extra",
     ] {
         assert_eq!(CommitMetadata::parse(foreign), None, "{foreign:?}");
     }
@@ -103,6 +143,7 @@ fn resume_plans() {
         Some(PartitionCheckpoint {
             next_offset,
             stream_time: Some(stream_time),
+            generation: G0,
         })
     };
     let meta = |rebuild_offset, stream_time| {
@@ -110,6 +151,8 @@ fn resume_plans() {
             stream_time: Some(stream_time),
             rebuild_offset,
             semantics: Some(MINUTE),
+            generation: G0,
+            reset: false,
         })
     };
     let cases = [
@@ -119,21 +162,30 @@ fn resume_plans() {
             local(50, 9),
             None,
             50,
-            ResumePlan::Local { from: 50 },
+            ResumePlan::Local {
+                from: 50,
+                generation: G0,
+            },
         ),
         (
             "local equals commit",
             local(50, 100),
             Some((50, meta(40, 100))),
             80,
-            ResumePlan::Local { from: 50 },
+            ResumePlan::Local {
+                from: 50,
+                generation: G0,
+            },
         ),
         (
             "local ahead of commit (crash before commit)",
             local(60, 9),
             Some((50, meta(40, 100))),
             60,
-            ResumePlan::Local { from: 60 },
+            ResumePlan::Local {
+                from: 60,
+                generation: G0,
+            },
         ),
         (
             "same offset, commit's stream time ahead (another owner idle-closed windows)",
@@ -144,6 +196,7 @@ fn resume_plans() {
                 from: 40,
                 replay_until: 50,
                 stream_time: Some(130),
+                generation: G0,
                 forget_local: true,
             },
         ),
@@ -152,7 +205,10 @@ fn resume_plans() {
             local(50, 131),
             Some((50, meta(40, 130))),
             50,
-            ResumePlan::Local { from: 50 },
+            ResumePlan::Local {
+                from: 50,
+                generation: G0,
+            },
         ),
         (
             "commit ahead of local: stale local state",
@@ -163,6 +219,7 @@ fn resume_plans() {
                 from: 40,
                 replay_until: 50,
                 stream_time: Some(100),
+                generation: G0,
                 forget_local: true,
             },
         ),
@@ -175,6 +232,7 @@ fn resume_plans() {
                 from: 40,
                 replay_until: 50,
                 stream_time: Some(100),
+                generation: G0,
                 forget_local: false,
             },
         ),
@@ -187,6 +245,7 @@ fn resume_plans() {
                 from: 50,
                 replay_until: 50,
                 stream_time: Some(100),
+                generation: G0,
                 forget_local: false,
             },
         ),
@@ -257,7 +316,18 @@ fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
         stream_time,
         rebuild_offset,
         semantics: Some(MINUTE),
+        generation: G0,
+        reset: false,
     };
+    let marker = |generation, stream_time, rebuild_offset| CommitMetadata {
+        stream_time,
+        generation: Generation(generation),
+        ..CommitMetadata::reset_marker(rebuild_offset, Generation(generation), None)
+    };
+    let not_where_it_starts = Some(
+        "a reset marker at 42 must have no stream time, rebuild offset 42 and a generation after \
+         the first",
+    );
     let cases = [
         // (metadata, committed offset, implausible because)
         (meta(Some(1_700_000_000_000), 40), 42, None),
@@ -288,6 +358,10 @@ fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
             42,
             Some("stream time -9223372036854775808 lies beyond any window"),
         ),
+        (marker(7, None, 42), 42, None),
+        (marker(7, Some(1), 42), 42, not_where_it_starts),
+        (marker(7, None, 40), 42, not_where_it_starts),
+        (marker(0, None, 42), 42, not_where_it_starts),
     ];
     for (metadata, committed, expected) in cases {
         assert_eq!(

@@ -7,6 +7,7 @@ mod consume;
 mod ingest;
 mod process;
 mod produce;
+mod reset;
 mod run;
 mod secrets;
 
@@ -70,6 +71,9 @@ enum Command {
         #[arg(long)]
         total: bool,
     },
+    /// Process a stopped group's input again from a chosen position: reset its offsets on a topic
+    /// and make every instance's local state for it obsolete (refused while the group has members).
+    Reset(reset::ResetArgs),
     /// Create or delete topics.
     Topics {
         #[command(subcommand)]
@@ -128,6 +132,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Produce(args) => produce::produce(args.settings()?),
         Command::Ingest(options) => ingest::ingest(ingest::settings(*options)?),
         Command::Consume(args) => consume::consume(&args),
+        Command::Reset(args) => reset::reset(&args),
         Command::Topics { action } => admin::topics(action),
         Command::Lag {
             kafka,

@@ -1,13 +1,17 @@
 //! Questions to the cluster and topic management: metadata with a start-up wait that reports a
-//! refused connection at once, partition counts, the broker's record-size limit, and creating and
-//! deleting topics.
+//! refused connection at once, partition counts, the broker's record-size limit, creating and
+//! deleting topics, and a consumer group's members and committed offsets ([`GroupOffsets`], for
+//! `streamagg reset`).
 
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Offset;
 
 use super::context::{ConnectionAware, ServedClient, StreamaggContext};
 use super::{is_transient, KafkaSetupError};
@@ -199,4 +203,187 @@ pub async fn delete_topics(
         }
     }
     Ok(())
+}
+
+/// A consumer group's state and members, as the group coordinator describes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// `Empty`, `Stable`, `PreparingRebalance`, …; `Dead` for a group the cluster does not know.
+    pub state: String,
+    /// Each member as `client id@host (member id)`.
+    pub members: Vec<String>,
+}
+
+/// A client of one consumer group's offsets that never joins the group: it describes the group,
+/// reads the committed offsets and commits new ones (which the coordinator accepts only while the
+/// group has no members). Blocking.
+pub struct GroupOffsets {
+    consumer: BaseConsumer<StreamaggContext>,
+    settings: KafkaSettings,
+    group: String,
+}
+
+impl GroupOffsets {
+    /// Connects (waiting at most the settings' timeout for the cluster to answer).
+    pub fn open(settings: &KafkaSettings, group: &str) -> Result<GroupOffsets, KafkaSetupError> {
+        let consumer: BaseConsumer<StreamaggContext> = settings
+            .client_config("streamagg-reset")
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .create_with_context(StreamaggContext::default())
+            .map_err(KafkaSetupError::config)?;
+        fetch_metadata(&consumer, settings, None)?;
+        Ok(GroupOffsets {
+            consumer,
+            settings: settings.clone(),
+            group: group.to_owned(),
+        })
+    }
+
+    fn failed(&self, cause: impl std::fmt::Display) -> KafkaSetupError {
+        KafkaSetupError::Group {
+            group: self.group.clone(),
+            reason: cause.to_string(),
+        }
+    }
+
+    /// The group's state and members.
+    pub fn describe(&self) -> Result<GroupDescription, KafkaSetupError> {
+        let list = self
+            .consumer
+            .fetch_group_list(Some(&self.group), self.settings.timeout)
+            .map_err(|e| self.failed(e))?;
+        let Some(group) = list.groups().iter().find(|g| g.name() == self.group) else {
+            return Ok(GroupDescription {
+                state: "Dead".to_owned(),
+                members: Vec::new(),
+            });
+        };
+        Ok(GroupDescription {
+            state: group.state().to_owned(),
+            members: group
+                .members()
+                .iter()
+                .map(|m| format!("{}@{} ({})", m.client_id(), m.client_host(), m.id()))
+                .collect(),
+        })
+    }
+
+    /// The number of partitions of `topic`.
+    pub fn partition_count(&self, topic: &str) -> Result<i32, KafkaSetupError> {
+        partition_count(&self.consumer, &self.settings, topic)?
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| KafkaSetupError::TopicMissing(topic.to_owned()))
+    }
+
+    /// The group's committed offset and metadata on each of `topic`'s partitions `0..count`, in
+    /// order (`None`: no commit). Offsets still pending in an open transaction (a running
+    /// exactly-once instance between two checkpoints, or one that died with a transaction open)
+    /// are asked again for up to the settings' timeout, then an error, never "no commit".
+    pub fn committed(
+        &self,
+        topic: &str,
+        count: i32,
+    ) -> Result<Vec<Option<(i64, String)>>, KafkaSetupError> {
+        let mut list = TopicPartitionList::new();
+        for partition in 0..count {
+            list.add_partition(topic, partition);
+        }
+        let mut backoff = super::Backoff::new(self.settings.timeout);
+        let committed = loop {
+            let committed = self
+                .consumer
+                .committed_offsets(list.clone(), self.settings.timeout)
+                .map_err(|e| self.failed(e))?;
+            let pending = committed.elements().iter().find_map(|e| match e.error() {
+                Err(error)
+                    if error.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::UnstableOffsetCommit) =>
+                {
+                    Some(error)
+                }
+                _ => None,
+            });
+            match pending {
+                Some(error) if backoff.wait(&error) => {}
+                _ => break committed,
+            }
+        };
+        (0..count)
+            .map(|partition| {
+                let element = committed
+                    .find_partition(topic, partition)
+                    .ok_or_else(|| self.failed(format!("no answer for {topic}[{partition}]")))?;
+                element
+                    .error()
+                    .map_err(|e| self.failed(format!("{topic}[{partition}]: {e}")))?;
+                Ok(match element.offset() {
+                    Offset::Offset(offset) => Some((offset, element.metadata().to_owned())),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// The first offset `topic[partition]` still holds and its end (low and high watermarks).
+    pub fn log_bounds(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaSetupError> {
+        self.consumer
+            .fetch_watermarks(topic, partition, self.settings.timeout)
+            .map_err(|cause| KafkaSetupError::unreachable(&self.settings, cause))
+    }
+
+    /// For each of `topic`'s partitions `0..count`, the offset of its first record with a timestamp
+    /// at or after `timestamp_ms` (`None`: no such record yet).
+    pub fn offsets_at(
+        &self,
+        topic: &str,
+        count: i32,
+        timestamp_ms: i64,
+    ) -> Result<Vec<Option<i64>>, KafkaSetupError> {
+        let mut list = TopicPartitionList::new();
+        for partition in 0..count {
+            list.add_partition_offset(topic, partition, Offset::Offset(timestamp_ms))
+                .map_err(|e| self.failed(e))?;
+        }
+        let answer = self
+            .consumer
+            .offsets_for_times(list, self.settings.timeout)
+            .map_err(|cause| KafkaSetupError::unreachable(&self.settings, cause))?;
+        (0..count)
+            .map(|partition| {
+                let element = answer
+                    .find_partition(topic, partition)
+                    .ok_or_else(|| self.failed(format!("no answer for {topic}[{partition}]")))?;
+                element
+                    .error()
+                    .map_err(|e| self.failed(format!("{topic}[{partition}]: {e}")))?;
+                Ok(match element.offset() {
+                    Offset::Offset(offset) if offset >= 0 => Some(offset),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// Commits `(partition, offset, metadata)` for `topic` in one request. The coordinator refuses
+    /// it while the group has members.
+    pub fn commit(
+        &self,
+        topic: &str,
+        offsets: &[(i32, i64, String)],
+    ) -> Result<(), KafkaSetupError> {
+        let mut list = TopicPartitionList::new();
+        for (partition, offset, metadata) in offsets {
+            let mut element = list.add_partition(topic, *partition);
+            element
+                .set_offset(Offset::Offset(*offset))
+                .map_err(|e: KafkaError| self.failed(e))?;
+            element.set_metadata(metadata.as_str());
+        }
+        self.consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| self.failed(format!("committing the new offsets failed: {e}")))
+    }
 }

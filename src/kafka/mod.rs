@@ -102,6 +102,8 @@ pub enum KafkaSetupError {
     Config(String),
     #[error("cannot read the configuration of topic '{topic}': {reason}")]
     DescribeTopic { topic: String, reason: String },
+    #[error("consumer group '{group}': {reason}")]
+    Group { group: String, reason: String },
 }
 
 impl KafkaSetupError {

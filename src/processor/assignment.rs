@@ -6,8 +6,11 @@
 //!   `next_offset`), *rebuild* (no or stale local state: seek to the committed rebuild offset and replay to
 //!   the committed offset with stream time pinned at the committed value — windows open at the commit are
 //!   rebuilt exactly, nothing is re-emitted or re-forwarded), *committed-only* (a commit without our
-//!   metadata), or *fresh* (`auto.offset.reset`, default earliest). The offsets are set in the assignment
-//!   list before `incremental_assign`, so no record is fetched from the wrong place.
+//!   metadata), *replay* (the group's offset was reset, by `streamagg reset` or Kafka's own tool: local
+//!   state is dropped and the partition processed again from the committed offset, emitting its windows
+//!   again), or *fresh* (`auto.offset.reset`, default earliest). Each continues the generation of the
+//!   state or commit it resumes from, or begins a new one. The offsets are set in the assignment list
+//!   before `incremental_assign`, so no record is fetched from the wrong place.
 //! - **Revoke / stop**: checkpoint the affected partitions with a synchronous commit, drop their state,
 //!   then release them (`incremental_unassign`) or leave the group. A last assignment that arrives while
 //!   the consumer is leaving is accepted without restoring state: nothing is read from it any more.
@@ -22,7 +25,7 @@ use rdkafka::Offset;
 
 use super::{PartitionState, PipelineError, Processor};
 use crate::checkpoint::TopicPartition;
-use crate::checkpoint::{plan_resume, CommitMetadata, ResumePlan};
+use crate::checkpoint::{plan_resume, CommitMetadata, Generation, GroupReset, ResumePlan};
 use crate::config::Guarantee;
 use crate::kafka::{self, Backoff};
 use crate::window::PartitionWindows;
@@ -98,24 +101,32 @@ impl Processor {
                 group,
                 log_end,
             );
-            if let (ResumePlan::Local { from }, Some((offset, _))) = (plan, group) {
+            if let (ResumePlan::Local { from, .. }, Some((offset, _))) = (plan, group) {
                 if offset < from && self.settings.guarantee == Guarantee::ExactlyOnce {
-                    tracing::warn!(topic = %tp.topic, partition = tp.partition, committed = offset, local = from, "the group's offset is behind this instance's state (reset by hand, or expired): continuing from the state; to reprocess, use a new group with an empty state dir");
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, committed = offset, local = from, "the group's streamagg commit is behind this instance's state (written under at-least-once?): continuing from the state; to process again, use `streamagg reset`");
                 }
             }
             let spec = self.settings.window;
             let forget_local = match plan {
                 ResumePlan::Rebuild { forget_local, .. }
-                | ResumePlan::CommittedOnly { forget_local, .. } => forget_local,
+                | ResumePlan::CommittedOnly { forget_local, .. }
+                | ResumePlan::Replay { forget_local, .. } => forget_local,
                 ResumePlan::Reset { .. } => local.is_some(),
                 ResumePlan::Local { .. } | ResumePlan::Fresh => false,
             };
             if forget_local {
                 self.store.forget(&tp)?;
             }
+            // A start from neither local state nor a streamagg commit begins a new generation, so
+            // that state other instances kept from before it is never continued.
+            let generation = plan.generation().unwrap_or_else(|| {
+                let seen = local.as_ref().map(|(c, _)| c.generation);
+                let committed = group.and_then(|(_, meta)| meta).map(|m| m.generation);
+                Generation::new_after(crate::producer::now_ms(), seen.into_iter().chain(committed))
+            });
             // (windows, offset to read from, offset below which records are a replay)
             let (windows, from, replay_until) = match plan {
-                ResumePlan::Local { from } => {
+                ResumePlan::Local { from, .. } => {
                     let (stream_time, stored) =
                         local.map(|(c, w)| (c.stream_time, w)).unwrap_or_default();
                     (
@@ -149,6 +160,19 @@ impl Processor {
                     tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
                     (PartitionWindows::new(spec), Some(from), from)
                 }
+                ResumePlan::Replay { from, by, .. } => {
+                    let local = local.as_ref().map(|(c, _)| c.next_offset);
+                    match by {
+                        GroupReset::Streamagg { generation } => {
+                            tracing::warn!(topic = %tp.topic, partition = tp.partition, from, ?local, %generation, "the group was reset by `streamagg reset`: local state is obsolete and dropped; processing again from the reset offset with empty state (its windows are emitted again)")
+                        }
+                        GroupReset::Foreign => {
+                            tracing::warn!(topic = %tp.topic, partition = tp.partition, from, ?local, "the group's offset is behind this instance's state and was not committed by streamagg (reset with kafka-consumer-groups?): local state is dropped; processing again from the committed offset with empty state (its windows are emitted again)")
+                        }
+                    }
+                    self.counts.group_resets += 1;
+                    (PartitionWindows::new(spec), Some(from), from)
+                }
                 ResumePlan::Reset {
                     checkpointed,
                     log_end,
@@ -160,10 +184,10 @@ impl Processor {
                 }
                 ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
             };
-            tracing::info!(topic = %tp.topic, partition = tp.partition, resume = plan.kind(), ?plan, "assigned");
+            tracing::info!(topic = %tp.topic, partition = tp.partition, resume = plan.kind(), ?plan, %generation, "assigned");
             let state = PartitionState {
                 replay_until,
-                ..PartitionState::empty(windows, from)
+                ..PartitionState::empty(windows, from, generation)
             };
             self.partitions
                 .entry(tp.topic.clone())

@@ -109,6 +109,8 @@ impl Processor {
                     stream_time,
                     rebuild_offset: state.windows.rebuild_offset().unwrap_or(next_offset),
                     semantics: Some(self.semantics),
+                    generation: state.generation,
+                    reset: false,
                 };
                 let mut element = offsets.add_partition(topic, partition);
                 element
@@ -123,6 +125,7 @@ impl Processor {
                     checkpoint: PartitionCheckpoint {
                         next_offset,
                         stream_time,
+                        generation: state.generation,
                     },
                     closed_before: state.windows.open_from(),
                     changed: state.windows.take_dirty(),

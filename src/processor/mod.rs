@@ -13,9 +13,15 @@
 //!   → [`Processor::emit`] closed windows in `(window_start, source)` order.
 //! - **Checkpoint**, at-least-once: (1) flush the producer until every output and side output is
 //!   delivered; (2) write, per changed partition, the dirty open windows, a range delete of the closed
-//!   ones, and the partition's `next_offset` and stream time, in one synced `WriteBatch`; (3) commit the
-//!   offsets to the group with metadata `streamagg/2 st=<stream time> rb=<rebuild offset>` plus
-//!   the window semantics (`w= g= min= et= in=`, see [`crate::checkpoint::CommitMetadata`]).
+//!   ones, and the partition's `next_offset`, stream time and generation, in one synced `WriteBatch`;
+//!   (3) commit the offsets to the group with metadata `streamagg/2 st=<stream time> rb=<rebuild
+//!   offset>` plus the window semantics (`w= g= min= et= in=`), or `streamagg/3 gen=<generation> …`
+//!   once the partition is past its first generation (see [`crate::checkpoint::CommitMetadata`]). A
+//!   crash between (2) and (3) leaves the group commit behind RocksDB, with streamagg's metadata of
+//!   the same generation: `plan_resume` continues from local state. A commit behind it *without*
+//!   streamagg's metadata (Kafka's `kafka-consumer-groups --reset-offsets`) or of another
+//!   generation (`streamagg reset`) is an operator's reset instead: local state is dropped and the
+//!   partition processed again from the committed offset.
 //! - **Checkpoint**, exactly-once: (1) `send_offsets_to_transaction` (same offsets and metadata, with the
 //!   consumer's group metadata, so a zombie from an older generation is fenced) and
 //!   `commit_transaction` — the transaction holds every output and side output since the last
@@ -43,7 +49,7 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::checkpoint::{CommitMetadata, Semantics};
+use crate::checkpoint::{CommitMetadata, Generation, Semantics};
 use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
 use crate::config::{Guarantee, RunSettings};
 use crate::kafka::KafkaSetupError;
@@ -108,7 +114,11 @@ pub struct Counts {
     pub windows_emitted: u64,
     pub checkpoints: u64,
     pub aborts: u64,
+    /// Partitions whose log went back (topic recreated, log truncated).
     pub resets: u64,
+    /// Partitions whose group offset was reset (`streamagg reset`, Kafka's own tool) and that are
+    /// processed again from there.
+    pub group_resets: u64,
 }
 
 /// What a checkpoint did.
@@ -141,11 +151,13 @@ struct PartitionState {
     /// For a partition started without any checkpoint: the offset of its first processed record,
     /// where an abort rewinds it to.
     started_fresh_at: Option<i64>,
+    /// The line of processing its state and commits belong to ([`Generation`]).
+    generation: Generation,
 }
 
 impl PartitionState {
-    /// Empty windows, reading from `from`, nothing to replay.
-    fn empty(windows: PartitionWindows, from: Option<i64>) -> Self {
+    /// Empty windows, reading from `from`, nothing to replay, in `generation`.
+    fn empty(windows: PartitionWindows, from: Option<i64>, generation: Generation) -> Self {
         PartitionState {
             windows,
             next_offset: from,
@@ -153,6 +165,7 @@ impl PartitionState {
             changed: false,
             last_record: Instant::now(),
             started_fresh_at: None,
+            generation,
         }
     }
 
@@ -286,7 +299,12 @@ impl Processor {
                 expected,
                 "the partition's offsets went back (topic recreated or log truncated): its state is reset and it is processed again from this record"
             );
-            *state = PartitionState::empty(PartitionWindows::new(self.settings.window), None);
+            let generation = Generation::new_after(crate::producer::now_ms(), [state.generation]);
+            *state = PartitionState::empty(
+                PartitionWindows::new(self.settings.window),
+                None,
+                generation,
+            );
             self.counts.resets += 1;
             self.store.forget(&TopicPartition {
                 topic: topic.to_owned(),
@@ -396,9 +414,11 @@ impl Processor {
             (metric::WINDOWS_EMITTED, c.windows_emitted),
             (metric::CHECKPOINTS, c.checkpoints),
             (metric::TRANSACTION_ABORTS, c.aborts),
-            (metric::PARTITION_RESETS, c.resets),
         ] {
             metrics::counter!(name).absolute(value);
+        }
+        for (reason, value) in [("log_went_back", c.resets), ("group_reset", c.group_resets)] {
+            metrics::counter!(metric::PARTITION_RESETS, "reason" => reason).absolute(value);
         }
         let now_ms = crate::producer::now_ms();
         let (mut open, mut owned, mut replaying) = (0, 0, false);

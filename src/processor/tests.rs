@@ -34,7 +34,7 @@ fn a_checkpoint_commits_a_partition_only_with_new_records_and_no_rebuild_under_w
         let state = PartitionState {
             replay_until,
             changed,
-            ..PartitionState::empty(PartitionWindows::new(spec), next_offset)
+            ..PartitionState::empty(PartitionWindows::new(spec), next_offset, Generation(0))
         };
         assert_eq!(state.checkpoint_offset(), expected, "{name}");
     }

@@ -254,6 +254,7 @@ pub fn instance_id(dir: &Path) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::Generation;
     use crate::store::layout::tests::{agg, tp};
 
     #[test]
@@ -270,6 +271,7 @@ mod tests {
                         checkpoint: PartitionCheckpoint {
                             next_offset: 10,
                             stream_time: Some(130_000),
+                            generation: Generation(3),
                         },
                         closed_before: i64::MIN,
                         changed: vec![
@@ -283,6 +285,7 @@ mod tests {
                         checkpoint: PartitionCheckpoint {
                             next_offset: 4,
                             stream_time: Some(1),
+                            generation: Generation(3),
                         },
                         closed_before: i64::MIN,
                         changed: vec![(0, "s9".into(), agg(4, 0))],
@@ -296,6 +299,7 @@ mod tests {
                     checkpoint: PartitionCheckpoint {
                         next_offset: 20,
                         stream_time: Some(135_000),
+                        generation: Generation(3),
                     },
                     closed_before: 60_000,
                     changed: vec![(120_000, "s2".into(), agg(5, 5))],
@@ -308,7 +312,8 @@ mod tests {
             checkpoint,
             PartitionCheckpoint {
                 next_offset: 20,
-                stream_time: Some(135_000)
+                stream_time: Some(135_000),
+                generation: Generation(3),
             }
         );
         assert_eq!(

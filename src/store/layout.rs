@@ -3,10 +3,12 @@
 //! takes bytes that may come from another version or a damaged disk and answers `None` rather than
 //! panicking (fuzzed in `fuzz/`).
 
-use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
+use crate::checkpoint::{Generation, PartitionCheckpoint, TopicPartition};
 use crate::window::Aggregate;
 
-const CHECKPOINT_VERSION: u8 = 1;
+/// Checkpoints of version 1 (18 bytes) had no generation: they are of the first.
+const CHECKPOINT_V1: u8 = 1;
+const CHECKPOINT_VERSION: u8 = 2;
 
 /// `topic length (u16 BE) ‖ topic ‖ partition (u32 BE)`.
 pub fn partition_key(partition: &TopicPartition) -> Vec<u8> {
@@ -58,24 +60,29 @@ pub fn decode_aggregate(bytes: &[u8]) -> Option<Aggregate> {
     })
 }
 
-pub fn encode_checkpoint(c: &PartitionCheckpoint) -> [u8; 18] {
-    let mut out = [0_u8; 18];
+/// `version ‖ has stream time ‖ next_offset (i64 LE) ‖ stream time (i64 LE) ‖ generation (u64 LE)`.
+pub fn encode_checkpoint(c: &PartitionCheckpoint) -> [u8; 26] {
+    let mut out = [0_u8; 26];
     out[0] = CHECKPOINT_VERSION;
     out[1] = u8::from(c.stream_time.is_some());
     out[2..10].copy_from_slice(&c.next_offset.to_le_bytes());
     out[10..18].copy_from_slice(&c.stream_time.unwrap_or(0).to_le_bytes());
+    out[18..26].copy_from_slice(&c.generation.0.to_le_bytes());
     out
 }
 
 pub fn decode_checkpoint(bytes: &[u8]) -> Option<PartitionCheckpoint> {
-    if bytes.len() != 18 || bytes[0] != CHECKPOINT_VERSION {
-        return None;
-    }
+    let generation = match (bytes.first()?, bytes.len()) {
+        (&CHECKPOINT_V1, 18) => Generation::default(),
+        (&CHECKPOINT_VERSION, 26) => Generation(u64::from_le_bytes(bytes[18..26].try_into().ok()?)),
+        _ => return None,
+    };
     let next_offset = i64::from_le_bytes(bytes[2..10].try_into().ok()?);
     let stream_time = i64::from_le_bytes(bytes[10..18].try_into().ok()?);
     Some(PartitionCheckpoint {
         next_offset,
         stream_time: (bytes[1] == 1).then_some(stream_time),
+        generation,
     })
 }
 
@@ -145,10 +152,12 @@ pub(crate) mod tests {
             PartitionCheckpoint {
                 next_offset: 0,
                 stream_time: None,
+                generation: Generation(0),
             },
             PartitionCheckpoint {
                 next_offset: 12_345,
                 stream_time: Some(-5),
+                generation: Generation(u64::MAX),
             },
         ] {
             assert_eq!(
@@ -156,7 +165,27 @@ pub(crate) mod tests {
                 Some(checkpoint)
             );
         }
+        // What streamagg wrote before generations is read as of the first.
+        let mut v1 = [0_u8; 18];
+        v1[0] = 1;
+        v1[1] = 1;
+        v1[2..10].copy_from_slice(&77_i64.to_le_bytes());
+        v1[10..18].copy_from_slice(&(-3_i64).to_le_bytes());
+        assert_eq!(
+            decode_checkpoint(&v1),
+            Some(PartitionCheckpoint {
+                next_offset: 77,
+                stream_time: Some(-3),
+                generation: Generation(0),
+            })
+        );
+        assert_eq!(decode_checkpoint(&v1[..17]), None);
+        let mut v1_long = v1.to_vec();
+        v1_long.extend_from_slice(&[0; 8]);
+        assert_eq!(decode_checkpoint(&v1_long), None);
         assert_eq!(decode_checkpoint(&[9; 18]), None);
+        assert_eq!(decode_checkpoint(&[2; 18]), None);
+        assert_eq!(decode_checkpoint(&[]), None);
         assert_eq!(decode_aggregate(&[0; 39]), None);
     }
 }

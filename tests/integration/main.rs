@@ -25,6 +25,9 @@
 //!   DLQ copies, headers a producer cannot copy) and `hostile_operations.rs` (a recreated input
 //!   topic, changed semantics, idle close and hand-off, a transaction timeout, abort and redo,
 //!   another group's state dir) hold each outcome to the oracle or to exact expectations.
+//!   `reset.rs` resets a group's offsets with Kafka's own `kafka-consumer-groups` and with
+//!   `streamagg reset`, under both guarantees, and holds the replay to the oracle: every window
+//!   emitted once more, the old state dirs dropped; `streamagg reset` refuses a group with members.
 //!   `ingest.rs` drives the gateway binary: a load of 32 HTTP clients plus TCP connections whose every
 //!   acknowledged event must be on the topic exactly once, as sent (read back with `apache-avro`), a
 //!   `kill -9` under load (no acknowledged event lost), hostile clients with the gateway's RSS sampled
@@ -55,6 +58,7 @@ mod ingest;
 mod observability;
 mod oracle;
 mod processor;
+mod reset;
 mod scenario;
 mod secure_broker;
 mod security;

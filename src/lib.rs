@@ -12,6 +12,7 @@
 //! builds without the `runtime` feature, i.e. without librdkafka and RocksDB: that is what `fuzz/`
 //! links against.
 
+pub mod auth;
 pub mod checkpoint;
 pub mod codec;
 pub mod config;

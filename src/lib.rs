@@ -20,6 +20,7 @@ pub mod generate;
 pub mod ingest;
 #[cfg(feature = "runtime")]
 pub mod kafka;
+pub mod live;
 pub mod model;
 #[cfg(feature = "runtime")]
 pub mod pipeline;

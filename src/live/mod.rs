@@ -12,4 +12,10 @@
 
 pub mod answer;
 pub mod assignment;
+#[cfg(feature = "runtime")]
+pub mod discovery;
 pub mod partition;
+#[cfg(feature = "runtime")]
+pub mod queries;
+#[cfg(feature = "runtime")]
+pub mod service;

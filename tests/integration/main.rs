@@ -52,6 +52,7 @@ mod gateway_limits;
 mod hostile_input;
 mod hostile_operations;
 mod ingest;
+mod live_state;
 mod observability;
 mod oracle;
 mod processor;

@@ -333,6 +333,10 @@ pub fn run(
 /// The most records the poll loop takes from librdkafka's queue between two looks at the clock.
 const POLL_BATCH: usize = 1024;
 
+/// With the live-state endpoint on, how long an idle poll waits for a record: the most a question
+/// waits when nothing is arriving (100 idle wake-ups a second, instead of 10).
+const LIVE_IDLE_POLL: Duration = Duration::from_millis(10);
+
 /// Under exactly-once, how long results wait for other partitions' closes before a caught-up
 /// instance commits them early (see [`poll_loop`]).
 const EARLY_COMMIT_DELAY: Duration = Duration::from_millis(20);
@@ -350,13 +354,19 @@ fn poll_loop(
     let mut last_checkpoint = Instant::now();
     let mut last_publish = Instant::now();
     let mut last_report = Instant::now();
+    // How long a poll waits for the first record of a batch. A live-state question waits for it
+    // when the instance is idle, so with the endpoint on the wait is short.
+    let idle_poll = match inbox {
+        Some(_) => LIVE_IDLE_POLL,
+        None => Duration::from_millis(100),
+    };
     while !stop.load(Ordering::Relaxed) {
         health.polled();
-        // A batch: wait up to 100 ms for the first record, then take what is already fetched without
-        // waiting, up to POLL_BATCH records; the clock is read and the timers below are checked
-        // once per batch, not per record. (The processor's lock is taken per record, never across
+        // A batch: wait up to 100 ms (10 ms with the live-state endpoint on) for the first record,
+        // then take what is already fetched without waiting, up to POLL_BATCH records; the clock
+        // is read and the timers below are checked once per batch, not per record. (The processor's lock is taken per record, never across
         // a poll: librdkafka runs the rebalance callback, which takes it too, inside poll.)
-        let mut timeout = Duration::from_millis(100);
+        let mut timeout = idle_poll;
         let mut caught_up = false;
         for _ in 0..POLL_BATCH {
             match consumer.poll(timeout) {
@@ -378,7 +388,7 @@ fn poll_loop(
         }
         // Live-state questions, between batches: every record before is applied in full, none after
         // has begun. One `try_recv` when none waits; a question waits at most one batch or the
-        // 100 ms idle poll above.
+        // idle poll above (LIVE_IDLE_POLL).
         if let Some(inbox) = inbox {
             inbox.answer_waiting(|query| context.with_processor(|p| p.live_view(query)));
         }

@@ -14,7 +14,7 @@ use crate::config::cluster::Secret;
 use crate::telemetry::Endpoint;
 
 /// How long a handler waits for the poll loop (which answers between batches of records, or after
-/// its idle poll of up to 100 ms; a checkpoint or a rebalance in progress delays it further).
+/// its idle poll of up to 10 ms; a checkpoint or a rebalance in progress delays it further).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An HTTP answer: status and JSON body.

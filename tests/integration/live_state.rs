@@ -351,3 +351,87 @@ fn a_source_owned_by_another_instance_names_its_owner_and_query_follows_it() {
     first.stop_gracefully();
     second.stop_gracefully();
 }
+
+#[test]
+fn queries_while_the_processor_works_through_a_backlog_are_answered_and_never_go_back() {
+    let topics = Topics::create("live-load", 2);
+    let sources: Vec<String> = (0..20).map(|i| format!("busy-{i}")).collect();
+    let mut events = Vec::new();
+    for j in 0..1_500 {
+        for (i, source) in sources.iter().enumerate() {
+            events.push((
+                source.clone(),
+                T0 + j % 50_000,
+                (i + j as usize % 7) as f64 * 0.5,
+            ));
+        }
+    }
+    write(&topics.input.name, &events);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut processor = start(&topics, &random_group(), dir.path(), "state");
+    let addr = processor.telemetry_addr(Duration::from_secs(30));
+    let expected: BTreeMap<&str, Expected> = sources
+        .iter()
+        .map(|s| (s.as_str(), oracle(&events, s, T0)))
+        .collect();
+
+    // Four clients query every source in turn while the backlog is processed, until each has
+    // seen every source complete (bounded). A source's count never goes back between two answers
+    // to one client, and every answer is 200 or, when the processor is busy, 503.
+    let started = Instant::now();
+    let results: Vec<(usize, usize, bool)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let (sources, expected) = (&sources, &expected);
+                scope.spawn(move || {
+                    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+                    let (mut answers, mut partial) = (0, 0);
+                    while started.elapsed() < Duration::from_secs(60) {
+                        let mut complete = true;
+                        for source in sources {
+                            let (status, answer) = ask(addr, source);
+                            assert!(status == 200 || status == 503, "{status}");
+                            let Some(answer) = answer else {
+                                complete = false;
+                                continue;
+                            };
+                            answers += 1;
+                            let count = open_window(&answer).map_or(0, |(_, (c, ..), _, _)| c);
+                            let seen = last.entry(source.as_str()).or_insert(0);
+                            assert!(count >= *seen, "{source}: {count} after {seen}");
+                            *seen = count;
+                            let full = expected[source.as_str()].0;
+                            partial += usize::from(count > 0 && count < full);
+                            complete &= count == full;
+                        }
+                        if complete {
+                            return (answers, partial, true);
+                        }
+                    }
+                    (answers, partial, false)
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect()
+    });
+    processor.assert_alive();
+    assert!(
+        results.iter().all(|&(_, _, done)| done),
+        "{results:?}; log:\n{}",
+        processor.log()
+    );
+    let partial: usize = results.iter().map(|r| r.1).sum();
+    eprintln!(
+        "answers per client (answers, partial, complete): {results:?}; partial answers: {partial}"
+    );
+    for source in &sources {
+        let (_, answer) = ask(addr, source);
+        let (start, actual, _, _) = open_window(&answer.expect("200")).expect("one open window");
+        assert_eq!(start, T0);
+        assert_eq!(actual, expected[source.as_str()], "{source}");
+    }
+    processor.stop_gracefully();
+}

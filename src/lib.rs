@@ -12,6 +12,7 @@
 //! builds without the `runtime` feature, i.e. without librdkafka and RocksDB: that is what `fuzz/`
 //! links against.
 
+pub mod auth;
 pub mod checkpoint;
 pub mod codec;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod generate;
 pub mod ingest;
 #[cfg(feature = "runtime")]
 pub mod kafka;
+pub mod live;
 pub mod model;
 #[cfg(feature = "runtime")]
 pub mod pipeline;

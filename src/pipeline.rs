@@ -18,6 +18,8 @@
 //!   one catching up on a backlog checkpoints on the interval only; every second, `Processor::publish` (metrics, readiness). Rebalance callbacks
 //!   run inside `poll` on this same thread and reach the processor through the consumer context's mutex;
 //!   so do librdkafka's statistics (consumer lag). A watchdog thread watches the loop's last poll.
+//!   With the live-state endpoint on, the loop also answers its questions between batches
+//!   ([`crate::live`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,8 @@ use crate::checkpoint::Semantics;
 use crate::config::{Guarantee, RunSettings};
 use crate::kafka::context::{ConnectionAware, StreamaggContext};
 use crate::kafka::{self, KafkaSetupError};
+use crate::live::assignment::advertising_client_id;
+use crate::live::queries::Inbox;
 use crate::processor::{Checkpointed, Counts, PipelineError, Processor};
 use crate::sink::Sink;
 use crate::store::db::{self, Recorded, StateStore};
@@ -173,11 +177,21 @@ pub struct RunReport {
     pub counts: Counts,
 }
 
+/// The poll loop's side of the live-state endpoint: the questions it answers, and the address it
+/// publishes in its consumer `client.id` for the other instances to point at.
+#[derive(Debug)]
+pub struct LiveRun {
+    pub inbox: Inbox,
+    pub advertised_address: Option<String>,
+}
+
 /// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.
+/// With `live`, the poll loop also answers live-state questions between batches.
 pub fn run(
     settings: RunSettings,
     stop: &AtomicBool,
     health: Arc<Health>,
+    live: Option<LiveRun>,
 ) -> Result<RunReport, PipelineError> {
     // Counters of rare events exist from the start, at zero, so rates and alerts see them.
     for counter in [metric::PRODUCER_ERRORS, metric::CHECKPOINT_FAILURES] {
@@ -258,6 +272,11 @@ pub fn run(
     for (key, value) in &settings.consumer_properties {
         config.set(key, value);
     }
+    if let Some(address) = live.as_ref().and_then(|l| l.advertised_address.as_deref()) {
+        // Owner discovery reads it from the group's description (`live::assignment`): it wins
+        // over a pass-through `client.id`.
+        config.set("client.id", advertising_client_id(address));
+    }
     let context = ProcessorContext {
         base: StreamaggContext::default(),
         processor: Mutex::new(Processor::new(
@@ -283,7 +302,8 @@ pub fn run(
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
         scope.spawn(|| watch_poll_loop(&health, &done));
-        let result = poll_loop(&consumer, &settings, stop, &health);
+        let inbox = live.as_ref().map(|l| &l.inbox);
+        let result = poll_loop(&consumer, &settings, stop, &health, inbox);
         done.store(true, Ordering::Relaxed);
         result
     });
@@ -313,29 +333,40 @@ pub fn run(
 /// The most records the poll loop takes from librdkafka's queue between two looks at the clock.
 const POLL_BATCH: usize = 1024;
 
+/// With the live-state endpoint on, how long an idle poll waits for a record: the most a question
+/// waits when nothing is arriving (100 idle wake-ups a second, instead of 10).
+const LIVE_IDLE_POLL: Duration = Duration::from_millis(10);
+
 /// Under exactly-once, how long results wait for other partitions' closes before a caught-up
 /// instance commits them early (see [`poll_loop`]).
 const EARLY_COMMIT_DELAY: Duration = Duration::from_millis(20);
 
-/// Polls, processes, closes idle windows, checkpoints and publishes metrics until `stop` is set or
-/// an error occurs.
+/// Polls, processes, closes idle windows, checkpoints, answers live-state questions and publishes
+/// metrics until `stop` is set or an error occurs.
 fn poll_loop(
     consumer: &BaseConsumer<ProcessorContext>,
     settings: &RunSettings,
     stop: &AtomicBool,
     health: &Health,
+    inbox: Option<&Inbox>,
 ) -> Result<(), PipelineError> {
     let context = consumer.context();
     let mut last_checkpoint = Instant::now();
     let mut last_publish = Instant::now();
     let mut last_report = Instant::now();
+    // How long a poll waits for the first record of a batch. A live-state question waits for it
+    // when the instance is idle, so with the endpoint on the wait is short.
+    let idle_poll = match inbox {
+        Some(_) => LIVE_IDLE_POLL,
+        None => Duration::from_millis(100),
+    };
     while !stop.load(Ordering::Relaxed) {
         health.polled();
-        // A batch: wait up to 100 ms for the first record, then take what is already fetched without
-        // waiting, up to POLL_BATCH records; the clock is read and the timers below are checked
-        // once per batch, not per record. (The processor's lock is taken per record, never across
+        // A batch: wait up to 100 ms (10 ms with the live-state endpoint on) for the first record,
+        // then take what is already fetched without waiting, up to POLL_BATCH records; the clock
+        // is read and the timers below are checked once per batch, not per record. (The processor's lock is taken per record, never across
         // a poll: librdkafka runs the rebalance callback, which takes it too, inside poll.)
-        let mut timeout = Duration::from_millis(100);
+        let mut timeout = idle_poll;
         let mut caught_up = false;
         let mut polled_at = None;
         for _ in 0..POLL_BATCH {
@@ -360,6 +391,12 @@ fn poll_loop(
         }
         if let Some(error) = context.take_failure() {
             return Err(error);
+        }
+        // Live-state questions, between batches: every record before is applied in full, none after
+        // has begun. One `try_recv` when none waits; a question waits at most one batch or the
+        // idle poll above (LIVE_IDLE_POLL).
+        if let Some(inbox) = inbox {
+            inbox.answer_waiting(|query| context.with_processor(|p| p.live_view(query)));
         }
         if settings.idle_close_after.is_some() {
             context.with_processor(|p| {

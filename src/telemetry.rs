@@ -400,8 +400,8 @@ pub mod process;
 mod server;
 pub mod write_deadline;
 pub use server::{
-    http_get, serve, ClientConnections, ClientSlot, RateLimitedWarning, HEADER_READ_TIMEOUT,
-    MAX_CONNECTIONS,
+    http_get, http_get_with, serve, ClientConnections, ClientSlot, Endpoint, RateLimitedWarning,
+    HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
 };
 
 #[cfg(test)]

@@ -184,6 +184,13 @@ impl PartitionWindows {
             .map_or(i64::MIN, |t| self.spec.open_from(t))
     }
 
+    /// The open windows of `source`, by window start: a lookup per open window start (a few).
+    pub fn windows_of<'a>(&'a self, source: &'a str) -> impl Iterator<Item = (i64, &'a Aggregate)> {
+        self.open
+            .iter()
+            .filter_map(move |(start, sources)| Some((*start, &sources.get(source)?.0)))
+    }
+
     /// Number of open (source, window) pairs.
     pub fn open_count(&self) -> usize {
         self.open.values().map(SourceMap::len).sum()

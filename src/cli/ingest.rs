@@ -28,7 +28,7 @@ pub(super) fn ingest(settings: IngestSettings) -> Result<()> {
     // Liveness: the gateway's monitor task ticks every second; 30 s without a tick is a wedged runtime.
     let health = Arc::new(Health::new(Duration::from_secs(30)));
     if let Some(addr) = settings.metrics_addr {
-        serve_telemetry(addr, &health)?;
+        serve_telemetry(addr, &health, None)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

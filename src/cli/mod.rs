@@ -7,6 +7,7 @@ mod consume;
 mod ingest;
 mod process;
 mod produce;
+mod query;
 mod reset;
 mod run;
 mod secrets;
@@ -89,6 +90,9 @@ enum Command {
         #[arg(long, env = "STREAMAGG_METRICS_ADDR", default_value = "127.0.0.1:9464")]
         metrics_addr: std::net::SocketAddr,
     },
+    /// Ask a running processor for a source's open windows (`GET /v1/windows/{source}`), following
+    /// the answer to the instance that owns the source (one hop). Prints the answer as JSON.
+    Query(query::QueryArgs),
     /// Print an embedded Avro schema.
     Schema {
         #[arg(value_enum)]
@@ -144,6 +148,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
             probe,
             metrics_addr,
         } => admin::probe(probe, metrics_addr),
+        Command::Query(args) => query::query(&args),
         Command::Schema { record } => consume::schema(record),
     }
 }

@@ -79,12 +79,21 @@ pub(super) async fn signalled() {
     tracing::info!("stop requested: finishing in-flight work");
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr`. Gauges of partitions an instance no longer
-/// owns drop out after two minutes.
-pub(super) fn serve_telemetry(addr: SocketAddr, health: &Arc<Health>) -> Result<()> {
+/// Serves `/metrics`, `/healthz` and `/readyz` (and, with `live`, `/v1/windows/{source}`) on
+/// `addr`; returns the bound address. Gauges of partitions an instance no longer owns drop out
+/// after two minutes.
+pub(super) fn serve_telemetry(
+    addr: SocketAddr,
+    health: &Arc<Health>,
+    live: Option<Arc<dyn telemetry::Endpoint>>,
+) -> Result<SocketAddr> {
     let metrics = telemetry::install_recorder(Duration::from_secs(120))?;
-    let bound = telemetry::serve(addr, Some(metrics), Arc::clone(health))?;
+    let with_live = live.is_some();
+    let bound = telemetry::serve(addr, Some(metrics), Arc::clone(health), live)?;
     streamagg::telemetry::process::spawn_sampler()?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-    Ok(())
+    if with_live {
+        tracing::info!(addr = %bound, "serving /v1/windows/{{source}} (bearer token)");
+    }
+    Ok(bound)
 }

@@ -186,6 +186,20 @@ pub fn listen_addr(key: &'static str, text: &str) -> Result<Option<SocketAddr>, 
     }
 }
 
+/// Whether `text` is a `host:port` others can reach and an HTTP client can use: a non-empty host of
+/// printable characters without `@`, `/`, `?` or `#`, and a port above 0 (the query endpoint's
+/// advertised address, published in the consumer's `client.id`).
+pub fn is_host_port(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '@' | '/' | '?' | '#'))
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
 /// The `/metrics`, `/healthz` and `/readyz` address setting (key `metrics_addr`): `ip:port`, `off`,
 /// or, when not given, this host's loopback on `default_port`.
 pub fn metrics_addr(

@@ -20,9 +20,11 @@ use crate::window::WindowSpec;
 pub mod cluster;
 pub mod duration;
 pub mod passthrough;
+mod query;
 
 use cluster::{metrics_addr, KafkaOptions, KafkaSettings};
 use passthrough::Client;
+pub use query::QuerySettings;
 
 /// The port of the metrics and health endpoint unless `metrics_addr` says otherwise (the
 /// OpenTelemetry Prometheus exporter's port).
@@ -137,6 +139,20 @@ pub struct RunOptions {
     #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = duration::parse)]
     #[serde(default, with = "duration::optional")]
     pub stall_timeout: Option<Duration>,
+    /// File holding the bearer token of the live-state endpoint `GET /v1/windows/{source}` on
+    /// `metrics_addr`; the endpoint is served only with a token (`STREAMAGG_QUERY_TOKEN` in the
+    /// environment wins over the file) [default: off].
+    #[arg(long, env = "STREAMAGG_QUERY_TOKEN_FILE")]
+    pub query_token_file: Option<PathBuf>,
+    /// The token itself, read at the binary's edge; never a flag or a file key.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub query_token: Option<String>,
+    /// host:port where clients and the other instances reach this instance's live-state endpoint,
+    /// published in its consumer `client.id` (`streamagg@<host:port>`) [default: the metrics address
+    /// as bound, unless it is 0.0.0.0].
+    #[arg(long, env = "STREAMAGG_ADVERTISED_ADDRESS")]
+    pub advertised_address: Option<String>,
     /// `[kafka.consumer]` and `[kafka.producer]`: only in the file.
     #[arg(skip)]
     #[serde(default)]
@@ -232,6 +248,8 @@ pub struct RunSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// How long the poll loop may go without polling before it counts as stalled (`/healthz` fails).
     pub stall_timeout: Duration,
+    /// The live-state endpoint, if enabled.
+    pub query: Option<QuerySettings>,
     pub consumer_properties: BTreeMap<String, String>,
     pub producer_properties: BTreeMap<String, String>,
     /// librdkafka's `transaction.timeout.ms` of the output producer (exactly-once): the coordinator
@@ -433,6 +451,11 @@ impl TryFrom<RunOptions> for RunSettings {
                 reason: "must be at least 100ms".into(),
             });
         }
+        let query = query::settings(
+            options.query_token,
+            options.advertised_address,
+            metrics_addr.is_some(),
+        )?;
         let guarantee = options.guarantee.unwrap_or(Guarantee::ExactlyOnce);
         let allow_insecure_tls = options.cluster.allow_insecure_tls.unwrap_or(false);
         let producer_properties =
@@ -461,6 +484,7 @@ impl TryFrom<RunOptions> for RunSettings {
             idle_close_after: options.idle_close_after,
             metrics_addr,
             stall_timeout,
+            query,
             consumer_properties: passthrough::from_table(
                 Client::Consumer,
                 options.kafka.consumer,

@@ -36,6 +36,30 @@ fn defaults_fill_what_is_not_set() {
     );
     assert_eq!(settings.stall_timeout, Duration::from_secs(30));
     assert_eq!(settings.transaction_timeout, DEFAULT_TRANSACTION_TIMEOUT);
+    assert_eq!(settings.query, None, "the live-state endpoint is off");
+}
+
+#[test]
+fn the_live_state_endpoint_is_on_with_a_token_and_the_token_is_never_a_file_key() {
+    let settings = RunSettings::try_from(RunOptions {
+        query_token: Some("s3cret".into()),
+        advertised_address: Some("streamagg-0.streamagg:9464".into()),
+        ..minimal()
+    })
+    .expect("valid");
+    let query = settings.query.expect("on");
+    assert_eq!(query.token, Secret::new("s3cret".into()));
+    assert_eq!(
+        query.advertised_address.as_deref(),
+        Some("streamagg-0.streamagg:9464")
+    );
+    assert!(!format!("{query:?}").contains("s3cret"));
+    let file = "input = [\"traffic\"]\noutput = \"averages\"\nquery_token = \"s3cret\"\n";
+    let error = RunOptions::from_toml("f.toml", file).expect_err("a secret in the file");
+    assert!(
+        error.to_string().contains("unknown field `query_token`"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -203,6 +227,10 @@ fn invalid_settings_are_refused_with_the_key_named() {
         ("bad instance id", RunOptions { instance_id: Some("a b".into()), ..minimal() }, "invalid setting 'instance_id': use letters, digits, '.', '_' and '-'"),
         ("zero idle close", RunOptions { idle_close_after: Some(Duration::ZERO), ..minimal() }, "invalid setting 'idle_close_after': must be greater than zero"),
         ("bad metrics addr", RunOptions { metrics_addr: Some("localhost".into()), ..minimal() }, "invalid setting 'metrics_addr': 'localhost' is not an ip:port address (or 'off')"),
+        ("empty query token", RunOptions { query_token: Some(" \n".into()), ..minimal() }, "invalid setting 'query_token_file': the token is empty"),
+        ("query without metrics", RunOptions { query_token: Some("t".into()), metrics_addr: Some("off".into()), ..minimal() }, "invalid setting 'query_token_file': the live-state endpoint is served on metrics_addr, which is off"),
+        ("advertised without query", RunOptions { advertised_address: Some("h:1".into()), ..minimal() }, "invalid setting 'advertised_address': only used by the live-state endpoint: set query_token_file too"),
+        ("bad advertised", RunOptions { query_token: Some("t".into()), advertised_address: Some("http://h:1".into()), ..minimal() }, "invalid setting 'advertised_address': 'http://h:1' is not a host:port clients can reach"),
         ("tiny stall timeout", RunOptions { stall_timeout: Some(Duration::from_millis(5)), ..minimal() }, "invalid setting 'stall_timeout': must be at least 100ms"),
         ("bad protocol", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("TLS".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'security_protocol': must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
         ("sasl without mechanism", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SASL_SSL".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'sasl_mechanism': is required with a SASL protocol"),

@@ -40,6 +40,7 @@
 mod assignment;
 mod checkpoint;
 mod idle;
+mod live;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,7 +4,8 @@
 //! they never pile up descriptors, and one client cannot take the slots the kubelet's probes need), a
 //! complete request head within [`HEADER_READ_TIMEOUT`] (idle keep-alive connections included) and
 //! [`MAX_HEAD_BYTES`], and failures to accept warned about at most once per interval
-//! ([`RateLimitedWarning`]).
+//! ([`RateLimitedWarning`]). With the live-state endpoint on, it also answers
+//! `GET /v1/windows/{source}` ([`crate::live::service`]) to requests carrying its bearer token.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 use super::write_deadline::WriteDeadline;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
@@ -128,12 +130,32 @@ impl RateLimitedWarning {
     }
 }
 
-/// Serves `/metrics` (when `metrics` is given), `/healthz` and `/readyz` on `addr` from a thread of
-/// its own, for the life of the process. Returns the bound address (`addr` may ask for port 0).
+/// An endpoint served beside the probes under a path prefix, answering authorized requests with
+/// JSON: the live-state endpoint (`crate::live::service`), which depends on this module, not the
+/// other way round.
+pub trait Endpoint: Send + Sync {
+    /// The paths it answers start with this.
+    fn prefix(&self) -> &'static str;
+    /// Whether a request with this `Authorization` header value may ask.
+    fn authorized(&self, authorization: Option<&[u8]>) -> bool;
+    /// The answer to an authorized `GET` of `path`: status and JSON body.
+    fn answer<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send + 'a>>;
+}
+
+/// Threads that may run blocking work (the live-state endpoint's cluster requests) at once.
+const BLOCKING_THREADS: usize = 2;
+
+/// Serves `/metrics` (when `metrics` is given), `/healthz`, `/readyz` and (when `live` is given)
+/// `/v1/windows/{source}` on `addr` from a thread of its own, for the life of the process. Returns
+/// the bound address (`addr` may ask for port 0).
 pub fn serve(
     addr: SocketAddr,
     metrics: Option<PrometheusHandle>,
     health: Arc<Health>,
+    live: Option<Arc<dyn Endpoint>>,
 ) -> Result<SocketAddr, TelemetryError> {
     let bind_error = |cause: std::io::Error| TelemetryError::Bind {
         addr,
@@ -144,11 +166,12 @@ pub fn serve(
     let bound = listener.local_addr().map_err(bind_error)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(bind_error)?;
     std::thread::Builder::new()
         .name("telemetry".into())
-        .spawn(move || runtime.block_on(accept_loop(listener, metrics, health)))
+        .spawn(move || runtime.block_on(accept_loop(listener, metrics, health, live)))
         .map_err(bind_error)?;
     Ok(bound)
 }
@@ -157,6 +180,7 @@ async fn accept_loop(
     listener: std::net::TcpListener,
     metrics: Option<PrometheusHandle>,
     health: Arc<Health>,
+    live: Option<Arc<dyn Endpoint>>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
@@ -204,10 +228,33 @@ async fn accept_loop(
         };
         let metrics = metrics.clone();
         let health = Arc::clone(&health);
+        let live = live.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<_>| {
-                let response = respond(request.uri().path(), metrics.as_ref(), &health);
-                async move { Ok::<_, Infallible>(response) }
+                // Everything the live answer needs is taken from the request here, so the
+                // future holds no reference to it.
+                let live = live
+                    .clone()
+                    .filter(|live| request.uri().path().starts_with(live.prefix()))
+                    .map(|live| {
+                        let header = request.headers().get(AUTHORIZATION);
+                        let authorized = live.authorized(header.map(HeaderValue::as_bytes));
+                        let get = request.method() == Method::GET;
+                        (live, authorized, get, request.uri().path().to_owned())
+                    });
+                let response = match live {
+                    Some(_) => None,
+                    None => Some(respond(request.uri().path(), metrics.as_ref(), &health)),
+                };
+                async move {
+                    Ok::<_, Infallible>(match (response, live) {
+                        (Some(response), _) => response,
+                        (None, Some((live, authorized, get, path))) => {
+                            respond_live(live.as_ref(), authorized, get, &path).await
+                        }
+                        (None, None) => text_response(StatusCode::NOT_FOUND, String::new()),
+                    })
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -225,20 +272,54 @@ async fn accept_loop(
     }
 }
 
+/// A response with `body`, marked `nosniff`.
+fn text_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// `GET /v1/windows/{source}`: `401` (closing the connection, so each guess costs one) without
+/// the bearer token, `405` for other methods, else the live-state answer as JSON.
+async fn respond_live(
+    live: &dyn Endpoint,
+    authorized: bool,
+    get: bool,
+    path: &str,
+) -> Response<Full<Bytes>> {
+    if !authorized {
+        let mut response = text_response(
+            StatusCode::UNAUTHORIZED,
+            "{\"error\":\"missing or wrong bearer token\"}".into(),
+        );
+        let headers = response.headers_mut();
+        headers.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let (status, body) = if get {
+        live.answer(path).await
+    } else {
+        (405, "{\"error\":\"only GET\"}".into())
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = text_response(status, body);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 pub(super) fn respond(
     path: &str,
     metrics: Option<&PrometheusHandle>,
     health: &Health,
 ) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            hyper::header::X_CONTENT_TYPE_OPTIONS,
-            hyper::header::HeaderValue::from_static("nosniff"),
-        );
-        response
-    };
+    let text = text_response;
     let probe = |ok: bool, what: &str| {
         if ok {
             text(StatusCode::OK, "ok\n".into())
@@ -251,8 +332,8 @@ pub(super) fn respond(
             handle.run_upkeep();
             let mut response = text(StatusCode::OK, handle.render());
             response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             response
         }
@@ -275,6 +356,16 @@ pub fn http_get(
     path_and_query: &str,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    http_get_with(addr, path_and_query, None, timeout)
+}
+
+/// [`http_get`] with a bearer token (`streamagg query`).
+pub fn http_get_with(
+    addr: SocketAddr,
+    path_and_query: &str,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut addr = addr;
     if addr.ip().is_unspecified() {
@@ -283,9 +374,12 @@ pub fn http_get(
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let authorization = bearer
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;

@@ -114,6 +114,34 @@ fn observe_and_close_follow_stream_time_and_grace() {
 }
 
 #[test]
+fn windows_of_a_source_are_its_open_windows_by_start_and_nothing_of_others() {
+    let mut windows = PartitionWindows::new(MINUTE);
+    for (source, timestamp, value, offset) in [
+        ("a", 1_000, 1.0, 0),
+        ("b", 2_000, 5.0, 1),
+        ("a", 61_000, 2.0, 2),
+        ("a", 3_000, 3.0, 3),
+    ] {
+        assert_eq!(
+            windows.observe(source, timestamp, value, offset),
+            Observed::Aggregated
+        );
+    }
+    let a: Vec<(i64, u64, f64)> = windows
+        .windows_of("a")
+        .map(|(start, agg)| (start, agg.count, agg.sum))
+        .collect();
+    assert_eq!(a, [(0, 2, 4.0), (60_000, 1, 2.0)]);
+    assert_eq!(windows.windows_of("c").count(), 0);
+    // Once stream time closes the first minute, only the second is open.
+    windows.advance_stream_time(70_000);
+    assert_eq!(windows.close_due().len(), 2);
+    let a: Vec<i64> = windows.windows_of("a").map(|(start, _)| start).collect();
+    assert_eq!(a, [60_000]);
+    assert_eq!(windows.windows_of("b").count(), 0);
+}
+
+#[test]
 fn aggregates_sum_count_min_max_and_first_offset() {
     let mut windows = PartitionWindows::new(MINUTE);
     for (offset, value) in [(10, 4.0), (11, -1.5), (12, 9.25), (13, 0.0)] {

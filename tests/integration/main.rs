@@ -38,6 +38,10 @@
 //!   `--help` carries the password or the passphrase; a wrong password, an untrusted CA, no client
 //!   certificate and a user without write rights on the output topic each end in one error line and
 //!   exit 1, in bounded time (`bounded.rs`); the broker's flags and settings are in `secure_broker.rs`.
+//!   `live_state.rs` queries `GET /v1/windows/{source}`: an open window equal to the oracle (its
+//!   partition as Kafka placed the records), `401` without the token, answers that never go back
+//!   while a backlog is processed, and two instances naming each other as owners, which
+//!   `streamagg query` follows.
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are
@@ -55,6 +59,7 @@ mod gateway_limits;
 mod hostile_input;
 mod hostile_operations;
 mod ingest;
+mod live_state;
 mod observability;
 mod oracle;
 mod processor;

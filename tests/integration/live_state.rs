@@ -1,0 +1,437 @@
+//! The live-state endpoint (`GET /v1/windows/{source}`) and `streamagg query` against a real broker:
+//! a source's open window equals an oracle computed from the input the test wrote (count, sum,
+//! min, max, avg, its partition as Kafka placed the records, the partition's stream time); no or a
+//! wrong token is `401`; with two instances in one group, each names the other as the owner of the
+//! sources it does not own, with its address, and `streamagg query` follows it there in one hop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use streamagg::live::answer::{encode_source, WindowsAnswer, PATH_PREFIX};
+
+use crate::common::{brokers, http_get, read_all, streamagg, wait_for_records, StreamaggProcess};
+use crate::dataset::{json_events, produce_inputs, T0};
+use crate::scenario::{check_alive, random_group, Topics};
+
+const TOKEN: &str = "live-state-test-token";
+
+/// The open window of one source as the oracle sees it: (count, sum, min, max).
+type Expected = (i64, f64, f64, f64);
+
+/// count, sum, min and max of `events` of `source` with a timestamp in `[start, start + 60 s)`.
+fn oracle(events: &[(String, i64, f64)], source: &str, start: i64) -> Expected {
+    let values: Vec<f64> = events
+        .iter()
+        .filter(|(s, t, _)| s == source && (start..start + 60_000).contains(t))
+        .map(|(_, _, v)| *v)
+        .collect();
+    (
+        values.len() as i64,
+        values.iter().sum(),
+        values.iter().copied().fold(f64::INFINITY, f64::min),
+        values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+fn write(topic: &str, events: &[(String, i64, f64)]) {
+    let borrowed: Vec<(&str, i64, f64)> = events
+        .iter()
+        .map(|(s, t, v)| (s.as_str(), *t, *v))
+        .collect();
+    let inputs = json_events(&borrowed);
+    produce_inputs(topic, &inputs, 0..inputs.len());
+}
+
+fn token_file(dir: &std::path::Path) -> String {
+    let path = dir.join("query.token");
+    std::fs::write(&path, format!("{TOKEN}\n")).expect("token written");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path.to_str().expect("utf8").to_owned()
+}
+
+fn start(topics: &Topics, group: &str, dir: &std::path::Path, name: &str) -> StreamaggProcess {
+    let state = dir.join(name);
+    StreamaggProcess::start(&[
+        "--brokers",
+        &brokers(),
+        "--input",
+        &topics.input.name,
+        "--output",
+        &topics.output.name,
+        "--late-topic",
+        &topics.late.name,
+        "--dlq-topic",
+        &topics.dlq.name,
+        "--group",
+        group,
+        "--state-dir",
+        state.to_str().expect("utf8"),
+        "--window",
+        "60s",
+        "--grace",
+        "10s",
+        "--checkpoint-interval",
+        "200ms",
+        "--query-token-file",
+        &token_file(dir),
+    ])
+}
+
+/// `GET /v1/windows/{source}` with the token: (status, parsed answer if 200).
+fn ask(addr: SocketAddr, source: &str) -> (u16, Option<WindowsAnswer>) {
+    let path = format!("{PATH_PREFIX}{}", encode_source(source));
+    let (status, body) =
+        streamagg::telemetry::http_get_with(addr, &path, Some(TOKEN), Duration::from_secs(10))
+            .expect("the endpoint answers");
+    let answer = (status == 200)
+        .then(|| serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")));
+    (status, answer)
+}
+
+/// The one open window an owned answer holds: (window_start, count, sum, min, max, avg, final).
+fn open_window(answer: &WindowsAnswer) -> Option<(i64, Expected, f64, bool)> {
+    let partition = answer.partitions.iter().find(|p| p.owned)?;
+    let state = partition.state.as_ref()?;
+    match state.windows.as_slice() {
+        [w] => Some((
+            w.window_start,
+            (w.count, w.sum, w.min, w.max),
+            w.avg,
+            w.is_final,
+        )),
+        _ => None,
+    }
+}
+
+#[test]
+fn an_owned_sources_open_window_equals_the_oracle_and_needs_the_token() {
+    let topics = Topics::create("live", 2);
+    let sources = ["link-a", "link-b", "café / x?y"];
+    let previous = T0 - 60_000;
+    let mut events = Vec::new();
+    // A closed minute (its windows are emitted once the next minute's first events arrive), then
+    // the open minute T0. Values are multiples of 0.25: sums are exact in any order.
+    for (i, source) in sources.iter().enumerate() {
+        for j in 0..4 {
+            events.push((
+                source.to_string(),
+                previous + j * 10_000,
+                50.0 + (i * 4) as f64 + j as f64 * 0.25,
+            ));
+        }
+    }
+    for j in 0..6 {
+        for (i, source) in sources.iter().enumerate() {
+            events.push((
+                source.to_string(),
+                T0 + 15_000 + j * 4_000,
+                60.0 + (i * 7) as f64 + j as f64 * 1.25,
+            ));
+        }
+    }
+    write(&topics.input.name, &events);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut processor = start(&topics, &random_group(), dir.path(), "state");
+    let addr = processor.telemetry_addr(Duration::from_secs(30));
+
+    // No token, a wrong one: 401, before anything is looked up.
+    let path = format!("{PATH_PREFIX}link-a");
+    let (status, _) = http_get(addr, &path).expect("answers");
+    assert_eq!(status, 401, "no token");
+    let (status, _) =
+        streamagg::telemetry::http_get_with(addr, &path, Some("wrong"), Duration::from_secs(10))
+            .expect("answers");
+    assert_eq!(status, 401, "wrong token");
+    // The probes stay open without a token.
+    assert_eq!(http_get(addr, "/healthz").expect("answers").0, 200);
+
+    // The closed minute is emitted: every record before the open minute's first is processed.
+    let output = wait_for_records(
+        &topics.output.name,
+        sources.len(),
+        Duration::from_secs(60),
+        || check_alive(&mut [&mut processor]),
+    );
+    assert_eq!(output.len(), sources.len(), "one closed window per source");
+
+    let input = read_all(&topics.input.name);
+    for source in sources {
+        let expected = oracle(&events, source, T0);
+        let partitions: Vec<i32> = input
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(source.as_bytes()))
+            .map(|r| r.partition)
+            .collect();
+        assert_eq!(partitions.len(), 10);
+        let partition = partitions[0];
+        assert!(
+            partitions.iter().all(|&p| p == partition),
+            "one partition per key"
+        );
+        // The partition's stream time: the largest event time written to it.
+        let stream_time = events
+            .iter()
+            .filter(|(s, _, _)| {
+                input
+                    .iter()
+                    .any(|r| r.key.as_deref() == Some(s.as_bytes()) && r.partition == partition)
+            })
+            .map(|(_, t, _)| *t)
+            .max();
+
+        // Poll (bounded) until the processor has taken in every record of the source.
+        let started = Instant::now();
+        let answer = loop {
+            let (status, answer) = ask(addr, source);
+            assert_eq!(status, 200, "{source}");
+            let answer = answer.expect("parsed");
+            if open_window(&answer).is_some_and(|(_, (count, ..), _, _)| count == expected.0)
+                || started.elapsed() > Duration::from_secs(30)
+            {
+                break answer;
+            }
+            processor.assert_alive();
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(answer.source, source);
+        assert!(answer.owned, "{answer:?}");
+        let owned = &answer.partitions[0];
+        assert_eq!(
+            (owned.topic.as_str(), owned.partition),
+            (topics.input.name.as_str(), partition)
+        );
+        let state = owned.state.as_ref().expect("owned state");
+        assert!(!state.rebuilding);
+        assert_eq!(state.stream_time, stream_time, "{source}");
+        let (start, actual, avg, is_final) = open_window(&answer).expect("one open window");
+        assert_eq!(start, T0, "the closed minute is not among the open windows");
+        assert_eq!(actual, expected, "{source}: (count, sum, min, max)");
+        assert_eq!(avg, expected.1 / expected.0 as f64);
+        assert!(!is_final);
+    }
+    // A source nobody wrote: owned partition, no windows.
+    let (_, answer) = ask(addr, "never-seen");
+    let answer = answer.expect("200");
+    assert!(answer.owned);
+    assert!(answer.partitions[0]
+        .state
+        .as_ref()
+        .expect("state")
+        .windows
+        .is_empty());
+    processor.stop_gracefully();
+}
+
+#[test]
+fn a_source_owned_by_another_instance_names_its_owner_and_query_follows_it() {
+    let topics = Topics::create("live-owner", 4);
+    let sources: Vec<String> = (0..16).map(|i| format!("sensor-{i}")).collect();
+    let mut events = Vec::new();
+    for j in 0..3 {
+        for (i, source) in sources.iter().enumerate() {
+            events.push((
+                source.clone(),
+                T0 + j * 5_000,
+                10.0 + i as f64 + j as f64 * 0.5,
+            ));
+        }
+    }
+    write(&topics.input.name, &events);
+    let dir = tempfile::tempdir().expect("dir");
+    let group = random_group();
+    let mut first = start(&topics, &group, dir.path(), "a");
+    let mut second = start(&topics, &group, dir.path(), "b");
+    let addrs = [
+        first.telemetry_addr(Duration::from_secs(30)),
+        second.telemetry_addr(Duration::from_secs(30)),
+    ];
+
+    // Until the group has settled (bounded): for every source, exactly one instance owns it with
+    // the whole open window, and the other names that instance's address.
+    let started = Instant::now();
+    let owners: BTreeMap<String, usize> = loop {
+        let mut owners = BTreeMap::new();
+        let mut settled = true;
+        for source in &sources {
+            let answers = addrs.map(|addr| ask(addr, source).1);
+            let owned: Vec<usize> = (0..2)
+                .filter(|&i| answers[i].as_ref().is_some_and(|a| a.owned))
+                .collect();
+            let [owner] = owned[..] else {
+                settled = false;
+                break;
+            };
+            let other = answers[1 - owner].as_ref().expect("200");
+            let complete = open_window(answers[owner].as_ref().expect("200"))
+                .is_some_and(|(_, (count, ..), _, _)| count == 3);
+            if !complete || other.redirect() != Some(addrs[owner].to_string().as_str()) {
+                settled = false;
+                break;
+            }
+            owners.insert(source.clone(), owner);
+        }
+        let both_own = owners.values().any(|&o| o == 0) && owners.values().any(|&o| o == 1);
+        if (settled && both_own) || started.elapsed() > Duration::from_secs(90) {
+            break owners;
+        }
+        check_alive(&mut [&mut first, &mut second]);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        owners.len(),
+        sources.len(),
+        "the group settled within 90 s: {owners:?}"
+    );
+    assert!(
+        owners.values().any(|&o| o == 0) && owners.values().any(|&o| o == 1),
+        "{owners:?}"
+    );
+
+    // The partition each answer names is where Kafka put the source's records.
+    let input = read_all(&topics.input.name);
+    for (source, &owner) in &owners {
+        let (_, answer) = ask(addrs[1 - owner], source);
+        let answer = answer.expect("200");
+        let named = &answer.partitions[0];
+        assert!(!named.owned && named.state.is_none());
+        let placed = input
+            .iter()
+            .find(|r| r.key.as_deref() == Some(source.as_bytes()))
+            .expect("written")
+            .partition;
+        assert_eq!(named.partition, placed, "{source}");
+        let owner_info = named.owner.as_ref().expect("owner");
+        assert_eq!(owner_info.address, Some(addrs[owner].to_string()));
+        assert!(owner_info.client_id.starts_with("streamagg@"));
+    }
+
+    // `streamagg query` asked at the instance that does not own the source follows to the owner.
+    let token = token_file(dir.path());
+    for (source, &owner) in owners.iter().take(4) {
+        let endpoint = format!("http://{}", addrs[1 - owner]);
+        let output = streamagg(&[
+            "query",
+            "--source",
+            source,
+            "--endpoint",
+            &endpoint,
+            "--token-file",
+            &token,
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let answer: WindowsAnswer =
+            serde_json::from_slice(&output.stdout).expect("the answer is printed as JSON");
+        assert!(answer.owned, "followed to the owner: {answer:?}");
+        let (start, actual, _, _) = open_window(&answer).expect("one open window");
+        assert_eq!(start, T0);
+        assert_eq!(actual, oracle(&events, source, T0), "{source}");
+    }
+    // Without the right token `query` is one error line and exit 1.
+    let wrong = dir.path().join("wrong.token");
+    std::fs::write(&wrong, "nope").expect("written");
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let output = streamagg(&[
+        "query",
+        "--source",
+        &sources[0],
+        "--endpoint",
+        &format!("http://{}", addrs[0]),
+        "--token-file",
+        wrong.to_str().expect("utf8"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("answered 401"), "{stderr}");
+    first.stop_gracefully();
+    second.stop_gracefully();
+}
+
+#[test]
+fn queries_while_the_processor_works_through_a_backlog_are_answered_and_never_go_back() {
+    let topics = Topics::create("live-load", 2);
+    let sources: Vec<String> = (0..20).map(|i| format!("busy-{i}")).collect();
+    let mut events = Vec::new();
+    for j in 0..1_500 {
+        for (i, source) in sources.iter().enumerate() {
+            events.push((
+                source.clone(),
+                T0 + j % 50_000,
+                (i + j as usize % 7) as f64 * 0.5,
+            ));
+        }
+    }
+    write(&topics.input.name, &events);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut processor = start(&topics, &random_group(), dir.path(), "state");
+    let addr = processor.telemetry_addr(Duration::from_secs(30));
+    let expected: BTreeMap<&str, Expected> = sources
+        .iter()
+        .map(|s| (s.as_str(), oracle(&events, s, T0)))
+        .collect();
+
+    // Four clients query every source in turn while the backlog is processed, until each has
+    // seen every source complete (bounded). A source's count never goes back between two answers
+    // to one client, and every answer is 200 or, when the processor is busy, 503.
+    let started = Instant::now();
+    let results: Vec<(usize, usize, bool)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let (sources, expected) = (&sources, &expected);
+                scope.spawn(move || {
+                    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+                    let (mut answers, mut partial) = (0, 0);
+                    while started.elapsed() < Duration::from_secs(60) {
+                        let mut complete = true;
+                        for source in sources {
+                            let (status, answer) = ask(addr, source);
+                            assert!(status == 200 || status == 503, "{status}");
+                            let Some(answer) = answer else {
+                                complete = false;
+                                continue;
+                            };
+                            answers += 1;
+                            let count = open_window(&answer).map_or(0, |(_, (c, ..), _, _)| c);
+                            let seen = last.entry(source.as_str()).or_insert(0);
+                            assert!(count >= *seen, "{source}: {count} after {seen}");
+                            *seen = count;
+                            let full = expected[source.as_str()].0;
+                            partial += usize::from(count > 0 && count < full);
+                            complete &= count == full;
+                        }
+                        if complete {
+                            return (answers, partial, true);
+                        }
+                    }
+                    (answers, partial, false)
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect()
+    });
+    processor.assert_alive();
+    assert!(
+        results.iter().all(|&(_, _, done)| done),
+        "{results:?}; log:\n{}",
+        processor.log()
+    );
+    let partial: usize = results.iter().map(|r| r.1).sum();
+    eprintln!(
+        "answers per client (answers, partial, complete): {results:?}; partial answers: {partial}"
+    );
+    for source in &sources {
+        let (_, answer) = ask(addr, source);
+        let (start, actual, _, _) = open_window(&answer.expect("200")).expect("one open window");
+        assert_eq!(start, T0);
+        assert_eq!(actual, expected[source.as_str()], "{source}");
+    }
+    processor.stop_gracefully();
+}

@@ -137,6 +137,10 @@ pub struct RunOptions {
     #[arg(long, env = "STREAMAGG_STALL_TIMEOUT", value_parser = duration::parse)]
     #[serde(default, with = "duration::optional")]
     pub stall_timeout: Option<Duration>,
+    /// Before starting, create the output, late and DLQ topics that are missing, shaped like the
+    /// input (as `streamagg topics ensure` does) [default: false: missing topics are refused].
+    #[arg(long, env = "STREAMAGG_CREATE_TOPICS", num_args = 0..=1, default_missing_value = "true")]
+    pub create_topics: Option<bool>,
     /// `[kafka.consumer]` and `[kafka.producer]`: only in the file.
     #[arg(skip)]
     #[serde(default)]
@@ -232,6 +236,8 @@ pub struct RunSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// How long the poll loop may go without polling before it counts as stalled (`/healthz` fails).
     pub stall_timeout: Duration,
+    /// Create missing output, late and DLQ topics at start-up, shaped like the input.
+    pub create_topics: bool,
     pub consumer_properties: BTreeMap<String, String>,
     pub producer_properties: BTreeMap<String, String>,
     /// librdkafka's `transaction.timeout.ms` of the output producer (exactly-once): the coordinator
@@ -461,6 +467,7 @@ impl TryFrom<RunOptions> for RunSettings {
             idle_close_after: options.idle_close_after,
             metrics_addr,
             stall_timeout,
+            create_topics: options.create_topics.unwrap_or(false),
             consumer_properties: passthrough::from_table(
                 Client::Consumer,
                 options.kafka.consumer,

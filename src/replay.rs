@@ -25,9 +25,21 @@ const STREAMAGG_PREFIX: &str = "streamagg.";
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]
-    Read(#[from] ReadError),
+    Read(Box<ReadError>),
     #[error(transparent)]
-    Produce(#[from] ProduceError),
+    Produce(Box<ProduceError>),
+}
+
+impl From<ReadError> for ReplayError {
+    fn from(error: ReadError) -> Self {
+        ReplayError::Read(Box::new(error))
+    }
+}
+
+impl From<ProduceError> for ReplayError {
+    fn from(error: ProduceError) -> Self {
+        ReplayError::Produce(Box::new(error))
+    }
 }
 
 /// What happens to one DLQ record.

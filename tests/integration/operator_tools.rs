@@ -18,8 +18,11 @@ use crate::dataset::{encode_independently, index_of, json_events, produce_inputs
 use crate::oracle::{header, Delivery};
 use crate::scenario::Scenario;
 
-/// Writes `(key, value, headers)` records to `topic` and waits for their delivery.
-fn produce(topic: &str, records: &[(&[u8], &[u8], &[(&str, &[u8])])]) {
+/// A record the test writes: key, value and headers.
+type Record<'a> = (&'a [u8], &'a [u8], &'a [(&'a str, &'a [u8])]);
+
+/// Writes records to `topic` and waits for their delivery.
+fn produce(topic: &str, records: &[Record<'_>]) {
     let mut producer =
         RecordProducer::connect(&kafka_settings(), "it-operator", &Default::default())
             .expect("broker");

@@ -3,7 +3,8 @@
 //! The modules follow the data: [`generate`] makes traffic and [`producer`] writes it to Kafka; [`pipeline`]
 //! runs the processor — records are decoded by [`codec`] into [`model`] records, assigned to windows
 //! by [`window`], kept in [`store`] with the offsets [`checkpoint`] decides on, and emitted by
-//! [`sink`]. [`config`] validates the processor's settings, [`reader`] reads topics back, and
+//! [`sink`]. [`config`] validates the processor's settings, [`reader`] reads topics back ([`inspect`] shows
+//! their records, [`replay`] re-injects a DLQ's), and
 //! [`kafka`] is the shared edge to the cluster. [`reset`] plans `streamagg reset`. [`telemetry`] names the metrics and serves them with
 //! the health probes. [`ingest`] is the gateway that turns TCP and HTTP traffic into input events.
 //! See `ARCHITECTURE.md` for the whole map.
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod config;
 pub mod generate;
 pub mod ingest;
+pub mod inspect;
 #[cfg(feature = "runtime")]
 pub mod kafka;
 pub mod live;
@@ -31,6 +33,8 @@ pub mod producer;
 #[cfg(feature = "runtime")]
 pub mod reader;
 pub mod reset;
+#[cfg(feature = "runtime")]
+pub mod replay;
 pub mod route;
 #[cfg(feature = "runtime")]
 pub mod sink;

@@ -9,7 +9,8 @@
 //! offsets are committed to the group with rebuild metadata.
 //!
 //! - **Start**: validate settings → serve `/metrics`, `/healthz`, `/readyz` (not ready yet) → open RocksDB → connect the sink (cluster reachable within
-//!   `kafka_timeout`) → check input, output, late and DLQ topics exist → subscribe with the
+//!   `kafka_timeout`; with `create_topics`, create missing written topics first) → check input,
+//!   output, late and DLQ topics exist → subscribe with the
 //!   cooperative-sticky assignor. Any failure is one line and exit 1.
 //! - **Poll loop** (one thread): `poll` (batches of up to 1,024 records) → `Processor::handle` → every
 //!   `checkpoint_interval`, `Processor::checkpoint`; under exactly-once also early, when results have
@@ -232,6 +233,9 @@ pub fn run(
         Guarantee::ExactlyOnce => Some(format!("streamagg-{}-{instance}", settings.group)),
         Guarantee::AtLeastOnce => None,
     };
+    if settings.create_topics {
+        create_topics(&settings)?;
+    }
     let sink = Sink::connect(&settings, transactional_id.as_deref())?;
     for topic in &settings.input_topics {
         if kafka::admin::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
@@ -438,6 +442,34 @@ fn poll_loop(
             let counts = context.with_processor(|p| p.counts());
             tracing::info!(?counts, "progress");
         }
+    }
+    Ok(())
+}
+
+/// `create_topics`: the missing output, late and DLQ topics are created shaped like the input (see
+/// [`kafka::topics`]); what does not fit is logged, never fatal. A missing input is refused as usual.
+fn create_topics(settings: &RunSettings) -> Result<(), PipelineError> {
+    let topics = kafka::topics::TopicSet {
+        inputs: settings.input_topics.clone(),
+        output: settings.output_topic.clone(),
+        late: settings.late_topic.clone(),
+        dlq: settings.dlq_topic.clone(),
+        rebuild_span: std::time::Duration::from_millis(
+            (settings.window.size_ms + settings.window.grace_ms).max(0) as u64,
+        ),
+        configs: Vec::new(),
+    };
+    let report = match kafka::topics::ensure(&settings.kafka, &topics) {
+        Err(KafkaSetupError::TopicMissing(input)) => {
+            return Err(PipelineError::InputMissing(input))
+        }
+        other => other?,
+    };
+    for (role, topic, partitions, replication) in &report.created {
+        tracing::info!(%topic, role = role.name(), partitions, replication, "created topic");
+    }
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
     }
     Ok(())
 }

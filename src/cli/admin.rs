@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use streamagg::config::cluster::{KafkaOptions, KafkaSettings};
+use streamagg::kafka::topics::{EnsureReport, TopicSet};
 use streamagg::telemetry;
 
 use super::secrets::kafka_settings;
@@ -20,7 +21,7 @@ pub(super) enum ProbeKind {
 
 #[derive(Subcommand)]
 pub(super) enum TopicsAction {
-    /// Create topics that do not exist yet.
+    /// Create topics that do not exist yet (existing ones are left as they are).
     Create {
         #[command(flatten)]
         kafka: KafkaOptions,
@@ -29,8 +30,44 @@ pub(super) enum TopicsAction {
         names: Vec<String>,
         #[arg(long, default_value_t = 4)]
         partitions: i32,
-        #[arg(long, default_value_t = 1)]
-        replication: i32,
+        /// Replicas of each partition.
+        #[arg(long, alias = "replication", default_value_t = 1)]
+        replication_factor: i32,
+        /// A topic config `key=value` (e.g. `retention.ms=604800000`); repeat for more.
+        #[arg(long = "config", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
+    },
+    /// Create the output, late and DLQ topics a processor writes to, if missing, with the input's
+    /// partition count and replication factor, lz4 compression and a week's retention (two for the
+    /// DLQ); leave existing ones alone. Mismatches (an existing topic with fewer partitions or
+    /// replicas than the input, an input retention shorter than a rebuild needs) are warnings on
+    /// stderr, exit 0; with `--strict`, exit 1. A missing input topic is an error.
+    Ensure {
+        #[command(flatten)]
+        kafka: KafkaOptions,
+        /// Input topics, comma-separated (they must exist).
+        #[arg(long, value_delimiter = ',', required = true)]
+        input: Vec<String>,
+        /// Output topic.
+        #[arg(long)]
+        output: String,
+        /// Late topic.
+        #[arg(long)]
+        late: Option<String>,
+        /// DLQ topic.
+        #[arg(long)]
+        dlq: Option<String>,
+        /// The processor's window and grace: the input must keep at least their sum (and an hour).
+        #[arg(long, default_value = "60s", value_parser = streamagg::config::duration::parse)]
+        window: Duration,
+        #[arg(long, default_value = "10s", value_parser = streamagg::config::duration::parse)]
+        grace: Duration,
+        /// A config `key=value` for the topics created, over the defaults; repeat for more.
+        #[arg(long = "config", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
+        /// Exit 1 if any warning was printed.
+        #[arg(long)]
+        strict: bool,
     },
     /// Delete topics; a topic that does not exist is not an error.
     Delete {
@@ -42,7 +79,7 @@ pub(super) enum TopicsAction {
     },
 }
 
-/// Creates or deletes topics.
+/// Creates, ensures or deletes topics.
 pub(super) fn topics(action: TopicsAction) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -52,22 +89,50 @@ pub(super) fn topics(action: TopicsAction) -> Result<()> {
             kafka: args,
             names,
             partitions,
-            replication,
+            replication_factor,
+            configs,
         } => {
             let settings = kafka_settings(&args)?;
-            if partitions < 1 || replication < 1 {
-                bail!("--partitions and --replication must be at least 1");
+            if partitions < 1 || replication_factor < 1 {
+                bail!("--partitions and --replication-factor must be at least 1");
             }
             let admin = streamagg::kafka::admin::admin_client(&settings)?;
             for name in &names {
-                let created = runtime.block_on(streamagg::kafka::admin::ensure_topic(
+                let created = runtime.block_on(streamagg::kafka::admin::create_topic(
                     &admin,
                     &settings,
                     name,
                     partitions,
-                    replication,
+                    replication_factor,
+                    &configs,
                 ))?;
                 println!("{name}: {}", if created { "created" } else { "exists" });
+            }
+        }
+        TopicsAction::Ensure {
+            kafka,
+            input,
+            output,
+            late,
+            dlq,
+            window,
+            grace,
+            configs,
+            strict,
+        } => {
+            let settings = kafka_settings(&kafka)?;
+            let topics = TopicSet {
+                inputs: input,
+                output,
+                late,
+                dlq,
+                rebuild_span: window + grace,
+                configs,
+            };
+            let report = streamagg::kafka::topics::ensure(&settings, &topics)?;
+            print_ensured(&report);
+            if strict && !report.warnings.is_empty() {
+                bail!("{} warnings (--strict)", report.warnings.len());
             }
         }
         TopicsAction::Delete { kafka: args, names } => {
@@ -81,6 +146,33 @@ pub(super) fn topics(action: TopicsAction) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints what `topics ensure` created and found: one line per topic on stdout, one per warning on
+/// stderr.
+pub(super) fn print_ensured(report: &EnsureReport) {
+    for (role, topic, partitions, replication) in &report.created {
+        println!(
+            "{topic}: created ({} topic, {partitions} partitions, replication factor {replication})",
+            role.name()
+        );
+    }
+    for (role, topic) in &report.existing {
+        println!("{topic}: exists ({} topic)", role.name());
+    }
+    for warning in &report.warnings {
+        eprintln!("streamagg: warning: {warning}");
+    }
+}
+
+/// A topic config `key=value`.
+fn parse_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("'{text}' is not key=value")),
+    }
 }
 
 /// Prints a group's lag per partition, or only the total.

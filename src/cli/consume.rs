@@ -1,19 +1,24 @@
-//! `streamagg consume` and `streamagg schema`: a topic's records, and the records' Avro schemas.
+//! `streamagg consume` and `streamagg schema`: a topic's records — from the beginning, the end or a
+//! point in time, to the current end or following new ones — and the records' Avro schemas.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use streamagg::codec::{decode, Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
+use rdkafka::message::Message;
+use streamagg::codec::{Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
 use streamagg::config::cluster::KafkaOptions;
-use streamagg::model::{TrafficAverage, TrafficEvent};
-use streamagg::reader::{read_to_end, Isolation};
+use streamagg::inspect::{render, Encoding, RecordKind, Show, Shown};
+use streamagg::reader::{header_list, Isolation, Scan, StartAt, Until};
 
+use super::process::until_signalled;
 use super::secrets::kafka_settings;
 
+/// The records whose schema `streamagg schema` prints.
 #[derive(Clone, Copy, ValueEnum)]
-pub(super) enum RecordKind {
+pub(super) enum SchemaKind {
     /// TrafficEvent, the input record.
     Event,
     /// TrafficAverage, the output record.
@@ -27,70 +32,131 @@ pub(super) struct ConsumeArgs {
     /// Topic to read.
     #[arg(long)]
     topic: String,
-    /// Which record the topic holds.
+    /// Which record the topic holds; `raw` does not decode.
     #[arg(long, value_enum, default_value = "average")]
     record: RecordKind,
     /// Payload format.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
+    /// Where to start on every partition: `beginning`, `end`, epoch milliseconds or an RFC 3339 time
+    /// (`2026-12-04T12:00:00Z`; the first record at or after it, by Kafka record timestamp).
+    #[arg(long, default_value = "beginning", value_parser = parse_start)]
+    from: StartAt,
+    /// Keep printing new records until SIGINT/SIGTERM (or `--max-records`/`--timeout`), instead of
+    /// stopping at the end the topic has when consume starts.
+    #[arg(long)]
+    follow: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_records: Option<u64>,
+    /// With `--follow`: stop after this long (exit 0).
+    #[arg(long, value_parser = streamagg::config::duration::parse, requires = "follow")]
+    timeout: Option<Duration>,
     /// Also show records of open or aborted transactions.
     #[arg(long)]
     read_uncommitted: bool,
-    /// Print each record as `{"partition":P,"offset":O,"record":{…}}`.
+    /// Show `partition`, `offset` and `timestamp` (the record's Kafka timestamp, epoch ms), with the
+    /// decoded record under `record`.
     #[arg(long)]
     positions: bool,
-    /// Give up if the end of the topic is not reached within this long.
+    /// Show the record key as `key` (a string, or `{"base64":…}` if not UTF-8).
+    #[arg(long)]
+    keys: bool,
+    /// Show the headers as `headers`: `[[name, value], …]` in order (the DLQ's `streamagg.error`,
+    /// `streamagg.topic`, `streamagg.partition`, `streamagg.offset`, …).
+    #[arg(long)]
+    headers: bool,
+    /// Show every value's bytes as `value_base64` (or `value_hex` with `--raw hex`). Records that
+    /// do not decode always carry them, with `error`.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "base64")]
+    raw: Option<Encoding>,
+    /// Give up if the end of the topic is not reached within this long (without `--follow`).
     #[arg(long, default_value = "60s", value_parser = streamagg::config::duration::parse)]
     deadline: Duration,
+}
+
+fn parse_start(text: &str) -> Result<StartAt, String> {
+    text.parse()
 }
 
 /// Prints a topic's records as JSON lines; counts the undecodable ones on stderr.
 pub(super) fn consume(args: &ConsumeArgs) -> Result<()> {
     let settings = kafka_settings(&args.kafka)?;
-    let isolation = if args.read_uncommitted {
-        Isolation::ReadUncommitted
-    } else {
-        Isolation::ReadCommitted
+    let scan = Scan {
+        isolation: if args.read_uncommitted {
+            Isolation::ReadUncommitted
+        } else {
+            Isolation::ReadCommitted
+        },
+        start: args.from,
+        until: if args.follow {
+            Until::Follow {
+                for_at_most: args.timeout,
+            }
+        } else {
+            Until::End {
+                deadline: args.deadline,
+            }
+        },
+        max_records: args.max_records,
     };
-    let records = read_to_end(&settings, &args.topic, isolation, args.deadline)?;
-    let mut undecodable = 0_u64;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for record in &records {
-        let payload = record.payload.as_deref().unwrap_or_default();
-        let line = match args.record {
-            RecordKind::Event => {
-                decode::<TrafficEvent>(payload, args.format).map(|r| serde_json::to_string(&r))
+    let show = Show {
+        record: args.record,
+        format: args.format,
+        positions: args.positions,
+        keys: args.keys,
+        headers: args.headers,
+        raw: args.raw,
+    };
+    let (records, undecodable) = until_signalled("consume", |stop| {
+        let mut undecodable = 0_u64;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut failure = None;
+        let records = scan.run(&settings, &args.topic, &[], stop, |message| {
+            let headers = if args.headers {
+                header_list(message)
+            } else {
+                Vec::new()
+            };
+            let (line, decoded) = render(
+                &Shown {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    timestamp: message.timestamp().to_millis(),
+                    key: message.key(),
+                    headers: &headers,
+                    value: message.payload(),
+                },
+                &show,
+            );
+            undecodable += u64::from(!decoded);
+            let mut written = writeln!(out, "{line}");
+            // Followed records are shown as they come, not when a buffer fills.
+            if written.is_ok() && args.follow {
+                written = out.flush();
             }
-            RecordKind::Average => {
-                decode::<TrafficAverage>(payload, args.format).map(|r| serde_json::to_string(&r))
+            match written {
+                Ok(()) => ControlFlow::Continue(()),
+                // A reader that stopped early (`| head`) is not an error: stop writing, quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ControlFlow::Break(()),
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
             }
-        };
-        let written = match line {
-            Ok(Ok(line)) if args.positions => writeln!(
-                out,
-                r#"{{"partition":{},"offset":{},"record":{line}}}"#,
-                record.partition, record.offset
-            ),
-            Ok(Ok(line)) => writeln!(out, "{line}"),
-            _ => {
-                undecodable += 1;
-                Ok(())
-            }
-        };
-        // A reader that stopped early (`| head`) is not an error: stop writing, quietly.
-        match written {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        });
+        if let Some(error) = failure {
+            return Err(anyhow::Error::new(error).context("writing to stdout"));
+        }
+        match out.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             other => other.context("writing to stdout")?,
         }
-    }
-    match out.flush() {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-        other => other.context("writing to stdout")?,
-    }
+        Ok((records?, undecodable))
+    })??;
     if undecodable > 0 {
         eprintln!(
-            "streamagg: {undecodable} of {} records did not decode as {:?}",
-            records.len(),
+            "streamagg: {undecodable} of {records} records did not decode as {:?} (shown with `error`)",
             args.format
         );
     }
@@ -98,12 +164,12 @@ pub(super) fn consume(args: &ConsumeArgs) -> Result<()> {
 }
 
 /// Prints an embedded Avro schema.
-pub(super) fn schema(record: RecordKind) -> Result<()> {
+pub(super) fn schema(record: SchemaKind) -> Result<()> {
     print!(
         "{}",
         match record {
-            RecordKind::Event => TRAFFIC_EVENT_SCHEMA,
-            RecordKind::Average => TRAFFIC_AVERAGE_SCHEMA,
+            SchemaKind::Event => TRAFFIC_EVENT_SCHEMA,
+            SchemaKind::Average => TRAFFIC_AVERAGE_SCHEMA,
         }
     );
     Ok(())

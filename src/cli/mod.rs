@@ -4,6 +4,7 @@
 
 mod admin;
 mod consume;
+mod dlq;
 mod ingest;
 mod process;
 mod produce;
@@ -56,8 +57,14 @@ enum Command {
     /// Run the ingest gateway: TrafficEvents from NDJSON over TCP and `POST /v1/events` over HTTP
     /// to a topic, keyed by source; an HTTP 200 means Kafka acknowledged every accepted event.
     Ingest(Box<streamagg::ingest::settings::IngestOptions>),
-    /// Print the records of a topic, from the beginning to its current end, as JSON lines.
+    /// Print the records of a topic as JSON lines: from the beginning (or the end, or a time) to its
+    /// current end, or following new ones.
     Consume(consume::ConsumeArgs),
+    /// Work with a dead-letter queue (or late topic).
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::DlqAction,
+    },
     /// Show how far a consumer group is behind on topics (exit code 0 whether or not it lags).
     Lag {
         #[command(flatten)]
@@ -75,7 +82,7 @@ enum Command {
     /// Process a stopped group's input again from a chosen position: reset its offsets on a topic
     /// and make every instance's local state for it obsolete (refused while the group has members).
     Reset(reset::ResetArgs),
-    /// Create or delete topics.
+    /// Create, ensure (topics as code) or delete topics.
     Topics {
         #[command(subcommand)]
         action: admin::TopicsAction,
@@ -96,8 +103,16 @@ enum Command {
     /// Print an embedded Avro schema.
     Schema {
         #[arg(value_enum)]
-        record: consume::RecordKind,
+        record: consume::SchemaKind,
     },
+    /// Print a shell completion script, generated from these flags (e.g. `streamagg completions
+    /// bash > /etc/bash_completion.d/streamagg`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these flags (e.g. `streamagg man | man -l -`).
+    Man,
 }
 
 /// Parses the command line, sets up logging and runs the command: exit 0, or one line and 1.
@@ -138,6 +153,7 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Command::Consume(args) => consume::consume(&args),
         Command::Reset(args) => reset::reset(&args),
         Command::Topics { action } => admin::topics(action),
+        Command::Dlq { action } => dlq::dlq(action),
         Command::Lag {
             kafka,
             group,
@@ -150,5 +166,15 @@ fn dispatch(cli: Cli, matches: &ArgMatches) -> Result<()> {
         } => admin::probe(probe, metrics_addr),
         Command::Query(args) => query::query(&args),
         Command::Schema { record } => consume::schema(record),
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "streamagg", &mut out);
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            Ok(())
+        }
     }
 }

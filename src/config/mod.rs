@@ -153,6 +153,10 @@ pub struct RunOptions {
     /// as bound, unless it is 0.0.0.0].
     #[arg(long, env = "STREAMAGG_ADVERTISED_ADDRESS")]
     pub advertised_address: Option<String>,
+    /// Before starting, create the output, late and DLQ topics that are missing, shaped like the
+    /// input (as `streamagg topics ensure` does) [default: false: missing topics are refused].
+    #[arg(long, env = "STREAMAGG_CREATE_TOPICS", num_args = 0..=1, default_missing_value = "true")]
+    pub create_topics: Option<bool>,
     /// `[kafka.consumer]` and `[kafka.producer]`: only in the file.
     #[arg(skip)]
     #[serde(default)]
@@ -250,6 +254,8 @@ pub struct RunSettings {
     pub stall_timeout: Duration,
     /// The live-state endpoint, if enabled.
     pub query: Option<QuerySettings>,
+    /// Create missing output, late and DLQ topics at start-up, shaped like the input.
+    pub create_topics: bool,
     pub consumer_properties: BTreeMap<String, String>,
     pub producer_properties: BTreeMap<String, String>,
     /// librdkafka's `transaction.timeout.ms` of the output producer (exactly-once): the coordinator
@@ -485,6 +491,7 @@ impl TryFrom<RunOptions> for RunSettings {
             metrics_addr,
             stall_timeout,
             query,
+            create_topics: options.create_topics.unwrap_or(false),
             consumer_properties: passthrough::from_table(
                 Client::Consumer,
                 options.kafka.consumer,

@@ -1,7 +1,7 @@
 //! Questions to the cluster and topic management: metadata with a start-up wait that reports a
-//! refused connection at once, partition counts, the broker's record-size limit, creating and
-//! deleting topics, and a consumer group's members and committed offsets ([`GroupOffsets`], for
-//! `streamagg reset`).
+//! refused connection at once, partition counts, the broker's record-size limit, describing topics,
+//! creating (with configs) and deleting them, and a consumer group's members and committed offsets
+//! ([`GroupOffsets`], for `streamagg reset`).
 
 use std::time::{Duration, Instant};
 
@@ -160,8 +160,24 @@ pub async fn ensure_topic(
     partitions: i32,
     replication: i32,
 ) -> Result<bool, KafkaSetupError> {
+    create_topic(admin, settings, topic, partitions, replication, &[]).await
+}
+
+/// [`ensure_topic`] with topic configs (`retention.ms`, `compression.type`, …) for a new topic; an
+/// existing topic is left as it is. Returns whether it was created.
+pub async fn create_topic(
+    admin: &AdminClient<StreamaggContext>,
+    settings: &KafkaSettings,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    configs: &[(String, String)],
+) -> Result<bool, KafkaSetupError> {
     let options = admin_options(settings);
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let new_topic = configs.iter().fold(
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)),
+        |new_topic, (key, value)| new_topic.set(key, value),
+    );
     let results = admin
         .create_topics([&new_topic], &options)
         .await
@@ -178,6 +194,60 @@ pub async fn ensure_topic(
             reason: "no result from the broker".into(),
         }),
     }
+}
+
+/// What the cluster says about an existing topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub partitions: usize,
+    /// Replicas of its first partition.
+    pub replication: usize,
+    /// Its configs as the broker reports them (defaults included), e.g. `retention.ms`.
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+/// Describes `topic`, or `None` if the cluster does not have it. Blocks.
+pub fn describe_topic(
+    admin: &AdminClient<StreamaggContext>,
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<Option<TopicDescription>, KafkaSetupError> {
+    let metadata = fetch_metadata(admin.inner(), settings, Some(topic))?;
+    let Some(found) = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    else {
+        return Ok(None);
+    };
+    let failed = |reason: String| KafkaSetupError::DescribeTopic {
+        topic: topic.to_owned(),
+        reason,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let results = runtime
+        .block_on(admin.describe_configs(
+            [&rdkafka::admin::ResourceSpecifier::Topic(topic)],
+            &admin_options(settings),
+        ))
+        .map_err(|cause| KafkaSetupError::unreachable(settings, cause))?;
+    let configs = match results.into_iter().next() {
+        Some(Ok(resource)) => resource
+            .entries
+            .into_iter()
+            .filter_map(|entry| Some((entry.name, entry.value?)))
+            .collect(),
+        Some(Err(code)) => return Err(failed(code.to_string())),
+        None => return Err(failed("no result from the broker".into())),
+    };
+    Ok(Some(TopicDescription {
+        partitions: found.partitions().len(),
+        replication: found.partitions()[0].replicas().len(),
+        configs,
+    }))
 }
 
 /// Deletes `topics`; a topic that does not exist is not an error.

@@ -1,10 +1,12 @@
 //! The edge to Kafka shared by every command: the librdkafka properties of a cluster's clients, why
 //! talking to the cluster failed, which failures are worth retrying, and the backoff between tries.
 //! [`context`] is the client context every client uses (logs, refusals, delivery counts); [`admin`]
-//! asks the cluster about topics and manages them.
+//! asks the cluster about topics and manages them; [`topics`] creates a processor's written topics
+//! shaped like its inputs.
 
 pub mod admin;
 pub mod context;
+pub mod topics;
 
 use std::time::Duration;
 

@@ -58,6 +58,15 @@ impl TestTopic {
         TestTopic { name, settings }
     }
 
+    /// A random topic name on the test broker that is not created here (the code under test is to
+    /// create it), deleted on drop like the others.
+    pub fn named(purpose: &str) -> TestTopic {
+        TestTopic {
+            name: format!("it-{purpose}-{:016x}", rand::random::<u64>()),
+            settings: kafka_settings(),
+        }
+    }
+
     /// On the test broker, with topic configs (e.g. `("max.message.bytes", "100000")`).
     pub fn create_with_config(
         purpose: &str,

@@ -32,6 +32,10 @@
 //!   acknowledged event must be on the topic exactly once, as sent (read back with `apache-avro`), a
 //!   `kill -9` under load (no acknowledged event lost), hostile clients with the gateway's RSS sampled
 //!   against a limit, start-up errors, and a broker stop under load (exclusive, like the broker restart).
+//!   `operator_tools.rs` holds the operator's commands to the broker: `consume` (keys, headers,
+//!   positions, raw bytes, seeking by time, following), `dlq replay` (records whose cause was fixed
+//!   aggregate like the oracle after the replay), `topics create`/`ensure` and `run --create-topics`,
+//!   completions and the man page.
 //!   `security.rs` runs against the secure broker (`scripts/kafka up --secure`,
 //!   `STREAMAGG_TEST_SECURE_BROKERS`/`_MTLS_BROKERS`/`_DIR`): `produce` and `run` over SASL_SSL + SCRAM
 //!   and over mutual TLS with an encrypted client key equal the oracle, and no log, `/metrics` or
@@ -61,6 +65,7 @@ mod hostile_operations;
 mod ingest;
 mod live_state;
 mod observability;
+mod operator_tools;
 mod oracle;
 mod processor;
 mod reset;

@@ -31,8 +31,13 @@ def load_inputs(path, scale_out=None):
         name = os.path.relpath(scale_out)
         one = [r for r in results.get("throughput", []) if r.get("instances") == 1 and "error" not in r]
         if one:
-            values["cpu_s_per_m_events"] = one[0]["cpu_s_per_m_events"]
-            sources["cpu_s_per_m_events"] = f"{name}: 1 instance, {one[0]['events']:,} events (start-up included)"
+            settled = one[0].get("settled") or {}
+            if settled.get("cpu_s_per_m_events"):
+                values["cpu_s_per_m_events"] = settled["cpu_s_per_m_events"]
+                sources["cpu_s_per_m_events"] = f"{name}: 1 instance, settled ({settled['span_s']:.1f} s of draining)"
+            else:
+                values["cpu_s_per_m_events"] = one[0]["cpu_s_per_m_events"]
+                sources["cpu_s_per_m_events"] = f"{name}: 1 instance, {one[0]['events']:,} events (start-up included)"
             rss_12 = one[0]["per_instance"][0]["peak_rss_mib"]
             extra = results.get("partitions", 12) - values["rss_partitions"]
             if extra > 0 and rss_12 > values["rss_mib"]:
@@ -64,34 +69,44 @@ def per_window_write_bytes(v):
     return many["state_written_mib"] * MIB / many["windows"]
 
 
+def distinct(sources, draws):
+    """Expected distinct sources among `draws` events that pick one of `sources` uniformly."""
+    return sources * -math.expm1(-draws / sources)
+
+
 def plan(rate, sources, v):
-    """The deployment for `rate` events/s over `sources` sources. Pure: `v` holds the inputs."""
-    window_s = v["window_s"]
-    # A source emits one window per window length in which it sent anything: at most one per event.
-    active = min(sources, rate * window_s)
+    """The deployment for `rate` events/s over `sources` sources, each event from a source picked
+    uniformly at random. Pure: `v` holds the inputs."""
+    window_s, open_factor = v["window_s"], 1 + v["grace_s"] / v["window_s"]
+    # A source emits one window per window length in which it sent anything.
+    active = distinct(sources, rate * window_s)
     windows_per_s = active / window_s
     cpu = rate * v["cpu_s_per_m_events"] / 1e6 + windows_per_s * per_window_cpu_s(v)
+    # Open windows live in memory (RocksDB holds their checkpoint): a window stays open for window
+    # + grace, so the group holds `active × open_factor` of them.
+    open_windows = active * open_factor
+    window_mib = open_windows * v["memory_bytes_per_open_window"] / MIB
     # One instance's processing is one thread (the poll loop); librdkafka's threads add the rest.
-    instance_cpu = v["instance_max_cores"] * v["target_utilisation"]
-    instances = max(1, math.ceil(cpu / instance_cpu))
+    instances = max(1, math.ceil(cpu / (v["instance_max_cores"] * v["target_utilisation"])),
+                    math.ceil(window_mib / v["max_window_mib_per_instance"]))
     event_bytes, output_bytes = v["event_bytes_on_broker"], v["output_bytes_on_broker"]
     ingress = rate * event_bytes + windows_per_s * output_bytes  # produced to the cluster, bytes/s
     partitions_for_rate = math.ceil(rate * event_bytes / (v["partition_mb_s"] * 1e6))
     # Room to double the instances without repartitioning (a partition is read by one instance).
     partitions = max(partitions_for_rate, v["partitions_per_instance_headroom"] * instances, v["min_partitions"])
     brokers = max(v["min_brokers"], math.ceil(ingress / (v["broker_ingress_mb_s"] * 1e6)))
-    open_windows = active * (1 + v["grace_s"] / window_s) / instances
-    partitions_per_instance = math.ceil(partitions / instances)
     # Measured at `rss_partitions` partitions and few sources; each further partition adds its
     # fetch queue (bounded by queued.max.messages.kbytes), each open window its bytes.
+    partitions_per_instance = math.ceil(partitions / instances)
     fetch_mib = max(0, partitions_per_instance - v["rss_partitions"]) * v["fetch_mib_per_partition"]
-    memory_mib = v["rss_mib"] + fetch_mib + open_windows * v["memory_bytes_per_open_window"] / MIB
-    writes = min(rate, active * (1 + v["grace_s"] / window_s) / v["checkpoint_interval_s"]) / instances
+    memory_mib = v["rss_mib"] + fetch_mib + window_mib / instances
+    # Each checkpoint writes every window that changed since the last one, once.
+    writes = distinct(sources, rate * v["checkpoint_interval_s"]) / v["checkpoint_interval_s"] / instances
     return {"rate": rate, "sources": sources, "cpu_cores": cpu, "instances": instances,
             "cores": instances * v["cores_per_instance"], "partitions": partitions, "brokers": brokers,
             "ingress_mb_s": ingress / 1e6, "windows_per_s": windows_per_s,
-            "open_windows_per_instance": open_windows, "memory_mib_per_instance": memory_mib,
-            "disk_mib_per_instance": open_windows * v["disk_bytes_per_open_window"] / MIB,
+            "open_windows_per_instance": open_windows / instances, "memory_mib_per_instance": memory_mib,
+            "disk_mib_per_instance": open_windows / instances * v["disk_bytes_per_open_window"] / MIB,
             "state_writes_mb_s_per_instance": writes * per_window_write_bytes(v) / 1e6}
 
 
@@ -140,7 +155,10 @@ def main():
               f"{per_window_write_bytes(v):.0f} B written per window-write (K-curve).", "",
               "Inputs:", ""]
     lines += [f"- `{name}` = {json.dumps(v[name])} — {sources[name]}" for name in sorted(sources)]
-    print("\n".join(lines))
+    try:
+        print("\n".join(lines))
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
 
 
 if __name__ == "__main__":

@@ -126,21 +126,29 @@ class Instance:
 # Phase 1: throughput at N instances
 
 
-def preload(events, sources, start_ms):
-    topic = create_topic(f"bench-{driver.RUN_ID}-scaleout-in")
-    log(f"preloading {events} Avro events over {sources} sources into {topic} ({PARTITIONS} partitions)")
+def load(topic, events, sources, start_ms):
+    """The preload: deterministic (same seed, same start), so every copy holds the same records."""
     sa("produce", "--topic", topic, "--count", str(events), "--sources", str(sources), "--format", "avro",
        "--span", "10m", "--start-ms", str(start_ms), "--out-of-order-ms", "1000", "--seed", "7", "--seal")
+
+
+def preload(events, sources, start_ms):
+    """The input every run reads, and its oracle."""
+    topic = create_topic(f"bench-{driver.RUN_ID}-scaleout-in")
+    log(f"preloading {events} Avro events over {sources} sources into {topic} ({PARTITIONS} partitions)")
+    load(topic, events, sources, start_ms)
     expected = driver.oracle(topic, "avro")
     log(f"oracle: {len(expected)} windows close in {topic}")
     return driver.Dataset(topic, "avro", sources, events, expected)
 
 
 def throughput_run(n, dataset, work, guarantee, timeout):
+    """N instances, started together in a fresh group, drain the preloaded input."""
     tag = f"n{n}-{time.monotonic_ns()}"
+    topic = dataset.topic
     output = create_topic(f"bench-{driver.RUN_ID}-scaleout-out-{tag}")
     group = f"bench-{driver.RUN_ID}-scaleout-{tag}"
-    run_args = ["--input", dataset.topic, "--output", output, "--group", group, "--input-format", "avro",
+    run_args = ["--input", topic, "--output", output, "--group", group, "--input-format", "avro",
                 "--output-format", "avro", "--guarantee", guarantee]
     instances = [Instance(f"{tag}-i{i}", work, run_args, static=False) for i in range(n)]
     follower = subprocess.Popen([os.environ["FOLLOW_BIN"], "--brokers", driver.BROKERS, "--topic", output,
@@ -171,6 +179,9 @@ def throughput_run(n, dataset, work, guarantee, timeout):
     finally:
         for instance in instances:
             instance.stop()
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
     last_arrival = int(dict(item.split("=") for item in out.split())["last_arrival_ms"]) / 1000
     firsts = [instance.first_record_s() for instance in instances]
     known = [f for f in firsts if f is not None]
@@ -192,6 +203,8 @@ def throughput_run(n, dataset, work, guarantee, timeout):
             "write_mib": written / 2**20, "first_record_after_s": (first - min(known)) if first else None})
     cpu_total = sum(p["cpu_s"] for p in per_instance)
     settled = settled_rates(series, PARTITIONS)
+    for p, last in zip(per_instance, series[-1][1] if series else []):
+        p["partitions_at_end"] = int(last[1]) if last else 0
     if settled:
         for p, rate in zip(per_instance, settled["per_instance_events_per_s"]):
             p["settled_events_per_s"] = rate
@@ -252,6 +265,12 @@ class PartitionFollower:
         self.process.wait()
 
 
+def owns_all(instances):
+    """Whether every instance owns partitions and together they own all of them (as published)."""
+    owned = [progress(instance) for instance in instances]
+    return all(o is not None and o[1] > 0 for o in owned) and sum(o[1] for o in owned) == PARTITIONS
+
+
 def observe(follower, t0, max_s):
     """Waits until every partition emitted within the last 1.5 s, at least MIN_OBSERVE_S after
     `t0`, at most `max_s`; returns the end of the observation."""
@@ -269,17 +288,19 @@ def rebalance_run(static, base_instances, rate, sources, work, guarantee, max_ob
     group = f"bench-{driver.RUN_ID}-rebalance-{mode}"
     run_args = ["--input", topic, "--output", output, "--group", group, "--input-format", "avro",
                 "--output-format", "avro", "--guarantee", guarantee, "--window", "1s", "--grace", "0s"]
-    generator = subprocess.Popen([driver.STREAMAGG, "produce", "--brokers", driver.BROKERS, "--topic", topic,
-                                  "--rate", str(rate), "--sources", str(sources), "--format", "avro"],
-                                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, f"gen-{mode}.log"), "w"))
+    with open(os.path.join(work, f"generator-{mode}.log"), "w") as generator_log:
+        generator = subprocess.Popen([driver.STREAMAGG, "produce", "--brokers", driver.BROKERS, "--topic", topic,
+                                      "--rate", str(rate), "--sources", str(sources), "--format", "avro"],
+                                     stdout=subprocess.DEVNULL, stderr=generator_log)
     follower = PartitionFollower(output)
     instances = [Instance(f"{mode}-i{i}", work, run_args, static) for i in range(base_instances + 1)]
     events = []
     try:
         for instance in instances[:-1]:
             instance.start()
+        # Steady: every instance owns partitions, all of them together, and every partition emits.
         deadline = time.time() + STEADY_TIMEOUT_S
-        while not follower.all_emitted_since(time.time() - 1.5):
+        while not (owns_all(instances[:-1]) and follower.all_emitted_since(time.time() - 1.5)):
             if time.time() > deadline:
                 raise RuntimeError(f"{mode}: not every partition emits within {STEADY_TIMEOUT_S} s (logs: {work})")
             if generator.poll() is not None:
@@ -378,7 +399,9 @@ def state_probe(sources, events, work, start_ms, timeout):
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(prog="bench/scale-out", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=2_000_000, help="preloaded events (default 2000000)")
+    parser.add_argument("--events", type=int, default=6_000_000,
+                        help="preloaded events (default 6000000: the last instance joins seconds after the first, "
+                             "so the input must last longer than that for a settled rate)")
     parser.add_argument("--sources", type=int, default=10_000, help="sources of the preload (default 10000)")
     parser.add_argument("--instances", default="1,2,3", help="instance counts of the throughput phase, or 'none'")
     parser.add_argument("--repeat", type=int, default=1, help="throughput runs per instance count (median kept)")

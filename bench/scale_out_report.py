@@ -81,6 +81,10 @@ def state_per_window(small, large):
             "small": small, "large": large}
 
 
+def rate(value):
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def report_lines(args, machine, throughput, rebalance, state, failures, command):
     lines = [f"# streamagg scale-out ({machine['started_at']})", "",
              f"Machine: {machine['cores']} cores, {machine['memory_gib']:.0f} GiB; broker: local Apache Kafka "
@@ -95,16 +99,16 @@ def report_lines(args, machine, throughput, rebalance, state, failures, command)
     if throughput:
         lines += [f"## Throughput ({args.events:,} Avro events, {args.sources:,} sources, preloaded)", "",
                   "| instances | events/s, whole run | settled events/s | settled after s (span s) | CPU-s per M events, "
-                  "whole run | settled CPU-s per M events | records consumed (incl. replays) | per instance: settled "
-                  "events/s · CPU-s · peak RSS MiB · records | windows |",
+                  "whole run | settled CPU-s per M events | records consumed (incl. replays) | per instance: partitions "
+                  "at the end · settled events/s · CPU-s · peak RSS MiB · records | windows |",
                   "|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
         for row in throughput:
             if "error" in row:
                 lines.append(f"| {row['instances']} | failed: {row['error'][:160]} | | | | | | | |")
                 continue
             s = row.get("settled")
-            parts = "; ".join(f"{p.get('settled_events_per_s', float('nan')):,.0f} · {p['cpu_s']:.2f} · "
-                              f"{p['peak_rss_mib']:.0f} · {p['records_consumed']:,}" for p in row["per_instance"])
+            parts = "; ".join(f"{p.get('partitions_at_end', '?')} · {rate(p.get('settled_events_per_s'))} · "
+                              f"{p['cpu_s']:.2f} · {p['peak_rss_mib']:.0f} · {p['records_consumed']:,}" for p in row["per_instance"])
             settled = (f"{s['events_per_s']:,.0f} | {s['settled_after_s']:.1f} ({s['span_s']:.1f}) | "
                        if s else "not settled | — | ")
             settled_cpu = f"{s['cpu_s_per_m_events']:.2f}" if s and s["cpu_s_per_m_events"] else "—"
@@ -112,16 +116,17 @@ def report_lines(args, machine, throughput, rebalance, state, failures, command)
                          f"{row['cpu_s_per_m_events']:.2f} | {settled_cpu} | {row['records_consumed']:,} | {parts} | "
                          f"{row['windows']:,} ✓ |")
         lines += ["", "Whole run = input events / (first record consumed by any instance → last expected window on the "
-                  "output, read_committed), start-up and group join included, CPU-s summed over the instances' /proc at "
+                  "output, read_committed), start-up and group join included; CPU-s summed over the instances' /proc at "
                   "that moment. The instances start together, but the local broker has `group.initial.rebalance.delay.ms=0` "
-                  "(scripts/kafka), so the first to join takes every partition and gives some up as the others join: "
-                  "partitions move, and their new owners rebuild their open windows (records consumed exceeds the input "
-                  "by the replays). **Settled** = from the first moment every instance owned partitions, all "
+                  "(scripts/kafka) and the cooperative-sticky assignor hands partitions over in two rounds, so the first "
+                  "instance to join drains alone for a few seconds and gives partitions up as the others join; their new "
+                  "owners rebuild the open windows (records consumed exceed the input by these replays). **Settled** = "
+                  "from the first scrape at which every instance owned partitions, all "
                   f"{PARTITIONS} together and unchanged afterwards, until records stopped being consumed: the rate and CPU "
-                  "per event of a group that is not rebalancing, from each instance's `streamagg_records_consumed_total` "
-                  "and `streamagg_assigned_partitions`, scraped every 0.5 s (published once a second, so a span of a few "
-                  "seconds is ±1 s at each end). Every output was compared with the oracle: every window exactly once, "
-                  "equal counts and sums.", ""]
+                  "per event of a group that is not rebalancing, from each instance's `streamagg_records_consumed_total`, "
+                  "`streamagg_assigned_partitions` and /proc CPU, scraped every 0.5 s (published once a second: ±1 s at each "
+                  "end of a span of a few seconds; \"not settled\" when the input was drained first). Every output was "
+                  "compared with the oracle: every window exactly once, equal counts and sums.", ""]
     if rebalance:
         lines += [f"## Rebalance pause (live input, {args.rate:,} events/s, {args.rebalance_sources:,} sources, "
                   "1 s windows, 0 s grace)", "",

@@ -133,23 +133,32 @@ def load(topic, events, sources, start_ms):
 
 
 def preload(events, sources, start_ms):
-    """The input every run reads, and its oracle."""
-    topic = create_topic(f"bench-{driver.RUN_ID}-scaleout-in")
+    """A reference copy of the input, and its oracle; every run loads its own copy (deterministic:
+    a copy that differed would fail the run's output check)."""
+    topic = create_topic(f"bench-{driver.RUN_ID}-scaleout-reference")
     log(f"preloading {events} Avro events over {sources} sources into {topic} ({PARTITIONS} partitions)")
     load(topic, events, sources, start_ms)
     expected = driver.oracle(topic, "avro")
     log(f"oracle: {len(expected)} windows close in {topic}")
+    driver.delete_topic(topic)
     return driver.Dataset(topic, "avro", sources, events, expected)
 
 
-def throughput_run(n, dataset, work, guarantee, timeout):
-    """N instances, started together in a fresh group, drain the preloaded input."""
+def throughput_run(n, dataset, work, guarantee, timeout, start_ms):
+    """N instances join a fresh group on an empty copy of the input and settle; then they are frozen
+    (SIGSTOP) while the preload is written, and thawed together (SIGCONT) to drain it: the run measures
+    a settled group draining a backlog, not the join (the local broker has
+    `group.initial.rebalance.delay.ms=0`, and cooperative-sticky hands partitions over in two rounds).
+    A session timeout of 120 s keeps the frozen members in the group."""
     tag = f"n{n}-{time.monotonic_ns()}"
-    topic = dataset.topic
+    topic = create_topic(f"bench-{driver.RUN_ID}-scaleout-in-{tag}")
     output = create_topic(f"bench-{driver.RUN_ID}-scaleout-out-{tag}")
     group = f"bench-{driver.RUN_ID}-scaleout-{tag}"
+    config = os.path.join(work, "frozen-members.toml")
+    with open(config, "w") as f:
+        f.write('[kafka.consumer]\n"session.timeout.ms" = "120000"\n')
     run_args = ["--input", topic, "--output", output, "--group", group, "--input-format", "avro",
-                "--output-format", "avro", "--guarantee", guarantee]
+                "--output-format", "avro", "--guarantee", guarantee, "--config", config]
     instances = [Instance(f"{tag}-i{i}", work, run_args, static=False) for i in range(n)]
     follower = subprocess.Popen([os.environ["FOLLOW_BIN"], "--brokers", driver.BROKERS, "--topic", output,
                                  "--until", str(len(dataset.expected)), "--timeout", f"{timeout}s"],
@@ -159,6 +168,19 @@ def throughput_run(n, dataset, work, guarantee, timeout):
     try:
         for instance in instances:
             instance.start()
+        deadline = time.time() + STEADY_TIMEOUT_S
+        while not owns_all(instances):
+            if time.time() > deadline or not all(instance.alive() for instance in instances):
+                raise RuntimeError(f"{n} instances did not settle within {STEADY_TIMEOUT_S} s (logs: {work})")
+            time.sleep(0.2)
+        time.sleep(2)  # a second round of the cooperative protocol, if any
+        for instance in instances:
+            instance.process.send_signal(signal.SIGSTOP)
+        try:
+            load(topic, dataset.events, dataset.sources, start_ms)
+        finally:
+            for instance in instances:
+                instance.process.send_signal(signal.SIGCONT)
         while follower.poll() is None:
             for instance in instances:
                 if not instance.alive():
@@ -190,6 +212,7 @@ def throughput_run(n, dataset, work, guarantee, timeout):
     elapsed = last_arrival - min(known)
     windows, problem = driver.check_output(output, "avro", dataset)
     driver.delete_topic(output)
+    driver.delete_topic(topic)
     if problem:
         raise RuntimeError(f"{n} instances: output is wrong: {problem} (logs: {work})")
     per_instance = []
@@ -399,9 +422,9 @@ def state_probe(sources, events, work, start_ms, timeout):
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(prog="bench/scale-out", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=6_000_000,
-                        help="preloaded events (default 6000000: the last instance joins seconds after the first, "
-                             "so the input must last longer than that for a settled rate)")
+    parser.add_argument("--events", type=int, default=4_000_000,
+                        help="preloaded events (default 4000000; each run writes its copy while its instances are "
+                             "frozen, which must take well under the 120 s session timeout)")
     parser.add_argument("--sources", type=int, default=10_000, help="sources of the preload (default 10000)")
     parser.add_argument("--instances", default="1,2,3", help="instance counts of the throughput phase, or 'none'")
     parser.add_argument("--repeat", type=int, default=1, help="throughput runs per instance count (median kept)")
@@ -441,7 +464,7 @@ def main():
                 runs = []
                 for attempt in range(args.repeat):
                     try:
-                        runs.append(throughput_run(n, dataset, work, args.guarantee, args.timeout))
+                        runs.append(throughput_run(n, dataset, work, args.guarantee, args.timeout, start_ms))
                         r = runs[-1]
                         log(f"{n} instances run {attempt + 1}: {r['events_per_s']:,.0f} events/s, "
                             f"{r['cpu_s_per_m_events']:.2f} CPU-s per M events, "
@@ -456,7 +479,6 @@ def main():
                     throughput.append(runs[len(runs) // 2] | {"runs": len(runs)})
                 else:
                     throughput.append({"instances": n, "error": failures[-1]})
-            driver.delete_topic(dataset.topic)
         for mode in modes:
             try:
                 rebalance.append(rebalance_run(mode == "static", args.rebalance_instances, args.rate,

@@ -115,18 +115,20 @@ def report_lines(args, machine, throughput, rebalance, state, failures, command)
             lines.append(f"| {row['instances']} | {row['events_per_s']:,.0f} | {settled}"
                          f"{row['cpu_s_per_m_events']:.2f} | {settled_cpu} | {row['records_consumed']:,} | {parts} | "
                          f"{row['windows']:,} ✓ |")
-        lines += ["", "Whole run = input events / (first record consumed by any instance → last expected window on the "
-                  "output, read_committed), start-up and group join included; CPU-s summed over the instances' /proc at "
-                  "that moment. The instances start together, but the local broker has `group.initial.rebalance.delay.ms=0` "
-                  "(scripts/kafka) and the cooperative-sticky assignor hands partitions over in two rounds, so the first "
-                  "instance to join drains alone for a few seconds and gives partitions up as the others join; their new "
-                  "owners rebuild the open windows (records consumed exceed the input by these replays). **Settled** = "
-                  "from the first scrape at which every instance owned partitions, all "
-                  f"{PARTITIONS} together and unchanged afterwards, until records stopped being consumed: the rate and CPU "
-                  "per event of a group that is not rebalancing, from each instance's `streamagg_records_consumed_total`, "
-                  "`streamagg_assigned_partitions` and /proc CPU, scraped every 0.5 s (published once a second: ±1 s at each "
-                  "end of a span of a few seconds; \"not settled\" when the input was drained first). Every output was "
-                  "compared with the oracle: every window exactly once, equal counts and sums.", ""]
+        lines += ["", "Each run: the instances start together on an empty 12-partition input in a fresh group and "
+                  "wait until they own all partitions between them; then they are frozen (SIGSTOP) while this run's copy "
+                  "of the preload is written (the same seed and start: the same records), and thawed together (SIGCONT), "
+                  "so a settled group drains a backlog (the local broker has `group.initial.rebalance.delay.ms=0`, "
+                  "and a cold start would have the first instance drain alone for seconds). `session.timeout.ms` is "
+                  "120 s for these runs so the frozen members stay in the group. Whole run = input events / (first "
+                  "record consumed by any instance → last expected window on the output, read_committed); CPU-s summed "
+                  "over the instances' /proc at that moment (start-up included). Settled = from the first scrape at "
+                  f"which every instance owned partitions, all {PARTITIONS} together and unchanged afterwards, until "
+                  "records stopped being consumed, from each instance's `streamagg_records_consumed_total`, "
+                  "`streamagg_assigned_partitions` and /proc CPU, scraped every 0.5 s (published once a second: ±1 s "
+                  "at each end of a span of a few seconds). Records consumed exceed the input when a partition moved "
+                  "and its new owner rebuilt its open windows. Every output was compared with the oracle (computed "
+                  "from a reference copy): every window exactly once, equal counts and sums.", ""]
     if rebalance:
         lines += [f"## Rebalance pause (live input, {args.rate:,} events/s, {args.rebalance_sources:,} sources, "
                   "1 s windows, 0 s grace)", "",

@@ -372,15 +372,9 @@ fn poll_loop(
         // a poll: librdkafka runs the rebalance callback, which takes it too, inside poll.)
         let mut timeout = idle_poll;
         let mut caught_up = false;
-        let mut polled_at = None;
         for _ in 0..POLL_BATCH {
-            let polled = consumer.poll(timeout);
-            // The batch's one clock read, once its first record (or nothing) arrived.
-            let polled_at = *polled_at.get_or_insert_with(Instant::now);
-            match polled {
-                Some(Ok(message)) => {
-                    context.with_processor(|p| p.handle(consumer, &message, polled_at))?
-                }
+            match consumer.poll(timeout) {
+                Some(Ok(message)) => context.with_processor(|p| p.handle(consumer, &message))?,
                 // A missing ACL (no read on an input topic or the group) does not go away.
                 Some(Err(error)) if kafka::context::is_not_authorized(&error) => {
                     return Err(PipelineError::Consumer(error))
@@ -403,8 +397,10 @@ fn poll_loop(
             inbox.answer_waiting(|query| context.with_processor(|p| p.live_view(query)));
         }
         if settings.idle_close_after.is_some() {
+            let now = Instant::now();
             context.with_processor(|p| {
-                p.close_idle(consumer, Instant::now())
+                p.end_batch(now);
+                p.close_idle(consumer, now)
                     .or_else(|error| p.recover(consumer, error))
             })?;
         }

@@ -27,6 +27,10 @@ pub(super) struct ResetArgs {
     /// Print the plan (`topic[partition]: current → new`) and commit nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Reset even though the group has no committed offset on the input (a group that never ran;
+    /// without this, that is taken for a mistyped group name and refused).
+    #[arg(long)]
+    allow_new_group: bool,
 }
 
 /// Where the offsets go: exactly one.
@@ -87,6 +91,12 @@ pub(super) fn reset(args: &ResetArgs) -> Result<()> {
         bail!("{busy}");
     }
     let plan = current_plan(&group, topic, to)?;
+    if !args.allow_new_group && plan.partitions.iter().all(|p| p.current.is_none()) {
+        bail!(
+            "group '{group_name}' has no committed offsets on '{topic}': is the group name right? \
+             (`--allow-new-group` resets a group that never ran)"
+        );
+    }
     let position = match to {
         ResetTo::Earliest => "the earliest records".to_owned(),
         ResetTo::Datetime(_) => args.position.to_datetime.clone().unwrap_or_default(),

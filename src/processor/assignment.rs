@@ -117,12 +117,21 @@ impl Processor {
             if forget_local {
                 self.store.forget(&tp)?;
             }
-            // A start from neither local state nor a streamagg commit begins a new generation, so
-            // that state other instances kept from before it is never continued.
-            let generation = plan.generation().unwrap_or_else(|| {
-                let seen = local.as_ref().map(|(c, _)| c.generation);
-                let committed = group.and_then(|(_, meta)| meta).map(|m| m.generation);
-                Generation::new_after(crate::producer::now_ms(), seen.into_iter().chain(committed))
+            // A start from a foreign commit (a reset with Kafka's own tool) or from a log that went
+            // back begins a new generation, so that state other instances kept from before it is
+            // never continued. A start from nothing at all stays in generation 0: what every
+            // version writes (the `streamagg/2` commit, the version-1 store record), so a rollback
+            // or a group of mixed versions reads it as its own.
+            let generation = plan.generation().unwrap_or_else(|| match plan {
+                ResumePlan::Fresh => Generation::default(),
+                _ => {
+                    let seen = local.as_ref().map(|(c, _)| c.generation);
+                    let committed = group.and_then(|(_, meta)| meta).map(|m| m.generation);
+                    Generation::new_after(
+                        crate::producer::now_ms(),
+                        seen.into_iter().chain(committed),
+                    )
+                }
             });
             // (windows, offset to read from, offset below which records are a replay)
             let (windows, from, replay_until) = match plan {

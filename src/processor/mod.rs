@@ -147,8 +147,11 @@ struct PartitionState {
     replay_until: i64,
     /// Processed records since the last checkpoint.
     changed: bool,
-    /// When the partition last delivered a record (for `idle_close_after`).
+    /// When the partition last delivered a record (for `idle_close_after`): the end of the poll
+    /// batch it came in, never earlier than the record ([`Processor::end_batch`]).
     last_record: Instant,
+    /// Whether a record of this partition came in the current poll batch.
+    in_batch: bool,
     /// For a partition started without any checkpoint: the offset of its first processed record,
     /// where an abort rewinds it to.
     started_fresh_at: Option<i64>,
@@ -165,6 +168,7 @@ impl PartitionState {
             replay_until: from.unwrap_or(0),
             changed: false,
             last_record: Instant::now(),
+            in_batch: false,
             started_fresh_at: None,
             generation,
         }
@@ -250,19 +254,17 @@ impl Processor {
         self.counts
     }
 
-    /// Processes one input record, polled in a batch that started at `polled_at` (the time its
-    /// partition last saw a record, for idle closing: one clock read per batch, not per record).
+    /// Processes one input record.
     pub(crate) fn handle<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         message: &BorrowedMessage<'_>,
-        polled_at: Instant,
     ) -> Result<(), PipelineError> {
         if self.failed {
             return Ok(()); // the loop is stopping: nothing more is processed or committed
         }
         let resets = self.counts.resets;
-        self.process(message, polled_at)
+        self.process(message)
             .or_else(|error| self.recover(consumer, error))?;
         if self.counts.resets > resets {
             // Commit the reset at once: until then the group's commit still describes the old log,
@@ -272,12 +274,24 @@ impl Processor {
         Ok(())
     }
 
+    /// Ends a poll batch at `now`: every partition that delivered a record in it last did so at
+    /// `now` for idle closing. One clock read per batch instead of one per record, and never
+    /// earlier than the record: whatever stalled the batch (a checkpoint in a rebalance callback,
+    /// an abort's backoff) cannot make a partition look idle for longer than it was.
+    pub(crate) fn end_batch(&mut self, now: Instant) {
+        for state in self
+            .partitions
+            .values_mut()
+            .flat_map(|parts| parts.values_mut())
+        {
+            if std::mem::take(&mut state.in_batch) {
+                state.last_record = now;
+            }
+        }
+    }
+
     /// The per-record work of [`Processor::handle`].
-    fn process(
-        &mut self,
-        message: &BorrowedMessage<'_>,
-        polled_at: Instant,
-    ) -> Result<(), PipelineError> {
+    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
         let route_settings = self.settings.route_settings();
         let (topic, partition) = (message.topic(), message.partition());
         let Some(state) = self
@@ -336,7 +350,7 @@ impl Processor {
         );
         state.next_offset = Some(offset + 1);
         state.changed = true;
-        state.last_record = polled_at;
+        state.in_batch = true;
         if replay {
             // Side outputs and counts of these records happened when they were first processed.
             self.counts.replayed += 1;

@@ -61,13 +61,23 @@ pub fn decode_aggregate(bytes: &[u8]) -> Option<Aggregate> {
 }
 
 /// `version ‖ has stream time ‖ next_offset (i64 LE) ‖ stream time (i64 LE) ‖ generation (u64 LE)`.
-pub fn encode_checkpoint(c: &PartitionCheckpoint) -> [u8; 26] {
-    let mut out = [0_u8; 26];
-    out[0] = CHECKPOINT_VERSION;
-    out[1] = u8::from(c.stream_time.is_some());
-    out[2..10].copy_from_slice(&c.next_offset.to_le_bytes());
-    out[10..18].copy_from_slice(&c.stream_time.unwrap_or(0).to_le_bytes());
-    out[18..26].copy_from_slice(&c.generation.0.to_le_bytes());
+/// A checkpoint's value: version 1 (18 bytes, what every earlier version reads) for generation 0,
+/// version 2 (26 bytes, with the generation) only after a reset began another generation, so a
+/// rollback to a version without generations keeps working on stores that never saw a reset.
+pub fn encode_checkpoint(c: &PartitionCheckpoint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(26);
+    let version = if c.generation == Generation::default() {
+        CHECKPOINT_V1
+    } else {
+        CHECKPOINT_VERSION
+    };
+    out.push(version);
+    out.push(u8::from(c.stream_time.is_some()));
+    out.extend_from_slice(&c.next_offset.to_le_bytes());
+    out.extend_from_slice(&c.stream_time.unwrap_or(0).to_le_bytes());
+    if version == CHECKPOINT_VERSION {
+        out.extend_from_slice(&c.generation.0.to_le_bytes());
+    }
     out
 }
 
@@ -165,6 +175,23 @@ pub(crate) mod tests {
                 Some(checkpoint)
             );
         }
+        // Generation 0 is written as version 1, byte for byte what streamagg wrote before
+        // generations, so an earlier version reads it; a later generation needs version 2.
+        let first = PartitionCheckpoint {
+            next_offset: 77,
+            stream_time: Some(-3),
+            generation: Generation(0),
+        };
+        assert_eq!(encode_checkpoint(&first).len(), 18);
+        assert_eq!(encode_checkpoint(&first)[0], 1);
+        assert_eq!(
+            encode_checkpoint(&PartitionCheckpoint {
+                generation: Generation(7),
+                ..first
+            })
+            .len(),
+            26
+        );
         // What streamagg wrote before generations is read as of the first.
         let mut v1 = [0_u8; 18];
         v1[0] = 1;

@@ -375,4 +375,28 @@ fn streamagg_reset_is_refused_while_the_group_has_a_member_and_a_dry_run_commits
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
+
+    // A mistyped group (no commit on the input) is refused, not "reset" into a new group while
+    // the real one goes on from its local state.
+    let typo = format!("{}-typo", scenario.group);
+    let mistyped = streamagg(&[
+        "reset",
+        "--brokers",
+        &brokers(),
+        "--group",
+        &typo,
+        "--input",
+        &input,
+        "--to-earliest",
+    ]);
+    let stderr = String::from_utf8_lossy(&mistyped.stderr);
+    assert_eq!(mistyped.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&typo) && stderr.contains("no committed offsets"),
+        "{stderr}"
+    );
+    assert!(
+        committed(&typo, &input).iter().all(Option::is_none),
+        "nothing committed for the mistyped group"
+    );
 }

@@ -661,7 +661,7 @@ def main():
             if args.latency_seconds > 0:
                 # 100 % = what the generator and streamagg sustain together on these cores.
                 try:
-                    capacity = open_loop_capacity("at-least-once", 20 if not args.smoke else 4, args.sources, work,
+                    capacity = open_loop_capacity("at-least-once", 20 if not args.smoke else 1, args.sources, work,
                                                   latency_extra)
                 except Exception as error:
                     failures.append(f"latency capacity probe: {error}")

@@ -2,16 +2,24 @@
 //! a source's open window equals an oracle computed from the input the test wrote (count, sum,
 //! min, max, avg, its partition as Kafka placed the records, the partition's stream time); no or a
 //! wrong token is `401`; with two instances in one group, each names the other as the owner of the
-//! sources it does not own, with its address, and `streamagg query` follows it there in one hop.
+//! sources it does not own, with its address, and `streamagg query` follows it there in one hop. A
+//! rogue group member publishing an address of its own in its `client.id` is named, never sent the
+//! token, unless the user names it with `--peer` (and then its oversized answer is cut off).
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streamagg::live::answer::{encode_source, WindowsAnswer, PATH_PREFIX};
 
-use crate::common::{brokers, http_get, read_all, streamagg, wait_for_records, StreamaggProcess};
+use crate::bounded::run_bounded;
+use crate::common::{
+    brokers, http_get, kafka_settings, read_all, streamagg, wait_for_records, StreamaggProcess,
+};
 use crate::dataset::{json_events, produce_inputs, T0};
 use crate::scenario::{check_alive, random_group, Topics};
 
@@ -266,7 +274,7 @@ fn a_source_owned_by_another_instance_names_its_owner_and_query_follows_it() {
             let other = answers[1 - owner].as_ref().expect("200");
             let complete = open_window(answers[owner].as_ref().expect("200"))
                 .is_some_and(|(_, (count, ..), _, _)| count == 3);
-            if !complete || other.redirect() != Some(addrs[owner].to_string().as_str()) {
+            if !complete || other.elsewhere != [addrs[owner].to_string()] {
                 settled = false;
                 break;
             }
@@ -433,5 +441,182 @@ fn queries_while_the_processor_works_through_a_backlog_are_answered_and_never_go
         assert_eq!(start, T0);
         assert_eq!(actual, expected[source.as_str()], "{source}");
     }
+    processor.stop_gracefully();
+}
+
+/// An HTTP listener the test owns, on another loopback address than the processors (127.0.0.2):
+/// it keeps the head of every request it gets and answers each with `200` and a body larger than
+/// any client should read.
+struct Listener {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn start() -> Listener {
+        let listener = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (kept, stopped) = (Arc::clone(&heads), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut head = [0u8; 8192];
+                let read = stream.read(&mut head).unwrap_or(0);
+                kept.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&head[..read]).into_owned());
+                let _ =
+                    stream.write_all(b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n");
+                let chunk = vec![b' '; 1024 * 1024];
+                for _ in 0..6 {
+                    if stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Listener { addr, heads, stop }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A member of `group` that is no streamagg instance: a plain consumer of `topic` whose `client.id`
+/// publishes `address` as streamagg's do. It polls (so it keeps its partitions) until `stop`.
+fn rogue_member(
+    group: &str,
+    topic: &str,
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka_settings()
+        .client_config(&format!("streamagg@{address}"))
+        .set("group.id", group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("rogue consumer");
+    consumer.subscribe(&[topic]).expect("subscribed");
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+    })
+}
+
+#[test]
+fn query_never_sends_the_token_to_an_owner_address_a_group_member_made_up() {
+    let topics = Topics::create("live-rogue", 2);
+    let dir = tempfile::tempdir().expect("dir");
+    let group = random_group();
+    let mut processor = start(&topics, &group, dir.path(), "state");
+    let addr = processor.telemetry_addr(Duration::from_secs(30));
+    let listener = Listener::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rogue = rogue_member(&group, &topics.input.name, listener.addr, Arc::clone(&stop));
+
+    // Until the rogue member owns a partition (bounded): a source on it, named with its address.
+    let sources: Vec<String> = (0..16).map(|i| format!("probe-{i}")).collect();
+    let started = Instant::now();
+    let source = loop {
+        let found = sources.iter().find(|source| {
+            ask(addr, source).1.is_some_and(|answer| {
+                !answer.owned
+                    && answer.partitions.iter().all(|p| {
+                        p.owner.as_ref().and_then(|o| o.address.clone())
+                            == Some(listener.addr.to_string())
+                    })
+            })
+        });
+        if let Some(source) = found {
+            break source.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the rogue member never owned a partition; log:\n{}",
+            processor.log()
+        );
+        processor.assert_alive();
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    // Asked at the processor, `query` prints its answer, names the owner and how to trust it, and
+    // never connects to it.
+    let token = token_file(dir.path());
+    let endpoint = format!("http://{addr}");
+    let args = |peer: Option<&str>| {
+        let mut args: Vec<String> = [
+            "query",
+            "--source",
+            source.as_str(),
+            "--endpoint",
+            endpoint.as_str(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(["--token-file".to_owned(), token.clone()]);
+        if let Some(peer) = peer {
+            args.extend(["--peer".to_owned(), peer.to_owned()]);
+        }
+        args
+    };
+    let (output, _) = run_bounded(
+        &args(None),
+        &[("RUST_LOG", "warn")],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(listener.heads().is_empty(), "{:?}", listener.heads());
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let answer: WindowsAnswer = serde_json::from_slice(&output.stdout).expect("one JSON answer");
+    assert!(!answer.owned && !answer.complete, "{answer:?}");
+    assert!(
+        stderr.contains(&format!("--peer {}", listener.addr)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN) && !String::from_utf8_lossy(&output.stdout).contains(TOKEN));
+
+    // Named with --peer it is asked, with the token; its endless answer is cut off at the limit,
+    // in bounded time, and the answer printed says it is partial.
+    let peer = listener.addr.to_string();
+    let (output, took) = run_bounded(
+        &args(Some(&peer)),
+        &[("RUST_LOG", "warn")],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let heads = listener.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].contains(&format!("Authorization: Bearer {TOKEN}")),
+        "{heads:?}"
+    );
+    assert!(stderr.contains("larger than 4 MiB"), "{stderr}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let answer: WindowsAnswer = serde_json::from_slice(&output.stdout).expect("one JSON answer");
+    assert!(!answer.complete, "{answer:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    rogue.join().expect("rogue member");
     processor.stop_gracefully();
 }

@@ -620,3 +620,33 @@ fn query_never_sends_the_token_to_an_owner_address_a_group_member_made_up() {
     rogue.join().expect("rogue member");
     processor.stop_gracefully();
 }
+
+#[test]
+fn run_refuses_a_consumer_client_id_with_the_live_state_endpoint_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = crate::common::config_file(
+        dir.path(),
+        "input = [\"in\"]\noutput = \"out\"\n[kafka.consumer]\n\"client.id\" = \"billing-7\"\n",
+    );
+    let args: Vec<String> = [
+        "run",
+        "--config",
+        config.as_str(),
+        "--brokers",
+        brokers().as_str(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--query-token-file",
+        token_file(dir.path()).as_str(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (output, _) = run_bounded(&args, &[("RUST_LOG", "warn")], Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(1));
+    let line = crate::bounded::single_error_line("run", &output, &[TOKEN]);
+    assert!(
+        line.contains("[kafka.consumer] may not set 'client.id'")
+            && line.contains("query_token_file"),
+        "{line}"
+    );
+}

@@ -650,3 +650,112 @@ fn run_refuses_a_consumer_client_id_with_the_live_state_endpoint_on() {
         "{line}"
     );
 }
+
+/// With two input topics a source has a partition in each; with each owned by another instance, an
+/// instance's answer is partial (`"complete": false`, the other owner `elsewhere`), and
+/// `streamagg query` asks that owner (on the endpoint's host) and prints the whole.
+#[test]
+fn a_source_split_over_two_instances_is_marked_partial_and_query_completes_it() {
+    let topics = Topics::create("live-split", 1);
+    let second_input = crate::common::TestTopic::create("live-split-in2", 1);
+    let source = "split-1";
+    let first_events = vec![(source.to_owned(), T0 + 1_000, 10.0)];
+    let second_events = vec![
+        (source.to_owned(), T0 + 2_000, 20.0),
+        (source.to_owned(), T0 + 3_000, 30.0),
+    ];
+    write(&topics.input.name, &first_events);
+    write(&second_input.name, &second_events);
+    let dir = tempfile::tempdir().expect("dir");
+    let group = random_group();
+    let inputs = format!("{},{}", topics.input.name, second_input.name);
+    let token = token_file(dir.path());
+    let instance = |name: &str| {
+        let state = dir.path().join(name);
+        StreamaggProcess::start(&[
+            "--brokers",
+            &brokers(),
+            "--input",
+            &inputs,
+            "--output",
+            &topics.output.name,
+            "--group",
+            &group,
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            "--window",
+            "60s",
+            "--checkpoint-interval",
+            "200ms",
+            "--query-token-file",
+            &token,
+        ])
+    };
+    let mut first = instance("a");
+    let mut second = instance("b");
+    let addrs = [
+        first.telemetry_addr(Duration::from_secs(30)),
+        second.telemetry_addr(Duration::from_secs(30)),
+    ];
+
+    // Until each instance owns one of the two partitions, with its record(s) in (bounded).
+    let started = Instant::now();
+    let at = loop {
+        let answers = addrs.map(|addr| ask(addr, source).1);
+        let split = |i: usize| {
+            // (Recounted: `complete` and `elsewhere` as of the partitions, whichever build answered.)
+            answers[i].clone().is_some_and(|mut a| {
+                a.recount();
+                a.owned
+                    && !a.complete
+                    && a.elsewhere == [addrs[1 - i].to_string()]
+                    && a.partitions
+                        .iter()
+                        .filter_map(|p| p.state.as_ref())
+                        .all(|s| s.windows.len() == 1)
+            })
+        };
+        if split(0) && split(1) {
+            break addrs[0];
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "never split: {answers:?}"
+        );
+        check_alive(&mut [&mut first, &mut second]);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    let output = streamagg(&[
+        "query",
+        "--source",
+        source,
+        "--endpoint",
+        &format!("http://{at}"),
+        "--token-file",
+        &token,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let answer: WindowsAnswer =
+        serde_json::from_slice(&output.stdout).expect("the answer is printed as JSON");
+    assert!(answer.complete && answer.owned, "{answer:?}\n{stderr}");
+    assert!(answer.elsewhere.is_empty(), "{answer:?}");
+    let counts: Vec<(String, i64)> = answer
+        .partitions
+        .iter()
+        .map(|p| {
+            let state = p.state.as_ref().expect("owned");
+            (p.topic.clone(), state.windows[0].count)
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (topics.input.name.clone(), 1),
+            (second_input.name.clone(), 2)
+        ]
+    );
+    first.stop_gracefully();
+    second.stop_gracefully();
+}

@@ -277,8 +277,8 @@ pub fn run(
         config.set(key, value);
     }
     if let Some(address) = live.as_ref().and_then(|l| l.advertised_address.as_deref()) {
-        // Owner discovery reads it from the group's description (`live::assignment`): it wins
-        // over a pass-through `client.id`.
+        // Owner discovery reads it from the group's description (`live::assignment`). A
+        // pass-through `client.id` is refused with the endpoint on (`config::query`).
         config.set("client.id", advertising_client_id(address));
     }
     let context = ProcessorContext {

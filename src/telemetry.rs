@@ -401,7 +401,7 @@ mod server;
 pub mod write_deadline;
 pub use server::{
     http_get, http_get_with, serve, ClientConnections, ClientSlot, Endpoint, RateLimitedWarning,
-    HEADER_READ_TIMEOUT, MAX_CONNECTIONS,
+    HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_RESPONSE_BYTES,
 };
 
 #[cfg(test)]

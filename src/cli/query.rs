@@ -1,5 +1,8 @@
-//! `streamagg query`: asks one instance's live-state endpoint for a source's open windows and,
-//! when that instance names another as the owner, asks the owner (one hop). Prints the answer.
+//! `streamagg query`: asks one instance's live-state endpoint for a source's open windows and, for
+//! each partition that instance does not own, asks its owner (one hop) — but only an owner whose
+//! address the user trusts ([`Trusted`]: the endpoint's host or a `--peer`); the token is never
+//! sent anywhere else. Prints one answer, completed from the owners' answers, and says on stderr
+//! what is still missing and how to ask for it.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -8,6 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use streamagg::live::answer::{encode_source, WindowsAnswer, PATH_PREFIX};
+use streamagg::live::follow::{endpoint_authority, Trusted};
 use streamagg::telemetry;
 
 use super::secrets::read_secret_file;
@@ -27,6 +31,11 @@ pub(super) struct QueryArgs {
     /// File holding the bearer token (`STREAMAGG_QUERY_TOKEN` in the environment wins).
     #[arg(long, env = "STREAMAGG_QUERY_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// An owner's endpoint (host:port) that may be asked with the token, besides any on the
+    /// endpoint's host (repeatable). Owners publish their address in their consumer `client.id`,
+    /// which any member of the group can set: others are named, never asked.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
     /// How long each request may take.
     #[arg(long, default_value = "10s", value_parser = streamagg::config::duration::parse)]
     timeout: Duration,
@@ -46,14 +55,7 @@ pub(super) fn query_token(file: Option<&std::path::Path>) -> Result<Option<Strin
 
 /// The socket address of `http://host:port` (or `host:port`).
 fn endpoint_addr(endpoint: &str) -> Result<SocketAddr> {
-    if endpoint.starts_with("https://") {
-        bail!("endpoint {endpoint}: https is not supported; the endpoint speaks plain HTTP (put a TLS proxy in front of it)");
-    }
-    let authority = endpoint
-        .strip_prefix("http://")
-        .unwrap_or(endpoint)
-        .trim_end_matches('/');
-    authority
+    endpoint_authority(endpoint)?
         .to_socket_addrs()
         .with_context(|| format!("endpoint {endpoint} is not a reachable host:port"))?
         .next()
@@ -68,23 +70,61 @@ fn ask(endpoint: &str, path: &str, token: &str, timeout: Duration) -> Result<Win
     if status != 200 {
         bail!("{endpoint} answered {status}: {}", body.trim());
     }
-    serde_json::from_str(&body).with_context(|| format!("{endpoint} answered no live-state JSON"))
+    let mut answer: WindowsAnswer = serde_json::from_str(&body)
+        .with_context(|| format!("{endpoint} answered no live-state JSON"))?;
+    answer.recount();
+    Ok(answer)
 }
 
 pub(super) fn query(args: &QueryArgs) -> Result<()> {
+    let trusted = Trusted::new(&args.endpoint, &args.peers)?;
     let token = query_token(args.token_file.as_deref())?
         .ok_or_else(|| anyhow!("no query token: set STREAMAGG_QUERY_TOKEN or --token-file"))?;
     let path = format!("{PATH_PREFIX}{}", encode_source(&args.source));
     let mut answer = ask(&args.endpoint, &path, &token, args.timeout)?;
-    if let Some(owner) = answer.redirect().map(str::to_owned) {
-        tracing::info!(owner = %owner, "following to the instance that owns the source");
-        answer = ask(&owner, &path, &token, args.timeout)?;
-        if !answer.owned {
-            tracing::warn!(owner = %owner, "the named owner does not own the source either (a rebalance may be under way): try again");
+    for owner in answer.elsewhere.clone() {
+        if !trusted.trusts(&owner) {
+            let parts: Vec<String> = answer
+                .partitions
+                .iter()
+                .filter(|p| {
+                    !p.owned
+                        && p.owner.as_ref().and_then(|o| o.address.as_deref())
+                            == Some(owner.as_str())
+                })
+                .map(|p| format!("{}[{}]", p.topic, p.partition))
+                .collect();
+            tracing::warn!(
+                "{} owned by {owner}, which is neither on the endpoint's host nor a --peer: not \
+                 asked (the token goes only to trusted addresses); if it is one of yours, ask \
+                 again with --peer {owner}",
+                parts.join(", ")
+            );
+            continue;
         }
-    } else if !answer.owned {
+        tracing::info!(owner = %owner, "asking the instance that owns part of the source");
+        match ask(&owner, &path, &token, args.timeout) {
+            Ok(other) => {
+                if answer.fill_from(&other) == 0 {
+                    tracing::warn!(owner = %owner, "the named owner does not own the source's partitions either (a rebalance may be under way): try again");
+                }
+            }
+            Err(error) => tracing::warn!(owner = %owner, "{error:#}"),
+        }
+    }
+    if !answer.complete {
         tracing::warn!(
-            "no instance that owns the source publishes its address (see --advertised-address)"
+            "partial answer: the windows of {} are missing (\"complete\": false){}",
+            answer.missing().join(", "),
+            if answer
+                .partitions
+                .iter()
+                .any(|p| !p.owned && p.owner.as_ref().is_none_or(|o| o.address.is_none()))
+            {
+                "; an owner publishes no address (see --advertised-address)"
+            } else {
+                ""
+            }
         );
     }
     println!("{}", serde_json::to_string(&answer)?);

@@ -468,6 +468,9 @@ impl TryFrom<RunOptions> for RunSettings {
             passthrough::from_table(Client::Producer, options.kafka.producer, allow_insecure_tls)?;
         let transaction_timeout =
             transaction_timeout(&producer_properties, guarantee, checkpoint_interval)?;
+        let consumer_properties =
+            passthrough::from_table(Client::Consumer, options.kafka.consumer, allow_insecure_tls)?;
+        query::check_consumer_properties(query.as_ref(), &consumer_properties)?;
         Ok(RunSettings {
             kafka,
             input_topics,
@@ -492,11 +495,7 @@ impl TryFrom<RunOptions> for RunSettings {
             stall_timeout,
             query,
             create_topics: options.create_topics.unwrap_or(false),
-            consumer_properties: passthrough::from_table(
-                Client::Consumer,
-                options.kafka.consumer,
-                allow_insecure_tls,
-            )?,
+            consumer_properties,
             producer_properties,
             transaction_timeout,
         })

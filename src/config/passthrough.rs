@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 
 use super::ConfigError;
 
-/// librdkafka properties every client gets from `KafkaSettings` (the cluster and how to reach it).
+/// librdkafka properties every client gets from `KafkaSettings`: the cluster, how to reach it, and
+/// that asking about a topic never creates it (`allow.auto.create.topics`).
 pub const MANAGED_CONNECTION_KEYS: &[&str] = &[
+    "allow.auto.create.topics",
     "bootstrap.servers",
     "security.protocol",
     "sasl.mechanism",

@@ -1,4 +1,7 @@
-//! The live-state endpoint's settings (`query_token_file`, `advertised_address`), validated once.
+//! The live-state endpoint's settings (`query_token_file`, `advertised_address`), validated once,
+//! and what they rule out among the consumer's pass-through properties.
+
+use std::collections::BTreeMap;
 
 use super::cluster::{is_host_port, Secret};
 use super::ConfigError;
@@ -54,4 +57,24 @@ pub(super) fn settings(
         token: Secret::new(token),
         advertised_address,
     }))
+}
+
+/// With the endpoint on, the consumer's `client.id` publishes the instance's address
+/// (`streamagg@<host:port>`, how the instances find each other): a `client.id` of the user's
+/// (`[kafka.consumer]`, canonical keys) would be overwritten, silently breaking the client-id quotas
+/// and monitoring it was set for, so the two are refused together.
+pub(super) fn check_consumer_properties(
+    query: Option<&QuerySettings>,
+    consumer_properties: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    if query.is_some() && consumer_properties.contains_key("client.id") {
+        return Err(ConfigError::Refused {
+            table: "consumer",
+            key: "client.id".to_owned(),
+            reason: "with the live-state endpoint on (query_token_file), the consumer's client.id \
+                     publishes this instance's address (streamagg@<advertised_address>); unset one \
+                     of the two",
+        });
+    }
+    Ok(())
 }

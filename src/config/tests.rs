@@ -244,6 +244,7 @@ fn invalid_settings_are_refused_with_the_key_named() {
         ("key without cert", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_location: Some("/k".into()), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'ssl_certificate_location': is required with ssl_key_location"),
         ("key password without key", RunOptions { cluster: KafkaOptions { security: SecurityOptions { security_protocol: Some("SSL".into()), ssl_key_password: Some(Secret::new("p".into())), ..SecurityOptions::default() }, ..KafkaOptions::default() }, ..minimal() }, "invalid setting 'ssl_key_password': is given but ssl_key_location is not"),
         ("checkpoint interval past the transaction timeout", RunOptions { checkpoint_interval: Some(Duration::from_secs(10)), ..minimal() }, "invalid setting 'checkpoint_interval': 10s is more than half of transaction.timeout.ms (10s): under exactly-once a transaction lasts one interval plus its commit, and the coordinator aborts it after that timeout; lower the interval or raise [kafka.producer] transaction.timeout.ms"),
+        ("client.id with the live-state endpoint", RunOptions { query_token: Some("t".into()), kafka: KafkaPassThrough { consumer: BTreeMap::from([("Client.ID".to_owned(), toml::Value::String("billing".into()))]), ..Default::default() }, ..minimal() }, "[kafka.consumer] may not set 'client.id': with the live-state endpoint on (query_token_file), the consumer's client.id publishes this instance's address (streamagg@<advertised_address>); unset one of the two"),
         ("bad transaction timeout", RunOptions { kafka: KafkaPassThrough { producer: BTreeMap::from([("transaction.timeout.ms".to_owned(), toml::Value::String("soon".into()))]), ..Default::default() }, ..minimal() }, "invalid setting 'transaction.timeout.ms': 'soon' is not a positive number of milliseconds"),
     ];
     for (name, options, message) in cases {
@@ -270,6 +271,16 @@ fn managed_librdkafka_keys_and_unknown_file_keys_are_refused() {
         .map_err(|e| e.to_string()),
         Err("[kafka.consumer] may not set 'group.id': streamagg manages it".to_owned())
     );
+    // Without the live-state endpoint the consumer's client.id is the user's to set.
+    let client_id = RunSettings::try_from(RunOptions {
+        kafka: KafkaPassThrough {
+            consumer: BTreeMap::from([("client.id".to_owned(), toml::Value::String("b".into()))]),
+            ..Default::default()
+        },
+        ..minimal()
+    })
+    .expect("valid");
+    assert_eq!(client_id.consumer_properties["client.id"], "b");
     let unknown = RunOptions::from_toml("f.toml", "input = [\"a\"]\nwindwo = \"1m\"\n")
         .map_err(|e| e.to_string());
     assert!(

@@ -23,6 +23,12 @@ impl KafkaSettings {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", client_id)
+            // streamagg asks about topics only to check or describe them, and creates them only
+            // when told to (`topics`, `--create-topics`). librdkafka's producer default (true)
+            // lets its metadata request for a missing topic create it, with the broker's default
+            // shape, on a broker with `auto.create.topics.enable=true` (Apache's default): the
+            // start-up check and `topics ensure` would then find a topic of the wrong shape.
+            .set("allow.auto.create.topics", "false")
             // Connection failures surface through our own start-up check as one line; keep
             // librdkafka from also printing its own stack of them.
             .set("log.connection.close", "false")

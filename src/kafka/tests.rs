@@ -198,3 +198,45 @@ fn a_refused_client_property_never_shows_its_value() {
         assert!(error.contains(key), "the key is named: {error}");
     }
 }
+
+/// librdkafka's producer default `allow.auto.create.topics=true` makes a metadata request for a
+/// missing topic create it on a broker with `auto.create.topics.enable=true`: every client streamagg
+/// builds (admin, start-up checks, discovery, readers, producers, the processor's consumer) says
+/// false, and librdkafka takes the property for each client type.
+#[test]
+fn no_client_asks_the_broker_to_create_the_topics_it_looks_up() {
+    use rdkafka::admin::AdminClient;
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::BaseProducer;
+    let settings = KafkaSettings {
+        brokers: "127.0.0.1:1".into(),
+        timeout: Duration::from_secs(1),
+        security: KafkaSecurity::default(),
+    };
+    let configs = [
+        ("client", settings.client_config("t")),
+        ("consumer", settings.consumer_config("t")),
+        (
+            "producer",
+            crate::producer::producer_config(&settings, "t", &Default::default()),
+        ),
+    ];
+    for (what, config) in &configs {
+        assert_eq!(
+            config.get("allow.auto.create.topics"),
+            Some("false"),
+            "{what}"
+        );
+        let native = config.create_native_config().expect("librdkafka takes it");
+        assert_eq!(
+            native.get("allow.auto.create.topics").ok().as_deref(),
+            Some("false"),
+            "{what}"
+        );
+    }
+    let producer: BaseProducer = configs[2].1.create().expect("a producer takes it");
+    let consumer: BaseConsumer = configs[1].1.create().expect("a consumer takes it");
+    let admin: AdminClient<StreamaggContext> =
+        crate::kafka::admin::admin_client(&settings).expect("an admin client takes it");
+    drop((producer, consumer, admin));
+}

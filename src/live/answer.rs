@@ -1,7 +1,7 @@
 //! The shapes of `GET /v1/windows/{source}`: the source from the path, and the JSON answer. Pure.
 //!
 //! ```json
-//! {"source": "link-1", "owned": true, "partitions": [
+//! {"source": "link-1", "owned": true, "complete": true, "partitions": [
 //!   {"topic": "traffic", "partition": 3, "owned": true, "rebuilding": false, "stream_time": 1700000075000,
 //!    "windows": [{"source": "link-1", "window_start": 1700000040000, "window_end": 1700000100000,
 //!                 "count": 12, "sum": 840.0, "avg": 70.0, "min": 12.5, "max": 99.0, "final": false}]}]}
@@ -9,7 +9,10 @@
 //!
 //! One entry per input topic. A partition this instance does not own has `"owned": false` and, when
 //! the group description names it, `"owner": {"client_id", "client_host", "address"}` (`address`:
-//! where that instance serves this endpoint, if it publishes one).
+//! where that instance serves this endpoint, if it publishes one). `owned` says whether this
+//! instance owns any of them, `complete` whether it owns all of them (with several input topics an
+//! answer can be partial), and `elsewhere` lists, once each, the published addresses of the owners
+//! of the missing ones.
 
 use serde::{Deserialize, Serialize};
 
@@ -127,29 +130,72 @@ pub struct PartitionAnswer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowsAnswer {
     pub source: String,
-    /// Whether this instance owns any of the source's partitions.
+    /// Whether this answer holds any of the source's partitions.
     pub owned: bool,
+    /// Whether it holds every one of them: when `false`, the windows of the partitions with
+    /// `"owned": false` are missing from it.
+    #[serde(default)]
+    pub complete: bool,
+    /// The published addresses of the owners of the missing partitions, each once, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elsewhere: Vec<String>,
     pub partitions: Vec<PartitionAnswer>,
 }
 
 impl WindowsAnswer {
     pub fn new(source: String, partitions: Vec<PartitionAnswer>) -> Self {
-        WindowsAnswer {
-            owned: partitions.iter().any(|p| p.owned),
+        let mut answer = WindowsAnswer {
             source,
+            owned: false,
+            complete: false,
+            elsewhere: Vec::new(),
             partitions,
-        }
+        };
+        answer.recount();
+        answer
     }
 
-    /// Where to ask instead, when this instance owns none of the source's partitions: the first
-    /// published address of an owner.
-    pub fn redirect(&self) -> Option<&str> {
-        if self.owned {
-            return None;
+    /// Sets `owned`, `complete` and `elsewhere` from the partitions.
+    pub fn recount(&mut self) {
+        self.owned = self.partitions.iter().any(|p| p.owned);
+        self.complete = !self.partitions.is_empty() && self.partitions.iter().all(|p| p.owned);
+        let mut elsewhere: Vec<String> = Vec::new();
+        for partition in self.partitions.iter().filter(|p| !p.owned) {
+            if let Some(address) = partition.owner.as_ref().and_then(|o| o.address.as_ref()) {
+                if !elsewhere.contains(address) {
+                    elsewhere.push(address.clone());
+                }
+            }
         }
+        self.elsewhere = elsewhere;
+    }
+
+    /// Takes from `other` (another instance's answer for the same source) each partition this
+    /// answer lacks and `other` holds, then recounts. Returns how many it took.
+    pub fn fill_from(&mut self, other: &WindowsAnswer) -> usize {
+        if other.source != self.source {
+            return 0;
+        }
+        let mut taken = 0;
+        for partition in self.partitions.iter_mut().filter(|p| !p.owned) {
+            if let Some(found) = other.partitions.iter().find(|o| {
+                o.owned && o.topic == partition.topic && o.partition == partition.partition
+            }) {
+                *partition = found.clone();
+                taken += 1;
+            }
+        }
+        self.recount();
+        taken
+    }
+
+    /// The partitions this answer lacks, as `topic[partition]`.
+    pub fn missing(&self) -> Vec<String> {
         self.partitions
             .iter()
-            .find_map(|p| p.owner.as_ref()?.address.as_deref())
+            .filter(|p| !p.owned)
+            .map(|p| format!("{}[{}]", p.topic, p.partition))
+            .collect()
     }
 }
 
@@ -209,7 +255,7 @@ mod tests {
         let json: serde_json::Value = serde_json::to_value(&answer).expect("json");
         assert_eq!(
             json,
-            serde_json::json!({"source": "s", "owned": true, "partitions": [
+            serde_json::json!({"source": "s", "owned": true, "complete": true, "partitions": [
                 {"topic": "in", "partition": 1, "owned": true, "rebuilding": false,
                  "stream_time": 90_000, "windows": [
                     {"source": "s", "window_start": 60_000, "window_end": 120_000, "count": 4,
@@ -243,7 +289,7 @@ mod tests {
         fields.sort();
         expected.sort();
         assert_eq!(fields, expected);
-        assert_eq!(answer.redirect(), None);
+        assert!(answer.elsewhere.is_empty());
         let back: WindowsAnswer = serde_json::from_value(json).expect("reads back");
         assert_eq!(back, answer);
     }
@@ -262,12 +308,112 @@ mod tests {
             }),
         };
         let answer = WindowsAnswer::new("s".into(), vec![elsewhere(None), elsewhere(Some("h:1"))]);
-        assert!(!answer.owned);
-        assert_eq!(answer.redirect(), Some("h:1"));
+        assert!(!answer.owned && !answer.complete);
+        assert_eq!(answer.elsewhere, ["h:1"]);
         let json = serde_json::to_value(&answer).expect("json");
         assert_eq!(json["partitions"][0]["owner"]["client_host"], "10.0.0.9");
         assert!(json["partitions"][0].get("windows").is_none());
         let back: WindowsAnswer = serde_json::from_value(json).expect("reads back");
         assert_eq!(back, answer);
+    }
+
+    /// Per input topic: `(owned here, owner's published address)`.
+    fn answer_of(parts: &[(bool, Option<&str>)]) -> WindowsAnswer {
+        let partitions = parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(owned, address))| PartitionAnswer {
+                topic: format!("in-{i}"),
+                partition: i as i32,
+                owned,
+                state: owned.then(|| OwnedPartition {
+                    rebuilding: false,
+                    stream_time: Some(i as i64),
+                    windows: Vec::new(),
+                }),
+                owner: (!owned).then(|| Owner {
+                    client_id: format!("streamagg@{}", address.unwrap_or("-")),
+                    client_host: "10.0.0.9".into(),
+                    address: address.map(str::to_owned),
+                }),
+            })
+            .collect();
+        WindowsAnswer::new("s".into(), partitions)
+    }
+
+    #[test]
+    fn an_answer_holding_only_some_input_topics_says_it_is_partial_and_where_the_rest_is() {
+        /// (per input topic: owned here and the owner's address; owned, complete, elsewhere,
+        /// missing)
+        type Case<'a> = (
+            &'a [(bool, Option<&'a str>)],
+            bool,
+            bool,
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
+            (&[(true, None), (true, None)], true, true, &[], &[]),
+            (
+                &[(true, None), (false, Some("b:1"))],
+                true,
+                false,
+                &["b:1"],
+                &["in-1[1]"],
+            ),
+            (
+                &[
+                    (false, Some("b:1")),
+                    (false, Some("c:1")),
+                    (false, Some("b:1")),
+                ],
+                false,
+                false,
+                &["b:1", "c:1"],
+                &["in-0[0]", "in-1[1]", "in-2[2]"],
+            ),
+            (
+                &[(true, None), (false, None)],
+                true,
+                false,
+                &[],
+                &["in-1[1]"],
+            ),
+            (&[], false, false, &[], &[]),
+        ];
+        for (parts, owned, complete, elsewhere, missing) in cases {
+            let answer = answer_of(parts);
+            assert_eq!(
+                (answer.owned, answer.complete),
+                (*owned, *complete),
+                "{parts:?}"
+            );
+            assert_eq!(answer.elsewhere, *elsewhere, "{parts:?}");
+            assert_eq!(answer.missing(), *missing, "{parts:?}");
+            let json = serde_json::to_value(&answer).expect("json");
+            assert_eq!(json["complete"], *complete, "{parts:?}");
+            assert_eq!(json.get("elsewhere").is_some(), !elsewhere.is_empty());
+            let back: WindowsAnswer = serde_json::from_value(json).expect("reads back");
+            assert_eq!(back, answer);
+        }
+    }
+
+    #[test]
+    fn a_partial_answer_is_completed_from_the_owners_answers() {
+        let mut here = answer_of(&[(true, None), (false, Some("b:1")), (false, Some("c:1"))]);
+        let at_b = answer_of(&[(false, Some("a:1")), (true, None), (false, Some("c:1"))]);
+        let at_c = answer_of(&[(false, Some("a:1")), (false, Some("b:1")), (true, None)]);
+        let mut other_source = at_c.clone();
+        other_source.source = "t".into();
+        assert_eq!(here.fill_from(&other_source), 0, "another source's answer");
+        assert_eq!(here.fill_from(&here.clone()), 0, "nothing new");
+        assert_eq!(here.fill_from(&at_b), 1);
+        assert!(!here.complete);
+        assert_eq!(here.elsewhere, ["c:1"]);
+        assert_eq!(here.partitions[1], at_b.partitions[1]);
+        assert_eq!(here.fill_from(&at_c), 1);
+        assert!(here.complete && here.owned);
+        assert!(here.elsewhere.is_empty() && here.missing().is_empty());
+        assert_eq!(here.partitions[2], at_c.partitions[2]);
     }
 }

@@ -8,12 +8,16 @@
 //! which answers it between two batches of records from its own windows — so a read never waits on a
 //! lock the poll loop holds, and never sees half of a record applied.
 //!
-//! `partition`, `assignment` and `answer` are pure; `queries` and `discovery` are the runtime edge.
+//! `streamagg query` follows an owner only to an address the user trusts ([`follow`]).
+//!
+//! `partition`, `assignment`, `answer` and `follow` are pure; `queries` and `discovery` are the
+//! runtime edge.
 
 pub mod answer;
 pub mod assignment;
 #[cfg(feature = "runtime")]
 pub mod discovery;
+pub mod follow;
 pub mod partition;
 #[cfg(feature = "runtime")]
 pub mod queries;

@@ -349,8 +349,12 @@ pub(super) fn respond(
     }
 }
 
-/// A plain HTTP/1.0 GET on `addr`: (status code, body). What `streamagg probe` (the container's
-/// health check) and the tests use; an unspecified address (`0.0.0.0`) means this host.
+/// The largest response [`http_get`] reads (head and body): a peer cannot make a client hold more.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A plain HTTP/1.0 GET on `addr`: (status code, body), the whole exchange within `timeout` and the
+/// response within [`MAX_RESPONSE_BYTES`]. What `streamagg probe` (the container's health check),
+/// `streamagg query` and the tests use; an unspecified address (`0.0.0.0`) means this host.
 pub fn http_get(
     addr: SocketAddr,
     path_and_query: &str,
@@ -367,12 +371,12 @@ pub fn http_get_with(
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
+    let deadline = Instant::now() + timeout;
     let mut addr = addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let authorization = bearer
         .map(|token| format!("Authorization: Bearer {token}\r\n"))
@@ -381,8 +385,33 @@ pub fn http_get_with(
         stream,
         "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n{authorization}\r\n"
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no complete answer within {}",
+                    humantime::format_duration(timeout)
+                ),
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        if response.len() + read > MAX_RESPONSE_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the answer is larger than {} MiB",
+                MAX_RESPONSE_BYTES / (1024 * 1024)
+            )));
+        }
+        response.extend_from_slice(&chunk[..read]);
+    }
+    let response = String::from_utf8_lossy(&response);
     let status = response
         .split_whitespace()
         .nth(1)
@@ -419,5 +448,51 @@ mod client_tests {
             connections.open.lock().expect("lock").is_empty(),
             "no entry left behind"
         );
+    }
+
+    /// A listener on loopback that answers one request with `head` and then `body_bytes` bytes,
+    /// written in chunks `pause` apart.
+    fn one_answer(head: &'static str, body_bytes: usize, pause: Duration) -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(head.as_bytes());
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = body_bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if stream.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+                std::thread::sleep(pause);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_client_reads_at_most_its_limit_and_within_its_time() {
+        let head = "HTTP/1.0 200 OK\r\n\r\n";
+        let small = one_answer(head, 1000, Duration::ZERO);
+        let (status, body) = http_get(small, "/", Duration::from_secs(5)).expect("small answer");
+        assert_eq!((status, body.len()), (200, 1000));
+
+        let large = one_answer(head, MAX_RESPONSE_BYTES + 1, Duration::ZERO);
+        let error = http_get(large, "/", Duration::from_secs(5)).expect_err("too large");
+        assert!(error.to_string().contains("larger than 4 MiB"), "{error}");
+
+        // A peer that keeps sending a little, never finishing, is cut off at the timeout in total,
+        // not per read.
+        let slow = one_answer(head, 64 * 1024 * 40, Duration::from_millis(100));
+        let started = Instant::now();
+        let error = http_get(slow, "/", Duration::from_millis(500)).expect_err("too slow");
+        assert!(started.elapsed() < Duration::from_secs(2), "{error}");
     }
 }

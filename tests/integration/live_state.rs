@@ -2,16 +2,24 @@
 //! a source's open window equals an oracle computed from the input the test wrote (count, sum,
 //! min, max, avg, its partition as Kafka placed the records, the partition's stream time); no or a
 //! wrong token is `401`; with two instances in one group, each names the other as the owner of the
-//! sources it does not own, with its address, and `streamagg query` follows it there in one hop.
+//! sources it does not own, with its address, and `streamagg query` follows it there in one hop. A
+//! rogue group member publishing an address of its own in its `client.id` is named, never sent the
+//! token, unless the user names it with `--peer` (and then its oversized answer is cut off).
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streamagg::live::answer::{encode_source, WindowsAnswer, PATH_PREFIX};
 
-use crate::common::{brokers, http_get, read_all, streamagg, wait_for_records, StreamaggProcess};
+use crate::bounded::run_bounded;
+use crate::common::{
+    brokers, http_get, kafka_settings, read_all, streamagg, wait_for_records, StreamaggProcess,
+};
 use crate::dataset::{json_events, produce_inputs, T0};
 use crate::scenario::{check_alive, random_group, Topics};
 
@@ -266,7 +274,7 @@ fn a_source_owned_by_another_instance_names_its_owner_and_query_follows_it() {
             let other = answers[1 - owner].as_ref().expect("200");
             let complete = open_window(answers[owner].as_ref().expect("200"))
                 .is_some_and(|(_, (count, ..), _, _)| count == 3);
-            if !complete || other.redirect() != Some(addrs[owner].to_string().as_str()) {
+            if !complete || other.elsewhere != [addrs[owner].to_string()] {
                 settled = false;
                 break;
             }
@@ -434,4 +442,320 @@ fn queries_while_the_processor_works_through_a_backlog_are_answered_and_never_go
         assert_eq!(actual, expected[source.as_str()], "{source}");
     }
     processor.stop_gracefully();
+}
+
+/// An HTTP listener the test owns, on another loopback address than the processors (127.0.0.2):
+/// it keeps the head of every request it gets and answers each with `200` and a body larger than
+/// any client should read.
+struct Listener {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn start() -> Listener {
+        let listener = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (kept, stopped) = (Arc::clone(&heads), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut head = [0u8; 8192];
+                let read = stream.read(&mut head).unwrap_or(0);
+                kept.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&head[..read]).into_owned());
+                let _ =
+                    stream.write_all(b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n");
+                let chunk = vec![b' '; 1024 * 1024];
+                for _ in 0..6 {
+                    if stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Listener { addr, heads, stop }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A member of `group` that is no streamagg instance: a plain consumer of `topic` whose `client.id`
+/// publishes `address` as streamagg's do. It polls (so it keeps its partitions) until `stop`.
+fn rogue_member(
+    group: &str,
+    topic: &str,
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka_settings()
+        .client_config(&format!("streamagg@{address}"))
+        .set("group.id", group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("rogue consumer");
+    consumer.subscribe(&[topic]).expect("subscribed");
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+    })
+}
+
+#[test]
+fn query_never_sends_the_token_to_an_owner_address_a_group_member_made_up() {
+    let topics = Topics::create("live-rogue", 2);
+    let dir = tempfile::tempdir().expect("dir");
+    let group = random_group();
+    let mut processor = start(&topics, &group, dir.path(), "state");
+    let addr = processor.telemetry_addr(Duration::from_secs(30));
+    let listener = Listener::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rogue = rogue_member(&group, &topics.input.name, listener.addr, Arc::clone(&stop));
+
+    // Until the rogue member owns a partition (bounded): a source on it, named with its address.
+    let sources: Vec<String> = (0..16).map(|i| format!("probe-{i}")).collect();
+    let started = Instant::now();
+    let source = loop {
+        let found = sources.iter().find(|source| {
+            ask(addr, source).1.is_some_and(|answer| {
+                !answer.owned
+                    && answer.partitions.iter().all(|p| {
+                        p.owner.as_ref().and_then(|o| o.address.clone())
+                            == Some(listener.addr.to_string())
+                    })
+            })
+        });
+        if let Some(source) = found {
+            break source.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the rogue member never owned a partition; log:\n{}",
+            processor.log()
+        );
+        processor.assert_alive();
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    // Asked at the processor, `query` prints its answer, names the owner and how to trust it, and
+    // never connects to it.
+    let token = token_file(dir.path());
+    let endpoint = format!("http://{addr}");
+    let args = |peer: Option<&str>| {
+        let mut args: Vec<String> = [
+            "query",
+            "--source",
+            source.as_str(),
+            "--endpoint",
+            endpoint.as_str(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(["--token-file".to_owned(), token.clone()]);
+        if let Some(peer) = peer {
+            args.extend(["--peer".to_owned(), peer.to_owned()]);
+        }
+        args
+    };
+    let (output, _) = run_bounded(
+        &args(None),
+        &[("RUST_LOG", "warn")],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(listener.heads().is_empty(), "{:?}", listener.heads());
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let answer: WindowsAnswer = serde_json::from_slice(&output.stdout).expect("one JSON answer");
+    assert!(!answer.owned && !answer.complete, "{answer:?}");
+    assert!(
+        stderr.contains(&format!("--peer {}", listener.addr)),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN) && !String::from_utf8_lossy(&output.stdout).contains(TOKEN));
+
+    // Named with --peer it is asked, with the token; its endless answer is cut off at the limit,
+    // in bounded time, and the answer printed says it is partial.
+    let peer = listener.addr.to_string();
+    let (output, took) = run_bounded(
+        &args(Some(&peer)),
+        &[("RUST_LOG", "warn")],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let heads = listener.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].contains(&format!("Authorization: Bearer {TOKEN}")),
+        "{heads:?}"
+    );
+    assert!(stderr.contains("larger than 4 MiB"), "{stderr}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let answer: WindowsAnswer = serde_json::from_slice(&output.stdout).expect("one JSON answer");
+    assert!(!answer.complete, "{answer:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    rogue.join().expect("rogue member");
+    processor.stop_gracefully();
+}
+
+#[test]
+fn run_refuses_a_consumer_client_id_with_the_live_state_endpoint_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = crate::common::config_file(
+        dir.path(),
+        "input = [\"in\"]\noutput = \"out\"\n[kafka.consumer]\n\"client.id\" = \"billing-7\"\n",
+    );
+    let args: Vec<String> = [
+        "run",
+        "--config",
+        config.as_str(),
+        "--brokers",
+        brokers().as_str(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--query-token-file",
+        token_file(dir.path()).as_str(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (output, _) = run_bounded(&args, &[("RUST_LOG", "warn")], Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(1));
+    let line = crate::bounded::single_error_line("run", &output, &[TOKEN]);
+    assert!(
+        line.contains("[kafka.consumer] may not set 'client.id'")
+            && line.contains("query_token_file"),
+        "{line}"
+    );
+}
+
+/// With two input topics a source has a partition in each; with each owned by another instance, an
+/// instance's answer is partial (`"complete": false`, the other owner `elsewhere`), and
+/// `streamagg query` asks that owner (on the endpoint's host) and prints the whole.
+#[test]
+fn a_source_split_over_two_instances_is_marked_partial_and_query_completes_it() {
+    let topics = Topics::create("live-split", 1);
+    let second_input = crate::common::TestTopic::create("live-split-in2", 1);
+    let source = "split-1";
+    let first_events = vec![(source.to_owned(), T0 + 1_000, 10.0)];
+    let second_events = vec![
+        (source.to_owned(), T0 + 2_000, 20.0),
+        (source.to_owned(), T0 + 3_000, 30.0),
+    ];
+    write(&topics.input.name, &first_events);
+    write(&second_input.name, &second_events);
+    let dir = tempfile::tempdir().expect("dir");
+    let group = random_group();
+    let inputs = format!("{},{}", topics.input.name, second_input.name);
+    let token = token_file(dir.path());
+    let instance = |name: &str| {
+        let state = dir.path().join(name);
+        StreamaggProcess::start(&[
+            "--brokers",
+            &brokers(),
+            "--input",
+            &inputs,
+            "--output",
+            &topics.output.name,
+            "--group",
+            &group,
+            "--state-dir",
+            state.to_str().expect("utf8"),
+            "--window",
+            "60s",
+            "--checkpoint-interval",
+            "200ms",
+            "--query-token-file",
+            &token,
+        ])
+    };
+    let mut first = instance("a");
+    let mut second = instance("b");
+    let addrs = [
+        first.telemetry_addr(Duration::from_secs(30)),
+        second.telemetry_addr(Duration::from_secs(30)),
+    ];
+
+    // Until each instance owns one of the two partitions, with its record(s) in (bounded).
+    let started = Instant::now();
+    let at = loop {
+        let answers = addrs.map(|addr| ask(addr, source).1);
+        let split = |i: usize| {
+            // (Recounted: `complete` and `elsewhere` as of the partitions, whichever build answered.)
+            answers[i].clone().is_some_and(|mut a| {
+                a.recount();
+                a.owned
+                    && !a.complete
+                    && a.elsewhere == [addrs[1 - i].to_string()]
+                    && a.partitions
+                        .iter()
+                        .filter_map(|p| p.state.as_ref())
+                        .all(|s| s.windows.len() == 1)
+            })
+        };
+        if split(0) && split(1) {
+            break addrs[0];
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "never split: {answers:?}"
+        );
+        check_alive(&mut [&mut first, &mut second]);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    let output = streamagg(&[
+        "query",
+        "--source",
+        source,
+        "--endpoint",
+        &format!("http://{at}"),
+        "--token-file",
+        &token,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let answer: WindowsAnswer =
+        serde_json::from_slice(&output.stdout).expect("the answer is printed as JSON");
+    assert!(answer.complete && answer.owned, "{answer:?}\n{stderr}");
+    assert!(answer.elsewhere.is_empty(), "{answer:?}");
+    let counts: Vec<(String, i64)> = answer
+        .partitions
+        .iter()
+        .map(|p| {
+            let state = p.state.as_ref().expect("owned");
+            (p.topic.clone(), state.windows[0].count)
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (topics.input.name.clone(), 1),
+            (second_input.name.clone(), 2)
+        ]
+    );
+    first.stop_gracefully();
+    second.stop_gracefully();
 }

@@ -34,7 +34,8 @@
 //!   against a limit, start-up errors, and a broker stop under load (exclusive, like the broker restart).
 //!   `operator_tools.rs` holds the operator's commands to the broker: `consume` (keys, headers,
 //!   positions, raw bytes, seeking by time, following), `dlq replay` (records whose cause was fixed
-//!   aggregate like the oracle after the replay), `topics create`/`ensure` and `run --create-topics`,
+//!   aggregate like the oracle after the replay), `topics create`/`ensure` and `run --create-topics`
+//!   (a lookup never creates a topic, also on a broker with auto-creation on),
 //!   completions and the man page.
 //!   `security.rs` runs against the secure broker (`scripts/kafka up --secure`,
 //!   `STREAMAGG_TEST_SECURE_BROKERS`/`_MTLS_BROKERS`/`_DIR`): `produce` and `run` over SASL_SSL + SCRAM
@@ -44,8 +45,9 @@
 //!   exit 1, in bounded time (`bounded.rs`); the broker's flags and settings are in `secure_broker.rs`.
 //!   `live_state.rs` queries `GET /v1/windows/{source}`: an open window equal to the oracle (its
 //!   partition as Kafka placed the records), `401` without the token, answers that never go back
-//!   while a backlog is processed, and two instances naming each other as owners, which
-//!   `streamagg query` follows.
+//!   while a backlog is processed, two instances naming each other as owners, which
+//!   `streamagg query` follows, and a rogue group member's made-up owner address, which `query`
+//!   names but never sends the token to unless told with `--peer`.
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are

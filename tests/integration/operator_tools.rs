@@ -371,6 +371,82 @@ fn described(topic: &str, keys: &[&str]) -> (usize, usize, BTreeMap<String, Stri
     )
 }
 
+/// `topic`'s partition count, asked by a client that never asks the broker to create it (the
+/// test's own `described` uses an admin client, whose lookups would).
+fn partitions_of(topic: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let settings = kafka_settings();
+    let consumer: BaseConsumer<streamagg::kafka::context::StreamaggContext> = settings
+        .client_config("it-lookup")
+        .set("allow.auto.create.topics", "false")
+        .create_with_context(Default::default())
+        .expect("consumer");
+    streamagg::kafka::admin::partition_count(consumer.client(), &settings, topic).expect("metadata")
+}
+
+/// Looking a topic up never creates it, also on a broker with `auto.create.topics.enable=true`
+/// (Apache's default; `KAFKA_AUTO_CREATE_TOPICS=true scripts/kafka up`), where librdkafka's
+/// producer default would: `run` refuses a missing output topic and leaves it missing, and
+/// `topics ensure` then creates it shaped like the input, not like the broker's defaults
+/// (`num.partitions=4` on the test broker). On a broker without auto-creation it holds as well.
+#[test]
+fn looking_up_a_missing_topic_never_creates_it() {
+    let input = TestTopic::create("lookup-in", 3);
+    let output = TestTopic::named("lookup-out");
+    let dir = tempfile::tempdir().expect("dir");
+    let state = dir.path().join("state");
+    let args: Vec<String> = [
+        "run",
+        "--brokers",
+        brokers().as_str(),
+        "--input",
+        input.name.as_str(),
+        "--output",
+        output.name.as_str(),
+        "--group",
+        crate::scenario::random_group().as_str(),
+        "--state-dir",
+        state.to_str().expect("utf8"),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (run, _) =
+        crate::bounded::run_bounded(&args, &[("RUST_LOG", "warn")], Duration::from_secs(30));
+    let line = crate::bounded::single_error_line("run", &run, &[]);
+    assert!(
+        line.contains(&format!("output topic '{}' does not exist", output.name)),
+        "{line}"
+    );
+    assert_eq!(
+        partitions_of(&output.name),
+        None,
+        "the start-up check created it"
+    );
+
+    let ensure = streamagg(&[
+        "topics",
+        "ensure",
+        "--brokers",
+        &brokers(),
+        "--input",
+        &input.name,
+        "--output",
+        &output.name,
+    ]);
+    let stdout = String::from_utf8_lossy(&ensure.stdout);
+    assert!(
+        ensure.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ensure.stderr)
+    );
+    assert!(stdout.contains(": created"), "{stdout}");
+    assert_eq!(
+        partitions_of(&output.name),
+        Some(3),
+        "shaped like the input"
+    );
+}
+
 #[test]
 fn topics_ensure_creates_missing_topics_shaped_like_the_input_and_is_idempotent() {
     let input = TestTopic::create_with_config("ensure-in", 3, &[("retention.ms", "600000")]);

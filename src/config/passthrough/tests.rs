@@ -24,6 +24,16 @@ fn aliases_and_case_cannot_slip_past_the_managed_keys() {
         (Client::Producer, "topic.partitioner", "topic.partitioner"),
         (
             Client::Producer,
+            "Allow.Auto.Create.Topics",
+            "allow.auto.create.topics",
+        ),
+        (
+            Client::Consumer,
+            "allow.auto.create.topics",
+            "allow.auto.create.topics",
+        ),
+        (
+            Client::Producer,
             "topic.request.required.acks",
             "topic.request.required.acks",
         ),

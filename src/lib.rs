@@ -32,9 +32,9 @@ pub mod processor;
 pub mod producer;
 #[cfg(feature = "runtime")]
 pub mod reader;
-pub mod reset;
 #[cfg(feature = "runtime")]
 pub mod replay;
+pub mod reset;
 pub mod route;
 #[cfg(feature = "runtime")]
 pub mod sink;

@@ -238,7 +238,8 @@ pub struct Replay {
     pub reason: Option<String>,
     /// Count, do not produce, commit nothing.
     pub dry_run: bool,
-    /// How long reading the DLQ to its end, and then the deliveries, may each take.
+    /// How long reading the DLQ to its end may take, and the deliveries (at least the cluster
+    /// timeout).
     pub deadline: Duration,
     /// The consumer group whose committed offsets on `from_topic` keep the progress.
     pub group: String,
@@ -333,7 +334,10 @@ impl Replay {
             (Ok(_), None) => None,
         };
         // Whatever stopped it: wait for what was produced, then keep the progress.
-        let (kept, keep_error) = self.keep(&group, producer.as_mut(), &progress);
+        // Waiting for the deliveries gets the deadline, but at least the cluster timeout: a run
+        // stopped by a short deadline still keeps what it produced.
+        let patience = self.deadline.max(settings.timeout);
+        let (kept, keep_error) = self.keep(&group, producer.as_mut(), patience, &progress);
         let (error, kept) = match (cause, keep_error, kept) {
             (None, None, _) => {
                 return Ok(ReplayReport {
@@ -373,6 +377,7 @@ impl Replay {
         &self,
         group: &GroupOffsets,
         producer: Option<&mut RecordProducer>,
+        patience: Duration,
         progress: &Progress,
     ) -> (Kept, Option<ReplayError>) {
         let not_committed = |error: ReplayError| {
@@ -387,7 +392,7 @@ impl Replay {
         let Some(producer) = producer else {
             return (Kept::DryRun, None);
         };
-        if let Err(error) = producer.flush(self.deadline) {
+        if let Err(error) = producer.flush(patience) {
             return not_committed(error.into());
         }
         let offsets = progress.offsets();

@@ -34,7 +34,8 @@ pub(super) enum DlqAction {
         /// commit nothing.
         #[arg(long)]
         dry_run: bool,
-        /// How long reading the DLQ, and then waiting for the deliveries, may each take.
+        /// How long reading the DLQ, and then waiting for the deliveries, may each take (the
+        /// deliveries at least --kafka-timeout).
         #[arg(long, default_value = "60s", value_parser = streamagg::config::duration::parse)]
         deadline: Duration,
         /// The consumer group whose committed offsets on the DLQ keep the progress (never joined;

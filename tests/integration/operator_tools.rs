@@ -479,6 +479,52 @@ fn dlq_replay_stopped_by_its_deadline_keeps_what_it_delivered_and_a_rerun_contin
 }
 
 #[test]
+fn dlq_replay_stopped_by_a_signal_keeps_what_it_delivered_and_a_rerun_continues() {
+    const COUNT: usize = 400_000;
+    let dlq = TestTopic::create("replay-signal-dlq", 2);
+    let target = TestTopic::create("replay-signal-to", 2);
+    produce_dlq_records(&dlq.name, 0..COUNT);
+    let brokers = brokers();
+    let replay = crate::common::StreamaggProcess::spawn(
+        "dlq",
+        &[
+            "replay",
+            "--brokers",
+            &brokers,
+            "--from-topic",
+            &dlq.name,
+            "--to-topic",
+            &target.name,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let mut replay = replay;
+    replay.signal("TERM");
+    let status = replay.wait(Duration::from_secs(60));
+    let log = replay.log();
+    // Mostly stopped part-way; on a fast machine it may have finished first.
+    eprintln!(
+        "the signal stopped the replay part-way: {}",
+        !status.success()
+    );
+    if !status.success() {
+        assert_eq!(status.code(), Some(1), "{log}");
+        let error = log
+            .lines()
+            .find(|line| line.starts_with("streamagg: error:"))
+            .unwrap_or_else(|| panic!("an error line: {log}"));
+        assert!(
+            error.contains("stopped by a signal")
+                && error.contains("(all delivered)")
+                && error.contains("a re-run continues after them"),
+            "{log}"
+        );
+    }
+    replay_ok(&dlq.name, &target.name, &[]);
+    assert_eq!(copies_by_number(&target.name), once_each(COUNT));
+}
+
+#[test]
 fn dlq_replay_keeps_null_keys_and_values_null_and_empty_ones_empty() {
     let dlq = TestTopic::create("replay-null-dlq", 1);
     let target = TestTopic::create("replay-null-to", 1);

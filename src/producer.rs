@@ -198,8 +198,38 @@ impl RecordProducer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<(), ProduceError> {
+        self.send_record(topic, partition, Some(key), Some(payload), headers)
+    }
+
+    /// [`RecordProducer::send`] with a key and a payload that may be null (absent), as opposed to
+    /// empty: a record copied as it was. A null key is spread over the partitions, an empty one is
+    /// hashed like any other key.
+    pub fn send_nullable(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), ProduceError> {
+        self.send_record(topic, None, key, payload, headers)
+    }
+
+    fn send_record(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), ProduceError> {
         self.begin_if_transactional()?;
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
         if let Some(partition) = partition {
             record = record.partition(partition);
         }

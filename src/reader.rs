@@ -1,6 +1,7 @@
-//! Reading a topic without a consumer group: from the beginning (or the end, or a point in time) to
-//! its end as of the start, or following new records until told to stop. What `streamagg consume`
-//! prints and `streamagg dlq replay` re-injects, and what the tests compare with their oracles.
+//! Reading a topic without a consumer group: from the beginning (or the end, a point in time, or
+//! offsets where an earlier read stopped) to its end as of the start, or following new records
+//! until told to stop. What `streamagg consume` prints and `streamagg dlq replay` re-injects, and
+//! what the tests compare with their oracles.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,8 @@ use crate::kafka::context::StreamaggContext;
 use crate::kafka::{self, KafkaSetupError};
 
 mod start;
+
+use start::first_offset;
 
 /// One record as it was on the topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +149,21 @@ impl Scan {
         topic: &str,
         properties: &[(String, String)],
         stop: &AtomicBool,
+        visit: impl FnMut(&BorrowedMessage<'_>) -> ControlFlow<()>,
+    ) -> Result<u64, ReadError> {
+        self.run_resuming(settings, topic, properties, &[], stop, visit)
+    }
+
+    /// [`Scan::run`], except that partition `p` starts at `resume[p]` where that is `Some` (an
+    /// offset where an earlier read stopped, kept within what the partition holds) instead of at
+    /// [`Self::start`].
+    pub fn run_resuming(
+        &self,
+        settings: &KafkaSettings,
+        topic: &str,
+        properties: &[(String, String)],
+        resume: &[Option<i64>],
+        stop: &AtomicBool,
         mut visit: impl FnMut(&BorrowedMessage<'_>) -> ControlFlow<()>,
     ) -> Result<u64, ReadError> {
         let consumer = reader_consumer(settings, self.isolation, properties)?;
@@ -155,7 +173,7 @@ impl Scan {
             topic: topic.to_owned(),
             cause,
         };
-        let starts = start_offsets(&consumer, settings, topic, partitions, self.start)?;
+        let starts = start_offsets(&consumer, settings, topic, partitions, self.start, resume)?;
 
         // With `Until::End`: the end of each partition as of now; partitions already there are not read.
         let mut ends = Vec::with_capacity(partitions);
@@ -262,13 +280,15 @@ fn reader_consumer(
         .map_err(KafkaSetupError::config)
 }
 
-/// Per partition (by number): the offset `start` names and the partition's end as of now.
+/// Per partition (by number): the offset `start` names (or `resume` gives) and the partition's end
+/// as of now.
 fn start_offsets(
     consumer: &BaseConsumer<StreamaggContext>,
     settings: &KafkaSettings,
     topic: &str,
     partitions: usize,
     start: StartAt,
+    resume: &[Option<i64>],
 ) -> Result<Vec<(i64, i64)>, ReadError> {
     let kafka_error = |cause| ReadError::Kafka {
         topic: topic.to_owned(),
@@ -302,20 +322,15 @@ fn start_offsets(
         .into_iter()
         .enumerate()
         .map(|(partition, (low, high))| {
-            let offset = match (start, &at_time) {
-                (StartAt::Beginning, _) => low,
-                (StartAt::End, _) => high,
-                // No record at or after the time: the partition's end.
-                (StartAt::Time(_), Some(found)) => match found
-                    .find_partition(topic, partition as i32)
-                    .map(|p| p.offset())
-                {
-                    Some(Offset::Offset(offset)) => offset.clamp(low, high),
-                    _ => high,
-                },
-                (StartAt::Time(_), None) => high,
-            };
-            (offset, high)
+            // No record at or after the time: `None`.
+            let found = at_time.as_ref().and_then(|found| {
+                match found.find_partition(topic, partition as i32)?.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                }
+            });
+            let resumed = resume.get(partition).copied().flatten();
+            (first_offset(start, low, high, found, resumed), high)
         })
         .collect())
 }

@@ -296,8 +296,17 @@ pub struct GroupOffsets {
 impl GroupOffsets {
     /// Connects (waiting at most the settings' timeout for the cluster to answer).
     pub fn open(settings: &KafkaSettings, group: &str) -> Result<GroupOffsets, KafkaSetupError> {
+        GroupOffsets::open_as(settings, group, "streamagg-reset")
+    }
+
+    /// [`GroupOffsets::open`] with the client id the cluster sees.
+    pub fn open_as(
+        settings: &KafkaSettings,
+        group: &str,
+        client_id: &str,
+    ) -> Result<GroupOffsets, KafkaSetupError> {
         let consumer: BaseConsumer<StreamaggContext> = settings
-            .client_config("streamagg-reset")
+            .client_config(client_id)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

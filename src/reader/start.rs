@@ -1,5 +1,6 @@
-//! Parsing where a read starts (`consume --from`): `beginning`, `end`, epoch milliseconds or an
-//! RFC 3339 time. Pure.
+//! Where a read starts: parsing `consume --from` (`beginning`, `end`, epoch milliseconds or an
+//! RFC 3339 time), and the first offset of a partition given that and where an earlier read
+//! stopped (`dlq replay`'s progress). Pure.
 
 use super::StartAt;
 
@@ -27,6 +28,28 @@ impl std::str::FromStr for StartAt {
                  (e.g. 2026-12-04T12:00:00Z)"
             )
         })
+    }
+}
+
+/// The first offset to read of a partition holding `low..high`: `resumed` (where an earlier read
+/// stopped) if given, else what `start` names (`at_time`: the broker's answer for
+/// [`StartAt::Time`], `None` when no record is that recent). A resumed offset below `low` (records
+/// deleted by retention since) starts at `low`; one past `high` was kept for another log (the topic
+/// was recreated since), none of whose records were read: it starts at `low` too.
+pub(super) fn first_offset(
+    start: StartAt,
+    low: i64,
+    high: i64,
+    at_time: Option<i64>,
+    resumed: Option<i64>,
+) -> i64 {
+    let high = high.max(low);
+    match (resumed, start) {
+        (Some(offset), _) if offset > high => low,
+        (Some(offset), _) => offset.max(low),
+        (None, StartAt::Beginning) => low,
+        (None, StartAt::End) => high,
+        (None, StartAt::Time(_)) => at_time.unwrap_or(high).clamp(low, high),
     }
 }
 
@@ -87,6 +110,35 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(text.parse::<StartAt>().ok(), *expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_read_resumes_where_an_earlier_one_stopped_within_what_the_partition_holds() {
+        // (start, low, high, at_time, resumed) → first offset
+        let cases = [
+            (StartAt::Beginning, 5, 20, None, None, 5),
+            (StartAt::End, 5, 20, None, None, 20),
+            (StartAt::Time(1), 5, 20, Some(12), None, 12),
+            (StartAt::Time(1), 5, 20, None, None, 20),
+            (StartAt::Time(1), 5, 20, Some(3), None, 5),
+            (StartAt::Beginning, 5, 20, None, Some(9), 9),
+            (StartAt::Beginning, 5, 20, None, Some(20), 20),
+            (StartAt::End, 5, 20, None, Some(9), 9),
+            // Deleted by retention since: from the first record still there.
+            (StartAt::Beginning, 5, 20, None, Some(2), 5),
+            // Past the end: kept for a log that was since recreated; this one is read whole.
+            (StartAt::Beginning, 0, 3, None, Some(9), 0),
+            (StartAt::End, 2, 3, None, Some(9), 2),
+            (StartAt::Beginning, 0, 0, None, None, 0),
+        ];
+        for (index, (start, low, high, at_time, resumed, expected)) in cases.into_iter().enumerate()
+        {
+            assert_eq!(
+                first_offset(start, low, high, at_time, resumed),
+                expected,
+                "case {index}"
+            );
         }
     }
 }

@@ -34,7 +34,8 @@
 //!   against a limit, start-up errors, and a broker stop under load (exclusive, like the broker restart).
 //!   `operator_tools.rs` holds the operator's commands to the broker: `consume` (keys, headers,
 //!   positions, raw bytes, seeking by time, following), `dlq replay` (records whose cause was fixed
-//!   aggregate like the oracle after the replay), `topics create`/`ensure` and `run --create-topics`
+//!   aggregate like the oracle after the replay; re-runs, a stopped run and a record that fails
+//!   again replay each record once; null keys and values stay null), `topics create`/`ensure` and `run --create-topics`
 //!   (a lookup never creates a topic, also on a broker with auto-creation on),
 //!   completions and the man page.
 //!   `security.rs` runs against the secure broker (`scripts/kafka up --secure`,

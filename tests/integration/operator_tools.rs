@@ -332,6 +332,315 @@ fn dlq_replay_reinjects_records_whose_cause_was_fixed_and_they_then_aggregate_li
     processor.stop_gracefully();
 }
 
+/// `streamagg dlq replay --from-topic <from> --to-topic <to> <extra>`.
+fn replay_run(from: &str, to: &str, extra: &[&str]) -> std::process::Output {
+    let brokers = brokers();
+    let mut args = vec!["dlq", "replay", "--brokers", &brokers];
+    args.extend(["--from-topic", from, "--to-topic", to]);
+    args.extend(extra);
+    streamagg(&args)
+}
+
+/// [`replay_run`], which must succeed: its stdout.
+fn replay_ok(from: &str, to: &str, extra: &[&str]) -> String {
+    let out = replay_run(from, to, extra);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "replay {extra:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The header a test's DLQ record carries its number in.
+const RECORD_NUMBER: &str = "it.n";
+
+/// Writes DLQ records number `numbers` to `topic`: key `k<n>`, value `v<n>`, a reason and
+/// [`RECORD_NUMBER`].
+fn produce_dlq_records(topic: &str, numbers: std::ops::Range<usize>) {
+    let texts: Vec<(String, String, String)> = numbers
+        .map(|n| (format!("k{n}"), format!("v{n}"), n.to_string()))
+        .collect();
+    let headers: Vec<[(&str, &[u8]); 2]> = texts
+        .iter()
+        .map(|(_, _, n)| {
+            [
+                ("streamagg.error", &b"invalid JSON: expected value"[..]),
+                (RECORD_NUMBER, n.as_bytes()),
+            ]
+        })
+        .collect();
+    let records: Vec<Record<'_>> = texts
+        .iter()
+        .zip(&headers)
+        .map(|((k, v, _), h)| (k.as_bytes(), v.as_bytes(), &h[..]))
+        .collect();
+    produce(topic, &records);
+}
+
+/// How many times each record number is on `topic`.
+fn copies_by_number(topic: &str) -> BTreeMap<usize, usize> {
+    let mut copies = BTreeMap::new();
+    for record in read_all(topic) {
+        let n = header(&record, RECORD_NUMBER)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no record number: {record:?}"));
+        *copies.entry(n).or_insert(0) += 1;
+    }
+    copies
+}
+
+/// Each of `0..count` exactly once.
+fn once_each(count: usize) -> BTreeMap<usize, usize> {
+    (0..count).map(|n| (n, 1)).collect()
+}
+
+#[test]
+fn dlq_replay_run_again_replays_only_what_no_earlier_run_did() {
+    let dlq = TestTopic::create("replay-twice-dlq", 2);
+    let target = TestTopic::create("replay-twice-to", 2);
+    produce_dlq_records(&dlq.name, 0..10);
+    let first = replay_ok(&dlq.name, &target.name, &[]);
+    assert!(first.contains("replayed 10 of"), "{first}");
+    assert!(first.contains("progress committed to group"), "{first}");
+    let second = replay_ok(&dlq.name, &target.name, &[]);
+    assert!(second.contains("replayed 0 of"), "{second}");
+    assert_eq!(copies_by_number(&target.name), once_each(10));
+
+    // Records added since: only they are replayed; a dry run shows them and changes nothing.
+    produce_dlq_records(&dlq.name, 10..13);
+    let dry = replay_ok(&dlq.name, &target.name, &["--dry-run"]);
+    assert!(dry.contains("would replay 3 of"), "{dry}");
+    let third = replay_ok(&dlq.name, &target.name, &[]);
+    assert!(third.contains("replayed 3 of"), "{third}");
+    assert_eq!(copies_by_number(&target.name), once_each(13));
+
+    // --restart ignores the progress on purpose; --group keeps a progress of its own.
+    let restarted = replay_ok(&dlq.name, &target.name, &["--restart", "--dry-run"]);
+    assert!(restarted.contains("would replay 13 of"), "{restarted}");
+    let group = crate::scenario::random_group();
+    let other = replay_ok(&dlq.name, &target.name, &["--group", &group, "--dry-run"]);
+    assert!(other.contains("would replay 13 of"), "{other}");
+    assert_eq!(copies_by_number(&target.name), once_each(13));
+}
+
+#[test]
+fn dlq_replay_stopped_part_way_then_run_again_replays_each_record_once() {
+    let dlq = TestTopic::create("replay-part-dlq", 2);
+    let target = TestTopic::create("replay-part-to", 2);
+    produce_dlq_records(&dlq.name, 0..10);
+    let first = replay_ok(&dlq.name, &target.name, &["--max-records", "4"]);
+    assert!(first.contains("replayed 4 of"), "{first}");
+    assert!(first.contains("stopped after --max-records 4"), "{first}");
+    assert_eq!(copies_by_number(&target.name).len(), 4);
+    let rest = replay_ok(&dlq.name, &target.name, &[]);
+    assert!(rest.contains("replayed 6 of"), "{rest}");
+    assert_eq!(copies_by_number(&target.name), once_each(10));
+}
+
+#[test]
+fn dlq_replay_stopped_by_its_deadline_keeps_what_it_delivered_and_a_rerun_continues() {
+    const COUNT: usize = 200_000;
+    let dlq = TestTopic::create("replay-deadline-dlq", 2);
+    let target = TestTopic::create("replay-deadline-to", 2);
+    produce_dlq_records(&dlq.name, 0..COUNT);
+    // A deadline far too short to read them all: a run stops at it part-way, waits for what it
+    // produced and commits how far it got; the runs together replay each record once.
+    let mut stopped = 0;
+    for run in 0.. {
+        assert!(
+            run < 100,
+            "{stopped} runs stopped at the deadline, none finished"
+        );
+        let out = replay_run(&dlq.name, &target.name, &["--deadline", "300ms"]);
+        eprintln!(
+            "run {run}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.starts_with("streamagg: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line: {stderr}");
+        assert!(errors[0].contains("did not reach its end"), "{stderr}");
+        assert!(
+            errors[0].contains(" records and replayed ")
+                && errors[0].contains("(all delivered)")
+                && errors[0].contains("a re-run continues after them"),
+            "how far it got: {stderr}"
+        );
+        stopped += 1;
+    }
+    assert!(stopped > 0, "the deadline never stopped a run");
+    assert_eq!(copies_by_number(&target.name), once_each(COUNT));
+}
+
+#[test]
+fn dlq_replay_stopped_by_a_signal_keeps_what_it_delivered_and_a_rerun_continues() {
+    const COUNT: usize = 400_000;
+    let dlq = TestTopic::create("replay-signal-dlq", 2);
+    let target = TestTopic::create("replay-signal-to", 2);
+    produce_dlq_records(&dlq.name, 0..COUNT);
+    let brokers = brokers();
+    let replay = crate::common::StreamaggProcess::spawn(
+        "dlq",
+        &[
+            "replay",
+            "--brokers",
+            &brokers,
+            "--from-topic",
+            &dlq.name,
+            "--to-topic",
+            &target.name,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let mut replay = replay;
+    replay.signal("TERM");
+    let status = replay.wait(Duration::from_secs(60));
+    let log = replay.log();
+    // Mostly stopped part-way; on a fast machine it may have finished first.
+    eprintln!(
+        "the signal stopped the replay part-way: {}",
+        !status.success()
+    );
+    if !status.success() {
+        assert_eq!(status.code(), Some(1), "{log}");
+        let error = log
+            .lines()
+            .find(|line| line.starts_with("streamagg: error:"))
+            .unwrap_or_else(|| panic!("an error line: {log}"));
+        assert!(
+            error.contains("stopped by a signal")
+                && error.contains("(all delivered)")
+                && error.contains("a re-run continues after them"),
+            "{log}"
+        );
+    }
+    replay_ok(&dlq.name, &target.name, &[]);
+    assert_eq!(copies_by_number(&target.name), once_each(COUNT));
+}
+
+#[test]
+fn dlq_replay_keeps_null_keys_and_values_null_and_empty_ones_empty() {
+    let dlq = TestTopic::create("replay-null-dlq", 1);
+    let target = TestTopic::create("replay-null-to", 1);
+    /// A key and a value, either of them null.
+    type Nullable<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+    let cases: [Nullable<'_>; 5] = [
+        (None, Some(&b"keyless"[..])),
+        (Some(&b"tombstone"[..]), None),
+        (None, None),
+        (Some(&b""[..]), Some(&b""[..])),
+        (Some(&b"k\xff"[..]), Some(&b"\x00v"[..])),
+    ];
+    let mut producer =
+        RecordProducer::connect(&kafka_settings(), "it-operator", &Default::default())
+            .expect("broker");
+    for (n, (key, value)) in cases.iter().enumerate() {
+        let number = n.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "streamagg.error",
+                value: Some("invalid JSON"),
+            })
+            .insert(Header {
+                key: RECORD_NUMBER,
+                value: Some(number.as_str()),
+            });
+        producer
+            .send_nullable(&dlq.name, *key, *value, Some(headers))
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+    let originals = read_all(&dlq.name);
+    assert_eq!(
+        originals
+            .iter()
+            .map(|r| (r.key.as_deref(), r.payload.as_deref()))
+            .collect::<Vec<_>>(),
+        cases,
+        "the DLQ holds them as written"
+    );
+    let done = replay_ok(&dlq.name, &target.name, &[]);
+    assert!(done.contains("replayed 5 of"), "{done}");
+    let mut replayed = read_all(&target.name);
+    replayed.sort_by_key(|r| header(r, RECORD_NUMBER));
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|r| (r.key.as_deref(), r.payload.as_deref()))
+            .collect::<Vec<_>>(),
+        cases,
+        "key and value bytes as they were, null included"
+    );
+}
+
+#[test]
+fn dlq_replay_of_a_record_that_fails_again_retries_it_once_per_run() {
+    // A running processor sends what it cannot decode to its DLQ; replaying the DLQ into its input
+    // makes that record fail again: each run adds one copy, never doubles them.
+    let input = TestTopic::create("replay-again-in", 1);
+    let (output, dlq) = (
+        TestTopic::create("replay-again-out", 1),
+        TestTopic::create("replay-again-dlq", 1),
+    );
+    produce(
+        &input.name,
+        &[(b"s", b"{not json", &[(RECORD_NUMBER, b"0")])],
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let state = dir.path().to_str().expect("utf8");
+    let group = crate::scenario::random_group();
+    let brokers = brokers();
+    let mut processor = crate::common::StreamaggProcess::start(&[
+        "--brokers",
+        &brokers,
+        "--input",
+        &input.name,
+        "--output",
+        &output.name,
+        "--dlq-topic",
+        &dlq.name,
+        "--group",
+        &group,
+        "--state-dir",
+        state,
+        "--checkpoint-interval",
+        "200ms",
+    ]);
+    let wait_for_dlq = |processor: &mut crate::common::StreamaggProcess, count: usize| {
+        let records = wait_for_records(&dlq.name, count, Duration::from_secs(60), || {
+            processor.assert_alive()
+        });
+        assert_eq!(records.len(), count, "DLQ records");
+    };
+    wait_for_dlq(&mut processor, 1);
+    // The progress is never kept in a group with members: the processor's is refused.
+    let busy = replay_run(&dlq.name, &input.name, &["--group", &group]);
+    let stderr = String::from_utf8_lossy(&busy.stderr);
+    assert_eq!(busy.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("streamagg: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("active member"), "{stderr}");
+    for run in 1..=3 {
+        let done = replay_ok(&dlq.name, &input.name, &[]);
+        assert!(done.contains("replayed 1 of"), "run {run}: {done}");
+        wait_for_dlq(&mut processor, 1 + run);
+    }
+    // Time for any further copy to arrive.
+    std::thread::sleep(Duration::from_secs(2));
+    processor.stop_gracefully();
+    assert_eq!(read_all(&dlq.name).len(), 4, "the original and one per run");
+    assert_eq!(copies_by_number(&input.name), BTreeMap::from([(0, 4)]));
+}
+
 /// Partition count, replication factor and the given configs of `topic`, asked of the broker with
 /// rdkafka's admin client directly.
 fn described(topic: &str, keys: &[&str]) -> (usize, usize, BTreeMap<String, String>) {

@@ -437,7 +437,7 @@ fn dlq_replay_stopped_part_way_then_run_again_replays_each_record_once() {
 
 #[test]
 fn dlq_replay_stopped_by_its_deadline_keeps_what_it_delivered_and_a_rerun_continues() {
-    const COUNT: usize = 200_000;
+    const COUNT: usize = 400_000;
     let dlq = TestTopic::create("replay-deadline-dlq", 2);
     let target = TestTopic::create("replay-deadline-to", 2);
     produce_dlq_records(&dlq.name, 0..COUNT);

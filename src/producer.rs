@@ -300,6 +300,10 @@ impl RecordProducer {
         {
             retry_or_fail(&mut backoff, ProduceError::transaction("send offsets", e))?;
         }
+        // rust-rdkafka's commit_transaction flushes first, and its flush polls in steps of up to
+        // 100 ms that each run to the end: ~100 ms per commit with records in flight. Flush here
+        // in 1 ms steps, so its flush finds nothing left.
+        self.fast_flush(self.timeout);
         while let Err(e) = self.producer.commit_transaction(self.timeout) {
             retry_or_fail(&mut backoff, ProduceError::transaction("commit", e))?;
         }
@@ -338,10 +342,21 @@ impl RecordProducer {
         )
     }
 
+    /// Waits up to `timeout` for every record in flight, serving delivery reports in 1 ms steps
+    /// (rust-rdkafka's own `flush` polls in steps of 100 ms that each run to their end).
+    fn fast_flush(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+            self.producer.poll(Duration::from_millis(1));
+        }
+    }
+
     /// Waits until every queued record is delivered or failed, for at most `timeout`. Fails unless
     /// every record sent so far was delivered.
     pub fn flush(&mut self, timeout: Duration) -> Result<(), ProduceError> {
-        if self.producer.flush(timeout).is_err() {
+        self.fast_flush(timeout);
+        // Nothing is left in flight unless the wait above ran out: then this reports the timeout.
+        if self.producer.flush(Duration::ZERO).is_err() {
             return Err(ProduceError::FlushTimeout {
                 pending: self.producer.in_flight_count(),
                 waited: timeout,

@@ -117,27 +117,20 @@ ensure_quix_venv() {
   echo "$QUIX_VENV/bin/python"
 }
 
-# Builds the Kafka Streams peer with Maven (dependencies from Maven Central, once) and prints the
-# java class path that runs it.
-ensure_kafka_streams_peer() {
-  local dir="$REPO_ROOT/bench/peers/kafka-streams"
-  log "building the Kafka Streams peer (mvn package)"
+# ensure_java_peer DIR NAME — builds the JVM peer in bench/peers/DIR with Maven (dependencies from
+# Maven Central, once) and prints the java class path that runs it.
+ensure_java_peer() {
+  local dir="$REPO_ROOT/bench/peers/$1"
+  log "building the $2 peer (mvn package)"
   # (Maven's console library writes colour resets even in batch mode: stripped.)
   (cd "$dir" && mvn -q -B -Dstyle.color=never package dependency:copy-dependencies -DincludeScope=runtime 2>&1 \
     | sed 's/\x1b\[[0-9;]*m//g' >&2)
   echo "$dir/target/classes:$dir/target/dependency/*"
 }
 
-# Builds the Apache Flink peer with Maven (Flink, its Kafka connector and RocksDB from Maven Central,
-# ~150 MB once) and prints the java class path that runs it.
-ensure_flink_peer() {
-  local dir="$REPO_ROOT/bench/peers/flink"
-  log "building the Apache Flink peer (mvn package)"
-  # (Maven's console library writes colour resets even in batch mode: stripped.)
-  (cd "$dir" && mvn -q -B -Dstyle.color=never package dependency:copy-dependencies -DincludeScope=runtime 2>&1 \
-    | sed 's/\x1b\[[0-9;]*m//g' >&2)
-  echo "$dir/target/classes:$dir/target/dependency/*"
-}
+# The Kafka Streams peer; the Apache Flink peer (Flink, its Kafka connector and RocksDB, ~150 MB once).
+ensure_kafka_streams_peer() { ensure_java_peer kafka-streams "Kafka Streams"; }
+ensure_flink_peer() { ensure_java_peer flink "Apache Flink"; }
 
 # Cargo-installed tools, pinned, in a cache outside the clone (built once, a few minutes each).
 CARGO_TOOLS_ROOT=${STREAMAGG_CACHE:-$HOME/.cache/streamagg}/cargo-tools

@@ -249,14 +249,19 @@ impl Sink {
         reason: &str,
         extra: &[(&str, &str)],
     ) -> Result<(), ProduceError> {
-        let key = message.key().unwrap_or_default();
-        let payload = message.payload().unwrap_or_default();
+        // A copy keeps a null key or value null: a tombstone is not an empty record.
+        let (key, payload) = (message.key(), message.payload());
+        let key_bytes = key.map_or(0, <[u8]>::len);
+        let payload_bytes = payload.map_or(0, <[u8]>::len);
         let original_headers = message.headers();
         let header_bytes = original_headers.map_or(0, header_bytes);
-        let size = key.len() + payload.len() + header_bytes + reason.len();
+        let size = key_bytes + payload_bytes + header_bytes + reason.len();
         if size + framing_bytes(size) <= limit {
             let headers = with_extra(provenance(original_headers, message, reason), extra);
-            match self.producer.send(topic, key, payload, Some(headers)) {
+            match self
+                .producer
+                .send_nullable(topic, key, payload, Some(headers))
+            {
                 // librdkafka's own size check refused it at once: the marker below, then.
                 Err(ProduceError::Send {
                     cause: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
@@ -265,7 +270,7 @@ impl Sink {
                 sent => return sent,
             }
         }
-        let original_bytes = payload.len().to_string();
+        let original_bytes = payload_bytes.to_string();
         let reason = format!(
             "{reason}; record too large for '{topic}' ({size} bytes, limit {limit}): payload dropped"
         );
@@ -273,12 +278,13 @@ impl Sink {
             key: HEADER_ORIGINAL_BYTES,
             value: Some(original_bytes.as_bytes()),
         });
-        let key = if key.len() + framing_bytes(key.len()) <= limit / 2 {
+        let key = if key_bytes + framing_bytes(key_bytes) <= limit / 2 {
             key
         } else {
-            &[]
+            Some(&[][..])
         };
-        self.producer.send(topic, key, &[], Some(headers))
+        self.producer
+            .send_nullable(topic, key, Some(&[]), Some(headers))
     }
 
     /// Commits everything sent since the last commit together with the consumer's `offsets`, in one

@@ -222,3 +222,53 @@ fn a_record_whose_headers_the_producer_cannot_copy_becomes_a_marker() {
         Some(input_offset(&input_records, 1).to_string())
     );
 }
+
+#[test]
+fn a_record_with_a_null_key_and_value_reaches_the_dlq_as_null_not_empty() {
+    let mut inputs = json_events(&[
+        ("a", T0 + 1_000, 60.0),
+        ("tombstone", T0 + 1_100, 0.0),
+        ("empty", T0 + 1_200, 0.0),
+        ("b", T0 + 2_000, 70.0),
+        ("w", T0 + 200_000, 100.0),
+    ]);
+    // What the oracle decodes for them: nothing (a null value carries no bytes).
+    inputs[1].payload = Vec::new();
+    inputs[2].payload = Vec::new();
+    let scenario = Scenario::with_inputs("nulls", Format::Json, 1, inputs);
+    // Index 1: a tombstone with no key (null key, null value); index 2: an empty key and value.
+    // Both are invalid input; the DLQ must hold each exactly as it was, null staying null.
+    let mut producer = streamagg::producer::RecordProducer::connect(
+        &crate::common::kafka_settings(),
+        "it-nulls",
+        &BTreeMap::new(),
+    )
+    .expect("broker");
+    for (index, input) in scenario.inputs.iter().enumerate() {
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: crate::dataset::INDEX_HEADER,
+            value: Some(index.to_string().as_bytes()),
+        });
+        let (key, payload): (Option<&[u8]>, Option<&[u8]>) = match index {
+            1 => (None, None),
+            2 => (Some(b""), Some(b"")),
+            _ => (Some(input.source.as_bytes()), Some(&input.payload)),
+        };
+        producer
+            .send_nullable(&scenario.topics.input.name, key, payload, Some(headers))
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+
+    assert_eq!(scenario.expected().invalid, BTreeSet::from([1, 2]));
+    let dlq = run_until_the_windows_and_read_the_dlq(&scenario);
+    let copies: Vec<(usize, Option<Vec<u8>>, Option<Vec<u8>>)> = dlq
+        .iter()
+        .map(|r| (index_of(r), r.key.clone(), r.payload.clone()))
+        .collect();
+    assert_eq!(
+        copies,
+        vec![(1, None, None), (2, Some(vec![]), Some(vec![]))],
+        "each DLQ copy keeps its key and value as they were, null or empty"
+    );
+}

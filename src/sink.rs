@@ -298,9 +298,14 @@ impl Sink {
         self.producer.commit_transaction(offsets, group, patience)
     }
 
-    /// Aborts everything sent since the last commit.
-    pub fn abort_transaction(&mut self) -> Result<(), ProduceError> {
-        self.producer.abort_transaction()
+    /// Replaces a fenced transactional producer (see [`RecordProducer::renew`]).
+    pub fn renew_producer(&mut self, patience: Duration) -> Result<(), ProduceError> {
+        self.producer.renew(patience)
+    }
+
+    /// Aborts everything sent since the last commit, retrying retriable failures for `patience`.
+    pub fn abort_transaction(&mut self, patience: Duration) -> Result<(), ProduceError> {
+        self.producer.abort_transaction(patience)
     }
 
     /// Waits until everything queued is delivered (see [`RecordProducer::flush`]).

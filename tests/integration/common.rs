@@ -12,6 +12,15 @@ pub fn brokers() -> String {
     std::env::var("STREAMAGG_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
 }
 
+/// The replication factor of the tests' topics: `STREAMAGG_TEST_REPLICATION_FACTOR`, default 1 (the
+/// single broker); the cluster tests run with 3.
+pub fn replication_factor() -> i32 {
+    std::env::var("STREAMAGG_TEST_REPLICATION_FACTOR")
+        .ok()
+        .and_then(|factor| factor.parse().ok())
+        .unwrap_or(1)
+}
+
 pub fn kafka_settings() -> KafkaSettings {
     KafkaSettings {
         brokers: brokers(),
@@ -46,7 +55,11 @@ impl TestTopic {
         let name = format!("it-{purpose}-{:016x}", rand::random::<u64>());
         let admin = kafka::admin::admin_client(&settings).expect("admin client");
         let created = block_on(kafka::admin::ensure_topic(
-            &admin, &settings, &name, partitions, 1,
+            &admin,
+            &settings,
+            &name,
+            partitions,
+            replication_factor(),
         ))
         .unwrap_or_else(|e| {
             panic!(
@@ -149,7 +162,7 @@ fn create_topic(
     use rdkafka::types::RDKafkaErrorCode;
     let admin = kafka::admin::admin_client(settings).map_err(|e| e.to_string())?;
     let topic = configs.iter().fold(
-        NewTopic::new(name, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(name, partitions, TopicReplication::Fixed(replication_factor())),
         |topic, (key, value)| topic.set(key, value),
     );
     let options = AdminOptions::new().operation_timeout(Some(settings.timeout));

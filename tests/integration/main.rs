@@ -49,12 +49,17 @@
 //!   while a backlog is processed, two instances naming each other as owners, which
 //!   `streamagg query` follows, and a rogue group member's made-up owner address, which `query`
 //!   names but never sends the token to unless told with `--peer`.
+//!   `cluster.rs` runs on the replicated cluster (`scripts/kafka --cluster`, three nodes, replication
+//!   3, min ISR 2; its own `--ignored` run in `scripts/test`): kill -9 of an input partition's leader,
+//!   of the transaction coordinator mid-transaction and of the group coordinator mid-rebalance, two
+//!   of three nodes stopped, and a rolling restart, each under exactly-once, held to the oracle.
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are
 //!   compiled once, into `~/.cache/streamagg/target`.
 
 mod bounded;
+mod cluster;
 mod common;
 mod dataset;
 mod deployment;

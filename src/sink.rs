@@ -1,6 +1,11 @@
 //! The output edge of the processor: closed windows become `TrafficAverage` records on the output
 //! topic; late and undecodable input records are forwarded unchanged to the late topic and the DLQ,
 //! with headers saying why and where they came from. All through one idempotent [`RecordProducer`].
+//!
+//! Timestamps are event time: an output record carries its window's last instant
+//! ([`output_timestamp`], why that instant is there), a forwarded copy its input record's timestamp.
+//! A topic that refuses such a timestamp (`message.timestamp.before.max.ms`) fails the send like
+//! any refusal: the checkpoint's transaction is aborted and redone, a bounded number of times.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -58,6 +63,21 @@ pub fn average_of(window: &ClosedWindow, spec: WindowSpec) -> TrafficAverage {
         min: a.min,
         max: a.max,
     }
+}
+
+/// The Kafka timestamp of an output record: the last instant its window covers, `window_end - 1`
+/// (Flink's `TimeWindow.maxTimestamp()`). Event time, not the wall clock at emission, so that
+/// - a re-emission (at-least-once redo, a hand-off, a replay after a reset) is identical to the
+///   first, timestamp included;
+/// - a downstream consumer that windows by record timestamp with the same or a coarser alignment
+///   puts the record in the window it describes (the window end itself belongs to the next one);
+/// - it never exceeds the timestamps of later windows' records, so the topic's timestamps rise with
+///   its windows, which time-based retention and `offsetsForTimes` lookups expect.
+///
+/// (Kafka Streams stamps the largest input timestamp, which depends on which records came;
+/// Quix the window start, which a consumer aligned by end would misplace.)
+pub fn output_timestamp(average: &TrafficAverage) -> i64 {
+    average.window_end.saturating_sub(1)
 }
 
 /// Writes the processor's outputs.
@@ -193,19 +213,18 @@ impl Sink {
         self.producer.client()
     }
 
-    /// Queues the average of a closed window, keyed by source.
+    /// Queues the average of a closed window, keyed by source, timestamped with the window's last
+    /// instant ([`output_timestamp`]).
     pub fn emit(&mut self, window: &ClosedWindow) -> Result<(), ProduceError> {
         self.buffer.clear();
-        encode(
-            &average_of(window, self.spec),
-            self.output_format,
-            &mut self.buffer,
-        );
-        self.producer.send(
+        let average = average_of(window, self.spec);
+        encode(&average, self.output_format, &mut self.buffer);
+        self.producer.send_at(
             &self.output_topic,
             window.source.as_bytes(),
             &self.buffer,
             None,
+            Some(output_timestamp(&average)),
         )
     }
 
@@ -237,7 +256,7 @@ impl Sink {
         Ok(true)
     }
 
-    /// Sends `message` unchanged to `topic` with its provenance, or — when the copy would be larger
+    /// Sends `message` unchanged (its Kafka timestamp too) to `topic` with its provenance, or — when the copy would be larger
     /// than the topic accepts (`limit`) — a marker in its place: no payload, the provenance headers
     /// and the original size. A refused copy would fail the whole checkpoint (under exactly-once,
     /// every window of the transaction) for one record the DLQ cannot hold anyway.
@@ -251,12 +270,17 @@ impl Sink {
     ) -> Result<(), ProduceError> {
         let key = message.key().unwrap_or_default();
         let payload = message.payload().unwrap_or_default();
+        // The copy keeps the input record's timestamp: it is the same record, set aside.
+        let timestamp = message.timestamp().to_millis();
         let original_headers = message.headers();
         let header_bytes = original_headers.map_or(0, header_bytes);
         let size = key.len() + payload.len() + header_bytes + reason.len();
         if size + framing_bytes(size) <= limit {
             let headers = with_extra(provenance(original_headers, message, reason), extra);
-            match self.producer.send(topic, key, payload, Some(headers)) {
+            match self
+                .producer
+                .send_at(topic, key, payload, Some(headers), timestamp)
+            {
                 // librdkafka's own size check refused it at once: the marker below, then.
                 Err(ProduceError::Send {
                     cause: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
@@ -278,7 +302,8 @@ impl Sink {
         } else {
             &[]
         };
-        self.producer.send(topic, key, &[], Some(headers))
+        self.producer
+            .send_at(topic, key, &[], Some(headers), timestamp)
     }
 
     /// Commits everything sent since the last commit together with the consumer's `offsets`, in one

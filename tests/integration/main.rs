@@ -70,6 +70,7 @@ mod live_state;
 mod observability;
 mod operator_tools;
 mod oracle;
+mod output_timestamps;
 mod processor;
 mod reset;
 mod scenario;

@@ -21,6 +21,7 @@ use crate::config::RunSettings;
 use crate::kafka::KafkaSetupError;
 use crate::model::TrafficAverage;
 use crate::producer::{ProduceError, RecordProducer};
+use crate::window::sketch::SketchSpec;
 use crate::window::{ClosedWindow, WindowSpec};
 
 /// Header naming why a record went to the DLQ or late topic.
@@ -50,9 +51,18 @@ fn framing_bytes(size: usize) -> usize {
 const SINK_QUEUE_MESSAGES: &str = "100000";
 const SINK_QUEUE_KBYTES: &str = "65536";
 
-/// The averages of one closed window.
-pub fn average_of(window: &ClosedWindow, spec: WindowSpec) -> TrafficAverage {
+/// The averages of one closed window, and its percentiles when its values were sketched (each
+/// estimate kept within the window's `[min, max]`, where the exact value lies too).
+pub fn average_of(
+    window: &ClosedWindow,
+    spec: WindowSpec,
+    percentiles: Option<&SketchSpec>,
+) -> TrafficAverage {
     let a = &window.aggregate;
+    let percentile = |q: f64| {
+        let sketch = a.sketch.as_deref()?;
+        Some(sketch.quantile(percentiles?, q)?.clamp(a.min, a.max))
+    };
     TrafficAverage {
         source: window.source.to_string(),
         window_start: window.window_start,
@@ -62,6 +72,10 @@ pub fn average_of(window: &ClosedWindow, spec: WindowSpec) -> TrafficAverage {
         avg: a.sum / a.count as f64,
         min: a.min,
         max: a.max,
+        p50: percentile(0.5),
+        p90: percentile(0.9),
+        p95: percentile(0.95),
+        p99: percentile(0.99),
     }
 }
 
@@ -90,6 +104,7 @@ pub struct Sink {
     late_topic: Option<(String, usize)>,
     dlq_topic: Option<(String, usize)>,
     spec: WindowSpec,
+    percentiles: Option<SketchSpec>,
     buffer: Vec<u8>,
 }
 
@@ -188,6 +203,7 @@ impl Sink {
             late_topic,
             dlq_topic,
             spec: settings.window,
+            percentiles: settings.percentiles,
             buffer: Vec::with_capacity(256),
         })
     }
@@ -217,7 +233,7 @@ impl Sink {
     /// instant ([`output_timestamp`]).
     pub fn emit(&mut self, window: &ClosedWindow) -> Result<(), ProduceError> {
         self.buffer.clear();
-        let average = average_of(window, self.spec);
+        let average = average_of(window, self.spec, self.percentiles.as_ref());
         encode(&average, self.output_format, &mut self.buffer);
         self.producer.send_at(
             &self.output_topic,
@@ -408,15 +424,14 @@ mod tests {
                 min: 1.0,
                 max: 4.0,
                 first_offset: 0,
+                sketch: None,
             },
         };
-        let average = average_of(
-            &window,
-            WindowSpec {
-                size_ms: 60_000,
-                grace_ms: 0,
-            },
-        );
+        let minute = WindowSpec {
+            size_ms: 60_000,
+            grace_ms: 0,
+        };
+        let average = average_of(&window, minute, None);
         assert_eq!(
             average,
             TrafficAverage {
@@ -427,8 +442,61 @@ mod tests {
                 sum: 10.0,
                 avg: 2.5,
                 min: 1.0,
-                max: 4.0
+                max: 4.0,
+                p50: None,
+                p90: None,
+                p95: None,
+                p99: None,
             }
         );
+        assert_eq!(output_timestamp(&average), 179_999);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_sketch_within_min_and_max() {
+        let spec = SketchSpec::new(0.01, 2048).expect("valid");
+        let mut aggregate = Aggregate::of(1.0, 0);
+        let mut sketch = crate::window::sketch::Sketch::default();
+        sketch.add(&spec, 1.0);
+        for (offset, value) in [(1, 2.0), (2, 3.0), (3, 100.0)] {
+            aggregate.add(value, offset);
+            sketch.add(&spec, value);
+        }
+        aggregate.sketch = Some(Box::new(sketch));
+        let window = ClosedWindow {
+            source: "s".into(),
+            window_start: 0,
+            aggregate,
+        };
+        let minute = WindowSpec {
+            size_ms: 60_000,
+            grace_ms: 0,
+        };
+        let average = average_of(&window, minute, Some(&spec));
+        // Ranks ⌊q · 3⌋: p50 → 2.0 (rank 1), p90, p95, p99 → 3.0 (rank 2).
+        for (got, exact) in [
+            (average.p50, 2.0),
+            (average.p90, 3.0),
+            (average.p95, 3.0),
+            (average.p99, 3.0),
+        ] {
+            let got = got.expect("a percentile");
+            assert!((got - exact).abs() <= 0.01 * exact, "{got} vs {exact}");
+        }
+        // A single value: its bin's estimate is kept within [min, max], so exact.
+        let single = ClosedWindow {
+            aggregate: Aggregate {
+                sketch: Some(Box::new({
+                    let mut s = crate::window::sketch::Sketch::default();
+                    s.add(&spec, 7.3);
+                    s
+                })),
+                ..Aggregate::of(7.3, 0)
+            },
+            ..window
+        };
+        assert_eq!(average_of(&single, minute, Some(&spec)).p99, Some(7.3));
+        // Percentiles off: none, whatever the aggregate holds.
+        assert_eq!(average_of(&single, minute, None).p50, None);
     }
 }

@@ -71,6 +71,7 @@ mod observability;
 mod operator_tools;
 mod oracle;
 mod output_timestamps;
+mod percentiles;
 mod processor;
 mod reset;
 mod scenario;

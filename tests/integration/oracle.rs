@@ -73,6 +73,8 @@ pub fn parse_independently(format: Format, payload: &[u8]) -> Option<(String, i6
 pub struct Expected {
     /// (source, window_start) → (count, sum, min, max)
     pub windows: BTreeMap<(String, i64), (i64, f64, f64, f64)>,
+    /// (source, window_start) → the window's values, in input order.
+    pub values: BTreeMap<(String, i64), Vec<f64>>,
     pub late: BTreeSet<usize>,
     pub invalid: BTreeSet<usize>,
 }
@@ -115,9 +117,11 @@ pub fn oracle(format: Format, inputs: &[Input], input_records: &[RawRecord]) -> 
                 let sum: f64 = values.iter().sum();
                 let min = values.iter().copied().fold(f64::INFINITY, f64::min);
                 let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                expected
-                    .windows
-                    .insert((source, window_start), (values.len() as i64, sum, min, max));
+                expected.windows.insert(
+                    (source.clone(), window_start),
+                    (values.len() as i64, sum, min, max),
+                );
+                expected.values.insert((source, window_start), values);
             }
         }
     }

@@ -49,6 +49,10 @@
 //!   while a backlog is processed, two instances naming each other as owners, which
 //!   `streamagg query` follows, and a rogue group member's made-up owner address, which `query`
 //!   names but never sends the token to unless told with `--peer`.
+//!   `percentiles.rs` holds `--percentiles` to exact rank values computed from the oracle's windows
+//!   (straight, across `kill -9`s, across a hand-off that rebuilds); `output_timestamps.rs` an
+//!   output topic that refuses old timestamps (every oracle comparison also checks that output
+//!   records carry their window's last instant and side copies their input's timestamp).
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are

@@ -25,6 +25,7 @@
 
 use crate::codec::Format;
 use crate::route::EventTime;
+use crate::window::sketch::SketchSpec;
 use crate::window::WindowSpec;
 
 const PREFIX_V1: &str = "streamagg/1";
@@ -84,14 +85,21 @@ pub struct Semantics {
     pub min_value: Option<f64>,
     pub event_time: EventTime,
     pub input_format: Format,
+    /// With percentiles on, the sketch every window keeps.
+    pub percentiles: Option<SketchSpec>,
 }
 
 impl Semantics {
-    /// The compact text form kept in the store and in every commit's metadata.
+    /// The compact text form kept in the store and in every commit's metadata. Percentiles add
+    /// ` pct=<accuracy>/<max bins>` only when on: with them off the text is what versions without
+    /// percentiles write and read.
     pub fn encode(&self) -> String {
         let min = self.min_value.map_or("-".to_owned(), |m| m.to_string());
+        let percentiles = self
+            .percentiles
+            .map_or(String::new(), |p| format!(" {}", percentiles_word(p)));
         format!(
-            "w={} g={} min={min} et={} in={}",
+            "w={} g={} min={min} et={} in={}{percentiles}",
             self.window_ms,
             self.grace_ms,
             event_time_name(self.event_time),
@@ -100,7 +108,22 @@ impl Semantics {
     }
 
     /// Reads [`Semantics::encode`]'s form from `words`; `None` for anything else.
-    fn parse_words<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Semantics> {
+    fn parse_words<'a, I: Iterator<Item = &'a str>>(
+        words: &mut std::iter::Peekable<I>,
+    ) -> Option<Semantics> {
+        let semantics = Self::parse_required_words(words)?;
+        let percentiles = match words.next_if(|w| w.starts_with("pct=")) {
+            Some(word) => Some(parse_percentiles_word(word)?),
+            None => None,
+        };
+        Some(Semantics {
+            percentiles,
+            ..semantics
+        })
+    }
+
+    /// The words every version writes.
+    fn parse_required_words<'a>(words: &mut impl Iterator<Item = &'a str>) -> Option<Semantics> {
         let mut field = |name: &str| words.next()?.strip_prefix(name);
         let window_ms = field("w=")?.parse().ok()?;
         let grace_ms = field("g=")?.parse().ok()?;
@@ -124,12 +147,13 @@ impl Semantics {
             min_value,
             event_time,
             input_format,
+            percentiles: None,
         })
     }
 
     /// Parses [`Semantics::encode`]'s form.
     pub fn parse(text: &str) -> Option<Semantics> {
-        let mut words = text.split(' ');
+        let mut words = text.split(' ').peekable();
         let semantics = Self::parse_words(&mut words)?;
         words.next().is_none().then_some(semantics)
     }
@@ -155,6 +179,11 @@ impl Semantics {
                 format_name(self.input_format).to_owned(),
                 format_name(now.input_format).to_owned(),
             ),
+            (
+                "percentiles",
+                percentiles_name(self.percentiles),
+                percentiles_name(now.percentiles),
+            ),
         ];
         pairs
             .into_iter()
@@ -163,6 +192,26 @@ impl Semantics {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// `pct=<accuracy>/<max bins>`.
+fn percentiles_word(spec: SketchSpec) -> String {
+    format!("pct={}/{}", spec.accuracy(), spec.max_bins())
+}
+
+fn parse_percentiles_word(word: &str) -> Option<SketchSpec> {
+    let (accuracy, max_bins) = word.strip_prefix("pct=")?.split_once('/')?;
+    SketchSpec::new(accuracy.parse().ok()?, max_bins.parse().ok()?)
+}
+
+fn percentiles_name(spec: Option<SketchSpec>) -> String {
+    spec.map_or("off".to_owned(), |spec| {
+        format!(
+            "on (accuracy {}, at most {} bins)",
+            spec.accuracy(),
+            spec.max_bins()
+        )
+    })
 }
 
 fn event_time_name(event_time: EventTime) -> &'static str {

@@ -4,7 +4,9 @@
 //! The Avro datum of these flat records is the concatenation of their fields (strings and longs as
 //! zig-zag varints, doubles as 8 little-endian bytes), so it is written and read here directly into the
 //! fixed structs, without building a generic `apache_avro::types::Value` tree per record: this is the
-//! hot path. The `.avsc` files stay the single source of truth: they are embedded in the binary
+//! hot path. Optional fields are `["null", "double"]` unions (a branch index, then the double if
+//! any); a `TrafficAverage` datum that ends before them (written before they existed) reads them as
+//! null, the schema's default. The `.avsc` files stay the single source of truth: they are embedded in the binary
 //! ([`TRAFFIC_EVENT_SCHEMA`], [`TRAFFIC_AVERAGE_SCHEMA`]), and the tests hold this codec byte-for-byte
 //! equal to `apache-avro`'s generic encoder and decoder for those schemas.
 
@@ -192,10 +194,13 @@ impl WireRecord for TrafficAverage {
         put_double(out, self.avg);
         put_double(out, self.min);
         put_double(out, self.max);
+        for percentile in [self.p50, self.p90, self.p95, self.p99] {
+            put_optional_double(out, percentile);
+        }
     }
 
     fn read_avro(reader: &mut AvroReader<'_>) -> Result<Self, DecodeError> {
-        Ok(TrafficAverage {
+        let mut average = TrafficAverage {
             source: reader.string()?.to_owned(),
             window_start: reader.long()?,
             window_end: reader.long()?,
@@ -204,7 +209,20 @@ impl WireRecord for TrafficAverage {
             avg: reader.double()?,
             min: reader.double()?,
             max: reader.double()?,
-        })
+            p50: None,
+            p90: None,
+            p95: None,
+            p99: None,
+        };
+        // A record written before the percentile fields ends here: they are null, as the schema's
+        // defaults say.
+        if !reader.rest.is_empty() {
+            average.p50 = reader.optional_double()?;
+            average.p90 = reader.optional_double()?;
+            average.p95 = reader.optional_double()?;
+            average.p99 = reader.optional_double()?;
+        }
+        Ok(average)
     }
 }
 
@@ -224,6 +242,17 @@ fn put_string(out: &mut Vec<u8>, value: &str) {
 
 fn put_double(out: &mut Vec<u8>, value: f64) {
     out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// A `["null", "double"]` union: the branch index (a long), then the double if any.
+fn put_optional_double(out: &mut Vec<u8>, value: Option<f64>) {
+    match value {
+        None => put_long(out, 0),
+        Some(value) => {
+            put_long(out, 1);
+            put_double(out, value);
+        }
+    }
 }
 
 /// Reads Avro primitives from the front of a byte slice, refusing truncated or malformed input.
@@ -269,6 +298,15 @@ impl<'a> AvroReader<'a> {
             .ok_or(DecodeError::Avro("truncated double"))?;
         self.rest = rest;
         Ok(f64::from_le_bytes(*bytes))
+    }
+
+    /// A `["null", "double"]` union.
+    fn optional_double(&mut self) -> Result<Option<f64>, DecodeError> {
+        match self.long()? {
+            0 => Ok(None),
+            1 => self.double().map(Some),
+            _ => Err(DecodeError::Avro("union branch out of range")),
+        }
     }
 }
 

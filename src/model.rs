@@ -29,4 +29,14 @@ pub struct TrafficAverage {
     pub avg: f64,
     pub min: f64,
     pub max: f64,
+    /// Percentiles of `value` over the window (`--percentiles`), each within the run's relative
+    /// accuracy of the exact value at its rank; absent (`null` in Avro, left out of JSON) when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
 }

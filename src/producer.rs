@@ -265,6 +265,19 @@ impl RecordProducer {
         self.send_to(topic, None, key, payload, headers)
     }
 
+    /// [`RecordProducer::send_nullable`] with the record's Kafka timestamp set to `timestamp` (epoch
+    /// milliseconds) instead of the wall clock at sending.
+    pub fn send_at(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        timestamp: Option<i64>,
+    ) -> Result<(), ProduceError> {
+        self.send_record(topic, None, key, payload, headers, timestamp)
+    }
+
     /// [`RecordProducer::send`] to an explicit partition, or partitioned by key when `None`.
     pub fn send_to(
         &mut self,
@@ -274,7 +287,7 @@ impl RecordProducer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<(), ProduceError> {
-        self.send_record(topic, partition, Some(key), Some(payload), headers)
+        self.send_record(topic, partition, Some(key), Some(payload), headers, None)
     }
 
     /// [`RecordProducer::send`] with a key and a payload that may be null (absent), as opposed to
@@ -287,7 +300,7 @@ impl RecordProducer {
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), ProduceError> {
-        self.send_record(topic, None, key, payload, headers)
+        self.send_record(topic, None, key, payload, headers, None)
     }
 
     fn send_record(
@@ -297,6 +310,7 @@ impl RecordProducer {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
+        timestamp: Option<i64>,
     ) -> Result<(), ProduceError> {
         self.begin_if_transactional()?;
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
@@ -311,6 +325,9 @@ impl RecordProducer {
         }
         if let Some(headers) = headers {
             record = record.headers(headers);
+        }
+        if let Some(timestamp) = timestamp {
+            record = record.timestamp(timestamp);
         }
         loop {
             match self.producer.send(record) {

@@ -24,6 +24,8 @@ use start::first_offset;
 pub struct RawRecord {
     pub partition: i32,
     pub offset: i64,
+    /// The record's Kafka timestamp (CreateTime or LogAppendTime), epoch milliseconds.
+    pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -65,6 +67,7 @@ pub fn read_to_end(
         records.push(RawRecord {
             partition: message.partition(),
             offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec),
             headers: header_list(message)

@@ -1,6 +1,11 @@
 //! The output edge of the processor: closed windows become `TrafficAverage` records on the output
 //! topic; late and undecodable input records are forwarded unchanged to the late topic and the DLQ,
 //! with headers saying why and where they came from. All through one idempotent [`RecordProducer`].
+//!
+//! Timestamps are event time: an output record carries its window's last instant
+//! ([`output_timestamp`], why that instant is there), a forwarded copy its input record's timestamp.
+//! A topic that refuses such a timestamp (`message.timestamp.before.max.ms`) fails the send like
+//! any refusal: the checkpoint's transaction is aborted and redone, a bounded number of times.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,6 +21,7 @@ use crate::config::RunSettings;
 use crate::kafka::KafkaSetupError;
 use crate::model::TrafficAverage;
 use crate::producer::{ProduceError, RecordProducer};
+use crate::window::sketch::SketchSpec;
 use crate::window::{ClosedWindow, WindowSpec};
 
 /// Header naming why a record went to the DLQ or late topic.
@@ -45,9 +51,18 @@ fn framing_bytes(size: usize) -> usize {
 const SINK_QUEUE_MESSAGES: &str = "100000";
 const SINK_QUEUE_KBYTES: &str = "65536";
 
-/// The averages of one closed window.
-pub fn average_of(window: &ClosedWindow, spec: WindowSpec) -> TrafficAverage {
+/// The averages of one closed window, and its percentiles when its values were sketched (each
+/// estimate kept within the window's `[min, max]`, where the exact value lies too).
+pub fn average_of(
+    window: &ClosedWindow,
+    spec: WindowSpec,
+    percentiles: Option<&SketchSpec>,
+) -> TrafficAverage {
     let a = &window.aggregate;
+    let percentile = |q: f64| {
+        let sketch = a.sketch.as_deref()?;
+        Some(sketch.quantile(percentiles?, q)?.clamp(a.min, a.max))
+    };
     TrafficAverage {
         source: window.source.to_string(),
         window_start: window.window_start,
@@ -57,7 +72,26 @@ pub fn average_of(window: &ClosedWindow, spec: WindowSpec) -> TrafficAverage {
         avg: a.sum / a.count as f64,
         min: a.min,
         max: a.max,
+        p50: percentile(0.5),
+        p90: percentile(0.9),
+        p95: percentile(0.95),
+        p99: percentile(0.99),
     }
+}
+
+/// The Kafka timestamp of an output record: the last instant its window covers, `window_end - 1`
+/// (Flink's `TimeWindow.maxTimestamp()`). Event time, not the wall clock at emission, so that
+/// - a re-emission (at-least-once redo, a hand-off, a replay after a reset) is identical to the
+///   first, timestamp included;
+/// - a downstream consumer that windows by record timestamp with the same or a coarser alignment
+///   puts the record in the window it describes (the window end itself belongs to the next one);
+/// - it never exceeds the timestamps of later windows' records, so the topic's timestamps rise with
+///   its windows, which time-based retention and `offsetsForTimes` lookups expect.
+///
+/// (Kafka Streams stamps the largest input timestamp, which depends on which records came;
+/// Quix the window start, which a consumer aligned by end would misplace.)
+pub fn output_timestamp(average: &TrafficAverage) -> i64 {
+    average.window_end.saturating_sub(1)
 }
 
 /// Writes the processor's outputs.
@@ -70,6 +104,7 @@ pub struct Sink {
     late_topic: Option<(String, usize)>,
     dlq_topic: Option<(String, usize)>,
     spec: WindowSpec,
+    percentiles: Option<SketchSpec>,
     buffer: Vec<u8>,
 }
 
@@ -168,6 +203,7 @@ impl Sink {
             late_topic,
             dlq_topic,
             spec: settings.window,
+            percentiles: settings.percentiles,
             buffer: Vec::with_capacity(256),
         })
     }
@@ -193,19 +229,18 @@ impl Sink {
         self.producer.client()
     }
 
-    /// Queues the average of a closed window, keyed by source.
+    /// Queues the average of a closed window, keyed by source, timestamped with the window's last
+    /// instant ([`output_timestamp`]).
     pub fn emit(&mut self, window: &ClosedWindow) -> Result<(), ProduceError> {
         self.buffer.clear();
-        encode(
-            &average_of(window, self.spec),
-            self.output_format,
-            &mut self.buffer,
-        );
-        self.producer.send(
+        let average = average_of(window, self.spec, self.percentiles.as_ref());
+        encode(&average, self.output_format, &mut self.buffer);
+        self.producer.send_at(
             &self.output_topic,
-            window.source.as_bytes(),
-            &self.buffer,
+            Some(window.source.as_bytes()),
+            Some(&self.buffer),
             None,
+            Some(output_timestamp(&average)),
         )
     }
 
@@ -237,7 +272,7 @@ impl Sink {
         Ok(true)
     }
 
-    /// Sends `message` unchanged to `topic` with its provenance, or — when the copy would be larger
+    /// Sends `message` unchanged (its Kafka timestamp too) to `topic` with its provenance, or — when the copy would be larger
     /// than the topic accepts (`limit`) — a marker in its place: no payload, the provenance headers
     /// and the original size. A refused copy would fail the whole checkpoint (under exactly-once,
     /// every window of the transaction) for one record the DLQ cannot hold anyway.
@@ -249,10 +284,12 @@ impl Sink {
         reason: &str,
         extra: &[(&str, &str)],
     ) -> Result<(), ProduceError> {
-        // A copy keeps a null key or value null: a tombstone is not an empty record.
+        // A copy keeps a null key or value null: a tombstone is not an empty record. It keeps
+        // the input record's timestamp too: it is the same record, set aside.
         let (key, payload) = (message.key(), message.payload());
         let key_bytes = key.map_or(0, <[u8]>::len);
         let payload_bytes = payload.map_or(0, <[u8]>::len);
+        let timestamp = message.timestamp().to_millis();
         let original_headers = message.headers();
         let header_bytes = original_headers.map_or(0, header_bytes);
         let size = key_bytes + payload_bytes + header_bytes + reason.len();
@@ -260,7 +297,7 @@ impl Sink {
             let headers = with_extra(provenance(original_headers, message, reason), extra);
             match self
                 .producer
-                .send_nullable(topic, key, payload, Some(headers))
+                .send_at(topic, key, payload, Some(headers), timestamp)
             {
                 // librdkafka's own size check refused it at once: the marker below, then.
                 Err(ProduceError::Send {
@@ -284,7 +321,7 @@ impl Sink {
             Some(&[][..])
         };
         self.producer
-            .send_nullable(topic, key, Some(&[]), Some(headers))
+            .send_at(topic, key, Some(&[]), Some(headers), timestamp)
     }
 
     /// Commits everything sent since the last commit together with the consumer's `offsets`, in one
@@ -394,15 +431,14 @@ mod tests {
                 min: 1.0,
                 max: 4.0,
                 first_offset: 0,
+                sketch: None,
             },
         };
-        let average = average_of(
-            &window,
-            WindowSpec {
-                size_ms: 60_000,
-                grace_ms: 0,
-            },
-        );
+        let minute = WindowSpec {
+            size_ms: 60_000,
+            grace_ms: 0,
+        };
+        let average = average_of(&window, minute, None);
         assert_eq!(
             average,
             TrafficAverage {
@@ -413,8 +449,61 @@ mod tests {
                 sum: 10.0,
                 avg: 2.5,
                 min: 1.0,
-                max: 4.0
+                max: 4.0,
+                p50: None,
+                p90: None,
+                p95: None,
+                p99: None,
             }
         );
+        assert_eq!(output_timestamp(&average), 179_999);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_sketch_within_min_and_max() {
+        let spec = SketchSpec::new(0.01, 2048).expect("valid");
+        let mut aggregate = Aggregate::of(1.0, 0);
+        let mut sketch = crate::window::sketch::Sketch::default();
+        sketch.add(&spec, 1.0);
+        for (offset, value) in [(1, 2.0), (2, 3.0), (3, 100.0)] {
+            aggregate.add(value, offset);
+            sketch.add(&spec, value);
+        }
+        aggregate.sketch = Some(Box::new(sketch));
+        let window = ClosedWindow {
+            source: "s".into(),
+            window_start: 0,
+            aggregate,
+        };
+        let minute = WindowSpec {
+            size_ms: 60_000,
+            grace_ms: 0,
+        };
+        let average = average_of(&window, minute, Some(&spec));
+        // Ranks ⌊q · 3⌋: p50 → 2.0 (rank 1), p90, p95, p99 → 3.0 (rank 2).
+        for (got, exact) in [
+            (average.p50, 2.0),
+            (average.p90, 3.0),
+            (average.p95, 3.0),
+            (average.p99, 3.0),
+        ] {
+            let got = got.expect("a percentile");
+            assert!((got - exact).abs() <= 0.01 * exact, "{got} vs {exact}");
+        }
+        // A single value: its bin's estimate is kept within [min, max], so exact.
+        let single = ClosedWindow {
+            aggregate: Aggregate {
+                sketch: Some(Box::new({
+                    let mut s = crate::window::sketch::Sketch::default();
+                    s.add(&spec, 7.3);
+                    s
+                })),
+                ..Aggregate::of(7.3, 0)
+            },
+            ..window
+        };
+        assert_eq!(average_of(&single, minute, Some(&spec)).p99, Some(7.3));
+        // Percentiles off: none, whatever the aggregate holds.
+        assert_eq!(average_of(&single, minute, None).p50, None);
     }
 }

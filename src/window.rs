@@ -7,12 +7,20 @@
 //! dropped. Because stream time only moves forward and closing is monotone in `start`, "every window
 //! with `start < open_from()` is closed" holds at all times: the store uses it to delete closed windows
 //! with one range delete.
+//!
+//! With percentiles on ([`PartitionWindows::keeping_percentiles`]) each window also keeps a
+//! [`sketch::Sketch`] of its values. An [`Aggregate`] merges with another of the same source
+//! (counts and sums add, sketches merge exactly): what a rollup of closed windows needs.
 
 use std::collections::BTreeMap;
 use std::hash::RandomState;
 
 use hashbrown::HashMap;
 use smol_str::SmolStr;
+
+pub mod sketch;
+
+use sketch::{Sketch, SketchSpec};
 
 /// Window size and grace period, in milliseconds. Both validated positive / non-negative by config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +80,7 @@ impl WindowSpec {
 }
 
 /// The running aggregate of one source in one window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Aggregate {
     pub count: u64,
     pub sum: f64,
@@ -81,6 +89,8 @@ pub struct Aggregate {
     /// The smallest input offset that contributed: replaying the partition from the smallest of these
     /// over all open windows rebuilds them.
     pub first_offset: i64,
+    /// The window's values, with percentiles on; `None` (8 bytes, no allocation) with them off.
+    pub sketch: Option<Box<Sketch>>,
 }
 
 impl Aggregate {
@@ -91,6 +101,29 @@ impl Aggregate {
             min: value,
             max: value,
             first_offset: offset,
+            sketch: None,
+        }
+    }
+
+    /// Adds `value` to the sketch, creating it if needed.
+    fn sketch_value(&mut self, spec: &SketchSpec, value: f64) {
+        self.sketch
+            .get_or_insert_with(Box::default)
+            .add(spec, value);
+    }
+
+    /// Adds the values of `other`, an aggregate of the same source made with the same `percentiles`
+    /// (a rollup of windows): counts and sums add, sketches merge exactly.
+    pub fn merge(&mut self, other: &Aggregate, percentiles: Option<&SketchSpec>) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.first_offset = self.first_offset.min(other.first_offset);
+        if let (Some(spec), Some(theirs)) = (percentiles, &other.sketch) {
+            self.sketch
+                .get_or_insert_with(Box::default)
+                .merge(spec, theirs);
         }
     }
 
@@ -132,6 +165,8 @@ type SourceMap = HashMap<SmolStr, (Aggregate, bool), RandomState>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionWindows {
     spec: WindowSpec,
+    /// With percentiles on: how each window's values are sketched.
+    percentiles: Option<SketchSpec>,
     stream_time: Option<i64>,
     /// window start → source → aggregate, plus a dirty flag since the last checkpoint.
     ///
@@ -150,10 +185,18 @@ impl PartitionWindows {
     pub fn new(spec: WindowSpec) -> Self {
         PartitionWindows {
             spec,
+            percentiles: None,
             stream_time: None,
             open: BTreeMap::new(),
             dirty: Vec::new(),
         }
+    }
+
+    /// These windows with percentiles kept (`Some`) or not. Windows restored before keep the
+    /// sketches they were stored with.
+    pub fn keeping_percentiles(mut self, percentiles: Option<SketchSpec>) -> Self {
+        self.percentiles = percentiles;
+        self
     }
 
     /// Rebuilds a partition from checkpointed windows (not dirty: they are already stored).
@@ -223,6 +266,9 @@ impl PartitionWindows {
                     return Observed::ValueOutOfRange;
                 }
                 aggregate.add(value, offset);
+                if let Some(spec) = &self.percentiles {
+                    aggregate.sketch_value(spec, value);
+                }
                 if !*dirty {
                     *dirty = true;
                     self.dirty.push((start, key.clone()));
@@ -231,7 +277,11 @@ impl PartitionWindows {
             None => {
                 let source = SmolStr::new(source);
                 self.dirty.push((start, source.clone()));
-                sources.insert(source, (Aggregate::of(value, offset), true));
+                let mut aggregate = Aggregate::of(value, offset);
+                if let Some(spec) = &self.percentiles {
+                    aggregate.sketch_value(spec, value);
+                }
+                sources.insert(source, (aggregate, true));
             }
         }
         self.stream_time = Some(stream_time);
@@ -276,7 +326,7 @@ impl PartitionWindows {
                 self.open.get_mut(&start).and_then(|s| s.get_mut(&source))
             {
                 *dirty = false;
-                changed.push((start, source, *aggregate));
+                changed.push((start, source, aggregate.clone()));
             }
         }
         changed

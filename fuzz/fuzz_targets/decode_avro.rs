@@ -37,9 +37,29 @@ impl AsAvroFields for TrafficAverage {
             Value::Double(self.avg),
             Value::Double(self.min),
             Value::Double(self.max),
+            optional_double(self.p50),
+            optional_double(self.p90),
+            optional_double(self.p95),
+            optional_double(self.p99),
         ]
     }
 }
+
+fn optional_double(value: Option<f64>) -> Value {
+    match value {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(v) => Value::Union(1, Box::new(Value::Double(v))),
+    }
+}
+
+/// `TrafficAverage` before its percentile fields: streamagg reads such datums too (the fields null).
+const TRAFFIC_AVERAGE_SCHEMA_BEFORE_PERCENTILES: &str = r#"{"type": "record", "name": "TrafficAverage", "fields": [
+    {"name": "source", "type": "string"},
+    {"name": "window_start", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "window_end", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "count", "type": "long"}, {"name": "sum", "type": "double"},
+    {"name": "avg", "type": "double"}, {"name": "min", "type": "double"},
+    {"name": "max", "type": "double"}]}"#;
 
 /// Doubles compared by bits, so NaN payloads count as equal to themselves; a `timestamp-millis`
 /// long (how apache-avro reads the schemas' logical type) as the long it is on the wire.
@@ -47,26 +67,38 @@ fn same(theirs: &Value, ours: &Value) -> bool {
     match (theirs, ours) {
         (Value::Double(x), Value::Double(y)) => x.to_bits() == y.to_bits(),
         (Value::TimestampMillis(x), Value::Long(y)) => x == y,
+        (Value::Union(i, x), Value::Union(j, y)) => i == j && same(x, y),
         _ => theirs == ours,
     }
 }
 
-fn check<R: WireRecord + AsAvroFields>(data: &[u8], schema_text: &str) {
+/// `data` as streamagg decodes it equals what apache-avro reads with one of `schema_texts` (the
+/// current schema first, then earlier ones streamagg still reads); fields an earlier schema lacks
+/// are null.
+fn check<R: WireRecord + AsAvroFields>(data: &[u8], schema_texts: &[&str]) {
     let Ok(record) = decode::<R>(data, Format::Avro) else {
         return;
     };
-    let schema = Schema::parse_str(schema_text).expect("embedded schema parses");
-    let mut reader = data;
-    let generic = apache_avro::from_avro_datum(&schema, &mut reader, None)
-        .expect("apache-avro reads a datum streamagg accepted");
-    assert!(reader.is_empty(), "apache-avro left bytes streamagg consumed");
+    let read_whole = |text: &&str| {
+        let schema = Schema::parse_str(text).expect("embedded schema parses");
+        let mut reader = data;
+        let generic = apache_avro::from_avro_datum(&schema, &mut reader, None).ok()?;
+        reader.is_empty().then_some(generic)
+    };
+    let generic = schema_texts
+        .iter()
+        .find_map(read_whole)
+        .expect("apache-avro reads the whole of a datum streamagg accepted");
     let Value::Record(fields) = generic else {
         panic!("apache-avro read a non-record: {generic:?}");
     };
     let ours = record.fields();
-    assert_eq!(fields.len(), ours.len());
+    assert!(fields.len() <= ours.len());
     for ((name, theirs), mine) in fields.iter().zip(&ours) {
         assert!(same(theirs, mine), "field {name}: apache-avro {theirs:?}, streamagg {mine:?}");
+    }
+    for absent in &ours[fields.len()..] {
+        assert_eq!(absent, &Value::Union(0, Box::new(Value::Null)));
     }
     let encoded = encode_to_vec(&record, Format::Avro);
     let again = decode::<R>(&encoded, Format::Avro).expect("re-encoded datum decodes");
@@ -74,6 +106,9 @@ fn check<R: WireRecord + AsAvroFields>(data: &[u8], schema_text: &str) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    check::<TrafficEvent>(data, TRAFFIC_EVENT_SCHEMA);
-    check::<TrafficAverage>(data, TRAFFIC_AVERAGE_SCHEMA);
+    check::<TrafficEvent>(data, &[TRAFFIC_EVENT_SCHEMA]);
+    check::<TrafficAverage>(
+        data,
+        &[TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_AVERAGE_SCHEMA_BEFORE_PERCENTILES],
+    );
 });

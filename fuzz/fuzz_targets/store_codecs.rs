@@ -45,7 +45,7 @@ fuzz_target!(|input: Input| {
     assert_eq!(keys[0].cmp(&keys[1]), expected, "key order is not window order");
 
     let (count, sum, min, max, first_offset) = input.aggregate;
-    let aggregate = Aggregate { count, sum, min, max, first_offset };
+    let aggregate = Aggregate { count, sum, min, max, first_offset, sketch: None };
     let decoded = decode_aggregate(&encode_aggregate(&aggregate)).expect("aggregate decodes");
     assert_eq!(encode_aggregate(&decoded), encode_aggregate(&aggregate));
 

@@ -13,6 +13,7 @@ const MINUTE: Semantics = Semantics {
     min_value: None,
     event_time: EventTime::Field,
     input_format: Format::Json,
+    percentiles: None,
 };
 
 #[test]
@@ -94,6 +95,61 @@ fn metadata_round_trips_and_foreign_metadata_is_ignored() {
     ] {
         assert_eq!(CommitMetadata::parse(foreign), None, "{foreign:?}");
     }
+}
+
+#[test]
+fn percentiles_are_recorded_only_when_on_and_a_change_is_named() {
+    let spec = SketchSpec::new(0.01, 2048).expect("valid");
+    let with = Semantics {
+        percentiles: Some(spec),
+        ..MINUTE
+    };
+    assert_eq!(
+        with.encode(),
+        "w=60000 g=10000 min=- et=field in=json pct=0.01/2048"
+    );
+    assert_eq!(Semantics::parse(&with.encode()), Some(with));
+    // Off: the text versions without percentiles write (and read).
+    assert_eq!(MINUTE.encode(), "w=60000 g=10000 min=- et=field in=json");
+    for generation in [0, 9] {
+        let meta = CommitMetadata {
+            stream_time: Some(1),
+            rebuild_offset: 2,
+            semantics: Some(with),
+            generation: Generation(generation),
+            reset: false,
+        };
+        assert_eq!(CommitMetadata::parse(&meta.encode()), Some(meta));
+    }
+    assert_eq!(
+        CommitMetadata::parse(
+            "streamagg/2 st=1 rb=2 w=60000 g=10000 min=- et=field in=json pct=0.05/64"
+        )
+        .and_then(|m| m.semantics)
+        .and_then(|s| s.percentiles),
+        SketchSpec::new(0.05, 64)
+    );
+    for foreign in [
+        "w=60000 g=10000 min=- et=field in=json pct=",
+        "w=60000 g=10000 min=- et=field in=json pct=0.01",
+        "w=60000 g=10000 min=- et=field in=json pct=1/2048",
+        "w=60000 g=10000 min=- et=field in=json pct=0.01/1",
+        "w=60000 g=10000 min=- et=field in=json pct=0.01/2048 extra",
+    ] {
+        assert_eq!(Semantics::parse(foreign), None, "{foreign:?}");
+    }
+    let finer = Semantics {
+        percentiles: SketchSpec::new(0.001, 2048),
+        ..MINUTE
+    };
+    assert_eq!(
+        MINUTE.differences(&with),
+        "percentiles off (now on (accuracy 0.01, at most 2048 bins))"
+    );
+    assert_eq!(
+        with.differences(&finer),
+        "percentiles on (accuracy 0.01, at most 2048 bins) (now on (accuracy 0.001, at most 2048 bins))"
+    );
 }
 
 #[test]

@@ -47,7 +47,53 @@ fn average_value(a: &TrafficAverage) -> Value {
         ("avg".into(), Value::Double(a.avg)),
         ("min".into(), Value::Double(a.min)),
         ("max".into(), Value::Double(a.max)),
+        ("p50".into(), optional_double(a.p50)),
+        ("p90".into(), optional_double(a.p90)),
+        ("p95".into(), optional_double(a.p95)),
+        ("p99".into(), optional_double(a.p99)),
     ])
+}
+
+fn optional_double(value: Option<f64>) -> Value {
+    match value {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(v) => Value::Union(1, Box::new(Value::Double(v))),
+    }
+}
+
+/// `schemas/traffic_average.avsc` as it was before percentiles: what existing consumers hold.
+const TRAFFIC_AVERAGE_SCHEMA_BEFORE_PERCENTILES: &str = r#"{"type": "record", "name": "TrafficAverage", "namespace": "streamagg", "fields": [
+    {"name": "source", "type": "string"},
+    {"name": "window_start", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "window_end", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "count", "type": "long"}, {"name": "sum", "type": "double"},
+    {"name": "avg", "type": "double"}, {"name": "min", "type": "double"},
+    {"name": "max", "type": "double"}]}"#;
+
+/// apache-avro's schema resolution: a datum written with `writer`, read as `reader`.
+fn resolve(writer: &Schema, reader: &Schema, bytes: &[u8]) -> apache_avro::AvroResult<Value> {
+    GenericDatumReader::builder(writer)
+        .reader_schema(reader)
+        .build()?
+        .read_value(&mut &bytes[..])
+}
+
+fn average(percentiles: Option<[f64; 4]>) -> TrafficAverage {
+    let p = |i: usize| percentiles.map(|p| p[i]);
+    TrafficAverage {
+        source: "core-router-1".into(),
+        window_start: 1_700_000_040_000,
+        window_end: 1_700_000_100_000,
+        count: 300,
+        sum: 4567.125,
+        avg: 15.22375,
+        min: -2.0,
+        max: 99.5,
+        p50: p(0),
+        p90: p(1),
+        p95: p(2),
+        p99: p(3),
+    }
 }
 
 fn events() -> Vec<TrafficEvent> {
@@ -79,19 +125,66 @@ fn avro_event_bytes_equal_apache_avro_generic_encoder() {
 #[test]
 fn avro_average_bytes_equal_apache_avro_generic_encoder() {
     let schema = Schema::parse_str(TRAFFIC_AVERAGE_SCHEMA).expect("embedded schema parses");
-    let a = TrafficAverage {
-        source: "core-router-1".into(),
-        window_start: 1_700_000_040_000,
-        window_end: 1_700_000_100_000,
-        count: 300,
-        sum: 4567.125,
-        avg: 15.22375,
-        min: -2.0,
-        max: 99.5,
+    let mut partly = average(Some([10.0, 90.5, -0.0, f64::MAX]));
+    partly.p95 = None;
+    for a in [
+        average(None),
+        average(Some([10.0, 90.5, 95.25, 99.0])),
+        partly,
+    ] {
+        let expected = to_avro_datum(&schema, average_value(&a)).expect("apache-avro encodes");
+        assert_eq!(encode_to_vec(&a, Format::Avro), expected, "{a:?}");
+        let generic =
+            from_avro_datum(&schema, &mut expected.as_slice()).expect("apache-avro decodes");
+        assert_eq!(generic, average_value(&a));
+        assert_eq!(decode::<TrafficAverage>(&expected, Format::Avro), Ok(a));
+    }
+    let mut bad_branch = encode_to_vec(&average(None), Format::Avro);
+    let last = bad_branch.len() - 1;
+    bad_branch[last] = 4; // union branch 2 of 2
+    assert!(decode::<TrafficAverage>(&bad_branch, Format::Avro).is_err());
+}
+
+/// The percentile fields are a backward- and forward-compatible change: a consumer holding the
+/// schema before them reads new records (apache-avro's schema resolution, old schema as reader),
+/// and one holding the new schema reads records written before them (the fields default to null).
+#[test]
+fn old_and_new_average_schemas_read_each_others_records() {
+    let new = Schema::parse_str(TRAFFIC_AVERAGE_SCHEMA).expect("embedded schema parses");
+    let old = Schema::parse_str(TRAFFIC_AVERAGE_SCHEMA_BEFORE_PERCENTILES).expect("old parses");
+    let old_fields = |v: &Value| match v {
+        Value::Record(fields) => fields[..8].to_vec(),
+        other => panic!("not a record: {other:?}"),
     };
-    let expected = to_avro_datum(&schema, average_value(&a)).expect("apache-avro encodes");
-    assert_eq!(encode_to_vec(&a, Format::Avro), expected);
-    assert_eq!(decode::<TrafficAverage>(&expected, Format::Avro), Ok(a));
+    for a in [average(None), average(Some([10.0, 90.5, 95.25, 99.0]))] {
+        let bytes = encode_to_vec(&a, Format::Avro);
+        let read = resolve(&new, &old, &bytes).expect("the old schema reads a new record");
+        assert_eq!(read, Value::Record(old_fields(&average_value(&a))));
+    }
+    let old_record = Value::Record(old_fields(&average_value(&average(None))));
+    let old_bytes = to_avro_datum(&old, old_record).expect("apache-avro encodes");
+    let read = resolve(&old, &new, &old_bytes).expect("the new schema reads an old record");
+    assert_eq!(read, average_value(&average(None)));
+    // streamagg's own decoder reads an old record as the new schema's reader does.
+    assert_eq!(
+        decode::<TrafficAverage>(&old_bytes, Format::Avro),
+        Ok(average(None))
+    );
+    // JSON: the fields are left out when absent, so output without percentiles is unchanged.
+    let json: serde_json::Value =
+        serde_json::from_slice(&encode_to_vec(&average(None), Format::Json)).expect("json");
+    assert_eq!(json.as_object().expect("object").len(), 8);
+    assert!(json.get("p50").is_none());
+    let json: serde_json::Value = serde_json::from_slice(&encode_to_vec(
+        &average(Some([1.0, 2.0, 3.0, 4.0])),
+        Format::Json,
+    ))
+    .expect("json");
+    assert_eq!(json["p99"], serde_json::json!(4.0));
+    assert_eq!(
+        decode::<TrafficAverage>(&encode_to_vec(&average(None), Format::Json), Format::Json),
+        Ok(average(None))
+    );
 }
 
 #[test]

@@ -20,8 +20,10 @@ use crate::window::WindowSpec;
 pub mod cluster;
 pub mod duration;
 pub mod passthrough;
+pub mod percentiles;
 mod query;
 
+use crate::window::sketch::SketchSpec;
 use cluster::{metrics_addr, KafkaOptions, KafkaSettings};
 use passthrough::Client;
 pub use query::QuerySettings;
@@ -104,6 +106,9 @@ pub struct RunOptions {
     /// Drop events with value below this before aggregation (the threshold filter).
     #[arg(long, env = "STREAMAGG_MIN_VALUE")]
     pub min_value: Option<f64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub percentiles: percentiles::PercentileOptions,
     /// Forward late events here, unchanged, with headers saying why.
     #[arg(long, env = "STREAMAGG_LATE_TOPIC")]
     pub late_topic: Option<String>,
@@ -238,6 +243,8 @@ pub struct RunSettings {
     pub event_time: EventTime,
     pub window: WindowSpec,
     pub min_value: Option<f64>,
+    /// With percentiles on, the sketch every window keeps.
+    pub percentiles: Option<SketchSpec>,
     pub late_topic: Option<String>,
     pub dlq_topic: Option<String>,
     pub checkpoint_interval: Duration,
@@ -276,6 +283,7 @@ impl RunSettings {
             min_value: self.min_value,
             event_time: self.event_time,
             input_format: self.input_format,
+            percentiles: self.percentiles,
         }
     }
 
@@ -484,6 +492,7 @@ impl TryFrom<RunOptions> for RunSettings {
             event_time: options.event_time.unwrap_or(EventTime::Field),
             window: WindowSpec { size_ms, grace_ms },
             min_value: options.min_value,
+            percentiles: options.percentiles.validate()?,
             late_topic,
             dlq_topic,
             checkpoint_interval,

@@ -238,6 +238,7 @@ mod tests {
             min: 1.0,
             max: 4.0,
             first_offset: 7,
+            sketch: None,
         };
         let window = LiveWindow::open("s", 60_000, 60_000, &aggregate);
         let owned = PartitionAnswer {
@@ -278,6 +279,10 @@ mod tests {
             avg: 0.0,
             min: 0.0,
             max: 0.0,
+            p50: None,
+            p90: None,
+            p95: None,
+            p99: None,
         };
         let mut expected: Vec<String> = serde_json::to_value(&average)
             .expect("json")

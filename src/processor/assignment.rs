@@ -193,6 +193,9 @@ impl Processor {
                 }
                 ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
             };
+            // A rebuild replays records through `observe`, so its windows are sketched as the
+            // first owner's were.
+            let windows = windows.keeping_percentiles(self.settings.percentiles);
             tracing::info!(topic = %tp.topic, partition = tp.partition, resume = plan.kind(), ?plan, %generation, "assigned");
             let state = PartitionState {
                 replay_until,

@@ -45,8 +45,12 @@ impl Processor {
         }
         let fenced = kind == Some(TransactionErrorKind::Fenced);
         match fenced {
-            true => tracing::warn!(%error, "the producer was fenced (its transaction aborted by the coordinator); a new producer redoes the work since the last checkpoint"),
-            false => tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint"),
+            true => {
+                tracing::warn!(%error, "the producer was fenced (its transaction aborted by the coordinator); a new producer redoes the work since the last checkpoint")
+            }
+            false => {
+                tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint")
+            }
         }
         self.consecutive_aborts += 1;
         // A problem that is still there when the work is redone is met again: back off a little.
@@ -67,13 +71,11 @@ impl Processor {
                     self.sink.renew_producer(FAILOVER_PATIENCE)
                 }),
         };
-        let rewound = cleared
-            .map_err(PipelineError::from)
-            .and_then(|()| {
-                self.counts.aborts += 1;
-                self.results_waiting_since = None;
-                self.rewind(consumer)
-            });
+        let rewound = cleared.map_err(PipelineError::from).and_then(|()| {
+            self.counts.aborts += 1;
+            self.results_waiting_since = None;
+            self.rewind(consumer)
+        });
         rewound.map_err(|error| self.fail(error))
     }
 

@@ -316,7 +316,8 @@ impl Processor {
             );
             let generation = Generation::new_after(crate::producer::now_ms(), [state.generation]);
             *state = PartitionState::empty(
-                PartitionWindows::new(self.settings.window),
+                PartitionWindows::new(self.settings.window)
+                    .keeping_percentiles(self.settings.percentiles),
                 None,
                 generation,
             );

@@ -11,6 +11,7 @@ const MINUTE: Semantics = Semantics {
     min_value: None,
     event_time: EventTime::Field,
     input_format: Format::Json,
+    percentiles: None,
 };
 const NOW: i64 = 1_764_800_000_000;
 

@@ -11,8 +11,8 @@ use rocksdb::{
 use smol_str::SmolStr;
 
 use super::layout::{
-    decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate, encode_checkpoint,
-    partition_key, window_key,
+    decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate,
+    encode_aggregate_with, encode_checkpoint, partition_key, window_key,
 };
 use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
 use crate::window::Aggregate;
@@ -164,11 +164,13 @@ impl StateStore {
                 window_key(&key, update.closed_before, ""),
             );
             for (start, source, aggregate) in &update.changed {
-                batch.put_cf(
-                    windows,
-                    window_key(&key, *start, source),
-                    encode_aggregate(aggregate),
-                );
+                let window = window_key(&key, *start, source);
+                match &aggregate.sketch {
+                    None => batch.put_cf(windows, window, encode_aggregate(aggregate)),
+                    Some(sketch) => {
+                        batch.put_cf(windows, window, encode_aggregate_with(aggregate, sketch))
+                    }
+                }
             }
             batch.put_cf(partitions, &key, encode_checkpoint(&update.checkpoint));
         }

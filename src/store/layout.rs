@@ -1,9 +1,10 @@
 //! The state store's byte layout — pure encoding, no I/O: the keys that make RocksDB's byte order the
-//! windows' numeric order, and the fixed-size values of aggregates and checkpoints. Every decoder
+//! windows' numeric order, and the values of aggregates and checkpoints. Every decoder
 //! takes bytes that may come from another version or a damaged disk and answers `None` rather than
 //! panicking (fuzzed in `fuzz/`).
 
 use crate::checkpoint::{Generation, PartitionCheckpoint, TopicPartition};
+use crate::window::sketch::Sketch;
 use crate::window::Aggregate;
 
 /// Checkpoints of version 1 (18 bytes) had no generation: they are of the first.
@@ -36,6 +37,8 @@ pub fn decode_window_suffix(suffix: &[u8]) -> Option<(i64, String)> {
     Some((start, String::from_utf8(source.to_vec()).ok()?))
 }
 
+/// An aggregate's count, sum, min, max and first offset: the 40 bytes every version writes and
+/// reads. With percentiles off this is a window's whole value.
 pub fn encode_aggregate(a: &Aggregate) -> [u8; 40] {
     let mut out = [0_u8; 40];
     out[0..8].copy_from_slice(&a.count.to_le_bytes());
@@ -46,17 +49,29 @@ pub fn encode_aggregate(a: &Aggregate) -> [u8; 40] {
     out
 }
 
+/// With percentiles on, a window's value: the 40 bytes of [`encode_aggregate`] followed by the
+/// window's sketch ([`Sketch::encode`]).
+pub fn encode_aggregate_with(a: &Aggregate, sketch: &Sketch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    out.extend_from_slice(&encode_aggregate(a));
+    sketch.encode(&mut out);
+    out
+}
+
+/// Reads [`encode_aggregate`]'s 40 bytes, or [`encode_aggregate_with`]'s form.
 pub fn decode_aggregate(bytes: &[u8]) -> Option<Aggregate> {
     let field = |i: usize| -> Option<[u8; 8]> { bytes.get(i * 8..i * 8 + 8)?.try_into().ok() };
-    if bytes.len() != 40 {
-        return None;
-    }
+    let sketch = match bytes.get(40..)? {
+        [] => None,
+        encoded => Some(Box::new(Sketch::decode(encoded)?)),
+    };
     Some(Aggregate {
         count: u64::from_le_bytes(field(0)?),
         sum: f64::from_le_bytes(field(1)?),
         min: f64::from_le_bytes(field(2)?),
         max: f64::from_le_bytes(field(3)?),
         first_offset: i64::from_le_bytes(field(4)?),
+        sketch,
     })
 }
 
@@ -115,6 +130,7 @@ pub(crate) mod tests {
             min: -1.0,
             max: 9.0,
             first_offset,
+            sketch: None,
         }
     }
 
@@ -157,7 +173,20 @@ pub(crate) mod tests {
             );
         }
         let a = agg(7, 42);
-        assert_eq!(decode_aggregate(&encode_aggregate(&a)), Some(a));
+        assert_eq!(decode_aggregate(&encode_aggregate(&a)), Some(a.clone()));
+        // With percentiles: the same 40 bytes, then the sketch.
+        let spec = crate::window::sketch::SketchSpec::new(0.01, 2048).expect("valid");
+        let mut sketch = Sketch::default();
+        for v in [1.5, -2.0, 0.0, 1e9] {
+            sketch.add(&spec, v);
+        }
+        let with = encode_aggregate_with(&a, &sketch);
+        assert_eq!(with[..40], encode_aggregate(&a));
+        let decoded = decode_aggregate(&with).expect("decodes");
+        assert_eq!(decoded.sketch.as_deref(), Some(&sketch));
+        assert_eq!(encode_aggregate(&decoded), encode_aggregate(&a));
+        assert_eq!(decode_aggregate(&with[..with.len() - 1]), None);
+        assert_eq!(decode_aggregate(&with[..41]), None);
         for checkpoint in [
             PartitionCheckpoint {
                 next_offset: 0,

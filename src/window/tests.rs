@@ -160,7 +160,8 @@ fn aggregates_sum_count_min_max_and_first_offset() {
                 sum: 11.75,
                 min: -1.5,
                 max: 9.25,
-                first_offset: 10
+                first_offset: 10,
+                sketch: None,
             },
         }]
     );
@@ -236,7 +237,7 @@ fn restore_then_continue_equals_an_uninterrupted_run() {
         .flat_map(|(start, sources)| {
             sources
                 .iter()
-                .map(move |(src, (a, _))| (*start, src.to_string(), *a))
+                .map(move |(src, (a, _))| (*start, src.to_string(), a.clone()))
         })
         .collect();
     let mut second = PartitionWindows::restore(MINUTE, first.stream_time(), stored);
@@ -305,7 +306,7 @@ mod properties {
         closed
             .iter()
             .map(|w| {
-                let a = w.aggregate;
+                let a = &w.aggregate;
                 (
                     w.window_start,
                     w.source.to_string(),
@@ -492,11 +493,11 @@ fn a_value_that_would_overflow_the_sum_is_refused_and_changes_nothing() {
     assert_eq!(windows.stream_time(), Some(50_000));
     windows.advance_stream_time(70_000);
     let closed = windows.close_due();
-    let a = closed[0].aggregate;
+    let a = &closed[0].aggregate;
     assert_eq!((a.count, a.sum, a.min, a.max), (3, -huge, -huge, huge));
     assert_eq!(closed[1].aggregate.sum, huge);
     for window in &closed {
-        let a = window.aggregate;
+        let a = &window.aggregate;
         assert!((a.sum / a.count as f64).is_finite());
     }
 }

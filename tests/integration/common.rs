@@ -162,7 +162,11 @@ fn create_topic(
     use rdkafka::types::RDKafkaErrorCode;
     let admin = kafka::admin::admin_client(settings).map_err(|e| e.to_string())?;
     let topic = configs.iter().fold(
-        NewTopic::new(name, partitions, TopicReplication::Fixed(replication_factor())),
+        NewTopic::new(
+            name,
+            partitions,
+            TopicReplication::Fixed(replication_factor()),
+        ),
         |topic, (key, value)| topic.set(key, value),
     );
     let options = AdminOptions::new().operation_timeout(Some(settings.timeout));

@@ -262,7 +262,7 @@ fn a_record_with_a_null_key_and_value_reaches_the_dlq_as_null_not_empty() {
 
     assert_eq!(scenario.expected().invalid, BTreeSet::from([1, 2]));
     let dlq = run_until_the_windows_and_read_the_dlq(&scenario);
-    let copies: Vec<(usize, Option<Vec<u8>>, Option<Vec<u8>>)> = dlq
+    let copies: Vec<_> = dlq
         .iter()
         .map(|r| (index_of(r), r.key.clone(), r.payload.clone()))
         .collect();

@@ -137,6 +137,20 @@ fn changed_window_semantics_are_refused_with_the_old_and_new_values() {
             ("--min-value", "10"),
             ["min_value"].as_slice(),
         ),
+        // Percentiles, recorded only when on, are part of the semantics too: the store's and the
+        // commit metadata's (a new state dir) record of "off" refuses a run with them on.
+        (
+            "percentiles, same state dir",
+            "a",
+            ("--percentiles", "true"),
+            ["percentiles off (now on"].as_slice(),
+        ),
+        (
+            "percentiles, new state dir",
+            "c",
+            ("--percentiles", "true"),
+            ["percentiles off (now on"].as_slice(),
+        ),
     ];
     for (case, state, change, words) in cases {
         let mut refused = scenario.start_with(state, &[change]);

@@ -53,6 +53,10 @@
 //!   3, min ISR 2; its own `--ignored` run in `scripts/test`): kill -9 of an input partition's leader,
 //!   of the transaction coordinator mid-transaction and of the group coordinator mid-rebalance, two
 //!   of three nodes stopped, and a rolling restart, each under exactly-once, held to the oracle.
+//!   `percentiles.rs` holds `--percentiles` to exact rank values computed from the oracle's windows
+//!   (straight, across `kill -9`s, across a hand-off that rebuilds); `output_timestamps.rs` an
+//!   output topic that refuses old timestamps (every oracle comparison also checks that output
+//!   records carry their window's last instant and side copies their input's timestamp).
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are
@@ -75,6 +79,8 @@ mod live_state;
 mod observability;
 mod operator_tools;
 mod oracle;
+mod output_timestamps;
+mod percentiles;
 mod processor;
 mod reset;
 mod scenario;

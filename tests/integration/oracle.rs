@@ -73,6 +73,8 @@ pub fn parse_independently(format: Format, payload: &[u8]) -> Option<(String, i6
 pub struct Expected {
     /// (source, window_start) → (count, sum, min, max)
     pub windows: BTreeMap<(String, i64), (i64, f64, f64, f64)>,
+    /// (source, window_start) → the window's values, in input order.
+    pub values: BTreeMap<(String, i64), Vec<f64>>,
     pub late: BTreeSet<usize>,
     pub invalid: BTreeSet<usize>,
 }
@@ -115,9 +117,11 @@ pub fn oracle(format: Format, inputs: &[Input], input_records: &[RawRecord]) -> 
                 let sum: f64 = values.iter().sum();
                 let min = values.iter().copied().fold(f64::INFINITY, f64::min);
                 let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                expected
-                    .windows
-                    .insert((source, window_start), (values.len() as i64, sum, min, max));
+                expected.windows.insert(
+                    (source.clone(), window_start),
+                    (values.len() as i64, sum, min, max),
+                );
+                expected.values.insert((source, window_start), values);
             }
         }
     }
@@ -224,6 +228,11 @@ pub fn assert_output_matches(
             "keyed by source"
         );
         assert_eq!(end, start + WINDOW_MS);
+        assert_eq!(
+            record.timestamp,
+            Some(end - 1),
+            "the Kafka timestamp of ({source}, {start}) is the window's last instant"
+        );
         *seen.entry((source.clone(), start)).or_default() += 1;
         let Some(&(e_count, e_sum, e_min, e_max)) = expected.windows.get(&(source.clone(), start))
         else {
@@ -310,4 +319,29 @@ pub fn assert_topics_match(
     assert_output_matches(format, output, expected, delivery);
     assert_side_topic(&topics.late.name, &expected.late, "late", delivery);
     assert_side_topic(&topics.dlq.name, &expected.invalid, "", delivery);
+    let input = read_all(&topics.input.name);
+    assert_copies_keep_input_timestamps(&topics.late.name, &input);
+    assert_copies_keep_input_timestamps(&topics.dlq.name, &input);
+}
+
+/// Every record forwarded to `topic` (late or DLQ, a copy or a marker) carries the Kafka timestamp
+/// of the input record it stands for (found by its provenance headers among `input`), not the time
+/// it was forwarded.
+pub fn assert_copies_keep_input_timestamps(topic: &str, input: &[RawRecord]) {
+    let input_timestamps: BTreeMap<(i32, i64), Option<i64>> = input
+        .iter()
+        .map(|r| ((r.partition, r.offset), r.timestamp))
+        .collect();
+    for record in read_all(topic) {
+        let partition = header(&record, "streamagg.partition").and_then(|v| v.parse::<i32>().ok());
+        let offset = header(&record, "streamagg.offset").and_then(|v| v.parse::<i64>().ok());
+        let (Some(partition), Some(offset)) = (partition, offset) else {
+            panic!("{topic}: a forwarded record without provenance: {record:?}");
+        };
+        assert_eq!(
+            Some(&record.timestamp),
+            input_timestamps.get(&(partition, offset)),
+            "{topic}: the copy of input {partition}/{offset} keeps its timestamp"
+        );
+    }
 }

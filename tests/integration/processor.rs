@@ -213,6 +213,20 @@ fn run_fails_with_one_line_for_each_kind_of_misconfiguration() {
             "streamagg: error: invalid setting 'window': must be at least 1ms".into(),
         ),
         (
+            vec![
+                "--brokers",
+                &b,
+                "--input",
+                &input.name,
+                "--output",
+                &output.name,
+                "--percentiles",
+                "--percentile-accuracy",
+                "1.5",
+            ],
+            "streamagg: error: invalid setting 'percentile_accuracy': 1.5 is not between 0.000001 and 1 (exclusive)".into(),
+        ),
+        (
             vec!["--output", &output.name],
             "streamagg: error: missing setting 'input'".into(),
         ),

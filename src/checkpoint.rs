@@ -116,6 +116,7 @@ impl Semantics {
         let input_format = match field("in=")? {
             "json" => Format::Json,
             "avro" => Format::Avro,
+            "avro-confluent" => Format::AvroConfluent,
             _ => return None,
         };
         Some(Semantics {
@@ -176,6 +177,7 @@ fn format_name(format: Format) -> &'static str {
     match format {
         Format::Json => "json",
         Format::Avro => "avro",
+        Format::AvroConfluent => "avro-confluent",
     }
 }
 

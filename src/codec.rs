@@ -24,6 +24,8 @@ pub mod resolve;
 pub const TRAFFIC_EVENT_SCHEMA: &str = include_str!("../schemas/traffic_event.avsc");
 /// `schemas/traffic_average.avsc`, embedded at build time.
 pub const TRAFFIC_AVERAGE_SCHEMA: &str = include_str!("../schemas/traffic_average.avsc");
+/// The full name of [`TRAFFIC_AVERAGE_SCHEMA`]'s record (its RecordNameStrategy subject).
+pub const TRAFFIC_AVERAGE_NAME: &str = "streamagg.TrafficAverage";
 
 /// A record's wire format on a topic.
 #[derive(

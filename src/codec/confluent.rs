@@ -27,6 +27,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_output_record_name_is_the_schemas() {
+        let schema = apache_avro::Schema::parse_str(crate::codec::TRAFFIC_AVERAGE_SCHEMA).unwrap();
+        let name = schema.name().map(|n| n.fullname(None));
+        assert_eq!(name.as_deref(), Some(crate::codec::TRAFFIC_AVERAGE_NAME));
+    }
+
+    #[test]
     fn a_header_round_trips_and_anything_else_is_not_framed() {
         let mut framed = Vec::new();
         write_header(0x0102_0304, &mut framed);

@@ -44,14 +44,17 @@ impl InputDecoder {
     }
 
     /// Records the writer schema of `id`: its Avro JSON, or why there is none (e.g. the registry
-    /// does not know the id). A schema that does not resolve is remembered as its reason.
-    pub fn learn(&mut self, id: u32, writer: Result<&str, String>) {
+    /// does not know the id). A schema that does not resolve is remembered as its reason, which is
+    /// returned: each record of that id will go to the DLQ with it.
+    pub fn learn(&mut self, id: u32, writer: Result<&str, String>) -> Result<(), String> {
+        let plan = writer.and_then(|schema| {
+            Plan::compile_str(schema, TRAFFIC_EVENT_SCHEMA).map_err(|e| e.to_string())
+        });
+        let result = plan.as_ref().map(|_| ()).map_err(Clone::clone);
         if let InputDecoder::Confluent(cache) = self {
-            let plan = writer.and_then(|schema| {
-                Plan::compile_str(schema, TRAFFIC_EVENT_SCHEMA).map_err(|e| e.to_string())
-            });
             cache.insert(id, plan);
         }
+        result
     }
 
     /// Decodes and validates one event.

@@ -30,20 +30,22 @@ fn registry_ids_are_resolved_once_learned_and_unresolvable_ones_name_id_and_fiel
         None,
         "a DLQ record, not a fetch"
     );
-    decoder.learn(7, Ok(TRAFFIC_EVENT_SCHEMA));
+    assert_eq!(decoder.learn(7, Ok(TRAFFIC_EVENT_SCHEMA)), Ok(()));
     assert_eq!(decoder.missing_schema(&record), None);
     assert_eq!(
         decoder.decode(&record).map(EventView::into_owned),
         Ok(event())
     );
 
-    decoder.learn(8, Ok(NO_SOURCE));
+    assert!(decoder.learn(8, Ok(NO_SOURCE)).is_err());
     let reason = decoder.decode(&framed(8, &[])).unwrap_err().to_string();
     assert!(
         reason.contains("schema id 8") && reason.contains("`source`"),
         "{reason}"
     );
-    decoder.learn(9, Err("the registry has no schema with this id".into()));
+    assert!(decoder
+        .learn(9, Err("the registry has no schema with this id".into()))
+        .is_err());
     let reason = decoder.decode(&framed(9, &datum)).unwrap_err().to_string();
     assert!(
         reason.contains("schema id 9") && reason.contains("no schema"),

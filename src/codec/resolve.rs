@@ -171,7 +171,7 @@ impl Plan {
             let target = reader_record
                 .fields
                 .iter()
-                .find(|r| r.name == field.name || r.aliases.iter().any(|a| *a == field.name))
+                .find(|r| r.name == field.name || r.aliases.contains(&field.name))
                 .and_then(|r| Target::of(&r.name))
                 .filter(|t| !seen[*t as usize]);
             let step = match target {

@@ -73,6 +73,7 @@ mod oracle;
 mod processor;
 mod reset;
 mod scenario;
+mod schema_registry;
 mod secure_broker;
 mod security;
 mod settings;

@@ -5,6 +5,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// Schema ids come from input records, but a colliding id costs a lookup, not a DoS of note (at
+/// most [`PLAN_CACHE_IDS`] entries): a fast hash, as per record it is on the hot path.
+type FastHash = foldhash::fast::RandomState;
+
 use super::resolve::Plan;
 use super::{confluent, decode_event, DecodeError, EventView, Format, TRAFFIC_EVENT_SCHEMA};
 
@@ -101,7 +105,7 @@ fn explain_framed(payload: &[u8], error: DecodeError) -> DecodeError {
 /// Plans (or why there is none) by writer schema id, at most `capacity` of them.
 #[derive(Debug)]
 pub struct PlanCache {
-    plans: HashMap<u32, Result<Plan, String>>,
+    plans: HashMap<u32, Result<Plan, String>, FastHash>,
     order: VecDeque<u32>,
     capacity: usize,
 }
@@ -109,7 +113,7 @@ pub struct PlanCache {
 impl PlanCache {
     pub fn new(capacity: usize) -> PlanCache {
         PlanCache {
-            plans: HashMap::new(),
+            plans: HashMap::default(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }

@@ -25,7 +25,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut records, mut runs) = (1_000_000_usize, 7_usize);
     while let (Some(flag), Some(value)) = (args.next(), args.next()) {
-        let number = value.parse().unwrap_or_else(|_| panic!("{flag}: not a number"));
+        let number = value
+            .parse()
+            .unwrap_or_else(|_| panic!("{flag}: not a number"));
         match flag.as_str() {
             "--records" => records = number,
             "--runs" => runs = number,
@@ -52,46 +54,71 @@ fn main() {
             &evolved,
             Value::Record(vec![
                 ("value".into(), Value::Float(e.value as f32)),
-                ("region".into(), Value::Union(1, Box::new(Value::String("eu".into())))),
+                (
+                    "region".into(),
+                    Value::Union(1, Box::new(Value::String("eu".into()))),
+                ),
                 ("source".into(), Value::String(e.source.clone())),
                 ("timestamp".into(), Value::TimestampMillis(e.timestamp)),
             ]),
         )
         .expect("datum")
     };
-    let json: Vec<Vec<u8>> = events.iter().map(|e| encode_to_vec(e, Format::Json)).collect();
-    let avro: Vec<Vec<u8>> = events.iter().map(|e| encode_to_vec(e, Format::Avro)).collect();
+    let json: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| encode_to_vec(e, Format::Json))
+        .collect();
+    let avro: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| encode_to_vec(e, Format::Avro))
+        .collect();
     let same: Vec<Vec<u8>> = avro.iter().map(|d| framed(1, d.clone())).collect();
     let evolved_raw: Vec<Vec<u8>> = events.iter().map(evolved_datum).collect();
     let evolved_framed: Vec<Vec<u8>> = evolved_raw.iter().map(|d| framed(2, d.clone())).collect();
 
     let raw_decoder = InputDecoder::new(Format::Avro, None);
     let mut registry_decoder = InputDecoder::new(Format::AvroConfluent, None);
-    registry_decoder.learn(1, Ok(TRAFFIC_EVENT_SCHEMA)).expect("same schema");
-    registry_decoder.learn(2, Ok(EVOLVED)).expect("evolved schema");
+    registry_decoder
+        .learn(1, Ok(TRAFFIC_EVENT_SCHEMA))
+        .expect("same schema");
+    registry_decoder
+        .learn(2, Ok(EVOLVED))
+        .expect("evolved schema");
     let reader = Schema::parse_str(TRAFFIC_EVENT_SCHEMA).expect("schema");
 
     println!("| input | ns/record (median of {runs} x {records}) |");
     println!("|---|---:|");
     let cases: [(&str, &[Vec<u8>], &dyn Fn(&[u8]) -> f64); 5] = [
-        ("json", &json, &|b| decode_event(b, Format::Json).map_or(0.0, |e| e.value)),
+        ("json", &json, &|b| {
+            decode_event(b, Format::Json).map_or(0.0, |e| e.value)
+        }),
         ("avro (raw, streamagg's schema: direct)", &avro, &|b| {
             raw_decoder.decode(b).map_or(0.0, |e| e.value)
         }),
         ("avro-confluent, same schema (direct)", &same, &|b| {
             registry_decoder.decode(b).map_or(0.0, |e| e.value)
         }),
-        ("avro-confluent, evolved schema (plan)", &evolved_framed, &|b| {
-            registry_decoder.decode(b).map_or(0.0, |e| e.value)
-        }),
-        ("evolved, apache-avro generic resolution", &evolved_raw, &|b| {
-            #[allow(deprecated)]
-            let value = apache_avro::from_avro_datum(&evolved, &mut &b[..], Some(&reader));
-            value.map_or(0.0, |_| 1.0)
-        }),
+        (
+            "avro-confluent, evolved schema (plan)",
+            &evolved_framed,
+            &|b| registry_decoder.decode(b).map_or(0.0, |e| e.value),
+        ),
+        (
+            "evolved, apache-avro generic resolution",
+            &evolved_raw,
+            &|b| {
+                #[allow(deprecated)]
+                let value = apache_avro::from_avro_datum(&evolved, &mut &b[..], Some(&reader));
+                value.map_or(0.0, |_| 1.0)
+            },
+        ),
     ];
     for (name, payloads, decode) in cases {
-        let passes = if name.contains("apache") { runs.min(3) } else { runs };
+        let passes = if name.contains("apache") {
+            runs.min(3)
+        } else {
+            runs
+        };
         let mut times: Vec<f64> = (0..passes)
             .map(|_| {
                 let started = Instant::now();

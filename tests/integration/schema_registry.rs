@@ -52,8 +52,22 @@ struct Registry {
 
 impl Registry {
     fn start(python: &str, state: Option<&std::path::Path>) -> Registry {
+        Registry::start_with(python, state, None)
+    }
+
+    /// With basic auth: `user` and its password.
+    fn start_with(
+        python: &str,
+        state: Option<&std::path::Path>,
+        auth: Option<(&str, &str)>,
+    ) -> Registry {
         let mut command = Command::new(python);
         command.arg(script("registry.py")).args(["--port", "0"]);
+        if let Some((user, password)) = auth {
+            command
+                .args(["--user", user])
+                .env("REGISTRY_PASSWORD", password);
+        }
         if let Some(state) = state {
             command.arg("--state").arg(state);
         }
@@ -527,4 +541,63 @@ fn a_registry_framed_record_read_as_raw_avro_is_dlqd_with_the_option_to_use() {
         );
     }
     processor.stop_gracefully();
+}
+
+#[test]
+fn basic_auth_takes_the_password_from_the_environment_and_never_shows_it() {
+    let python = python();
+    let password = format!("pw-{:016x}", rand::random::<u64>());
+    let registry = Registry::start_with(&python, None, Some(("streamagg", &password)));
+    let topic = TestTopic::create("sr-auth", 1);
+    let produce = |password: &str| {
+        Command::new(crate::common::binary())
+            .args([
+                "produce",
+                "--brokers",
+                &brokers(),
+                "--topic",
+                &topic.name,
+                "--format",
+                "avro-confluent",
+                "--schema-registry-url",
+                &registry.url(),
+                "--schema-registry-username",
+                "streamagg",
+                "--count",
+                "3",
+            ])
+            .env("STREAMAGG_SCHEMA_REGISTRY_PASSWORD", password)
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("streamagg runs")
+    };
+    let good = produce(&password);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert_eq!(read_all(&topic.name).len(), 3);
+    let wrong = format!("{password}-wrong");
+    let refused = produce(&wrong);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("HTTP 401") && last.contains("check the registry user and password"),
+        "{stderr}"
+    );
+    for output in [&good, &refused] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!all.contains(&password), "the password was shown: {all}");
+    }
+    assert_eq!(
+        read_all(&topic.name).len(),
+        3,
+        "nothing produced without the schema registered"
+    );
 }

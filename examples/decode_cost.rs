@@ -21,6 +21,9 @@ const EVOLVED: &str = r#"{"type":"record","name":"TrafficEvent","namespace":"str
     {"name":"source","type":"string"},
     {"name":"timestamp","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
 
+/// A row: its name, the payloads, and the decode that returns something to keep.
+type Case<'a> = (&'a str, &'a [Vec<u8>], &'a dyn Fn(&[u8]) -> f64);
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut records, mut runs) = (1_000_000_usize, 7_usize);
@@ -88,7 +91,7 @@ fn main() {
 
     println!("| input | ns/record (median of {runs} x {records}) |");
     println!("|---|---:|");
-    let cases: [(&str, &[Vec<u8>], &dyn Fn(&[u8]) -> f64); 5] = [
+    let cases: [Case<'_>; 5] = [
         ("json", &json, &|b| {
             decode_event(b, Format::Json).map_or(0.0, |e| e.value)
         }),

@@ -309,6 +309,18 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_refuses_the_registry_framing_it_cannot_register() {
+        let framed = IngestOptions {
+            format: Format::AvroConfluent,
+            ..options()
+        };
+        match IngestSettings::try_from(framed) {
+            Err(ConfigError::Invalid { key: "format", .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn defaults_validate() {
         let settings = IngestSettings::try_from(options()).expect("valid");
         assert_eq!(settings.format, Format::Json);

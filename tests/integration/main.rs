@@ -49,6 +49,12 @@
 //!   while a backlog is processed, two instances naming each other as owners, which
 //!   `streamagg query` follows, and a rogue group member's made-up owner address, which `query`
 //!   names but never sends the token to unless told with `--peer`.
+//!   `schema_registry.rs` holds the `avro-confluent` format to the reference client: Confluent's
+//!   `confluent-kafka` `AvroSerializer` (three evolving writer schemas and an incompatible one) and
+//!   `AvroDeserializer` (the output, read_committed) against the stand-in `tests/registry/registry.py`,
+//!   equal to the oracle; an unreachable registry stops the run with no DLQ record and a restart
+//!   resumes; basic auth never shows the password; raw Avro of another writer schema
+//!   (`--input-writer-schema`). It needs `STREAMAGG_TEST_PYTHON` (the tools venv) and fails without it.
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are

@@ -16,7 +16,10 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use streamagg::codec::{Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
 
-use crate::common::{brokers, read_all, streamagg, wait_for_records, ProcessorProcess, TestTopic};
+use crate::common::{
+    brokers, metric_sum, read_all, streamagg, wait_for_records, ProcessorProcess, TestTopic,
+};
+use crate::dataset::{produce_inputs, Input};
 use crate::oracle::{header, parse_independently};
 use crate::scenario::random_group;
 
@@ -351,6 +354,12 @@ fn confluent_serializers_with_evolving_schemas_feed_a_run_whose_output_equals_th
             "{reason}"
         );
     }
+    let telemetry = processor.telemetry_addr(Duration::from_secs(10));
+    let unresolvable = metric_sum(telemetry, "streamagg_writer_schemas_unresolvable_total");
+    assert_eq!(
+        unresolvable, 1.0,
+        "one writer schema id could not be resolved"
+    );
     processor.stop_gracefully();
 }
 
@@ -600,4 +609,97 @@ fn basic_auth_takes_the_password_from_the_environment_and_never_shows_it() {
         3,
         "nothing produced without the schema registered"
     );
+}
+
+#[test]
+fn raw_avro_of_another_writer_schema_is_read_with_input_writer_schema() {
+    // An upstream that writes raw datums with its own schema: fields reordered, `value` a float,
+    // an extra `unit` string. Encoded here with apache-avro.
+    let writer_text = r#"{"type":"record","name":"Measurement","namespace":"upstream","fields":[
+        {"name":"unit","type":"string"},
+        {"name":"value","type":"float"},
+        {"name":"timestamp","type":"long"},
+        {"name":"source","type":"string"}]}"#;
+    let writer = apache_avro::Schema::parse_str(writer_text).expect("schema");
+    #[allow(deprecated)]
+    let encode = |source: &str, timestamp: i64, value: f64| {
+        use apache_avro::types::Value as Avro;
+        apache_avro::to_avro_datum(
+            &writer,
+            Avro::Record(vec![
+                ("unit".into(), Avro::String("Mbit/s".into())),
+                ("value".into(), Avro::Float(value as f32)),
+                ("timestamp".into(), Avro::Long(timestamp)),
+                ("source".into(), Avro::String(source.into())),
+            ]),
+        )
+        .expect("datum")
+    };
+    let events: Vec<Event> = events(7, 600)
+        .into_iter()
+        .map(|e| ("v1", e.1, e.2, e.3))
+        .collect();
+    let mut inputs: Vec<Input> = events
+        .iter()
+        .map(|(_, source, timestamp, value)| Input {
+            source: source.clone(),
+            payload: encode(source, *timestamp, *value),
+        })
+        .collect();
+    let seal_at = events.last().map_or(0, |e| e.2) + 15 * 60_000;
+    inputs.push(Input {
+        source: "seal".into(),
+        payload: encode("seal", seal_at, 0.0),
+    });
+    let input = TestTopic::create("raw-writer-in", 1);
+    let output = TestTopic::create("raw-writer-out", 1);
+    let dlq = TestTopic::create("raw-writer-dlq", 1);
+    produce_inputs(&input.name, &inputs, 0..inputs.len());
+    let dir = tempfile::tempdir().expect("dir");
+    let schema_file = dir.path().join("upstream.avsc");
+    std::fs::write(&schema_file, writer_text).expect("schema file");
+    let mut processor = ProcessorProcess::start(&[
+        "--brokers",
+        &brokers(),
+        "--input",
+        &input.name,
+        "--output",
+        &output.name,
+        "--dlq-topic",
+        &dlq.name,
+        "--group",
+        &random_group(),
+        "--state-dir",
+        dir.path().join("state").to_str().expect("utf8"),
+        "--input-format",
+        "avro",
+        "--input-writer-schema",
+        schema_file.to_str().expect("utf8"),
+    ]);
+    let expected = oracle(&events);
+    let outputs = wait_for_records(
+        &output.name,
+        expected.len(),
+        Duration::from_secs(60),
+        || processor.assert_alive(),
+    );
+    let mut actual = BTreeMap::new();
+    for record in &outputs {
+        let v: Value =
+            serde_json::from_slice(record.payload.as_deref().expect("payload")).expect("JSON");
+        let key = (
+            v["window_start"].as_i64().expect("start"),
+            v["source"].as_str().expect("source").to_owned(),
+        );
+        let stats = (
+            v["count"].as_i64().expect("count"),
+            v["sum"].as_f64().expect("sum"),
+            v["min"].as_f64().expect("min"),
+            v["max"].as_f64().expect("max"),
+        );
+        assert!(actual.insert(key, stats).is_none(), "emitted twice");
+    }
+    assert_eq!(actual, expected, "{}", processor.log());
+    assert!(read_all(&dlq.name).is_empty());
+    processor.stop_gracefully();
 }

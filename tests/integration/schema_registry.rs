@@ -251,6 +251,59 @@ fn confluent_serializers_with_evolving_schemas_feed_a_run_whose_output_equals_th
     let incompatible_id = ids["v4"].as_u64().expect("v4 was registered");
     assert_eq!(ids.as_object().map(|o| o.len()), Some(4), "{ids}");
 
+    // `streamagg consume` with the registry reads each event with its writer schema; the
+    // incompatible ones are shown with their error.
+    let consumed = streamagg(&[
+        "consume",
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &input.name,
+        "--record",
+        "event",
+        "--format",
+        "avro-confluent",
+        "--schema-registry-url",
+        &registry.url(),
+        "--positions",
+    ]);
+    let stdout = String::from_utf8_lossy(&consumed.stdout);
+    let mut shown: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut errors = 0;
+    for line in stdout.lines() {
+        let line: Value = serde_json::from_str(line).expect("a JSON line");
+        match line.get("record") {
+            Some(event) => shown
+                .entry(event["source"].as_str().expect("source").to_owned())
+                .or_default()
+                .push((
+                    event["timestamp"].as_i64().expect("ts"),
+                    event["value"].as_f64().expect("value"),
+                )),
+            None => {
+                let error = line["error"].as_str().expect("error");
+                assert!(
+                    error.contains(&format!("schema id {incompatible_id}")),
+                    "{error}"
+                );
+                errors += 1;
+            }
+        }
+    }
+    let mut generated: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    for (_, source, timestamp, value) in events.iter().filter(|e| e.0 != "v4") {
+        generated
+            .entry(source.clone())
+            .or_default()
+            .push((*timestamp, *value));
+    }
+    shown.remove("seal");
+    assert_eq!(
+        shown, generated,
+        "consume shows every readable event as generated"
+    );
+    assert_eq!(errors, events.iter().filter(|e| e.0 == "v4").count());
+
     let state = tempfile::tempdir().expect("state dir");
     let mut processor = ProcessorProcess::start(&[
         "--brokers",

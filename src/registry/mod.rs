@@ -57,11 +57,21 @@ pub enum Attempt {
     Fail(String),
 }
 
+/// Why no answer came.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// No connection, a timeout, a name not resolved (yet): may pass.
+    Transient(String),
+    /// A certificate not trusted, a bad URL: the same next time.
+    Permanent(String),
+}
+
 /// The meaning of a response `(status, body)` or a transport error. Pure.
-pub fn classify(outcome: Result<(u16, String), String>) -> Attempt {
+pub fn classify(outcome: Result<(u16, String), Transport>) -> Attempt {
     let (status, body) = match outcome {
         Ok(answer) => answer,
-        Err(transport) => return Attempt::Retry(transport),
+        Err(Transport::Transient(cause)) => return Attempt::Retry(cause),
+        Err(Transport::Permanent(cause)) => return Attempt::Fail(cause),
     };
     let said = || format!("HTTP {status}: {}", one_line(&body));
     match status {
@@ -201,7 +211,7 @@ impl RegistryClient {
     fn with_patience(
         &self,
         what: &str,
-        request: impl Fn() -> Result<(u16, String), String>,
+        request: impl Fn() -> Result<(u16, String), Transport>,
     ) -> Result<Result<String, String>, RegistryError> {
         let started = Instant::now();
         for attempt in 0.. {
@@ -241,7 +251,7 @@ impl RegistryClient {
         unreachable!("the loop returns")
     }
 
-    fn get(&self, path: &str) -> Result<(u16, String), String> {
+    fn get(&self, path: &str) -> Result<(u16, String), Transport> {
         let mut request = self.agent.get(format!("{}{path}", self.url));
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth.expose());
@@ -253,7 +263,7 @@ impl RegistryClient {
         )
     }
 
-    fn post(&self, path: &str, body: &str) -> Result<(u16, String), String> {
+    fn post(&self, path: &str, body: &str) -> Result<(u16, String), Transport> {
         let mut request = self.agent.post(format!("{}{path}", self.url));
         if let Some(auth) = &self.authorization {
             request = request.header("Authorization", auth.expose());
@@ -269,15 +279,22 @@ impl RegistryClient {
 
 fn read(
     response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<(u16, String), String> {
-    let mut response = response.map_err(|e| e.to_string())?;
+) -> Result<(u16, String), Transport> {
+    let mut response = response.map_err(|e| match e {
+        ureq::Error::Tls(_)
+        | ureq::Error::NativeTls(_)
+        | ureq::Error::Pem(_)
+        | ureq::Error::BadUri(_)
+        | ureq::Error::TlsRequired => Transport::Permanent(format!("TLS or URL: {e}")),
+        other => Transport::Transient(other.to_string()),
+    })?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()
         .with_config()
         .limit(MAX_ANSWER_BYTES)
         .read_to_string()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Transport::Transient(e.to_string()))?;
     Ok((status, body))
 }
 
@@ -306,8 +323,12 @@ mod tests {
                 Attempt::NotFound(r#"HTTP 404: {"error_code":40403}"#.into()),
             ),
             (
-                Err("connection refused".to_owned()),
+                Err(Transport::Transient("connection refused".to_owned())),
                 Attempt::Retry("connection refused".into()),
+            ),
+            (
+                Err(Transport::Permanent("certificate not trusted".to_owned())),
+                Attempt::Fail("certificate not trusted".into()),
             ),
             (
                 Ok((503, "down".to_owned())),

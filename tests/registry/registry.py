@@ -5,11 +5,13 @@ POST /subjects/{subject}/versions, GET /schemas/ids/{id}, GET /subjects/{subject
 (and /versions/{n}), GET /subjects. No compatibility checks. 127.0.0.1 only; `--port 0` picks a
 free port; the chosen one is printed as `listening on 127.0.0.1:PORT`. `--user` with the password
 in $REGISTRY_PASSWORD turns on basic auth. `--state FILE` keeps the schemas across restarts.
+`--tls-cert`/`--tls-key` (PEM) serve https.
 """
 import argparse
 import base64
 import json
 import os
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,11 +131,17 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--user")
     parser.add_argument("--state")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
     password = os.environ.get("REGISTRY_PASSWORD") if args.user else None
     if args.user and not password:
         sys.exit("--user needs the password in $REGISTRY_PASSWORD")
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler_for(Registry(args.state), args.user, password))
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"listening on 127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -355,3 +355,76 @@ fn raw_avro_of_another_writer_schema_is_read_with_input_writer_schema() {
     assert!(read_all(&dlq.name).is_empty());
     processor.stop_gracefully();
 }
+
+#[test]
+fn an_https_registry_is_trusted_through_its_ca_file_and_refused_at_once_without_it() {
+    let python = python();
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (
+        dir.path().join("registry.crt"),
+        dir.path().join("registry.key"),
+    );
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-noenc", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let registry = Registry::start_tls(&python, (&cert, &key));
+    assert!(registry.url().starts_with("https://"));
+    let topic = TestTopic::create("sr-tls", 1);
+    let produce = |ca: Option<&std::path::Path>| {
+        let mut command = Command::new(crate::common::binary());
+        command.args([
+            "produce",
+            "--brokers",
+            &brokers(),
+            "--topic",
+            &topic.name,
+            "--format",
+            "avro-confluent",
+            "--schema-registry-url",
+            &registry.url(),
+            "--count",
+            "3",
+        ]);
+        if let Some(ca) = ca {
+            command.arg("--schema-registry-ca-location").arg(ca);
+        }
+        command.output().expect("streamagg runs")
+    };
+    let trusted = produce(Some(&cert));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert_eq!(read_all(&topic.name).len(), 3);
+    // The system's CAs do not know it: refused at once (not retried for the patience), one line.
+    let started = std::time::Instant::now();
+    let untrusted = produce(None);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "retried a certificate failure"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("refused") && last.contains("TLS"), "{stderr}");
+    assert_eq!(read_all(&topic.name).len(), 3);
+}

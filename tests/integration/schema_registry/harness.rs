@@ -40,6 +40,7 @@ pub fn script(name: &str) -> String {
 pub struct Registry {
     child: Child,
     addr: SocketAddr,
+    scheme: &'static str,
 }
 
 impl Registry {
@@ -53,8 +54,29 @@ impl Registry {
         state: Option<&std::path::Path>,
         auth: Option<(&str, &str)>,
     ) -> Registry {
+        Registry::launch(python, state, auth, None)
+    }
+
+    /// Over https with the PEM certificate and key `tls`.
+    pub fn start_tls(python: &str, tls: (&std::path::Path, &std::path::Path)) -> Registry {
+        Registry::launch(python, None, None, Some(tls))
+    }
+
+    fn launch(
+        python: &str,
+        state: Option<&std::path::Path>,
+        auth: Option<(&str, &str)>,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Registry {
         let mut command = Command::new(python);
         command.arg(script("registry.py")).args(["--port", "0"]);
+        if let Some((cert, key)) = tls {
+            command
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key);
+        }
         if let Some((user, password)) = auth {
             command
                 .args(["--user", user])
@@ -78,11 +100,16 @@ impl Registry {
             .strip_prefix("listening on ")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("registry did not start: {line:?}"));
-        Registry { child, addr }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Registry {
+            child,
+            addr,
+            scheme,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn get(&self, path: &str) -> Value {

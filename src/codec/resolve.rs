@@ -94,8 +94,12 @@ enum Skip {
     Nothing,
     Boolean,
     Varint,
+    /// An enum's symbol index, below its number of symbols.
+    Enum(usize),
     Fixed(usize),
     LengthPrefixed,
+    /// A string: length-prefixed, and UTF-8 (else the datum is not valid Avro).
+    Utf8,
     Array(Box<Skip>),
     Map(Box<Skip>),
     Union(Vec<Skip>),
@@ -374,13 +378,14 @@ fn skip_of(schema: &Schema, names: &NamesRef<'_>, depth: usize) -> Result<Skip, 
     Ok(match schema {
         S::Null => Skip::Nothing,
         S::Boolean => Skip::Boolean,
-        S::Int | S::Long | S::Enum(_) | S::Date | S::TimeMillis | S::TimeMicros => Skip::Varint,
+        S::Int | S::Long | S::Date | S::TimeMillis | S::TimeMicros => Skip::Varint,
+        S::Enum(enumeration) => Skip::Enum(enumeration.symbols.len()),
         S::TimestampMillis | S::TimestampMicros | S::TimestampNanos => Skip::Varint,
         S::LocalTimestampMillis | S::LocalTimestampMicros | S::LocalTimestampNanos => Skip::Varint,
         S::Float => Skip::Fixed(4),
         S::Double => Skip::Fixed(8),
-        S::Bytes | S::String | S::BigDecimal => Skip::LengthPrefixed,
-        S::Uuid(UuidSchema::Bytes | UuidSchema::String) => Skip::LengthPrefixed,
+        S::Bytes | S::BigDecimal | S::Uuid(UuidSchema::Bytes) => Skip::LengthPrefixed,
+        S::String | S::Uuid(UuidSchema::String) => Skip::Utf8,
         S::Uuid(UuidSchema::Fixed(fixed)) | S::Fixed(fixed) | S::Duration(fixed) => {
             Skip::Fixed(fixed.size)
         }

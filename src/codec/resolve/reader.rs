@@ -11,8 +11,10 @@ impl Skip {
             Skip::Nothing => true,
             Skip::Fixed(size) => *size == 0,
             Skip::Record(fields) => fields.iter().all(Skip::may_be_empty),
-            Skip::Union(_) | Skip::Boolean | Skip::Varint | Skip::LengthPrefixed => false,
-            Skip::Array(_) | Skip::Map(_) => false,
+            Skip::Union(_) | Skip::Boolean | Skip::Varint | Skip::LengthPrefixed | Skip::Utf8 => {
+                false
+            }
+            Skip::Array(_) | Skip::Map(_) | Skip::Enum(_) => false,
         }
     }
 }
@@ -73,6 +75,15 @@ impl<'a> AvroReader<'a> {
                 let len = self.length()?;
                 self.take(len)?;
             }
+            Skip::Utf8 => {
+                self.string()?;
+            }
+            Skip::Enum(symbols) => {
+                let index = self.long()?;
+                if usize::try_from(index).map_or(true, |i| i >= *symbols) {
+                    return Err(DecodeError::Avro("enum index out of range"));
+                }
+            }
             Skip::Array(item) => self.skip_blocks(item, false)?,
             Skip::Map(value) => self.skip_blocks(value, true)?,
             Skip::Union(branches) => {
@@ -92,29 +103,35 @@ impl<'a> AvroReader<'a> {
         Ok(())
     }
 
+    /// Steps over the blocks of an array or map. A block with a negative count carries its byte
+    /// size too: its items are still stepped over one by one (as apache-avro reads them) and must
+    /// take exactly that size, so a datum whose sizes and items disagree is refused.
     fn skip_blocks(&mut self, item: &Skip, keyed: bool) -> Result<(), DecodeError> {
         loop {
             let count = self.long()?;
             if count == 0 {
                 return Ok(());
             }
-            if count < 0 {
-                let size = self.length()?; // a block with its byte size: skipped whole
-                self.take(size)?;
-                continue;
-            }
-            if !keyed && item.may_be_empty() {
-                continue; // items of no bytes: nothing to step over, however many
-            }
-            if count.unsigned_abs() > self.rest.len() as u64 {
-                return Err(DecodeError::Avro("block count exceeds the bytes left"));
-            }
-            for _ in 0..count {
-                if keyed {
-                    let len = self.length()?;
-                    self.take(len)?;
+            let size = if count < 0 {
+                Some(self.length()?)
+            } else {
+                None
+            };
+            let before = self.rest.len();
+            let count = count.unsigned_abs();
+            if keyed || !item.may_be_empty() {
+                if count > self.rest.len() as u64 {
+                    return Err(DecodeError::Avro("block count exceeds the bytes left"));
                 }
-                self.skip(item)?;
+                for _ in 0..count {
+                    if keyed {
+                        self.string()?; // the key
+                    }
+                    self.skip(item)?;
+                }
+            } // else items of no bytes: nothing to step over, however many
+            if size.is_some_and(|size| size != before - self.rest.len()) {
+                return Err(DecodeError::Avro("block size does not match its items"));
             }
         }
     }

@@ -387,3 +387,91 @@ proptest! {
         prop_assert_eq!(ours.ok(), reference(&writer, &reader, &bytes), "{}", name);
     }
 }
+
+/// Found by the `decode_resolved` fuzz target: a negative block count whose byte size (0) does
+/// not hold its one item. apache-avro reads the items (and fails); the plan skipped the bytes the
+/// size named and accepted the datum.
+#[test]
+fn a_block_whose_byte_size_disagrees_with_its_items_is_refused_as_apache_avro_refuses_it() {
+    let writer = r#"{"type":"record","name":"E","fields":[{"name":"source","type":["null","bytes"]},
+        {"name":"tags","type":{"type":"array","items":{"type":"map","values":"long"}}},
+        {"name":"timestamp","type":"long"},{"name":"value","type":["null","long","double"]}]}"#;
+    let plan = Plan::compile_str(writer, TRAFFIC_EVENT_SCHEMA).unwrap();
+    let datum = [
+        0x02, 0x02, 0x00, 0x01, 0x00, 0x00, 0x1a, 0x02, 0xff, 0xff, 0xff, 0x0a,
+    ];
+    let writer = Schema::parse_str(writer).unwrap();
+    let reader = Schema::parse_str(TRAFFIC_EVENT_SCHEMA).unwrap();
+    assert_eq!(
+        reference(&writer, &reader, &datum),
+        None,
+        "apache-avro refuses it"
+    );
+    assert!(plan.decode(&datum).is_err(), "{:?}", plan.decode(&datum));
+    // A well-formed sized block (one map of one entry, 5 bytes) is read.
+    let sized = [
+        0x02, 0x02, b'a', 0x01, 0x0a, 0x02, 0x02, b'k', 0x06, 0x00, 0x00, 0x1a, 0x02, 0x04,
+    ];
+    let event = plan
+        .decode(&sized)
+        .map(|e| (e.source.into_owned(), e.timestamp, e.value));
+    assert_eq!(event.clone().ok(), reference(&writer, &reader, &sized));
+    assert_eq!(event, Ok(("a".to_owned(), 13, 2.0)));
+}
+
+/// Found by the `decode_resolved` fuzz target: a writer-only `string` that is not UTF-8 makes the
+/// datum invalid Avro (apache-avro refuses it); the plan stepped over it as bytes.
+#[test]
+fn a_skipped_string_that_is_not_utf8_is_refused_as_apache_avro_refuses_it() {
+    let writer = r#"{"type":"record","name":"E","fields":[{"name":"value","type":"float"},
+        {"name":"region","type":["null","string"],"default":null},
+        {"name":"note","type":"bytes"},
+        {"name":"source","type":"string"},{"name":"timestamp","type":"int"}]}"#;
+    let plan = Plan::compile_str(writer, TRAFFIC_EVENT_SCHEMA).unwrap();
+    let (writer, reader) = (
+        Schema::parse_str(writer).unwrap(),
+        Schema::parse_str(TRAFFIC_EVENT_SCHEMA).unwrap(),
+    );
+    let datum = |region: u8| {
+        [
+            0, 0, 0x80, 0x3f, 0x02, 0x02, region, 0x02, 0xff, 0x02, b'a', 0x02,
+        ]
+    };
+    for (region, accepted) in [(0xdb, false), (b'e', true)] {
+        let ours = plan
+            .decode(&datum(region))
+            .map(|e| (e.source.into_owned(), e.timestamp, e.value));
+        assert_eq!(
+            ours.clone().ok(),
+            reference(&writer, &reader, &datum(region)),
+            "{region:#x}"
+        );
+        assert_eq!(ours.is_ok(), accepted, "{region:#x}: {ours:?}");
+    }
+}
+
+/// Found by the `decode_resolved` fuzz target: a writer-only enum's index beyond its symbols makes
+/// the datum invalid (apache-avro refuses it); the plan stepped over it as any varint.
+#[test]
+fn a_skipped_enum_index_beyond_its_symbols_is_refused_as_apache_avro_refuses_it() {
+    let writer = r#"{"type":"record","name":"E","fields":[
+        {"name":"kind","type":{"type":"enum","name":"K","symbols":["A","B"]}},
+        {"name":"source","type":"string"},{"name":"timestamp","type":"long"},{"name":"value","type":"long"}]}"#;
+    let plan = Plan::compile_str(writer, TRAFFIC_EVENT_SCHEMA).unwrap();
+    let (writer, reader) = (
+        Schema::parse_str(writer).unwrap(),
+        Schema::parse_str(TRAFFIC_EVENT_SCHEMA).unwrap(),
+    );
+    for (index, accepted) in [(0x02, true), (0x04, false), (0x01, false)] {
+        let datum = [index, 0x02, b'a', 0x02, 0x04];
+        let ours = plan
+            .decode(&datum)
+            .map(|e| (e.source.into_owned(), e.timestamp, e.value));
+        assert_eq!(
+            ours.clone().ok(),
+            reference(&writer, &reader, &datum),
+            "{index:#x}"
+        );
+        assert_eq!(ours.is_ok(), accepted, "{index:#x}: {ours:?}");
+    }
+}

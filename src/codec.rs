@@ -1,5 +1,7 @@
-//! Bytes ↔ records: the wire formats of [`TrafficEvent`] and [`TrafficAverage`] — JSON, and the raw
-//! Avro binary datum (no container, no schema-registry prefix) of the schemas in `schemas/`. Pure: no I/O.
+//! Bytes ↔ records: the wire formats of [`TrafficEvent`] and [`TrafficAverage`] — JSON, the raw
+//! Avro binary datum (no container) of the schemas in `schemas/`, and that datum in the Confluent
+//! Schema Registry framing ([`confluent`]). Events written with another Avro schema are read
+//! through a [`resolve::Plan`]; [`input::InputDecoder`] picks the decoder per record. Pure: no I/O.
 //!
 //! The Avro datum of these flat records is the concatenation of their fields (strings and longs as
 //! zig-zag varints, doubles as 8 little-endian bytes), so it is written and read here directly into the
@@ -16,10 +18,16 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::model::{TrafficAverage, TrafficEvent};
 
+pub mod confluent;
+pub mod input;
+pub mod resolve;
+
 /// `schemas/traffic_event.avsc`, embedded at build time.
 pub const TRAFFIC_EVENT_SCHEMA: &str = include_str!("../schemas/traffic_event.avsc");
 /// `schemas/traffic_average.avsc`, embedded at build time.
 pub const TRAFFIC_AVERAGE_SCHEMA: &str = include_str!("../schemas/traffic_average.avsc");
+/// The full name of [`TRAFFIC_AVERAGE_SCHEMA`]'s record (its RecordNameStrategy subject).
+pub const TRAFFIC_AVERAGE_NAME: &str = "streamagg.TrafficAverage";
 
 /// A record's wire format on a topic.
 #[derive(
@@ -31,6 +39,11 @@ pub enum Format {
     Json,
     /// The raw Avro binary datum of the record's schema.
     Avro,
+    /// The Avro datum in the Confluent Schema Registry wire format: magic byte 0, the 4-byte
+    /// big-endian schema id, the datum written with that schema.
+    #[value(name = "avro-confluent")]
+    #[serde(rename = "avro-confluent")]
+    AvroConfluent,
 }
 
 /// The longest `source` accepted, in UTF-8 bytes. A source names a window and keys the output record,
@@ -52,6 +65,18 @@ pub enum DecodeError {
     SourceTooLong,
     #[error("non-finite value")]
     NonFiniteValue,
+    #[error("field `{0}` is null (a union's null branch) but a value is required")]
+    NullField(&'static str),
+    #[error("{0}")]
+    Resolution(String),
+    #[error("writer schema id {id} cannot be read as streamagg.TrafficEvent: {reason}")]
+    WriterSchema { id: u32, reason: String },
+    #[error("the record is in the Confluent Schema Registry wire format (magic byte 0, schema id {0}): read it with --input-format avro-confluent")]
+    RegistryFramed(u32),
+    #[error(
+        "not in the Confluent Schema Registry wire format (magic byte 0 and a 4-byte schema id)"
+    )]
+    NotFramed,
 }
 
 /// A record with a JSON and an Avro form.
@@ -66,12 +91,14 @@ pub trait WireRecord: Serialize + DeserializeOwned + Sized {
     }
 }
 
-/// Appends `record` in `format` to `out` (which is not cleared, so one buffer can be reused).
+/// Appends `record` in `format` to `out` (which is not cleared, so one buffer can be reused). For
+/// [`Format::AvroConfluent`] this is the datum only: the caller, which knows the schema id, writes
+/// the header first ([`confluent::write_header`]).
 pub fn encode<R: WireRecord>(record: &R, format: Format, out: &mut Vec<u8>) {
     match format {
         // Serializing plain structs of strings and numbers into a Vec cannot fail.
         Format::Json => serde_json::to_writer(&mut *out, record).unwrap_or_default(),
-        Format::Avro => record.write_avro(out),
+        Format::Avro | Format::AvroConfluent => record.write_avro(out),
     }
 }
 
@@ -82,13 +109,18 @@ pub fn encode_to_vec<R: WireRecord>(record: &R, format: Format) -> Vec<u8> {
     out
 }
 
-/// Decodes one record in `format` from the whole of `bytes`, and validates it.
+/// Decodes one record in `format` from the whole of `bytes`, and validates it. Registry-framed
+/// records are read as written with the record's own schema, whatever their schema id.
 pub fn decode<R: WireRecord>(bytes: &[u8], format: Format) -> Result<R, DecodeError> {
+    let (bytes, format) = match format {
+        Format::AvroConfluent => (confluent::split(bytes)?.1, Format::Avro),
+        other => (bytes, other),
+    };
     let record = match format {
         Format::Json => {
             serde_json::from_slice::<R>(bytes).map_err(|e| DecodeError::Json(e.to_string()))?
         }
-        Format::Avro => {
+        Format::Avro | Format::AvroConfluent => {
             let mut reader = AvroReader { rest: bytes };
             let record = R::read_avro(&mut reader)?;
             if !reader.rest.is_empty() {
@@ -122,7 +154,7 @@ impl<'a> EventView<'a> {
         })
     }
 
-    fn validate(&self) -> Result<(), DecodeError> {
+    pub(crate) fn validate(&self) -> Result<(), DecodeError> {
         if self.source.is_empty() {
             return Err(DecodeError::EmptySource);
         }
@@ -146,11 +178,17 @@ impl<'a> EventView<'a> {
 }
 
 /// Decodes one [`TrafficEvent`] in `format` from the whole of `bytes`, in place, and validates it.
+/// Registry-framed events are read as written with the reader's schema, whatever their schema id
+/// (the processor resolves them by id: [`input::InputDecoder`]).
 pub fn decode_event(bytes: &[u8], format: Format) -> Result<EventView<'_>, DecodeError> {
+    let (bytes, format) = match format {
+        Format::AvroConfluent => (confluent::split(bytes)?.1, Format::Avro),
+        other => (bytes, other),
+    };
     let event = match format {
         Format::Json => serde_json::from_slice::<EventView<'_>>(bytes)
             .map_err(|e| DecodeError::Json(e.to_string()))?,
-        Format::Avro => {
+        Format::Avro | Format::AvroConfluent => {
             let mut reader = AvroReader { rest: bytes };
             let event = EventView::read_avro(&mut reader)?;
             if !reader.rest.is_empty() {

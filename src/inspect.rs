@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::codec::{decode, Format};
+use crate::codec::{decode, DecodeError, EventView, Format};
 use crate::model::{TrafficAverage, TrafficEvent};
 
 /// Which record the values hold.
@@ -86,6 +86,20 @@ pub fn render(record: &Shown<'_>, show: &Show) -> (String, bool) {
         RecordKind::Average => Some(decode::<TrafficAverage>(value, show.format).map(to_json)),
         RecordKind::Raw => None,
     };
+    render_decoded(record, show, decoded)
+}
+
+/// An event decoded by the caller (with the writer schema its registry id names), as JSON.
+pub fn event_json(event: Result<EventView<'_>, DecodeError>) -> Result<Value, DecodeError> {
+    event.map(|event| to_json(event.into_owned()))
+}
+
+/// [`render`] of a record the caller decoded (`None`: not decoded, `--record raw`).
+pub fn render_decoded(
+    record: &Shown<'_>,
+    show: &Show,
+    decoded: Option<Result<Value, DecodeError>>,
+) -> (String, bool) {
     let envelope = show.positions || show.keys || show.headers || show.raw.is_some();
     if let (Some(Ok(decoded)), false) = (&decoded, envelope) {
         return (decoded.to_string(), true);

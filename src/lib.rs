@@ -33,6 +33,8 @@ pub mod producer;
 #[cfg(feature = "runtime")]
 pub mod reader;
 #[cfg(feature = "runtime")]
+pub mod registry;
+#[cfg(feature = "runtime")]
 pub mod replay;
 pub mod reset;
 pub mod route;

@@ -34,12 +34,14 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 
 use crate::checkpoint::Semantics;
+use crate::codec::{self, Format};
 use crate::config::{Guarantee, RunSettings};
 use crate::kafka::context::{ConnectionAware, StreamaggContext};
 use crate::kafka::{self, KafkaSetupError};
 use crate::live::assignment::advertising_client_id;
 use crate::live::queries::Inbox;
 use crate::processor::{Checkpointed, Counts, PipelineError, Processor};
+use crate::registry::{EventInput, InputError, RegistryClient};
 use crate::sink::Sink;
 use crate::store::db::{self, Recorded, StateStore};
 use crate::telemetry::{self, metric, Health};
@@ -186,6 +188,24 @@ pub struct LiveRun {
     pub advertised_address: Option<String>,
 }
 
+/// With `--output-format avro-confluent`, the registry id of `TrafficAverage`'s schema, registered
+/// under the subject of the output topic (or the record name) at start-up.
+fn output_schema_id(settings: &RunSettings) -> Result<Option<u32>, PipelineError> {
+    let (Some(registry), Format::AvroConfluent) = (&settings.registry, settings.output_format)
+    else {
+        return Ok(None);
+    };
+    let client = RegistryClient::new(registry).map_err(InputError::from)?;
+    let subject = registry
+        .subject_strategy
+        .subject(&settings.output_topic, codec::TRAFFIC_AVERAGE_NAME);
+    let id = client
+        .register(&subject, codec::TRAFFIC_AVERAGE_SCHEMA)
+        .map_err(InputError::from)?;
+    tracing::info!(subject, schema_id = id, "output schema registered");
+    Ok(Some(id))
+}
+
 /// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.
 /// With `live`, the poll loop also answers live-state questions between batches.
 pub fn run(
@@ -236,7 +256,11 @@ pub fn run(
     if settings.create_topics {
         create_topics(&settings)?;
     }
-    let sink = Sink::connect(&settings, transactional_id.as_deref())?;
+    let input = EventInput::new(&settings)?;
+    let mut sink = Sink::connect(&settings, transactional_id.as_deref())?;
+    if let Some(id) = output_schema_id(&settings)? {
+        sink.frame_with(id);
+    }
     for topic in &settings.input_topics {
         if kafka::admin::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
             return Err(PipelineError::InputMissing(topic.clone()));
@@ -287,6 +311,7 @@ pub fn run(
             settings.clone(),
             store,
             sink,
+            input,
             Arc::clone(&health),
         )),
         failure: Mutex::new(None),

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::codec::{decode_event, Format};
+use crate::codec::{decode_event, DecodeError, EventView, Format};
 use crate::window::{Observed, PartitionWindows};
 
 /// What one input record became.
@@ -47,7 +47,19 @@ pub fn route(
     kafka_timestamp: Option<i64>,
     offset: i64,
 ) -> Route {
-    let event = match decode_event(payload, settings.input_format) {
+    let event = decode_event(payload, settings.input_format);
+    route_event(settings, windows, event, kafka_timestamp, offset)
+}
+
+/// [`route`] of a record the caller decoded (the processor's decoder resolves writer schemas).
+pub fn route_event(
+    settings: &RouteSettings,
+    windows: &mut PartitionWindows,
+    event: Result<EventView<'_>, DecodeError>,
+    kafka_timestamp: Option<i64>,
+    offset: i64,
+) -> Route {
+    let event = match event {
         Ok(event) => event,
         Err(error) => return Route::Invalid(error.to_string()),
     };

@@ -99,6 +99,8 @@ pub struct Sink {
     producer: RecordProducer,
     output_topic: String,
     output_format: Format,
+    /// The registry id of the output schema, with `avro-confluent` ([`Sink::frame_with`]).
+    output_schema_id: Option<u32>,
     /// The side-output topics and the largest record each accepts (its `max.message.bytes`, and
     /// the producer's `message.max.bytes`).
     late_topic: Option<(String, usize)>,
@@ -200,6 +202,7 @@ impl Sink {
             producer,
             output_topic: settings.output_topic.clone(),
             output_format: settings.output_format,
+            output_schema_id: None,
             late_topic,
             dlq_topic,
             spec: settings.window,
@@ -229,10 +232,18 @@ impl Sink {
         self.producer.client()
     }
 
+    /// Frames every output in the Confluent wire format with registry schema `id`.
+    pub fn frame_with(&mut self, id: u32) {
+        self.output_schema_id = Some(id);
+    }
+
     /// Queues the average of a closed window, keyed by source, timestamped with the window's last
     /// instant ([`output_timestamp`]).
     pub fn emit(&mut self, window: &ClosedWindow) -> Result<(), ProduceError> {
         self.buffer.clear();
+        if let Some(id) = self.output_schema_id {
+            crate::codec::confluent::write_header(id, &mut self.buffer);
+        }
         let average = average_of(window, self.spec, self.percentiles.as_ref());
         encode(&average, self.output_format, &mut self.buffer);
         self.producer.send_at(

@@ -44,6 +44,9 @@ pub mod metric {
     pub const POLL_LOOP_STALLED: &str = "streamagg_poll_loop_stalled";
     pub const READY: &str = "streamagg_ready";
     pub const BUILD_INFO: &str = "streamagg_build_info";
+    // The Schema Registry (`avro-confluent`); `outcome` is `ok`, `not_found`, `retried` or `failed`.
+    pub const SCHEMA_REGISTRY_REQUESTS: &str = "streamagg_schema_registry_requests_total";
+    pub const WRITER_SCHEMAS_UNRESOLVABLE: &str = "streamagg_writer_schemas_unresolvable_total";
     // `streamagg ingest`, the gateway; `protocol` is `tcp` or `http`.
     pub const INGEST_EVENTS_ACCEPTED: &str = "streamagg_ingest_events_accepted_total";
     pub const INGEST_EVENTS_REJECTED: &str = "streamagg_ingest_events_rejected_total";
@@ -244,6 +247,16 @@ fn describe() {
         BUILD_INFO,
         Unit::Count,
         "Always 1; labels carry the version and the delivery guarantee."
+    );
+    describe_counter!(
+        SCHEMA_REGISTRY_REQUESTS,
+        Unit::Count,
+        "Schema Registry requests, by outcome (ok, not_found, retried, failed)."
+    );
+    describe_counter!(
+        WRITER_SCHEMAS_UNRESOLVABLE,
+        Unit::Count,
+        "Writer schema ids (registry) that cannot be read as TrafficEvent: each of their records goes to the DLQ."
     );
     describe_counter!(
         INGEST_EVENTS_ACCEPTED,

@@ -24,7 +24,12 @@ fn metadata_round_trips_and_foreign_metadata_is_ignored() {
         input_format: Format::Avro,
         ..MINUTE
     };
+    let framed = Semantics {
+        input_format: Format::AvroConfluent,
+        ..MINUTE
+    };
     for (stream_time, rebuild_offset, semantics, generation, reset) in [
+        (Some(9), 1, Some(framed), 0, false),
         (Some(1_700_000_000_000), 42, Some(MINUTE), 0, false),
         (Some(-5), 0, Some(filtered), 0, false),
         (None, 7, Some(MINUTE), 0, false),

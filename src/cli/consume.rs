@@ -8,13 +8,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use rdkafka::message::Message;
+use streamagg::codec::input::InputDecoder;
 use streamagg::codec::{Format, TRAFFIC_AVERAGE_SCHEMA, TRAFFIC_EVENT_SCHEMA};
 use streamagg::config::cluster::KafkaOptions;
-use streamagg::inspect::{render, Encoding, RecordKind, Show, Shown};
+use streamagg::config::registry::RegistryOptions;
+use streamagg::inspect::{event_json, render, render_decoded, Encoding, RecordKind, Show, Shown};
 use streamagg::reader::{header_list, Isolation, Scan, StartAt, Until};
+use streamagg::registry::RegistryClient;
 
 use super::process::until_signalled;
-use super::secrets::kafka_settings;
+use super::secrets::{kafka_settings, with_registry_secret};
 
 /// The records whose schema `streamagg schema` prints.
 #[derive(Clone, Copy, ValueEnum)]
@@ -35,9 +38,13 @@ pub(super) struct ConsumeArgs {
     /// Which record the topic holds; `raw` does not decode.
     #[arg(long, value_enum, default_value = "average")]
     record: RecordKind,
-    /// Payload format.
+    /// Payload format. With `avro-confluent` and `--record event`, a `--schema-registry-url` reads
+    /// each record with the writer schema its id names (schema resolution); without one, records
+    /// are read with streamagg's own schema.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
+    #[command(flatten)]
+    registry: RegistryOptions,
     /// Where to start on every partition: `beginning`, `end`, epoch milliseconds or an RFC 3339 time
     /// (`2026-12-04T12:00:00Z`; the first record at or after it, by Kafka record timestamp).
     #[arg(long, default_value = "beginning", value_parser = parse_start)]
@@ -108,7 +115,20 @@ pub(super) fn consume(args: &ConsumeArgs) -> Result<()> {
         headers: args.headers,
         raw: args.raw,
     };
+    // Events of registry-framed topics, read with their writer schemas when a registry is named.
+    let registry = match (args.format, args.record, &args.registry.schema_registry_url) {
+        (Format::AvroConfluent, RecordKind::Event, Some(_)) => {
+            let options = with_registry_secret(args.registry.clone())?;
+            let settings = options.validate(true)?.context("registry settings")?;
+            Some((
+                RegistryClient::new(&settings)?,
+                InputDecoder::new(Format::AvroConfluent, None),
+            ))
+        }
+        _ => None,
+    };
     let (records, undecodable) = until_signalled("consume", |stop| {
+        let mut registry = registry;
         let mut undecodable = 0_u64;
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut failure = None;
@@ -118,17 +138,33 @@ pub(super) fn consume(args: &ConsumeArgs) -> Result<()> {
             } else {
                 Vec::new()
             };
-            let (line, decoded) = render(
-                &Shown {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    timestamp: message.timestamp().to_millis(),
-                    key: message.key(),
-                    headers: &headers,
-                    value: message.payload(),
-                },
-                &show,
-            );
+            let shown = Shown {
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp: message.timestamp().to_millis(),
+                key: message.key(),
+                headers: &headers,
+                value: message.payload(),
+            };
+            let (line, decoded) = match &mut registry {
+                None => render(&shown, &show),
+                Some((client, decoder)) => {
+                    let payload = message.payload().unwrap_or_default();
+                    if let Some(id) = decoder.missing_schema(payload) {
+                        match client.schema_by_id(id) {
+                            Ok(fetched) => {
+                                // An unresolvable schema is shown with each record's `error`.
+                                let _ = decoder.learn(id, fetched.as_deref().map_err(Clone::clone));
+                            }
+                            Err(error) => {
+                                failure = Some(anyhow::Error::new(error));
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    render_decoded(&shown, &show, Some(event_json(decoder.decode(payload))))
+                }
+            };
             undecodable += u64::from(!decoded);
             let mut written = writeln!(out, "{line}");
             // Followed records are shown as they come, not when a buffer fills.
@@ -140,13 +176,13 @@ pub(super) fn consume(args: &ConsumeArgs) -> Result<()> {
                 // A reader that stopped early (`| head`) is not an error: stop writing, quietly.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ControlFlow::Break(()),
                 Err(e) => {
-                    failure = Some(e);
+                    failure = Some(anyhow::Error::new(e).context("writing to stdout"));
                     ControlFlow::Break(())
                 }
             }
         });
         if let Some(error) = failure {
-            return Err(anyhow::Error::new(error).context("writing to stdout"));
+            return Err(error);
         }
         match out.flush() {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}

@@ -5,13 +5,16 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use streamagg::codec::Format;
+use streamagg::codec::TRAFFIC_EVENT_SCHEMA;
 use streamagg::config::cluster::KafkaOptions;
+use streamagg::config::registry::RegistryOptions;
 use streamagg::generate::to_topic::{generate_to_topic, Pace, ProduceSettings};
 use streamagg::generate::GeneratorConfig;
 use streamagg::producer::now_ms;
+use streamagg::registry::RegistryClient;
 
 use super::process::until_signalled;
-use super::secrets::kafka_settings;
+use super::secrets::{kafka_settings, with_registry_secret};
 
 #[derive(Args)]
 pub(super) struct ProduceArgs {
@@ -39,9 +42,12 @@ pub(super) struct ProduceArgs {
     /// Event-time start of a preload in epoch milliseconds (default: now minus --span, on a minute).
     #[arg(long)]
     start_ms: Option<i64>,
-    /// Payload format.
+    /// Payload format; `avro-confluent` registers the event schema (subject `<topic>-value`, or
+    /// `streamagg.TrafficEvent` with `--schema-registry-subject-strategy record`) and frames every event.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
+    #[command(flatten)]
+    registry: RegistryOptions,
     /// Each event's timestamp lags its clock by up to this many milliseconds.
     #[arg(long, default_value_t = 0)]
     out_of_order_ms: u64,
@@ -96,11 +102,24 @@ impl ProduceArgs {
             }
             (None, None) => bail!("give --count, --rate, or both"),
         };
+        let kafka = kafka_settings(&self.kafka)?;
+        let registry = with_registry_secret(self.registry.clone())?
+            .validate(self.format == Format::AvroConfluent)?;
+        let schema_id = match registry {
+            Some(registry) => {
+                let subject = registry
+                    .subject_strategy
+                    .subject(&self.topic, "streamagg.TrafficEvent");
+                Some(RegistryClient::new(&registry)?.register(&subject, TRAFFIC_EVENT_SCHEMA)?)
+            }
+            None => None,
+        };
         Ok(ProduceSettings {
-            kafka: kafka_settings(&self.kafka)?,
+            kafka,
             topic: self.topic.clone(),
             partitions: self.partitions,
             format: self.format,
+            schema_id,
             generator: GeneratorConfig {
                 sources: self.sources,
                 seed: self.seed,

@@ -15,7 +15,7 @@ use streamagg::telemetry::{Endpoint, Health};
 
 use super::process::{serve_telemetry, until_signalled};
 use super::query::query_token;
-use super::secrets::{warn_insecure_tls, with_secrets};
+use super::secrets::{warn_insecure_tls, with_registry_secret, with_secrets};
 
 /// `streamagg run` flags: a config file and [`RunOptions`].
 #[derive(Args)]
@@ -37,6 +37,7 @@ impl RunArgs {
         };
         options.update_from_arg_matches(matches)?;
         options.cluster.security = with_secrets(options.cluster.security)?;
+        options.registry = with_registry_secret(options.registry)?;
         options.query_token = query_token(options.query_token_file.as_deref())?;
         Ok(RunSettings::try_from(options)?)
     }

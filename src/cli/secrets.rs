@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use streamagg::config::cluster::{KafkaOptions, KafkaSettings, Secret, SecurityOptions};
 use streamagg::config::passthrough;
+use streamagg::config::registry::RegistryOptions;
 
 /// The cluster settings of every command but `run`, with their secrets, validated.
 pub(super) fn kafka_settings(options: &KafkaOptions) -> Result<KafkaSettings> {
@@ -38,6 +39,25 @@ pub(super) fn with_secrets(mut options: SecurityOptions) -> Result<SecurityOptio
             (None, None) => None,
         };
     }
+    Ok(options)
+}
+
+/// The registry options with the basic-auth password filled in: from
+/// `STREAMAGG_SCHEMA_REGISTRY_PASSWORD` if set and not empty, else from its file if one is named.
+pub(super) fn with_registry_secret(mut options: RegistryOptions) -> Result<RegistryOptions> {
+    options.schema_registry_password = match (
+        std::env::var("STREAMAGG_SCHEMA_REGISTRY_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
+        &options.schema_registry_password_file,
+    ) {
+        (Some(value), _) => Some(Secret::new(value)),
+        (None, Some(path)) => Some(Secret::new(read_secret_file(
+            path,
+            "schema_registry_password_file",
+        )?)),
+        (None, None) => None,
+    };
     Ok(options)
 }
 

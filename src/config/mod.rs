@@ -22,6 +22,7 @@ pub mod duration;
 pub mod passthrough;
 pub mod percentiles;
 mod query;
+pub mod registry;
 
 use crate::window::sketch::SketchSpec;
 use cluster::{metrics_addr, KafkaOptions, KafkaSettings};
@@ -92,6 +93,13 @@ pub struct RunOptions {
     /// Output payload format [default: json].
     #[arg(long, env = "STREAMAGG_OUTPUT_FORMAT", value_enum)]
     pub output_format: Option<Format>,
+    /// With `--input-format avro`: the Avro schema (.avsc) the producers write raw datums with,
+    /// when it is not streamagg's own; read by schema resolution [default: schemas/traffic_event.avsc].
+    #[arg(long, env = "STREAMAGG_INPUT_WRITER_SCHEMA")]
+    pub input_writer_schema: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub registry: registry::RegistryOptions,
     /// Event time from the record's `timestamp` field or the Kafka record timestamp [default: field].
     #[arg(long, env = "STREAMAGG_EVENT_TIME", value_enum)]
     pub event_time: Option<EventTime>,
@@ -240,6 +248,10 @@ pub struct RunSettings {
     pub state_dir: PathBuf,
     pub input_format: Format,
     pub output_format: Format,
+    /// The schema file raw Avro input is written with, if not streamagg's own.
+    pub input_writer_schema: Option<PathBuf>,
+    /// The Schema Registry, when a format is `avro-confluent`.
+    pub registry: Option<registry::RegistrySettings>,
     pub event_time: EventTime,
     pub window: WindowSpec,
     pub min_value: Option<f64>,
@@ -479,6 +491,19 @@ impl TryFrom<RunOptions> for RunSettings {
         let consumer_properties =
             passthrough::from_table(Client::Consumer, options.kafka.consumer, allow_insecure_tls)?;
         query::check_consumer_properties(query.as_ref(), &consumer_properties)?;
+        let input_format = options.input_format.unwrap_or(Format::Json);
+        let output_format = options.output_format.unwrap_or(Format::Json);
+        if options.input_writer_schema.is_some() && input_format != Format::Avro {
+            return Err(ConfigError::Invalid {
+                key: "input_writer_schema",
+                reason:
+                    "only goes with input_format avro (avro-confluent records name their schema)"
+                        .into(),
+            });
+        }
+        let registry = options.registry.validate(
+            input_format == Format::AvroConfluent || output_format == Format::AvroConfluent,
+        )?;
         Ok(RunSettings {
             kafka,
             input_topics,
@@ -487,8 +512,10 @@ impl TryFrom<RunOptions> for RunSettings {
             state_dir: options
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("./state")),
-            input_format: options.input_format.unwrap_or(Format::Json),
-            output_format: options.output_format.unwrap_or(Format::Json),
+            input_format,
+            output_format,
+            input_writer_schema: options.input_writer_schema,
+            registry,
             event_time: options.event_time.unwrap_or(EventTime::Field),
             window: WindowSpec { size_ms, grace_ms },
             min_value: options.min_value,

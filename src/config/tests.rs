@@ -315,3 +315,64 @@ fn a_bad_value_in_the_file_names_its_key_and_what_was_given() {
         assert!(error.starts_with(expected), "{text}: {error}");
     }
 }
+
+#[test]
+fn registry_settings_come_from_the_file_and_are_needed_only_by_avro_confluent() {
+    let text = r#"
+        input = ["traffic"]
+        output = "averages"
+        input_format = "avro-confluent"
+        schema_registry_url = "https://registry:8081/"
+        schema_registry_username = "streamagg"
+        schema_registry_subject_strategy = "record"
+        schema_registry_patience = "5s"
+    "#;
+    let mut options = RunOptions::from_toml("f.toml", text).expect("parses");
+    // The password is never a file key; the binary's edge fills it in from env or its file.
+    options.registry.schema_registry_password = Some(Secret::new("p".into()));
+    let settings = RunSettings::try_from(options).expect("valid");
+    assert_eq!(settings.input_format, Format::AvroConfluent);
+    let registry = settings.registry.expect("registry settings");
+    assert_eq!(registry.url, "https://registry:8081");
+    assert_eq!(registry.subject_strategy, registry::SubjectStrategy::Record);
+    assert_eq!(registry.patience, Duration::from_secs(5));
+    assert!(matches!(
+        RunOptions::from_toml("f.toml", "schema_registry_password = \"x\""),
+        Err(ConfigError::Parse { .. })
+    ));
+
+    let framed_output = RunOptions {
+        output_format: Some(Format::AvroConfluent),
+        ..minimal()
+    };
+    assert_eq!(
+        RunSettings::try_from(framed_output),
+        Err(ConfigError::Missing(
+            "schema_registry_url",
+            "schema-registry-url",
+            "SCHEMA_REGISTRY_URL"
+        ))
+    );
+    let json_with_url = RunOptions {
+        registry: registry::RegistryOptions {
+            schema_registry_url: Some("http://r".into()),
+            ..Default::default()
+        },
+        ..minimal()
+    };
+    assert_eq!(
+        RunSettings::try_from(json_with_url).map(|s| s.registry),
+        Ok(None)
+    );
+    let writer_schema_with_json = RunOptions {
+        input_writer_schema: Some("old.avsc".into()),
+        ..minimal()
+    };
+    assert!(matches!(
+        RunSettings::try_from(writer_schema_with_json),
+        Err(ConfigError::Invalid {
+            key: "input_writer_schema",
+            ..
+        })
+    ));
+}

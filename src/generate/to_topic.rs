@@ -21,6 +21,8 @@ pub struct ProduceSettings {
     /// Partitions of the topic if it has to be created.
     pub partitions: i32,
     pub format: Format,
+    /// With [`Format::AvroConfluent`]: the registry id of the event schema, framing every payload.
+    pub schema_id: Option<u32>,
     pub generator: GeneratorConfig,
     pub pace: Pace,
     /// How often progress is logged.
@@ -128,6 +130,9 @@ pub fn generate_to_topic(
         let event = generator.next_event(base_ms);
         latest_ms = latest_ms.max(event.timestamp);
         payload.clear();
+        if let Some(id) = settings.schema_id {
+            crate::codec::confluent::write_header(id, &mut payload);
+        }
         encode(&event, settings.format, &mut payload);
         producer.send(&settings.topic, event.source.as_bytes(), &payload, None)?;
         produced += 1;
@@ -154,6 +159,9 @@ pub fn generate_to_topic(
             value: 0.0,
         };
         payload.clear();
+        if let Some(id) = settings.schema_id {
+            crate::codec::confluent::write_header(id, &mut payload);
+        }
         encode(&seal, settings.format, &mut payload);
         for partition in 0..partitions as i32 {
             producer.send_to(

@@ -82,6 +82,12 @@ impl From<DecodeError> for Rejection {
             }
             DecodeError::Json(text) => Rejection::InvalidJson(truncate_echo(&text).into_owned()),
             DecodeError::Avro(text) => Rejection::InvalidJson(text.to_owned()),
+            // Only JSON is decoded here: the Avro resolution and framing errors cannot occur.
+            other @ (DecodeError::NullField(_)
+            | DecodeError::Resolution(_)
+            | DecodeError::WriterSchema { .. }
+            | DecodeError::RegistryFramed(_)
+            | DecodeError::NotFramed) => Rejection::InvalidJson(other.to_string()),
             DecodeError::EmptySource => Rejection::EmptySource,
             DecodeError::NonFiniteValue => Rejection::NonFiniteValue,
             DecodeError::SourceTooLong => Rejection::SourceTooLong,

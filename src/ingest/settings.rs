@@ -157,6 +157,12 @@ impl TryFrom<IngestOptions> for IngestSettings {
         let listen_tcp = listen_addr("listen_tcp", &options.listen_tcp)?;
         let listen_http = listen_addr("listen_http", &options.listen_http)?;
         let metrics_addr = metrics_addr(options.metrics_addr.as_deref(), DEFAULT_METRICS_PORT)?;
+        if options.format == Format::AvroConfluent {
+            return Err(invalid(
+                "format",
+                "avro-confluent is not written by the gateway (it registers no schema): use json or avro".into(),
+            ));
+        }
         if listen_tcp.is_none() && listen_http.is_none() {
             return Err(invalid(
                 "listen_tcp",
@@ -300,6 +306,18 @@ mod tests {
             ])
             .expect("flags parse");
         IngestOptions::from_arg_matches(&flags).expect("options")
+    }
+
+    #[test]
+    fn the_gateway_refuses_the_registry_framing_it_cannot_register() {
+        let framed = IngestOptions {
+            format: Format::AvroConfluent,
+            ..options()
+        };
+        match IngestSettings::try_from(framed) {
+            Err(ConfigError::Invalid { key: "format", .. }) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -55,7 +55,8 @@ use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
 use crate::config::{Guarantee, RunSettings};
 use crate::kafka::KafkaSetupError;
 use crate::producer::{ProduceError, TransactionErrorKind};
-use crate::route::{route, Route};
+use crate::registry::{EventInput, InputError};
+use crate::route::{route_event, Route};
 use crate::sink::Sink;
 use crate::store::db::{PartitionUpdate, StateStore, StoreError};
 use crate::telemetry::{metric, Health};
@@ -76,6 +77,9 @@ pub enum PipelineError {
     OutputMissing { what: &'static str, topic: String },
     #[error("Kafka consumer: {0}")]
     Consumer(KafkaError),
+    /// The input cannot be decoded: a writer schema file, or the schema registry.
+    #[error(transparent)]
+    Input(#[from] InputError),
     /// The cluster's ACLs do not let this principal do its work: never retried.
     #[error("not authorized (check the Kafka user's ACLs on {topics} and the group): {cause}")]
     NotAuthorized {
@@ -202,6 +206,8 @@ pub struct Processor {
     settings: RunSettings,
     store: StateStore,
     sink: Sink,
+    /// Decodes input records (and fetches registry writer schemas).
+    input: EventInput,
     /// topic → partition → state (two levels so a message is looked up without allocating).
     partitions: Partitions,
     counts: Counts,
@@ -229,9 +235,11 @@ impl Processor {
         settings: RunSettings,
         store: StateStore,
         sink: Sink,
+        input: EventInput,
         health: Arc<Health>,
     ) -> Self {
         Processor {
+            input,
             semantics: settings.semantics(),
             settings,
             store,
@@ -342,10 +350,14 @@ impl Processor {
             state.started_fresh_at = Some(offset);
         }
         let replay = offset < state.replay_until;
-        let routed = route(
+        let payload = message.payload().unwrap_or_default();
+        // A new writer schema id is fetched before the record is decided: an unavailable
+        // registry is a processing error (nothing committed), never a DLQ record.
+        self.input.prepare(payload).map_err(InputError::from)?;
+        let routed = route_event(
             &route_settings,
             &mut state.windows,
-            message.payload().unwrap_or_default(),
+            self.input.decode(payload),
             message.timestamp().to_millis(),
             offset,
         );

@@ -33,6 +33,9 @@ pub struct Input {
 /// Encodes an event in `format` with serde_json / apache-avro's generic encoder.
 pub fn encode_independently(format: Format, source: &str, timestamp: i64, value: f64) -> Vec<u8> {
     match format {
+        Format::AvroConfluent => {
+            panic!("scenario datasets are JSON or raw Avro (avro-confluent: schema_registry.rs)")
+        }
         Format::Json => serde_json::to_vec(
             &serde_json::json!({"source": source, "timestamp": timestamp, "value": value}),
         )
@@ -81,7 +84,7 @@ pub fn dataset_from(format: Format, seed: u64, events: i64, start: i64) -> Vec<I
                 1 => encode_independently(format, "", event.timestamp, event.value),
                 2 => match format {
                     Format::Json => br#"{"source":"x","timestamp":5}"#.to_vec(),
-                    Format::Avro => {
+                    Format::Avro | Format::AvroConfluent => {
                         encode_independently(format, &event.source, event.timestamp, f64::NAN)
                     }
                 },

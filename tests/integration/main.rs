@@ -57,6 +57,12 @@
 //!   (straight, across `kill -9`s, across a hand-off that rebuilds); `output_timestamps.rs` an
 //!   output topic that refuses old timestamps (every oracle comparison also checks that output
 //!   records carry their window's last instant and side copies their input's timestamp).
+//!   `schema_registry.rs` holds the `avro-confluent` format to the reference client: Confluent's
+//!   `confluent-kafka` `AvroSerializer` (three evolving writer schemas and an incompatible one) and
+//!   `AvroDeserializer` (the output, read_committed) against the stand-in `tests/registry/registry.py`,
+//!   equal to the oracle; an unreachable registry stops the run with no DLQ record and a restart
+//!   resumes; basic auth never shows the password; raw Avro of another writer schema
+//!   (`--input-writer-schema`). It needs `STREAMAGG_TEST_PYTHON` (the tools venv) and fails without it.
 //!   Every test creates topics with random names and deletes them; an unreachable broker fails the
 //!   tests, it never skips them.
 //! - Everything builds in the release profile (tests, clippy, the binary) so RocksDB and librdkafka are
@@ -84,6 +90,7 @@ mod percentiles;
 mod processor;
 mod reset;
 mod scenario;
+mod schema_registry;
 mod secure_broker;
 mod security;
 mod settings;

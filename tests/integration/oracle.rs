@@ -34,6 +34,9 @@ pub const MAX_SOURCE_BYTES: usize = 1024;
 /// A decoded input as the oracle sees it: `None` for records the semantics call invalid.
 pub fn parse_independently(format: Format, payload: &[u8]) -> Option<(String, i64, f64)> {
     let (source, timestamp, value) = match format {
+        Format::AvroConfluent => {
+            panic!("scenario datasets are JSON or raw Avro (avro-confluent: schema_registry.rs)")
+        }
         Format::Json => {
             let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
             (
@@ -168,6 +171,9 @@ pub fn assert_output_matches(
     for record in output {
         let payload = record.payload.as_deref().expect("payload");
         let (source, start, end, count, sum, avg, min, max) = match format {
+            Format::AvroConfluent => panic!(
+                "scenario datasets are JSON or raw Avro (avro-confluent: schema_registry.rs)"
+            ),
             Format::Json => {
                 let v: serde_json::Value = serde_json::from_slice(payload).expect("json output");
                 let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("field {k} in {v}"));

@@ -296,6 +296,7 @@ pub fn format_name(format: Format) -> &'static str {
     match format {
         Format::Json => "json",
         Format::Avro => "avro",
+        Format::AvroConfluent => "avro-confluent",
     }
 }
 

@@ -173,3 +173,47 @@ podAntiAffinity:
     | replace "job=\"streamagg\"" (printf "job=%q, namespace=%q" (include "streamagg.name" .) $ns)
     | replace "https://example.invalid/streamagg/blob/main/docs/runbook.md" .Values.metrics.prometheusRule.runbookUrl -}}
 {{- end -}}
+
+{{/* The processor's Schema Registry credentials and CA (avro-confluent): the username from the
+     Secret, the password as a file mounted from it (never an environment variable). */}}
+{{- define "streamagg.registryEnv" -}}
+{{- with .Values.schemaRegistry.existingSecret }}
+- name: STREAMAGG_SCHEMA_REGISTRY_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.schemaRegistry.usernameKey }}
+- name: STREAMAGG_SCHEMA_REGISTRY_PASSWORD_FILE
+  value: /etc/streamagg/registry-auth/{{ $.Values.schemaRegistry.passwordKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "streamagg.registryVolumeMounts" -}}
+{{- if .Values.schemaRegistry.existingSecret }}
+- name: registry-auth
+  mountPath: /etc/streamagg/registry-auth
+  readOnly: true
+{{- end }}
+{{- if .Values.schemaRegistry.caSecret }}
+- name: registry-ca
+  mountPath: /etc/streamagg/registry-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "streamagg.registryVolumes" -}}
+{{- if .Values.schemaRegistry.existingSecret }}
+- name: registry-auth
+  secret:
+    secretName: {{ .Values.schemaRegistry.existingSecret }}
+    defaultMode: 0400
+    items:
+      - key: {{ .Values.schemaRegistry.passwordKey }}
+        path: {{ .Values.schemaRegistry.passwordKey }}
+{{- end }}
+{{- if .Values.schemaRegistry.caSecret }}
+- name: registry-ca
+  secret:
+    secretName: {{ .Values.schemaRegistry.caSecret }}
+{{- end }}
+{{- end -}}

@@ -49,13 +49,7 @@ pub enum TransactionErrorKind {
     Retriable,
     /// Abort the transaction and redo its work.
     Abortable,
-    /// This producer's epoch was bumped, so it can never commit again: by the coordinator, which
-    /// aborts a transaction that outlived `transaction.timeout.ms` (a commit held up by a
-    /// coordinator failover), or by another producer with the same transactional id. A new producer
-    /// with the same id ([`RecordProducer::renew`]) can go on with the work redone; a real zombie is
-    /// still fenced by the group's generation when it commits offsets.
-    Fenced,
-    /// The producer cannot go on (not authorized, a broken configuration, …).
+    /// The producer cannot go on (fenced by a newer instance, not authorized, …).
     Fatal,
 }
 
@@ -71,7 +65,6 @@ impl ProduceError {
             Some(e) if kafka::context::is_authorization_code(e.code()) => {
                 TransactionErrorKind::Fatal
             }
-            Some(e) if is_fenced(e.code()) => TransactionErrorKind::Fenced,
             Some(e) if e.is_fatal() => TransactionErrorKind::Fatal,
             Some(e) if e.txn_requires_abort() => TransactionErrorKind::Abortable,
             Some(e) if e.is_retriable() => TransactionErrorKind::Retriable,
@@ -108,24 +101,6 @@ impl ProduceError {
     }
 }
 
-/// librdkafka's fatal "fenced by a newer instance" and the broker errors behind it.
-fn is_fenced(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::Fenced
-            | RDKafkaErrorCode::ProducerFenced
-            | RDKafkaErrorCode::InvalidProducerEpoch
-    )
-}
-
-/// What a transactional producer was made from, to make it again ([`RecordProducer::renew`]).
-struct Recipe {
-    settings: KafkaSettings,
-    client_id: String,
-    properties: BTreeMap<String, String>,
-    transactional_id: String,
-}
-
 /// An idempotent, batching, compressing producer. Keys are hashed with Java's murmur2 partitioner,
 /// so a key lands on the same partition as it would from a Java producer.
 pub struct RecordProducer {
@@ -134,8 +109,6 @@ pub struct RecordProducer {
     /// `Some(open)` for a transactional producer: whether a transaction is open.
     transaction: Option<bool>,
     timeout: Duration,
-    /// A transactional producer's recipe.
-    recipe: Option<Box<Recipe>>,
 }
 
 impl RecordProducer {
@@ -151,7 +124,6 @@ impl RecordProducer {
             producer,
             sent: 0,
             transaction: None,
-            recipe: None,
             timeout: settings.timeout,
         })
     }
@@ -173,55 +145,7 @@ impl RecordProducer {
             sent: 0,
             transaction: Some(false),
             timeout: settings.timeout,
-            recipe: Some(Box::new(Recipe {
-                settings: settings.clone(),
-                client_id: client_id.to_owned(),
-                properties: properties.clone(),
-                transactional_id: transactional_id.to_owned(),
-            })),
         })
-    }
-
-    /// Replaces a fenced transactional producer with a new one of the same transactional id, whose
-    /// `init_transactions` takes a new epoch. What the old one sent in its open transaction is
-    /// aborted by the coordinator, never visible: the caller redoes it. Not for a producer that is
-    /// not transactional.
-    /// Retriable failures of the new producer's `init_transactions` (the coordinator moving) are
-    /// retried for up to `patience`.
-    pub fn renew(&mut self, patience: Duration) -> Result<(), ProduceError> {
-        let Some(recipe) = self.recipe.take() else {
-            return Err(ProduceError::Setup(KafkaSetupError::config(
-                rdkafka::error::KafkaError::ClientCreation(
-                    "only a transactional producer is renewed".to_owned(),
-                ),
-            )));
-        };
-        let mut backoff = Backoff::new(patience);
-        let renewed = loop {
-            match Self::connect_transactional(
-                &recipe.settings,
-                &recipe.client_id,
-                &recipe.properties,
-                &recipe.transactional_id,
-            ) {
-                Ok(producer) => break Ok(producer),
-                Err(error) => {
-                    if let Err(error) = retry_or_fail(&mut backoff, error) {
-                        break Err(error);
-                    }
-                }
-            }
-        };
-        match renewed {
-            Ok(renewed) => {
-                *self = renewed;
-                Ok(())
-            }
-            Err(error) => {
-                self.recipe = Some(recipe);
-                Err(error)
-            }
-        }
     }
 
     fn create(
@@ -404,19 +328,17 @@ impl RecordProducer {
         Ok(())
     }
 
-    /// Aborts the open transaction, if any: its records are never visible to read_committed
-    /// consumers. Retriable failures (the coordinator moving) are retried for up to `patience`.
-    pub fn abort_transaction(&mut self, patience: Duration) -> Result<(), ProduceError> {
+    /// Aborts the open transaction, if any: its records are never visible to read_committed consumers.
+    pub fn abort_transaction(&mut self) -> Result<(), ProduceError> {
         if self.transaction == Some(true) {
             // librdkafka's abort waits for the delivery reports of every outstanding record, which
             // only a poll serves: purge them, and poll the purge reports out, first.
             self.producer
                 .purge(PurgeConfig::default().queue().inflight());
             let _ = self.producer.flush(Duration::from_secs(1));
-            let mut backoff = Backoff::new(patience);
-            while let Err(e) = self.producer.abort_transaction(self.timeout) {
-                retry_or_fail(&mut backoff, ProduceError::transaction("abort", e))?;
-            }
+            self.producer
+                .abort_transaction(self.timeout)
+                .map_err(|e| ProduceError::transaction("abort", e))?;
             self.transaction = Some(false);
             // The purged records failed on purpose; they are redone, not lost.
             self.producer

@@ -61,7 +61,8 @@ pub fn average_of(
     let a = &window.aggregate;
     let percentile = |q: f64| {
         let sketch = a.sketch.as_deref()?;
-        Some(sketch.quantile(percentiles?, q)?.clamp(a.min, a.max))
+        // max-then-min, not `clamp`: a damaged stored aggregate (min > max) must not panic.
+        Some(sketch.quantile(percentiles?, q)?.max(a.min).min(a.max))
     };
     TrafficAverage {
         source: window.source.to_string(),
@@ -90,8 +91,19 @@ pub fn average_of(
 ///
 /// (Kafka Streams stamps the largest input timestamp, which depends on which records came;
 /// Quix the window start, which a consumer aligned by end would misplace.)
-pub fn output_timestamp(average: &TrafficAverage) -> i64 {
-    average.window_end.saturating_sub(1)
+///
+/// Two exceptions, both of windows no well-behaved producer makes: a window that ends in the
+/// future (a producer clock ahead, microseconds sent as milliseconds) is stamped `now_ms`, because
+/// brokers refuse timestamps more than `log.message.timestamp.after.max.ms` ahead (one hour by
+/// default since Kafka 4.0) and one refused output would stop the instance at every redo; and a
+/// window ending at or before the epoch gets no timestamp of its own (`None`: the wall clock),
+/// since 0 and negative timestamps mean "none" to clients and are refused by default extractors.
+pub fn output_timestamp(average: &TrafficAverage, now_ms: i64) -> Option<i64> {
+    let last_instant = average.window_end.saturating_sub(1);
+    match last_instant {
+        t if t <= 0 => None,
+        t => Some(t.min(now_ms)),
+    }
 }
 
 /// Writes the processor's outputs.
@@ -251,7 +263,7 @@ impl Sink {
             Some(window.source.as_bytes()),
             Some(&self.buffer),
             None,
-            Some(output_timestamp(&average)),
+            output_timestamp(&average, crate::producer::now_ms()),
         )
     }
 
@@ -346,14 +358,9 @@ impl Sink {
         self.producer.commit_transaction(offsets, group, patience)
     }
 
-    /// Replaces a fenced transactional producer (see [`RecordProducer::renew`]).
-    pub fn renew_producer(&mut self, patience: Duration) -> Result<(), ProduceError> {
-        self.producer.renew(patience)
-    }
-
-    /// Aborts everything sent since the last commit, retrying retriable failures for `patience`.
-    pub fn abort_transaction(&mut self, patience: Duration) -> Result<(), ProduceError> {
-        self.producer.abort_transaction(patience)
+    /// Aborts everything sent since the last commit.
+    pub fn abort_transaction(&mut self) -> Result<(), ProduceError> {
+        self.producer.abort_transaction()
     }
 
     /// Waits until everything queued is delivered (see [`RecordProducer::flush`]).
@@ -467,7 +474,45 @@ mod tests {
                 p99: None,
             }
         );
-        assert_eq!(output_timestamp(&average), 179_999);
+        assert_eq!(output_timestamp(&average, 10_000_000), Some(179_999));
+    }
+
+    #[test]
+    fn output_timestamps_are_the_last_instant_unless_in_the_future_or_before_the_epoch() {
+        let ending = |window_end: i64| TrafficAverage {
+            source: "s".into(),
+            window_start: window_end - 60_000,
+            window_end,
+            count: 1,
+            sum: 1.0,
+            avg: 1.0,
+            min: 1.0,
+            max: 1.0,
+            p50: None,
+            p90: None,
+            p95: None,
+            p99: None,
+        };
+        let now = 1_700_000_000_000;
+        // (window end, expected timestamp)
+        let cases = [
+            (now - 60_000, Some(now - 60_001)),
+            (now, Some(now - 1)),
+            (now + 1, Some(now)),
+            (now + 7_200_000, Some(now)),
+            (2, Some(1)),
+            (1, None),
+            (0, None),
+            (-60_000, None),
+            (i64::MIN + 60_000, None),
+        ];
+        for (window_end, expected) in cases {
+            assert_eq!(
+                output_timestamp(&ending(window_end), now),
+                expected,
+                "end {window_end}"
+            );
+        }
     }
 
     #[test]

@@ -10,13 +10,6 @@ use rdkafka::Offset;
 
 use super::*;
 
-/// How long a checkpoint's commit, or the abort before a redo, retries retriable errors under
-/// exactly-once. A broker that dies
-/// takes its transaction coordinators with it until the controller notices
-/// (`broker.session.timeout.ms`, 9 s by default) and moves their partitions: a commit must outlast
-/// that, rather than stop the instance.
-pub(crate) const FAILOVER_PATIENCE: Duration = Duration::from_secs(60);
-
 impl Processor {
     /// After a processing or checkpoint error: under exactly-once, an abortable transaction error
     /// aborts the transaction and redoes the work since the last checkpoint ([`Processor::rewind`]);
@@ -27,55 +20,31 @@ impl Processor {
         consumer: &BaseConsumer<C>,
         error: PipelineError,
     ) -> Result<(), PipelineError> {
-        let kind = match &error {
-            PipelineError::Produce(e) if self.settings.guarantee == Guarantee::ExactlyOnce => {
-                e.transaction_kind()
-            }
-            _ => None,
-        };
-        if !matches!(
-            kind,
-            Some(TransactionErrorKind::Abortable | TransactionErrorKind::Fenced)
-        ) {
+        let abortable = self.settings.guarantee == Guarantee::ExactlyOnce
+            && matches!(&error, PipelineError::Produce(e)
+                if e.transaction_kind() == Some(TransactionErrorKind::Abortable));
+        if !abortable {
             return Err(self.fail(error));
         }
         if self.consecutive_aborts >= MAX_CONSECUTIVE_ABORTS {
             let error = PipelineError::TooManyAborts(self.consecutive_aborts, Box::new(error));
             return Err(self.fail(error));
         }
-        let fenced = kind == Some(TransactionErrorKind::Fenced);
-        match fenced {
-            true => {
-                tracing::warn!(%error, "the producer was fenced (its transaction aborted by the coordinator); a new producer redoes the work since the last checkpoint")
-            }
-            false => {
-                tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint")
-            }
-        }
+        tracing::warn!(%error, "aborting the transaction; redoing the work since the last checkpoint");
         self.consecutive_aborts += 1;
         // A problem that is still there when the work is redone is met again: back off a little.
         std::thread::sleep(
             Duration::from_millis(50 << self.consecutive_aborts.min(6)).min(Duration::from_secs(2)),
         );
-        let cleared = match fenced {
-            // The coordinator aborted the fenced producer's transaction already.
-            true => self.sink.renew_producer(FAILOVER_PATIENCE),
-            // An abort the coordinator refuses (it is aborting the transaction itself, for its age,
-            // after a failover) leaves the producer unusable: a new one, whose init_transactions
-            // completes whatever the old one left open, as at a restart.
-            false => self
-                .sink
-                .abort_transaction(FAILOVER_PATIENCE)
-                .or_else(|error| {
-                    tracing::warn!(%error, "the abort failed; a new producer ends the transaction instead");
-                    self.sink.renew_producer(FAILOVER_PATIENCE)
-                }),
-        };
-        let rewound = cleared.map_err(PipelineError::from).and_then(|()| {
-            self.counts.aborts += 1;
-            self.results_waiting_since = None;
-            self.rewind(consumer)
-        });
+        let rewound = self
+            .sink
+            .abort_transaction()
+            .map_err(PipelineError::from)
+            .and_then(|()| {
+                self.counts.aborts += 1;
+                self.results_waiting_since = None;
+                self.rewind(consumer)
+            });
         rewound.map_err(|error| self.fail(error))
     }
 
@@ -85,8 +54,7 @@ impl Processor {
         if !self.failed {
             self.failed = true;
             if self.settings.guarantee == Guarantee::ExactlyOnce {
-                // No waiting for a coordinator here: the restarted instance aborts it.
-                if let Err(abort) = self.sink.abort_transaction(Duration::ZERO) {
+                if let Err(abort) = self.sink.abort_transaction() {
                     tracing::warn!(%abort, "aborting the open transaction after the error failed too; the restarted instance aborts it");
                 }
             }
@@ -186,13 +154,11 @@ impl Processor {
                 let group = consumer
                     .group_metadata()
                     .ok_or(PipelineError::NoGroupMetadata)?;
-                // Retriable errors (no coordinator, no leader) are retried through a failover; a
-                // transaction the coordinator aborted meanwhile for its age comes back abortable,
-                // and is redone (`recover`).
+                // Retrying past the transaction timeout is pointless: the coordinator aborts it.
                 self.sink.commit_transaction(
                     &offsets,
                     &group,
-                    self.settings.transaction_timeout.max(FAILOVER_PATIENCE),
+                    self.settings.transaction_timeout,
                 )?;
                 self.store.write(&updates)?;
             }

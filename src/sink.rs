@@ -2,10 +2,11 @@
 //! topic; late and undecodable input records are forwarded unchanged to the late topic and the DLQ,
 //! with headers saying why and where they came from. All through one idempotent [`RecordProducer`].
 //!
-//! Timestamps are event time: an output record carries its window's last instant
-//! ([`output_timestamp`], why that instant is there), a forwarded copy its input record's timestamp.
-//! A topic that refuses such a timestamp (`message.timestamp.before.max.ms`) fails the send like
-//! any refusal: the checkpoint's transaction is aborted and redone, a bounded number of times.
+//! Timestamps: an output record carries the wall clock at sending, or with
+//! `--output-timestamp window-end` its window's last instant ([`output_timestamp`], why that
+//! instant); a forwarded copy its input record's timestamp. A topic that refuses such a timestamp
+//! (`message.timestamp.before.max.ms`) fails the send like any refusal: the checkpoint's
+//! transaction is aborted and redone, a bounded number of times.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 
 use crate::codec::{encode, Format};
-use crate::config::RunSettings;
+use crate::config::{OutputTimestamp, RunSettings};
 use crate::kafka::KafkaSetupError;
 use crate::model::TrafficAverage;
 use crate::producer::{ProduceError, RecordProducer};
@@ -80,7 +81,8 @@ pub fn average_of(
     }
 }
 
-/// The Kafka timestamp of an output record: the last instant its window covers, `window_end - 1`
+/// The Kafka timestamp of an output record under `--output-timestamp window-end`: the last instant
+/// its window covers, `window_end - 1`
 /// (Flink's `TimeWindow.maxTimestamp()`). Event time, not the wall clock at emission, so that
 /// - a re-emission (at-least-once redo, a hand-off, a replay after a reset) is identical to the
 ///   first, timestamp included;
@@ -119,6 +121,7 @@ pub struct Sink {
     dlq_topic: Option<(String, usize)>,
     spec: WindowSpec,
     percentiles: Option<SketchSpec>,
+    output_timestamp: OutputTimestamp,
     buffer: Vec<u8>,
 }
 
@@ -219,6 +222,7 @@ impl Sink {
             dlq_topic,
             spec: settings.window,
             percentiles: settings.percentiles,
+            output_timestamp: settings.output_timestamp,
             buffer: Vec::with_capacity(256),
         })
     }
@@ -263,7 +267,10 @@ impl Sink {
             Some(window.source.as_bytes()),
             Some(&self.buffer),
             None,
-            output_timestamp(&average, crate::producer::now_ms()),
+            match self.output_timestamp {
+                OutputTimestamp::WallClock => None,
+                OutputTimestamp::WindowEnd => output_timestamp(&average, crate::producer::now_ms()),
+            },
         )
     }
 

@@ -33,6 +33,20 @@ pub use query::QuerySettings;
 /// OpenTelemetry Prometheus exporter's port).
 pub const DEFAULT_METRICS_PORT: u16 = 9464;
 
+/// The Kafka timestamp of an output record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputTimestamp {
+    /// The time the result was sent, like today's records of most producers. Safe with any
+    /// retention: a replay of old input writes records the broker keeps.
+    #[default]
+    WallClock,
+    /// The window's last instant (`window_end - 1`), the same at every re-emission: what
+    /// event-time consumers downstream want. Time-based retention then counts from event time, so
+    /// results of input older than the output topic's `retention.ms` are deleted at once.
+    WindowEnd,
+}
+
 /// What streamagg promises about the output when something fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -117,6 +131,10 @@ pub struct RunOptions {
     #[command(flatten)]
     #[serde(flatten)]
     pub percentiles: percentiles::PercentileOptions,
+    /// The Kafka timestamp of output records: the time they were sent, or their window's last
+    /// instant (see the README before choosing window-end: retention) [default: wall-clock].
+    #[arg(long, env = "STREAMAGG_OUTPUT_TIMESTAMP", value_enum)]
+    pub output_timestamp: Option<OutputTimestamp>,
     /// Forward late events here, unchanged, with headers saying why.
     #[arg(long, env = "STREAMAGG_LATE_TOPIC")]
     pub late_topic: Option<String>,
@@ -257,6 +275,8 @@ pub struct RunSettings {
     pub min_value: Option<f64>,
     /// With percentiles on, the sketch every window keeps.
     pub percentiles: Option<SketchSpec>,
+    /// The Kafka timestamp of output records.
+    pub output_timestamp: OutputTimestamp,
     pub late_topic: Option<String>,
     pub dlq_topic: Option<String>,
     pub checkpoint_interval: Duration,
@@ -520,6 +540,7 @@ impl TryFrom<RunOptions> for RunSettings {
             window: WindowSpec { size_ms, grace_ms },
             min_value: options.min_value,
             percentiles: options.percentiles.validate()?,
+            output_timestamp: options.output_timestamp.unwrap_or_default(),
             late_topic,
             dlq_topic,
             checkpoint_interval,

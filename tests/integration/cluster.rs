@@ -13,11 +13,15 @@
 //!   cargo test --release --test integration -- --ignored --test-threads 1 cluster::
 //! ```
 //!
-//! Known problems, why they are not in `scripts/test` yet (issue 16):
-//! - After a coordinator or leader failover, an instance sometimes stops committing: it consumes
-//!   everything, counts its windows as emitted, and no checkpoint commits again (no error, no
-//!   abort); a few hundred windows never reach the output, read_committed or not. Seen after an
-//!   assignment lost and regained, and in an instance restarted during the failover.
+//! Why they are not in `scripts/test` yet (issue 16): they were written and run in one session,
+//! and what they showed needs a second look first:
+//! - Some runs missed a few hundred windows. That was not the failover: output stamped with its
+//!   window's last instant (2023 in these datasets) was deleted by the brokers' 24 h retention
+//!   minutes after it was committed (the single-broker kill -9 tests met it too). Output timestamps
+//!   are now the wall clock unless `--output-timestamp window-end`; these tests were not re-run
+//!   since.
+//! - Killing the node that coordinates an instance's transactions stops that instance (exit 1);
+//!   the tests restart it, as Kubernetes would.
 //! - A node of Kafka 4.1.1 restarted after a controlled stop under load has died in its raft IO
 //!   thread (`CorruptRecordException: Unexpected EOF` reading its metadata log).
 

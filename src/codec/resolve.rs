@@ -8,7 +8,8 @@
 //! over the writer's fields — read this one as `source`, `timestamp` or `value` (with its
 //! promotion), or skip it whatever its type — so [`Plan::decode`] is a loop over the bytes that
 //! allocates nothing, like the direct decoder. When the writer's schema has the reader's
-//! canonical form, the plan *is* the direct decoder. What cannot be resolved (a reader field the
+//! canonical form and its fields' logical types are ones the direct decoder reads (not, say,
+//! `timestamp-micros`, which the canonical form drops), the plan *is* the direct decoder. What cannot be resolved (a reader field the
 //! writer lacks and that has no default, a type that does not promote) is a [`PlanError`] at
 //! compile time, naming the field; a union branch that cannot be read (e.g. `null` where a value is
 //! needed) is a per-record [`DecodeError`]. The tests hold [`Plan::decode`] equal to
@@ -155,7 +156,7 @@ impl Plan {
     /// The plan for datums written with `writer` read as `reader` (a record with the fields
     /// `source`, `timestamp` and `value`).
     pub fn compile(writer: &Schema, reader: &Schema) -> Result<Plan, PlanError> {
-        if writer.canonical_form() == reader.canonical_form() {
+        if writer.canonical_form() == reader.canonical_form() && reads_directly(writer) {
             return Ok(Plan::DIRECT);
         }
         let Schema::Record(reader_record) = reader else {
@@ -273,6 +274,27 @@ impl Plan {
         }
         Ok(event)
     }
+}
+
+/// Whether every field of `writer` (whose canonical form is the reader's) is of the type the
+/// direct decoder reads. The canonical form drops `logicalType`, so a `timestamp` of
+/// `timestamp-micros` (or `-nanos`, `time-*`) has the reader's canonical form but must not be
+/// read as milliseconds: such a writer goes through the plan, which refuses it naming the field.
+fn reads_directly(writer: &Schema) -> bool {
+    let Schema::Record(record) = writer else {
+        return false;
+    };
+    record.fields.iter().all(|field| {
+        let Some(target) = Target::of(&field.name) else {
+            return false;
+        };
+        let direct = match target {
+            Target::Source => Read::String,
+            Target::Timestamp => Read::Long,
+            Target::Value => Read::Double,
+        };
+        read_of(target, &field.schema) == Ok(direct)
+    })
 }
 
 /// `schema`, or the named schema it refers to.

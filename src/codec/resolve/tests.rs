@@ -184,6 +184,11 @@ fn the_readers_own_schema_is_the_direct_decoder() {
 #[test]
 fn unresolvable_writer_schemas_name_the_field() {
     let fields = |fields: &str| format!(r#"{{"type":"record","name":"E","fields":[{fields}]}}"#);
+    let ours = |timestamp: &str| {
+        format!(
+            r#"{{"type":"record","name":"TrafficEvent","namespace":"streamagg","fields":[{{"name":"source","type":"string"}},{{"name":"timestamp","type":{timestamp}}},{{"name":"value","type":"double"}}]}}"#
+        )
+    };
     let cases = [
         (
             "source missing",
@@ -214,6 +219,37 @@ fn unresolvable_writer_schemas_name_the_field() {
             ),
             "timestamp",
             "timestamp-micros",
+        ),
+        // Named as ours: the canonical form drops `logicalType`, so it equals ours; still refused.
+        (
+            "timestamp in micros, named as ours",
+            ours(r#"{"type":"long","logicalType":"timestamp-micros"}"#),
+            "timestamp",
+            "timestamp-micros",
+        ),
+        (
+            "timestamp in nanos, named as ours",
+            ours(r#"{"type":"long","logicalType":"timestamp-nanos"}"#),
+            "timestamp",
+            "timestamp-nanos",
+        ),
+        (
+            "local timestamp in micros, named as ours",
+            ours(r#"{"type":"long","logicalType":"local-timestamp-micros"}"#),
+            "timestamp",
+            "timestamp-micros",
+        ),
+        (
+            "time in micros, named as ours",
+            ours(r#"{"type":"long","logicalType":"time-micros"}"#),
+            "timestamp",
+            "logical type",
+        ),
+        (
+            "time in millis, named as ours",
+            ours(r#"{"type":"int","logicalType":"time-millis"}"#),
+            "timestamp",
+            "logical type",
         ),
         (
             "source an int",

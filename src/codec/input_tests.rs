@@ -1,6 +1,7 @@
 use super::*;
 use crate::codec::{encode_to_vec, resolve::Plan};
 use crate::model::TrafficEvent;
+use std::time::Instant;
 
 fn event() -> TrafficEvent {
     TrafficEvent {
@@ -104,4 +105,32 @@ fn the_plan_cache_is_bounded_and_forgets_the_oldest() {
     cache.insert(4, Err("again".into())); // replacing keeps the size
     assert_eq!(cache.len(), 3);
     assert_eq!(cache.get(4), Some(&Err("again".into())));
+}
+
+#[test]
+fn an_unknown_id_is_asked_again_once_its_answer_expires() {
+    let mut decoder = InputDecoder::new(Format::AvroConfluent, None);
+    let record = framed(7, &encode_to_vec(&event(), Format::Avro));
+    let now = Instant::now();
+    decoder.learn_unknown(
+        7,
+        "the registry has no such schema".into(),
+        now + UNKNOWN_ID_TTL,
+    );
+    assert_eq!(
+        decoder.missing_schema(&record),
+        None,
+        "not asked for every record"
+    );
+    let reason = decoder.decode(&record).unwrap_err().to_string();
+    assert!(reason.contains("no such schema"), "{reason}");
+    // Expired: asked again, and a schema that appeared since is read.
+    decoder.learn_unknown(7, "the registry has no such schema".into(), now);
+    assert_eq!(decoder.missing_schema(&record), Some(7));
+    assert_eq!(decoder.learn(7, Ok(TRAFFIC_EVENT_SCHEMA)), Ok(()));
+    assert_eq!(decoder.missing_schema(&record), None);
+    assert_eq!(
+        decoder.decode(&record).map(EventView::into_owned),
+        Ok(event())
+    );
 }

@@ -20,6 +20,25 @@ pub const PLAN_CACHE_IDS: usize = 1_000;
 /// again (a schema registered since, or a follower that caught up, is then read).
 pub const UNKNOWN_ID_TTL: Duration = Duration::from_secs(30);
 
+/// The longest reason kept for a writer schema id (it is a DLQ header on each of its records and
+/// a log line; apache-avro's errors may quote a whole schema or default).
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// `reason`, cut to at most [`MAX_REASON_BYTES`] on a char boundary, ending in `…` if cut. Pure.
+pub fn bounded_reason(mut reason: String) -> String {
+    const MORE: char = '…';
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut cut = MAX_REASON_BYTES - MORE.len_utf8();
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    reason.truncate(cut);
+    reason.push(MORE);
+    reason
+}
+
 /// What decodes the input records of one run.
 #[derive(Debug)]
 pub enum InputDecoder {
@@ -59,6 +78,7 @@ impl InputDecoder {
         let plan = writer.and_then(|schema| {
             Plan::compile_str(schema, TRAFFIC_EVENT_SCHEMA).map_err(|e| e.to_string())
         });
+        let plan = plan.map_err(bounded_reason);
         let result = plan.as_ref().map(|_| ()).map_err(Clone::clone);
         if let InputDecoder::Confluent(cache) = self {
             cache.insert(id, plan);
@@ -70,7 +90,7 @@ impl InputDecoder {
     /// `reason` until `until`, then the id is fetched again.
     pub fn learn_unknown(&mut self, id: u32, reason: String, until: Instant) {
         if let InputDecoder::Confluent(cache) = self {
-            cache.insert_until(id, Err(reason), Some(until));
+            cache.insert_until(id, Err(bounded_reason(reason)), Some(until));
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{Fetched, NoSchema, RegistryClient, RegistryError};
-use crate::codec::input::{InputDecoder, UNKNOWN_ID_TTL};
+use crate::codec::input::{bounded_reason, InputDecoder, UNKNOWN_ID_TTL};
 use crate::codec::resolve::Plan;
 use crate::codec::{DecodeError, EventView, Format, TRAFFIC_EVENT_SCHEMA};
 use crate::config::RunSettings;
@@ -28,6 +28,7 @@ pub fn learn_fetched(decoder: &mut InputDecoder, id: u32, fetched: Fetched) -> R
     match fetched {
         Ok(schema) => decoder.learn(id, Ok(&schema)),
         Err(NoSchema::Unknown(reason)) => {
+            let reason = bounded_reason(reason);
             decoder.learn_unknown(id, reason.clone(), Instant::now() + UNKNOWN_ID_TTL);
             Err(reason)
         }

@@ -168,6 +168,12 @@ impl RegistryClient {
             .tls_config(tls)
             .build()
             .into();
+        if settings.sends_password_in_clear() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(registry = %settings.url, "schema registry basic auth over plain http: the password is readable on the wire; use https://");
+            });
+        }
         let authorization = match (&settings.username, &settings.password) {
             (Some(user), Some(password)) => Some(Secret::new(format!(
                 "Basic {}",

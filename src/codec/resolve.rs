@@ -24,6 +24,9 @@ use super::{AvroReader, DecodeError, EventView};
 
 /// How deep named types may nest in a skipped field (a recursive type is refused, not skipped).
 const MAX_SKIP_DEPTH: usize = 32;
+/// How many skip nodes the writer-only fields may plan into: named types are expanded where they
+/// are used, so a few types of many fields of the previous one would otherwise be exponential.
+const MAX_SKIP_NODES: usize = 100_000;
 
 /// Why a writer schema cannot be read as the reader's.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -172,6 +175,7 @@ impl Plan {
         };
         let mut steps = Vec::with_capacity(writer_record.fields.len());
         let mut seen = [false; 3];
+        let mut budget = MAX_SKIP_NODES;
         for field in &writer_record.fields {
             let target = reader_record
                 .fields
@@ -184,7 +188,7 @@ impl Plan {
                     seen[target as usize] = true;
                     read_step(target, &field.name, &field.schema, names)?
                 }
-                None => Step::Skip(skip_of(&field.schema, names, 0)?),
+                None => Step::Skip(skip_of(&field.schema, names, 0, &mut budget)?),
             };
             steps.push(step);
         }
@@ -390,7 +394,17 @@ fn read_step(
     }
 }
 
-fn skip_of(schema: &Schema, names: &NamesRef<'_>, depth: usize) -> Result<Skip, PlanError> {
+fn skip_of(
+    schema: &Schema,
+    names: &NamesRef<'_>,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Skip, PlanError> {
+    *budget = budget.checked_sub(1).ok_or_else(|| {
+        PlanError::Invalid(format!(
+            "the writer-only fields are too large to plan (over {MAX_SKIP_NODES} nested values)"
+        ))
+    })?;
     if depth > MAX_SKIP_DEPTH {
         return Err(PlanError::Invalid(
             "a writer-only field nests named types too deep (recursive?)".into(),
@@ -415,23 +429,23 @@ fn skip_of(schema: &Schema, names: &NamesRef<'_>, depth: usize) -> Result<Skip, 
             apache_avro::schema::InnerDecimalSchema::Bytes => Skip::LengthPrefixed,
             apache_avro::schema::InnerDecimalSchema::Fixed(fixed) => Skip::Fixed(fixed.size),
         },
-        S::Array(array) => Skip::Array(Box::new(skip_of(&array.items, names, depth + 1)?)),
-        S::Map(map) => Skip::Map(Box::new(skip_of(&map.types, names, depth + 1)?)),
+        S::Array(array) => Skip::Array(Box::new(skip_of(&array.items, names, depth + 1, budget)?)),
+        S::Map(map) => Skip::Map(Box::new(skip_of(&map.types, names, depth + 1, budget)?)),
         S::Union(union) => Skip::Union(
             union
                 .variants()
                 .iter()
-                .map(|v| skip_of(v, names, depth + 1))
+                .map(|v| skip_of(v, names, depth + 1, budget))
                 .collect::<Result<_, _>>()?,
         ),
         S::Record(record) => Skip::Record(
             record
                 .fields
                 .iter()
-                .map(|f| skip_of(&f.schema, names, depth + 1))
+                .map(|f| skip_of(&f.schema, names, depth + 1, budget))
                 .collect::<Result<_, _>>()?,
         ),
-        S::Ref { .. } => skip_of(follow(schema, names)?, names, depth + 1)?,
+        S::Ref { .. } => skip_of(follow(schema, names)?, names, depth + 1, budget)?,
     })
 }
 

@@ -511,3 +511,42 @@ fn a_skipped_enum_index_beyond_its_symbols_is_refused_as_apache_avro_refuses_it(
         assert_eq!(ours.is_ok(), accepted, "{index:#x}: {ours:?}");
     }
 }
+
+/// Record types `T0`…`T{levels-1}`, each with 8 fields of the previous type, in a writer-only
+/// field: 8^levels nodes if expanded in place.
+fn exponential_writer(levels: usize) -> String {
+    let mut inner =
+        r#"{"type":"record","name":"T0","fields":[{"name":"f","type":"long"}]}"#.to_owned();
+    for level in 1..levels {
+        let previous = format!("T{}", level - 1);
+        let fields: Vec<String> = (0..8)
+            .map(|i| {
+                let ty = if i == 0 {
+                    inner.clone()
+                } else {
+                    format!(r#""{previous}""#)
+                };
+                format!(r#"{{"name":"f{i}","type":{ty}}}"#)
+            })
+            .collect();
+        inner = format!(
+            r#"{{"type":"record","name":"T{level}","fields":[{}]}}"#,
+            fields.join(",")
+        );
+    }
+    format!(
+        r#"{{"type":"record","name":"E","fields":[{{"name":"source","type":"string"}},{{"name":"timestamp","type":"long"}},{{"name":"value","type":"double"}},{{"name":"big","type":{inner}}}]}}"#
+    )
+}
+
+#[test]
+fn a_writer_only_field_that_expands_exponentially_is_refused_quickly() {
+    let started = std::time::Instant::now();
+    match Plan::compile_str(&exponential_writer(10), TRAFFIC_EVENT_SCHEMA) {
+        Err(PlanError::Invalid(reason)) => assert!(reason.contains("too large"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // A modest nesting still plans.
+    assert!(Plan::compile_str(&exponential_writer(3), TRAFFIC_EVENT_SCHEMA).is_ok());
+}

@@ -151,14 +151,19 @@ impl Plan {
 
     /// The plan for datums written with `writer` (Avro schema JSON) read as `reader`.
     pub fn compile_str(writer: &str, reader: &str) -> Result<Plan, PlanError> {
-        let parse =
-            |text: &str| Schema::parse_str(text).map_err(|e| PlanError::Invalid(e.to_string()));
+        let parse = |text: &str| {
+            guarded(|| Schema::parse_str(text).map_err(|e| PlanError::Invalid(e.to_string())))
+        };
         Plan::compile(&parse(writer)?, &parse(reader)?)
     }
 
     /// The plan for datums written with `writer` read as `reader` (a record with the fields
     /// `source`, `timestamp` and `value`).
     pub fn compile(writer: &Schema, reader: &Schema) -> Result<Plan, PlanError> {
+        guarded(|| Plan::compile_unguarded(writer, reader))
+    }
+
+    fn compile_unguarded(writer: &Schema, reader: &Schema) -> Result<Plan, PlanError> {
         if writer.canonical_form() == reader.canonical_form() && reads_directly(writer) {
             return Ok(Plan::DIRECT);
         }
@@ -278,6 +283,17 @@ impl Plan {
         }
         Ok(event)
     }
+}
+
+/// `work`, with a panic inside apache-avro (e.g. its canonical form of a `fixed` of size 2^63
+/// unwraps an overflow) turned into a refusal: the schema is outside data.
+fn guarded<T>(work: impl FnOnce() -> Result<T, PlanError>) -> Result<T, PlanError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(PlanError::Invalid(
+            "apache-avro cannot handle this schema (it panicked; e.g. a fixed size near 2^63)"
+                .into(),
+        ))
+    })
 }
 
 /// Whether every field of `writer` (whose canonical form is the reader's) is of the type the

@@ -550,3 +550,17 @@ fn a_writer_only_field_that_expands_exponentially_is_refused_quickly() {
     // A modest nesting still plans.
     assert!(Plan::compile_str(&exponential_writer(3), TRAFFIC_EVENT_SCHEMA).is_ok());
 }
+
+#[test]
+fn a_fixed_too_large_for_apache_avro_is_refused_not_a_panic() {
+    for size in ["9223372036854775808", "18446744073709551615"] {
+        let writer = format!(
+            r#"{{"type":"record","name":"E","fields":[{{"name":"source","type":"string"}},{{"name":"timestamp","type":"long"}},{{"name":"value","type":"double"}},{{"name":"f","type":{{"type":"fixed","name":"F","size":{size}}}}}]}}"#
+        );
+        let plan = std::panic::catch_unwind(|| Plan::compile_str(&writer, TRAFFIC_EVENT_SCHEMA));
+        assert!(
+            matches!(plan, Ok(Err(PlanError::Invalid(_)))),
+            "{size}: {plan:?}"
+        );
+    }
+}

@@ -154,7 +154,7 @@ pub(super) fn consume(args: &ConsumeArgs) -> Result<()> {
                         match client.schema_by_id(id) {
                             Ok(fetched) => {
                                 // An unresolvable schema is shown with each record's `error`.
-                                let _ = decoder.learn(id, fetched.as_deref().map_err(Clone::clone));
+                                let _ = streamagg::registry::learn_fetched(decoder, id, fetched);
                             }
                             Err(error) => {
                                 failure = Some(anyhow::Error::new(error));

@@ -4,6 +4,7 @@
 //! after it fetched them; the plans are kept in a bounded cache.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Schema ids come from input records, but a colliding id costs a lookup, not a DoS of note (at
 /// most [`PLAN_CACHE_IDS`] entries): a fast hash, as per record it is on the hot path.
@@ -14,6 +15,29 @@ use super::{confluent, decode_event, DecodeError, EventView, Format, TRAFFIC_EVE
 
 /// How many writer schema ids keep their plan; the oldest learned is forgotten first.
 pub const PLAN_CACHE_IDS: usize = 1_000;
+
+/// How long an id the registry does not know is answered from the cache before it is asked
+/// again (a schema registered since, or a follower that caught up, is then read).
+pub const UNKNOWN_ID_TTL: Duration = Duration::from_secs(30);
+
+/// The longest reason kept for a writer schema id (it is a DLQ header on each of its records and
+/// a log line; apache-avro's errors may quote a whole schema or default).
+pub const MAX_REASON_BYTES: usize = 512;
+
+/// `reason`, cut to at most [`MAX_REASON_BYTES`] on a char boundary, ending in `…` if cut. Pure.
+pub fn bounded_reason(mut reason: String) -> String {
+    const MORE: char = '…';
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut cut = MAX_REASON_BYTES - MORE.len_utf8();
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    reason.truncate(cut);
+    reason.push(MORE);
+    reason
+}
 
 /// What decodes the input records of one run.
 #[derive(Debug)]
@@ -54,11 +78,20 @@ impl InputDecoder {
         let plan = writer.and_then(|schema| {
             Plan::compile_str(schema, TRAFFIC_EVENT_SCHEMA).map_err(|e| e.to_string())
         });
+        let plan = plan.map_err(bounded_reason);
         let result = plan.as_ref().map(|_| ()).map_err(Clone::clone);
         if let InputDecoder::Confluent(cache) = self {
             cache.insert(id, plan);
         }
         result
+    }
+
+    /// Records that the registry does not know `id` (yet): its records go to the DLQ with
+    /// `reason` until `until`, then the id is fetched again.
+    pub fn learn_unknown(&mut self, id: u32, reason: String, until: Instant) {
+        if let InputDecoder::Confluent(cache) = self {
+            cache.insert_until(id, Err(bounded_reason(reason)), Some(until));
+        }
     }
 
     /// Decodes and validates one event.
@@ -105,7 +138,8 @@ fn explain_framed(payload: &[u8], error: DecodeError) -> DecodeError {
 /// Plans (or why there is none) by writer schema id, at most `capacity` of them.
 #[derive(Debug)]
 pub struct PlanCache {
-    plans: HashMap<u32, Result<Plan, String>, FastHash>,
+    /// With the instant an entry expires (an unknown id), if it does.
+    plans: HashMap<u32, (Result<Plan, String>, Option<Instant>), FastHash>,
     order: VecDeque<u32>,
     capacity: usize,
 }
@@ -119,12 +153,15 @@ impl PlanCache {
         }
     }
 
+    /// Whether `id` has a plan, or a reason that has not expired.
     pub fn contains(&self, id: u32) -> bool {
-        self.plans.contains_key(&id)
+        self.plans
+            .get(&id)
+            .is_some_and(|(_, until)| until.is_none_or(|until| Instant::now() < until))
     }
 
     pub fn get(&self, id: u32) -> Option<&Result<Plan, String>> {
-        self.plans.get(&id)
+        self.plans.get(&id).map(|(plan, _)| plan)
     }
 
     pub fn len(&self) -> usize {
@@ -136,7 +173,12 @@ impl PlanCache {
     }
 
     pub fn insert(&mut self, id: u32, plan: Result<Plan, String>) {
-        if self.plans.insert(id, plan).is_none() {
+        self.insert_until(id, plan, None)
+    }
+
+    /// Inserts an entry that expires at `until` (if given).
+    pub fn insert_until(&mut self, id: u32, plan: Result<Plan, String>, until: Option<Instant>) {
+        if self.plans.insert(id, (plan, until)).is_none() {
             self.order.push_back(id);
         }
         while self.plans.len() > self.capacity {

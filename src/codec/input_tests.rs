@@ -1,6 +1,7 @@
 use super::*;
 use crate::codec::{encode_to_vec, resolve::Plan};
 use crate::model::TrafficEvent;
+use std::time::Instant;
 
 fn event() -> TrafficEvent {
     TrafficEvent {
@@ -104,4 +105,81 @@ fn the_plan_cache_is_bounded_and_forgets_the_oldest() {
     cache.insert(4, Err("again".into())); // replacing keeps the size
     assert_eq!(cache.len(), 3);
     assert_eq!(cache.get(4), Some(&Err("again".into())));
+}
+
+#[test]
+fn an_unknown_id_is_asked_again_once_its_answer_expires() {
+    let mut decoder = InputDecoder::new(Format::AvroConfluent, None);
+    let record = framed(7, &encode_to_vec(&event(), Format::Avro));
+    let now = Instant::now();
+    decoder.learn_unknown(
+        7,
+        "the registry has no such schema".into(),
+        now + UNKNOWN_ID_TTL,
+    );
+    assert_eq!(
+        decoder.missing_schema(&record),
+        None,
+        "not asked for every record"
+    );
+    let reason = decoder.decode(&record).unwrap_err().to_string();
+    assert!(reason.contains("no such schema"), "{reason}");
+    // Expired: asked again, and a schema that appeared since is read.
+    decoder.learn_unknown(7, "the registry has no such schema".into(), now);
+    assert_eq!(decoder.missing_schema(&record), Some(7));
+    assert_eq!(decoder.learn(7, Ok(TRAFFIC_EVENT_SCHEMA)), Ok(()));
+    assert_eq!(decoder.missing_schema(&record), None);
+    assert_eq!(
+        decoder.decode(&record).map(EventView::into_owned),
+        Ok(event())
+    );
+}
+
+#[test]
+fn reasons_are_bounded_on_a_char_boundary() {
+    let long_ascii = "a".repeat(MAX_REASON_BYTES + 1);
+    let long_wide = "é".repeat(MAX_REASON_BYTES); // 2 bytes each: the cut falls inside one
+    let cases = [
+        ("short", "short".to_owned(), "short".to_owned()),
+        (
+            "at the bound",
+            "a".repeat(MAX_REASON_BYTES),
+            "a".repeat(MAX_REASON_BYTES),
+        ),
+        (
+            "one byte over",
+            long_ascii,
+            format!("{}…", "a".repeat(MAX_REASON_BYTES - '…'.len_utf8())),
+        ),
+        (
+            "multi-byte",
+            long_wide,
+            format!("{}…", "é".repeat((MAX_REASON_BYTES - '…'.len_utf8()) / 2)),
+        ),
+    ];
+    for (name, reason, expected) in cases {
+        let bounded = bounded_reason(reason);
+        assert!(
+            bounded.len() <= MAX_REASON_BYTES,
+            "{name}: {}",
+            bounded.len()
+        );
+        assert_eq!(bounded, expected, "{name}");
+    }
+}
+
+#[test]
+fn a_huge_resolution_error_is_learned_bounded() {
+    let mut decoder = InputDecoder::new(Format::AvroConfluent, None);
+    let default = "x".repeat(10_000);
+    let writer = format!(
+        r#"{{"type":"record","name":"E","fields":[{{"name":"timestamp","type":"long"}},{{"name":"value","type":"double"}},{{"name":"source","type":"string"}},{{"name":"extra","type":"{default}"}}]}}"#
+    );
+    let reason = decoder.learn(3, Ok(&writer)).unwrap_err();
+    assert!(reason.len() <= MAX_REASON_BYTES, "{}", reason.len());
+    let error = decoder.decode(&framed(3, &[])).unwrap_err().to_string();
+    assert!(error.len() <= MAX_REASON_BYTES + 100, "{}", error.len());
+    decoder.learn_unknown(4, default, Instant::now() + UNKNOWN_ID_TTL);
+    let error = decoder.decode(&framed(4, &[])).unwrap_err().to_string();
+    assert!(error.len() <= MAX_REASON_BYTES + 100, "{}", error.len());
 }

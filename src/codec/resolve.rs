@@ -8,7 +8,8 @@
 //! over the writer's fields — read this one as `source`, `timestamp` or `value` (with its
 //! promotion), or skip it whatever its type — so [`Plan::decode`] is a loop over the bytes that
 //! allocates nothing, like the direct decoder. When the writer's schema has the reader's
-//! canonical form, the plan *is* the direct decoder. What cannot be resolved (a reader field the
+//! canonical form and its fields' logical types are ones the direct decoder reads (not, say,
+//! `timestamp-micros`, which the canonical form drops), the plan *is* the direct decoder. What cannot be resolved (a reader field the
 //! writer lacks and that has no default, a type that does not promote) is a [`PlanError`] at
 //! compile time, naming the field; a union branch that cannot be read (e.g. `null` where a value is
 //! needed) is a per-record [`DecodeError`]. The tests hold [`Plan::decode`] equal to
@@ -23,6 +24,9 @@ use super::{AvroReader, DecodeError, EventView};
 
 /// How deep named types may nest in a skipped field (a recursive type is refused, not skipped).
 const MAX_SKIP_DEPTH: usize = 32;
+/// How many skip nodes the writer-only fields may plan into: named types are expanded where they
+/// are used, so a few types of many fields of the previous one would otherwise be exponential.
+const MAX_SKIP_NODES: usize = 100_000;
 
 /// Why a writer schema cannot be read as the reader's.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -147,15 +151,20 @@ impl Plan {
 
     /// The plan for datums written with `writer` (Avro schema JSON) read as `reader`.
     pub fn compile_str(writer: &str, reader: &str) -> Result<Plan, PlanError> {
-        let parse =
-            |text: &str| Schema::parse_str(text).map_err(|e| PlanError::Invalid(e.to_string()));
+        let parse = |text: &str| {
+            guarded(|| Schema::parse_str(text).map_err(|e| PlanError::Invalid(e.to_string())))
+        };
         Plan::compile(&parse(writer)?, &parse(reader)?)
     }
 
     /// The plan for datums written with `writer` read as `reader` (a record with the fields
     /// `source`, `timestamp` and `value`).
     pub fn compile(writer: &Schema, reader: &Schema) -> Result<Plan, PlanError> {
-        if writer.canonical_form() == reader.canonical_form() {
+        guarded(|| Plan::compile_unguarded(writer, reader))
+    }
+
+    fn compile_unguarded(writer: &Schema, reader: &Schema) -> Result<Plan, PlanError> {
+        if writer.canonical_form() == reader.canonical_form() && reads_directly(writer) {
             return Ok(Plan::DIRECT);
         }
         let Schema::Record(reader_record) = reader else {
@@ -171,6 +180,7 @@ impl Plan {
         };
         let mut steps = Vec::with_capacity(writer_record.fields.len());
         let mut seen = [false; 3];
+        let mut budget = MAX_SKIP_NODES;
         for field in &writer_record.fields {
             let target = reader_record
                 .fields
@@ -183,7 +193,7 @@ impl Plan {
                     seen[target as usize] = true;
                     read_step(target, &field.name, &field.schema, names)?
                 }
-                None => Step::Skip(skip_of(&field.schema, names, 0)?),
+                None => Step::Skip(skip_of(&field.schema, names, 0, &mut budget)?),
             };
             steps.push(step);
         }
@@ -273,6 +283,38 @@ impl Plan {
         }
         Ok(event)
     }
+}
+
+/// `work`, with a panic inside apache-avro (e.g. its canonical form of a `fixed` of size 2^63
+/// unwraps an overflow) turned into a refusal: the schema is outside data.
+fn guarded<T>(work: impl FnOnce() -> Result<T, PlanError>) -> Result<T, PlanError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(PlanError::Invalid(
+            "apache-avro cannot handle this schema (it panicked; e.g. a fixed size near 2^63)"
+                .into(),
+        ))
+    })
+}
+
+/// Whether every field of `writer` (whose canonical form is the reader's) is of the type the
+/// direct decoder reads. The canonical form drops `logicalType`, so a `timestamp` of
+/// `timestamp-micros` (or `-nanos`, `time-*`) has the reader's canonical form but must not be
+/// read as milliseconds: such a writer goes through the plan, which refuses it naming the field.
+fn reads_directly(writer: &Schema) -> bool {
+    let Schema::Record(record) = writer else {
+        return false;
+    };
+    record.fields.iter().all(|field| {
+        let Some(target) = Target::of(&field.name) else {
+            return false;
+        };
+        let direct = match target {
+            Target::Source => Read::String,
+            Target::Timestamp => Read::Long,
+            Target::Value => Read::Double,
+        };
+        read_of(target, &field.schema) == Ok(direct)
+    })
 }
 
 /// `schema`, or the named schema it refers to.
@@ -368,7 +410,17 @@ fn read_step(
     }
 }
 
-fn skip_of(schema: &Schema, names: &NamesRef<'_>, depth: usize) -> Result<Skip, PlanError> {
+fn skip_of(
+    schema: &Schema,
+    names: &NamesRef<'_>,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Skip, PlanError> {
+    *budget = budget.checked_sub(1).ok_or_else(|| {
+        PlanError::Invalid(format!(
+            "the writer-only fields are too large to plan (over {MAX_SKIP_NODES} nested values)"
+        ))
+    })?;
     if depth > MAX_SKIP_DEPTH {
         return Err(PlanError::Invalid(
             "a writer-only field nests named types too deep (recursive?)".into(),
@@ -393,23 +445,23 @@ fn skip_of(schema: &Schema, names: &NamesRef<'_>, depth: usize) -> Result<Skip, 
             apache_avro::schema::InnerDecimalSchema::Bytes => Skip::LengthPrefixed,
             apache_avro::schema::InnerDecimalSchema::Fixed(fixed) => Skip::Fixed(fixed.size),
         },
-        S::Array(array) => Skip::Array(Box::new(skip_of(&array.items, names, depth + 1)?)),
-        S::Map(map) => Skip::Map(Box::new(skip_of(&map.types, names, depth + 1)?)),
+        S::Array(array) => Skip::Array(Box::new(skip_of(&array.items, names, depth + 1, budget)?)),
+        S::Map(map) => Skip::Map(Box::new(skip_of(&map.types, names, depth + 1, budget)?)),
         S::Union(union) => Skip::Union(
             union
                 .variants()
                 .iter()
-                .map(|v| skip_of(v, names, depth + 1))
+                .map(|v| skip_of(v, names, depth + 1, budget))
                 .collect::<Result<_, _>>()?,
         ),
         S::Record(record) => Skip::Record(
             record
                 .fields
                 .iter()
-                .map(|f| skip_of(&f.schema, names, depth + 1))
+                .map(|f| skip_of(&f.schema, names, depth + 1, budget))
                 .collect::<Result<_, _>>()?,
         ),
-        S::Ref { .. } => skip_of(follow(schema, names)?, names, depth + 1)?,
+        S::Ref { .. } => skip_of(follow(schema, names)?, names, depth + 1, budget)?,
     })
 }
 

@@ -65,6 +65,13 @@ pub struct RegistryOptions {
     pub schema_registry_patience: Option<Duration>,
 }
 
+impl RegistrySettings {
+    /// Whether basic auth goes over plain `http://` (the password readable on the wire).
+    pub fn sends_password_in_clear(&self) -> bool {
+        self.username.is_some() && self.url.starts_with("http://")
+    }
+}
+
 /// Validated registry settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistrySettings {
@@ -101,6 +108,15 @@ impl RegistryOptions {
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"))
             .ok_or_else(|| invalid("schema_registry_url", "must start with http:// or https://"))?;
+        // Userinfo would be printed with the URL in every retry warning and error.
+        let authority = host.split('/').next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err(invalid(
+                "schema_registry_url",
+                "must not hold a user or password: set schema_registry_username and \
+                 STREAMAGG_SCHEMA_REGISTRY_PASSWORD or schema_registry_password_file",
+            ));
+        }
         if host.is_empty() || host.contains(['?', '#', ' ']) {
             return Err(invalid(
                 "schema_registry_url",
@@ -196,6 +212,16 @@ mod tests {
             ("ftp://x", options("ftp://x"), "schema_registry_url"),
             ("http://", options("http://"), "schema_registry_url"),
             (
+                "user and password in the URL",
+                options("https://user:pass@registry.example/ctx"),
+                "schema_registry_url",
+            ),
+            (
+                "user in the URL",
+                options("http://user@x:8081"),
+                "schema_registry_url",
+            ),
+            (
                 "user without password",
                 RegistryOptions {
                     schema_registry_username: Some("u".into()),
@@ -233,6 +259,38 @@ mod tests {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{name}"),
                 other => panic!("{name}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused_without_being_shown() {
+        let error = options("https://user:s3cret@registry.example")
+            .validate(true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("schema_registry_username") && !error.contains("s3cret"),
+            "{error}"
+        );
+        // An `@` in the path is not userinfo.
+        assert!(options("http://x:8081/a@b").validate(true).is_ok());
+    }
+
+    #[test]
+    fn basic_auth_over_plain_http_is_flagged_not_refused() {
+        let with_user = |url: &str| RegistryOptions {
+            schema_registry_username: Some("u".into()),
+            schema_registry_password: Some(Secret::new("p".into())),
+            ..options(url)
+        };
+        let cases = [
+            ("auth over http", with_user("http://x:8081"), true),
+            ("auth over https", with_user("https://x"), false),
+            ("no auth over http", options("http://x"), false),
+        ];
+        for (name, options, expected) in cases {
+            let settings = options.validate(true).unwrap().unwrap();
+            assert_eq!(settings.sends_password_in_clear(), expected, "{name}");
         }
     }
 

@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
-use super::{RegistryClient, RegistryError};
-use crate::codec::input::InputDecoder;
+use std::time::Instant;
+
+use super::{Fetched, NoSchema, RegistryClient, RegistryError};
+use crate::codec::input::{bounded_reason, InputDecoder, UNKNOWN_ID_TTL};
 use crate::codec::resolve::Plan;
 use crate::codec::{DecodeError, EventView, Format, TRAFFIC_EVENT_SCHEMA};
 use crate::config::RunSettings;
@@ -18,6 +20,20 @@ pub enum InputError {
     Registry(#[from] RegistryError),
     #[error("input_writer_schema {path}: {reason}")]
     WriterSchema { path: PathBuf, reason: String },
+}
+
+/// Hands what the registry answered for `id` to `decoder`: the reason its records go to the DLQ,
+/// if they do. An unknown id is remembered for [`UNKNOWN_ID_TTL`] only, then asked again.
+pub fn learn_fetched(decoder: &mut InputDecoder, id: u32, fetched: Fetched) -> Result<(), String> {
+    match fetched {
+        Ok(schema) => decoder.learn(id, Ok(&schema)),
+        Err(NoSchema::Unknown(reason)) => {
+            let reason = bounded_reason(reason);
+            decoder.learn_unknown(id, reason.clone(), Instant::now() + UNKNOWN_ID_TTL);
+            Err(reason)
+        }
+        Err(NoSchema::NotAvro(reason)) => decoder.learn(id, Err(reason)),
+    }
 }
 
 /// Decodes input events, fetching writer schemas as new ids appear.
@@ -63,10 +79,7 @@ impl EventInput {
             return Ok(());
         };
         let fetched = registry.schema_by_id(id)?;
-        if let Err(reason) = self
-            .decoder
-            .learn(id, fetched.as_deref().map_err(Clone::clone))
-        {
+        if let Err(reason) = learn_fetched(&mut self.decoder, id, fetched) {
             metrics::counter!(metric::WRITER_SCHEMAS_UNRESOLVABLE).increment(1);
             tracing::warn!(schema_id = id, %reason, "records of this writer schema go to the DLQ");
         } else {

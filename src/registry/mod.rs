@@ -17,12 +17,18 @@ use crate::telemetry::metric;
 
 mod input;
 
-pub use input::{EventInput, InputError};
+pub use input::{learn_fetched, EventInput, InputError};
 
 /// Largest registry answer read (a schema is a few KiB).
 const MAX_ANSWER_BYTES: u64 = 4 << 20;
 /// Timeout of one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The waits before asking again for an id the registry does not know (a follower may not have
+/// caught up with the leader yet): 3 attempts over 2 s, then the id is unknown.
+const UNKNOWN_WAITS: &[Duration] = &[Duration::from_millis(500), Duration::from_millis(1500)];
+/// What follows a 404 that is not the registry's "no such schema" (error code 40403).
+const WRONG_404: &str = "(not a Schema Registry's \"schema not found\": check \
+    --schema-registry-url and its path)";
 
 /// Why a registry request failed (the command stops; a restart resumes from the last checkpoint).
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +55,7 @@ pub enum RegistryError {
 pub enum Attempt {
     /// 2xx: the body.
     Answer(String),
-    /// 404: the registry does not know it.
+    /// 404 with Confluent's `error_code` 40403: the registry does not know the schema.
     NotFound(String),
     /// Worth another try: no connection, timeout, 408, 429, 5xx.
     Retry(String),
@@ -76,11 +82,22 @@ pub fn classify(outcome: Result<(u16, String), Transport>) -> Attempt {
     let said = || format!("HTTP {status}: {}", one_line(&body));
     match status {
         200..=299 => Attempt::Answer(body),
-        404 => Attempt::NotFound(said()),
+        404 if unknown_schema(&body) => Attempt::NotFound(said()),
+        404 => Attempt::Fail(format!("{} {WRONG_404}", said())),
         408 | 429 | 500..=599 => Attempt::Retry(said()),
         401 | 403 => Attempt::Fail(format!("{} (check the registry user and password)", said())),
         _ => Attempt::Fail(said()),
     }
+}
+
+/// Whether a 404 body is the registry's "schema not found" (`{"error_code":40403,…}`).
+fn unknown_schema(body: &str) -> bool {
+    #[derive(Deserialize)]
+    struct ErrorAnswer {
+        error_code: Option<serde_json::Value>,
+    }
+    serde_json::from_str::<ErrorAnswer>(body)
+        .is_ok_and(|answer| answer.error_code.and_then(|code| code.as_i64()) == Some(40403))
 }
 
 /// The wait before retry `attempt` (0-based): 100 ms doubling, at most 5 s. Pure.
@@ -94,7 +111,16 @@ fn one_line(text: &str) -> String {
 }
 
 /// A writer schema fetched by id: its text, or why the registry has none (a DLQ reason).
-pub type Fetched = Result<String, String>;
+pub type Fetched = Result<String, NoSchema>;
+
+/// Why the registry gave no Avro schema for an id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoSchema {
+    /// It does not know the id (yet: asked again after a while).
+    Unknown(String),
+    /// The schema is of another type; ids are immutable, so this is final.
+    NotAvro(String),
+}
 
 /// A blocking registry client.
 pub struct RegistryClient {
@@ -102,6 +128,7 @@ pub struct RegistryClient {
     url: String,
     authorization: Option<Secret>,
     patience: Duration,
+    unknown_waits: &'static [Duration],
 }
 
 impl RegistryClient {
@@ -141,6 +168,12 @@ impl RegistryClient {
             .tls_config(tls)
             .build()
             .into();
+        if settings.sends_password_in_clear() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(registry = %settings.url, "schema registry basic auth over plain http: the password is readable on the wire; use https://");
+            });
+        }
         let authorization = match (&settings.username, &settings.password) {
             (Some(user), Some(password)) => Some(Secret::new(format!(
                 "Basic {}",
@@ -154,6 +187,7 @@ impl RegistryClient {
             url: settings.url.clone(),
             authorization,
             patience: settings.patience,
+            unknown_waits: UNKNOWN_WAITS,
         })
     }
 
@@ -169,16 +203,18 @@ impl RegistryClient {
         let body = match self.with_patience(&what, || self.get(&format!("/schemas/ids/{id}")))? {
             Ok(body) => body,
             Err(not_found) => {
-                return Ok(Err(format!(
+                return Ok(Err(NoSchema::Unknown(format!(
                     "the registry has no such schema ({not_found})"
-                )))
+                ))))
             }
         };
         let answer: SchemaAnswer =
             serde_json::from_str(&body).map_err(|e| self.refused(&what, e.to_string()))?;
         Ok(match answer.schema_type.as_deref() {
             None | Some("AVRO") => Ok(answer.schema),
-            Some(other) => Err(format!("it is a {other} schema, not Avro")),
+            Some(other) => Err(NoSchema::NotAvro(format!(
+                "it is a {other} schema, not Avro"
+            ))),
         })
     }
 
@@ -214,6 +250,7 @@ impl RegistryClient {
         request: impl Fn() -> Result<(u16, String), Transport>,
     ) -> Result<Result<String, String>, RegistryError> {
         let started = Instant::now();
+        let mut unknown = 0;
         for attempt in 0.. {
             let outcome = |label: &'static str| {
                 metrics::counter!(metric::SCHEMA_REGISTRY_REQUESTS, "outcome" => label).increment(1)
@@ -224,8 +261,13 @@ impl RegistryClient {
                     return Ok(Ok(body));
                 }
                 Attempt::NotFound(reason) => {
-                    outcome("not_found");
-                    return Ok(Err(reason));
+                    let Some(wait) = self.unknown_waits.get(unknown) else {
+                        outcome("not_found");
+                        return Ok(Err(reason));
+                    };
+                    unknown += 1;
+                    outcome("retried");
+                    std::thread::sleep(*wait);
                 }
                 Attempt::Fail(cause) => {
                     outcome("failed");
@@ -319,8 +361,33 @@ mod tests {
         let cases = [
             (Ok((200, "{}".to_owned())), Attempt::Answer("{}".into())),
             (
-                Ok((404, r#"{"error_code":40403}"#.to_owned())),
-                Attempt::NotFound(r#"HTTP 404: {"error_code":40403}"#.into()),
+                Ok((
+                    404,
+                    r#"{"error_code":40403,"message":"Schema not found"}"#.to_owned(),
+                )),
+                Attempt::NotFound(
+                    r#"HTTP 404: {"error_code":40403,"message":"Schema not found"}"#.into(),
+                ),
+            ),
+            // Any other 404 is not the registry saying "no such id": a wrong path, an ingress.
+            (
+                Ok((404, "<html><body>Not Found</body></html>".to_owned())),
+                Attempt::Fail(format!(
+                    "HTTP 404: <html><body>Not Found</body></html> {WRONG_404}"
+                )),
+            ),
+            (
+                Ok((
+                    404,
+                    r#"{"error_code":404,"message":"HTTP 404 Not Found"}"#.to_owned(),
+                )),
+                Attempt::Fail(format!(
+                    r#"HTTP 404: {{"error_code":404,"message":"HTTP 404 Not Found"}} {WRONG_404}"#
+                )),
+            ),
+            (
+                Ok((404, r#"{"error_code":"40403"}"#.to_owned())),
+                Attempt::Fail(format!(r#"HTTP 404: {{"error_code":"40403"}} {WRONG_404}"#)),
             ),
             (
                 Err(Transport::Transient("connection refused".to_owned())),
@@ -361,6 +428,65 @@ mod tests {
         ];
         for (outcome, expected) in cases {
             assert_eq!(classify(outcome.clone()), expected, "{outcome:?}");
+        }
+    }
+
+    fn client() -> RegistryClient {
+        let mut client = RegistryClient::new(&RegistrySettings {
+            url: "http://127.0.0.1:1".into(),
+            username: None,
+            password: None,
+            ca_location: None,
+            subject_strategy: crate::config::registry::SubjectStrategy::Topic,
+            patience: Duration::from_secs(5),
+        })
+        .unwrap();
+        const WAITS: &[Duration] = &[Duration::from_millis(1), Duration::from_millis(2)];
+        client.unknown_waits = WAITS;
+        client
+    }
+
+    /// A fake registry answering `answers` in turn (the last one again once they run out).
+    fn answering(
+        answers: Vec<(u16, &'static str)>,
+    ) -> impl Fn() -> Result<(u16, String), Transport> {
+        let next = std::cell::Cell::new(0);
+        move || {
+            let i = next.get();
+            next.set(i + 1);
+            let (status, body) = answers[i.min(answers.len() - 1)];
+            Ok((status, body.to_owned()))
+        }
+    }
+
+    const UNKNOWN: &str = r#"{"error_code":40403,"message":"Schema 7 not found"}"#;
+
+    #[test]
+    fn an_unknown_id_is_asked_again_briefly_before_it_is_an_answer() {
+        let client = client();
+        // A follower that had not caught up yet: the schema, not a DLQ reason.
+        let fetched = client.with_patience("GET", answering(vec![(404, UNKNOWN), (200, "{}")]));
+        assert_eq!(fetched.unwrap(), Ok("{}".to_owned()));
+        let fetched = client.with_patience(
+            "GET",
+            answering(vec![(404, UNKNOWN), (404, UNKNOWN), (200, "{}")]),
+        );
+        assert_eq!(fetched.unwrap(), Ok("{}".to_owned()));
+        // Still unknown after the attempts: the answer.
+        let fetched = client.with_patience("GET", answering(vec![(404, UNKNOWN)]));
+        assert!(matches!(fetched, Ok(Err(reason)) if reason.contains("40403")));
+    }
+
+    #[test]
+    fn a_404_that_is_not_an_unknown_id_stops_the_command() {
+        let client = client();
+        for body in ["<html>Not Found</html>", r#"{"error_code":40401}"#, ""] {
+            match client.with_patience("GET /schemas/ids/7", answering(vec![(404, body)])) {
+                Err(RegistryError::Refused { cause, .. }) => {
+                    assert!(cause.contains("schema-registry-url"), "{body}: {cause}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
         }
     }
 

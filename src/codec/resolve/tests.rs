@@ -184,6 +184,11 @@ fn the_readers_own_schema_is_the_direct_decoder() {
 #[test]
 fn unresolvable_writer_schemas_name_the_field() {
     let fields = |fields: &str| format!(r#"{{"type":"record","name":"E","fields":[{fields}]}}"#);
+    let ours = |timestamp: &str| {
+        format!(
+            r#"{{"type":"record","name":"TrafficEvent","namespace":"streamagg","fields":[{{"name":"source","type":"string"}},{{"name":"timestamp","type":{timestamp}}},{{"name":"value","type":"double"}}]}}"#
+        )
+    };
     let cases = [
         (
             "source missing",
@@ -214,6 +219,37 @@ fn unresolvable_writer_schemas_name_the_field() {
             ),
             "timestamp",
             "timestamp-micros",
+        ),
+        // Named as ours: the canonical form drops `logicalType`, so it equals ours; still refused.
+        (
+            "timestamp in micros, named as ours",
+            ours(r#"{"type":"long","logicalType":"timestamp-micros"}"#),
+            "timestamp",
+            "timestamp-micros",
+        ),
+        (
+            "timestamp in nanos, named as ours",
+            ours(r#"{"type":"long","logicalType":"timestamp-nanos"}"#),
+            "timestamp",
+            "timestamp-nanos",
+        ),
+        (
+            "local timestamp in micros, named as ours",
+            ours(r#"{"type":"long","logicalType":"local-timestamp-micros"}"#),
+            "timestamp",
+            "timestamp-micros",
+        ),
+        (
+            "time in micros, named as ours",
+            ours(r#"{"type":"long","logicalType":"time-micros"}"#),
+            "timestamp",
+            "logical type",
+        ),
+        (
+            "time in millis, named as ours",
+            ours(r#"{"type":"int","logicalType":"time-millis"}"#),
+            "timestamp",
+            "logical type",
         ),
         (
             "source an int",
@@ -473,5 +509,58 @@ fn a_skipped_enum_index_beyond_its_symbols_is_refused_as_apache_avro_refuses_it(
             "{index:#x}"
         );
         assert_eq!(ours.is_ok(), accepted, "{index:#x}: {ours:?}");
+    }
+}
+
+/// Record types `T0`…`T{levels-1}`, each with 8 fields of the previous type, in a writer-only
+/// field: 8^levels nodes if expanded in place.
+fn exponential_writer(levels: usize) -> String {
+    let mut inner =
+        r#"{"type":"record","name":"T0","fields":[{"name":"f","type":"long"}]}"#.to_owned();
+    for level in 1..levels {
+        let previous = format!("T{}", level - 1);
+        let fields: Vec<String> = (0..8)
+            .map(|i| {
+                let ty = if i == 0 {
+                    inner.clone()
+                } else {
+                    format!(r#""{previous}""#)
+                };
+                format!(r#"{{"name":"f{i}","type":{ty}}}"#)
+            })
+            .collect();
+        inner = format!(
+            r#"{{"type":"record","name":"T{level}","fields":[{}]}}"#,
+            fields.join(",")
+        );
+    }
+    format!(
+        r#"{{"type":"record","name":"E","fields":[{{"name":"source","type":"string"}},{{"name":"timestamp","type":"long"}},{{"name":"value","type":"double"}},{{"name":"big","type":{inner}}}]}}"#
+    )
+}
+
+#[test]
+fn a_writer_only_field_that_expands_exponentially_is_refused_quickly() {
+    let started = std::time::Instant::now();
+    match Plan::compile_str(&exponential_writer(10), TRAFFIC_EVENT_SCHEMA) {
+        Err(PlanError::Invalid(reason)) => assert!(reason.contains("too large"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // A modest nesting still plans.
+    assert!(Plan::compile_str(&exponential_writer(3), TRAFFIC_EVENT_SCHEMA).is_ok());
+}
+
+#[test]
+fn a_fixed_too_large_for_apache_avro_is_refused_not_a_panic() {
+    for size in ["9223372036854775808", "18446744073709551615"] {
+        let writer = format!(
+            r#"{{"type":"record","name":"E","fields":[{{"name":"source","type":"string"}},{{"name":"timestamp","type":"long"}},{{"name":"value","type":"double"}},{{"name":"f","type":{{"type":"fixed","name":"F","size":{size}}}}}]}}"#
+        );
+        let plan = std::panic::catch_unwind(|| Plan::compile_str(&writer, TRAFFIC_EVENT_SCHEMA));
+        assert!(
+            matches!(plan, Ok(Err(PlanError::Invalid(_)))),
+            "{size}: {plan:?}"
+        );
     }
 }

@@ -156,6 +156,29 @@ fn deduplicated(records: Vec<RawRecord>, delivery: Delivery) -> Vec<RawRecord> {
         .collect()
 }
 
+/// The fields of a raw Avro output record, decoded with apache-avro's generic reader and
+/// `schema` (`TRAFFIC_AVERAGE_SCHEMA`), independently of the codec under test.
+pub fn avro_output_fields(schema: &Schema, payload: &[u8]) -> Vec<(String, AvroValue)> {
+    let value = GenericDatumReader::builder(schema)
+        .build()
+        .expect("reader")
+        .read_value(&mut &payload[..])
+        .expect("avro output");
+    let AvroValue::Record(fields) = value else {
+        panic!("not a record")
+    };
+    fields
+}
+
+/// Field `name` of [`avro_output_fields`]' answer.
+pub fn avro_field(fields: &[(String, AvroValue)], name: &str) -> AvroValue {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("field {name}"))
+}
+
 /// The output topic equals the oracle: every window present with the oracle's values, none twice
 /// (under at-least-once: none twice with different bytes).
 pub fn assert_output_matches(
@@ -190,21 +213,8 @@ pub fn assert_output_matches(
                 )
             }
             Format::Avro => {
-                let value = GenericDatumReader::builder(&schema)
-                    .build()
-                    .expect("reader")
-                    .read_value(&mut &payload[..])
-                    .expect("avro output");
-                let AvroValue::Record(fields) = value else {
-                    panic!("not a record")
-                };
-                let get = |name: &str| {
-                    fields
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                        .expect(name)
-                };
+                let fields = avro_output_fields(&schema, payload);
+                let get = |name: &str| avro_field(&fields, name);
                 let long = |name: &str| match get(name) {
                     AvroValue::Long(l) | AvroValue::TimestampMillis(l) => l,
                     other => panic!("{name}: {other:?}"),

@@ -6,13 +6,12 @@
 
 use std::time::Duration;
 
-use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::{types::Value as AvroValue, Schema};
 use streamagg::codec::{Format, TRAFFIC_AVERAGE_SCHEMA};
 use streamagg::reader::RawRecord;
 
 use crate::common::wait_for_records;
-use crate::oracle::{Delivery, Expected};
+use crate::oracle::{avro_field, avro_output_fields, Delivery, Expected};
 use crate::scenario::{assigned_partitions, check_alive, Scenario, FAST_FAILOVER};
 
 const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)];
@@ -33,21 +32,8 @@ fn reported(format: Format, record: &RawRecord) -> (String, i64, Vec<Option<f64>
         }
         Format::Avro => {
             let schema = Schema::parse_str(TRAFFIC_AVERAGE_SCHEMA).expect("schema");
-            let value = GenericDatumReader::builder(&schema)
-                .build()
-                .expect("reader")
-                .read_value(&mut &payload[..])
-                .expect("avro output");
-            let AvroValue::Record(fields) = value else {
-                panic!("not a record")
-            };
-            let get = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_else(|| panic!("field {name}"))
-            };
+            let fields = avro_output_fields(&schema, payload);
+            let get = |name: &str| avro_field(&fields, name);
             let AvroValue::String(source) = get("source") else {
                 panic!("source")
             };

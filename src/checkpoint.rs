@@ -26,7 +26,8 @@
 use crate::codec::Format;
 use crate::route::EventTime;
 use crate::window::sketch::SketchSpec;
-use crate::window::WindowSpec;
+use crate::window::zone::Zone;
+use crate::window::{Rollups, WindowSpec};
 
 const PREFIX_V1: &str = "streamagg/1";
 const PREFIX_V2: &str = "streamagg/2";
@@ -87,19 +88,29 @@ pub struct Semantics {
     pub input_format: Format,
     /// With percentiles on, the sketch every window keeps.
     pub percentiles: Option<SketchSpec>,
+    /// The larger window sizes rolled up from `window_ms`.
+    pub rollups: Rollups,
+    /// The zone windows of an hour or more align to.
+    pub zone: Option<&'static Zone>,
 }
 
 impl Semantics {
     /// The compact text form kept in the store and in every commit's metadata. Percentiles add
-    /// ` pct=<accuracy>/<max bins>` only when on: with them off the text is what versions without
-    /// percentiles write and read.
+    /// ` pct=<accuracy>/<max bins>`, rollups ` roll=<size>,…`, a time zone ` tz=<name>`, each only
+    /// when on: with them off the text is what versions without them write and read.
     pub fn encode(&self) -> String {
         let min = self.min_value.map_or("-".to_owned(), |m| m.to_string());
-        let percentiles = self
+        let mut options = self
             .percentiles
             .map_or(String::new(), |p| format!(" {}", percentiles_word(p)));
+        if !self.rollups.is_empty() {
+            options.push_str(&format!(" roll={}", join_sizes(self.rollups.sizes())));
+        }
+        if let Some(zone) = self.zone {
+            options.push_str(&format!(" tz={}", zone.name()));
+        }
         format!(
-            "w={} g={} min={min} et={} in={}{percentiles}",
+            "w={} g={} min={min} et={} in={}{options}",
             self.window_ms,
             self.grace_ms,
             event_time_name(self.event_time),
@@ -116,8 +127,18 @@ impl Semantics {
             Some(word) => Some(parse_percentiles_word(word)?),
             None => None,
         };
+        let rollups = match words.next_if(|w| w.starts_with("roll=")) {
+            Some(word) => parse_rollups_word(word)?,
+            None => Rollups::default(),
+        };
+        let zone = match words.next_if(|w| w.starts_with("tz=")) {
+            Some(word) => Some(Zone::named(word.strip_prefix("tz=")?).ok()?),
+            None => None,
+        };
         Some(Semantics {
             percentiles,
+            rollups,
+            zone,
             ..semantics
         })
     }
@@ -149,6 +170,8 @@ impl Semantics {
             event_time,
             input_format,
             percentiles: None,
+            rollups: Rollups::default(),
+            zone: None,
         })
     }
 
@@ -166,8 +189,21 @@ impl Semantics {
                 .to_string()
         };
         let min = |m: Option<f64>| m.map_or("none".to_owned(), |m| m.to_string());
+        let sizes = |smallest: i64, rollups: Rollups| {
+            std::iter::once(smallest)
+                .chain(rollups.sizes().iter().copied())
+                .map(duration)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let zone =
+            |z: Option<&'static Zone>| z.map_or("none (UTC)".to_owned(), |z| z.name().to_owned());
         let pairs = [
-            ("window", duration(self.window_ms), duration(now.window_ms)),
+            (
+                "window",
+                sizes(self.window_ms, self.rollups),
+                sizes(now.window_ms, now.rollups),
+            ),
             ("grace", duration(self.grace_ms), duration(now.grace_ms)),
             ("min_value", min(self.min_value), min(now.min_value)),
             (
@@ -185,6 +221,7 @@ impl Semantics {
                 percentiles_name(self.percentiles),
                 percentiles_name(now.percentiles),
             ),
+            ("time_zone", zone(self.zone), zone(now.zone)),
         ];
         pairs
             .into_iter()
@@ -193,6 +230,24 @@ impl Semantics {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+fn join_sizes(sizes: &[i64]) -> String {
+    sizes
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `roll=<size ms>,…`: at least one size, each positive.
+fn parse_rollups_word(word: &str) -> Option<Rollups> {
+    let sizes = word
+        .strip_prefix("roll=")?
+        .split(',')
+        .map(|s| s.parse::<i64>().ok().filter(|&s| s > 0))
+        .collect::<Option<Vec<_>>>()?;
+    Rollups::new(&sizes).filter(|r| !r.is_empty())
 }
 
 /// `pct=<accuracy>/<max bins>`.

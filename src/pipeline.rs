@@ -221,7 +221,7 @@ pub fn run(
     for event in ["assigned", "revoked"] {
         metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
     }
-    let store = StateStore::open(&settings.state_dir)?;
+    let store = StateStore::open(&settings.state_dir, !settings.rollups.is_empty())?;
     let semantics = settings.semantics();
     check_recorded(
         &store,

@@ -14,8 +14,9 @@ pub enum Route {
     Aggregated,
     /// Below `min_value`: dropped before aggregation.
     Filtered,
-    /// Its window had already closed on this partition: to the late topic.
-    Late { window_start: i64 },
+    /// Its (smallest) window had already closed on this partition: to the late topic. With
+    /// `rolled_up`, a larger window size still took it.
+    Late { window_start: i64, rolled_up: bool },
     /// Not a valid event (the reason becomes the DLQ header): to the DLQ.
     Invalid(String),
 }
@@ -75,7 +76,13 @@ pub fn route_event(
     }
     match windows.observe(&event.source, timestamp, event.value, offset) {
         Observed::Aggregated => Route::Aggregated,
-        Observed::Late { window_start } => Route::Late { window_start },
+        Observed::Late {
+            window_start,
+            rolled_up,
+        } => Route::Late {
+            window_start,
+            rolled_up,
+        },
         Observed::OutOfRange => Route::Invalid("timestamp out of range".to_owned()),
         Observed::ValueOutOfRange => Route::Invalid(
             "value out of range: its window's sum would not be a finite number".to_owned(),
@@ -104,10 +111,7 @@ mod tests {
 
     /// Windows of one minute, no grace, whose stream time is already at 10 minutes.
     fn windows_at_ten_minutes() -> PartitionWindows {
-        let mut windows = PartitionWindows::new(WindowSpec {
-            size_ms: MINUTE,
-            grace_ms: 0,
-        });
+        let mut windows = PartitionWindows::new(WindowSpec::epoch(MINUTE, 0));
         windows.observe("earlier", 10 * MINUTE, 1.0, 0);
         windows
     }
@@ -135,6 +139,7 @@ mod tests {
                 None,
                 Route::Late {
                     window_start: 2 * MINUTE,
+                    rolled_up: false,
                 },
             ),
             (
@@ -186,6 +191,7 @@ mod tests {
                 Some(MINUTE),
                 Route::Late {
                     window_start: MINUTE,
+                    rolled_up: false,
                 },
             ),
             (

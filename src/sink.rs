@@ -23,7 +23,7 @@ use crate::kafka::KafkaSetupError;
 use crate::model::TrafficAverage;
 use crate::producer::{ProduceError, RecordProducer};
 use crate::window::sketch::SketchSpec;
-use crate::window::{ClosedWindow, WindowSpec};
+use crate::window::ClosedWindow;
 
 /// Header naming why a record went to the DLQ or late topic.
 pub const HEADER_ERROR: &str = "streamagg.error";
@@ -54,11 +54,7 @@ const SINK_QUEUE_KBYTES: &str = "65536";
 
 /// The averages of one closed window, and its percentiles when its values were sketched (each
 /// estimate kept within the window's `[min, max]`, where the exact value lies too).
-pub fn average_of(
-    window: &ClosedWindow,
-    spec: WindowSpec,
-    percentiles: Option<&SketchSpec>,
-) -> TrafficAverage {
+pub fn average_of(window: &ClosedWindow, percentiles: Option<&SketchSpec>) -> TrafficAverage {
     let a = &window.aggregate;
     let percentile = |q: f64| {
         let sketch = a.sketch.as_deref()?;
@@ -68,7 +64,7 @@ pub fn average_of(
     TrafficAverage {
         source: window.source.to_string(),
         window_start: window.window_start,
-        window_end: window.window_start + spec.size_ms,
+        window_end: window.window_end,
         count: a.count as i64,
         sum: a.sum,
         avg: a.sum / a.count as f64,
@@ -119,7 +115,6 @@ pub struct Sink {
     /// the producer's `message.max.bytes`).
     late_topic: Option<(String, usize)>,
     dlq_topic: Option<(String, usize)>,
-    spec: WindowSpec,
     percentiles: Option<SketchSpec>,
     output_timestamp: OutputTimestamp,
     buffer: Vec<u8>,
@@ -220,7 +215,6 @@ impl Sink {
             output_schema_id: None,
             late_topic,
             dlq_topic,
-            spec: settings.window,
             percentiles: settings.percentiles,
             output_timestamp: settings.output_timestamp,
             buffer: Vec::with_capacity(256),
@@ -260,7 +254,7 @@ impl Sink {
         if let Some(id) = self.output_schema_id {
             crate::codec::confluent::write_header(id, &mut self.buffer);
         }
-        let average = average_of(window, self.spec, self.percentiles.as_ref());
+        let average = average_of(window, self.percentiles.as_ref());
         encode(&average, self.output_format, &mut self.buffer);
         self.producer.send_at(
             &self.output_topic,
@@ -450,6 +444,8 @@ mod tests {
         let window = ClosedWindow {
             source: "s".into(),
             window_start: 120_000,
+            window_end: 180_000,
+            level: 0,
             aggregate: Aggregate {
                 count: 4,
                 sum: 10.0,
@@ -459,11 +455,7 @@ mod tests {
                 sketch: None,
             },
         };
-        let minute = WindowSpec {
-            size_ms: 60_000,
-            grace_ms: 0,
-        };
-        let average = average_of(&window, minute, None);
+        let average = average_of(&window, None);
         assert_eq!(
             average,
             TrafficAverage {
@@ -536,13 +528,11 @@ mod tests {
         let window = ClosedWindow {
             source: "s".into(),
             window_start: 0,
+            window_end: 60_000,
+            level: 0,
             aggregate,
         };
-        let minute = WindowSpec {
-            size_ms: 60_000,
-            grace_ms: 0,
-        };
-        let average = average_of(&window, minute, Some(&spec));
+        let average = average_of(&window, Some(&spec));
         // Ranks ⌊q · 3⌋: p50 → 2.0 (rank 1), p90, p95, p99 → 3.0 (rank 2).
         for (got, exact) in [
             (average.p50, 2.0),
@@ -565,8 +555,8 @@ mod tests {
             },
             ..window
         };
-        assert_eq!(average_of(&single, minute, Some(&spec)).p99, Some(7.3));
+        assert_eq!(average_of(&single, Some(&spec)).p99, Some(7.3));
         // Percentiles off: none, whatever the aggregate holds.
-        assert_eq!(average_of(&single, minute, None).p50, None);
+        assert_eq!(average_of(&single, None).p50, None);
     }
 }

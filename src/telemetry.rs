@@ -21,6 +21,7 @@ pub mod metric {
     pub const RECORDS_CONSUMED: &str = "streamagg_records_consumed_total";
     pub const EVENTS_AGGREGATED: &str = "streamagg_events_aggregated_total";
     pub const EVENTS_LATE: &str = "streamagg_events_late_total";
+    pub const EVENTS_LATE_ROLLED_UP: &str = "streamagg_events_late_rolled_up_total";
     pub const EVENTS_FILTERED: &str = "streamagg_events_filtered_total";
     pub const RECORDS_INVALID: &str = "streamagg_records_invalid_total";
     pub const RECORDS_REPLAYED: &str = "streamagg_records_replayed_total";
@@ -140,6 +141,11 @@ fn describe() {
         EVENTS_LATE,
         Unit::Count,
         "Events whose window had already closed on their partition."
+    );
+    describe_counter!(
+        EVENTS_LATE_ROLLED_UP,
+        Unit::Count,
+        "Late events a larger window size (--window 1m,5m,...) was still open for and took: missing only from the smaller sizes' results."
     );
     describe_counter!(
         EVENTS_FILTERED,

@@ -1,40 +1,69 @@
 //! Event-time tumbling windows of one input partition — pure logic, no I/O.
 //!
-//! Windows are `[start, start + size)`, aligned to the epoch. A partition's *stream time* is the
-//! largest event timestamp it has seen. A window closes when its partition's stream time reaches
-//! `start + size + grace`; an event whose window has already closed is late and is not aggregated.
+//! Windows are `[start, end)`: `start + size`, aligned to the epoch, or with `--time-zone` and a size
+//! of an hour or more, to the zone's clock ([`zone`]). A partition's *stream time* is the largest
+//! event timestamp it has seen. A window closes when its partition's stream time reaches
+//! `end + grace`; an event whose window has already closed is late and is not aggregated.
 //! Closed windows come out in order of `window_start`, then `source`, each exactly once, and are then
 //! dropped. Because stream time only moves forward and closing is monotone in `start`, "every window
 //! with `start < open_from()` is closed" holds at all times: the store uses it to delete closed windows
 //! with one range delete.
 //!
+//! Several sizes (`--window 1m,5m,1h`, each dividing the next) share one stream time
+//! ([`PartitionWindows`]): an event goes into its smallest window, and a closed window is merged
+//! into the next size's window holding it ([`Aggregate::merge`]: counts and sums add, sketches merge
+//! exactly), so the larger sizes cost a merge per closed window, not work per event. A larger
+//! window closes with its last smaller one (`end + grace` is the same instant). An event late for
+//! its smallest window but not for a larger one goes into the smallest such window directly: every
+//! window of every size holds exactly the events that arrived before it closed.
+//!
 //! With percentiles on ([`PartitionWindows::keeping_percentiles`]) each window also keeps a
-//! [`sketch::Sketch`] of its values. An [`Aggregate`] merges with another of the same source
-//! (counts and sums add, sketches merge exactly): what a rollup of closed windows needs.
+//! [`sketch::Sketch`] of its values.
 
-use std::collections::BTreeMap;
-use std::hash::RandomState;
-
-use hashbrown::HashMap;
 use smol_str::SmolStr;
 
+mod partition;
 pub mod sketch;
+pub mod zone;
 
+pub use partition::{PartitionWindows, Rollups, StoredWindow, MAX_ROLLUPS};
 use sketch::{Sketch, SketchSpec};
+use zone::Zone;
 
-/// Window size and grace period, in milliseconds. Both validated positive / non-negative by config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Window size and grace period, in milliseconds (both validated positive / non-negative by config),
+/// and with `--time-zone` the zone windows of an hour or more align to.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowSpec {
     pub size_ms: i64,
     pub grace_ms: i64,
+    /// Windows of an hour or more follow this zone's clock ([`zone`]); shorter ones ignore it.
+    pub zone: Option<&'static Zone>,
 }
 
 impl WindowSpec {
+    /// Epoch-aligned windows of `size_ms` with `grace_ms`.
+    pub const fn epoch(size_ms: i64, grace_ms: i64) -> Self {
+        WindowSpec {
+            size_ms,
+            grace_ms,
+            zone: None,
+        }
+    }
+
+    /// The zone these windows follow: only windows of an hour or more do.
+    fn zoned(&self) -> Option<&'static Zone> {
+        self.zone.filter(|_| self.size_ms >= zone::HOUR_MS)
+    }
+
     /// The start of the window holding `timestamp`, or `None` if the arithmetic of that window would
     /// leave `i64`: its close time (`start + size + grace`), or the earliest start [`Self::open_from`]
     /// looks at for a stream time inside it (`start - 2 * size - grace`). Such a timestamp lies
-    /// within a few windows of the ends of time and is treated as bad input.
+    /// within a few windows of the ends of time and is treated as bad input (zoned windows: outside
+    /// the years 1800..=9000).
     pub fn start_of(&self, timestamp: i64) -> Option<i64> {
+        if let Some(zone) = self.zoned() {
+            return zone.start_of(self.size_ms, timestamp);
+        }
         let start = timestamp
             .div_euclid(self.size_ms)
             .checked_mul(self.size_ms)?;
@@ -48,9 +77,22 @@ impl WindowSpec {
         Some(start)
     }
 
+    /// The end (exclusive) of the window starting at `start`.
+    pub fn end_of(&self, start: i64) -> i64 {
+        match self.zoned() {
+            Some(zone) => zone
+                .end_of(self.size_ms, start)
+                .unwrap_or_else(|| start.saturating_add(self.size_ms)),
+            None => start.saturating_add(self.size_ms),
+        }
+    }
+
     /// The latest time [`Self::start_of`] still places in a window: stream time never needs to go
     /// beyond it (idle closing stops there), and a commit whose stream time does is not ours.
     pub fn latest_time(&self) -> i64 {
+        if self.zoned().is_some() {
+            return Zone::latest_time();
+        }
         let latest_start =
             (i64::MAX - self.size_ms - self.grace_ms).div_euclid(self.size_ms) * self.size_ms;
         latest_start + self.size_ms - 1
@@ -58,13 +100,20 @@ impl WindowSpec {
 
     /// The stream time at which the window starting at `start` closes.
     pub fn closes_at(&self, start: i64) -> i64 {
-        start
-            .saturating_add(self.size_ms)
-            .saturating_add(self.grace_ms)
+        self.end_of(start).saturating_add(self.grace_ms)
     }
 
     /// The first window start still open at `stream_time`: every window starting before it is closed.
     pub fn open_from(&self, stream_time: i64) -> i64 {
+        if let Some(zone) = self.zoned() {
+            // closes_at(s) > t  ⇔  end(s) > t - grace  ⇔  s ≥ the start of the window holding t - grace.
+            let held = stream_time.saturating_sub(self.grace_ms);
+            return match zone.start_of(self.size_ms, held) {
+                Some(start) => start,
+                None if held < 0 => i64::MIN,
+                None => i64::MAX,
+            };
+        }
         // closes_at(s) > t  ⇔  s > t - size - grace  ⇔  s ≥ t - size - grace + 1; rounded up to a start.
         let bound = stream_time
             .saturating_sub(self.size_ms)
@@ -141,6 +190,11 @@ impl Aggregate {
 pub struct ClosedWindow {
     pub source: SmolStr,
     pub window_start: i64,
+    /// Exclusive; `window_start` + the size, or for zoned windows where the local clock next shows
+    /// a boundary.
+    pub window_end: i64,
+    /// Which window size it is of: 0 the smallest (`--window`'s first), then the rollups.
+    pub level: usize,
     pub aggregate: Aggregate,
 }
 
@@ -149,188 +203,13 @@ pub struct ClosedWindow {
 pub enum Observed {
     /// Added to its open window.
     Aggregated,
-    /// Its window had already closed on this partition.
-    Late { window_start: i64 },
+    /// Its window had already closed on this partition. With rollups, `rolled_up`: a larger
+    /// window holding it was still open and took it (it is missing only from the smaller ones).
+    Late { window_start: i64, rolled_up: bool },
     /// Its timestamp is within a few windows of the ends of `i64` time.
     OutOfRange,
     /// Adding its value would make its window's sum infinite: the output must stay finite numbers.
     ValueOutOfRange,
-}
-
-/// One window start's open windows: source → aggregate and whether it changed since the last
-/// checkpoint.
-type SourceMap = HashMap<SmolStr, (Aggregate, bool), RandomState>;
-
-/// The open windows of one input partition, and its stream time.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartitionWindows {
-    spec: WindowSpec,
-    /// With percentiles on: how each window's values are sketched.
-    percentiles: Option<SketchSpec>,
-    stream_time: Option<i64>,
-    /// window start → source → aggregate, plus a dirty flag since the last checkpoint.
-    ///
-    /// Memory per open (window, source) is what bounds the number of sources an instance holds, so
-    /// sources are [`SmolStr`]s: names up to 23 bytes live inside the 24-byte key with no heap
-    /// allocation, and longer ones are shared (reference-counted) between this map, the dirty list
-    /// and the checkpoint, never copied. hashbrown's map is std's (same table, same SipHash with
-    /// a random key: source names come from outside and a flood of crafted names must not degrade
-    /// it) plus `get_key_value_mut`, which lets the dirty list share the stored key.
-    open: BTreeMap<i64, SourceMap>,
-    /// Keys whose dirty flag went from false to true since the last `take_dirty`.
-    dirty: Vec<(i64, SmolStr)>,
-}
-
-impl PartitionWindows {
-    pub fn new(spec: WindowSpec) -> Self {
-        PartitionWindows {
-            spec,
-            percentiles: None,
-            stream_time: None,
-            open: BTreeMap::new(),
-            dirty: Vec::new(),
-        }
-    }
-
-    /// These windows with percentiles kept (`Some`) or not. Windows restored before keep the
-    /// sketches they were stored with.
-    pub fn keeping_percentiles(mut self, percentiles: Option<SketchSpec>) -> Self {
-        self.percentiles = percentiles;
-        self
-    }
-
-    /// Rebuilds a partition from checkpointed windows (not dirty: they are already stored).
-    pub fn restore(
-        spec: WindowSpec,
-        stream_time: Option<i64>,
-        windows: impl IntoIterator<Item = (i64, String, Aggregate)>,
-    ) -> Self {
-        let mut restored = PartitionWindows::new(spec);
-        restored.stream_time = stream_time;
-        for (start, source, aggregate) in windows {
-            restored
-                .open
-                .entry(start)
-                .or_default()
-                .insert(source.into(), (aggregate, false));
-        }
-        restored
-    }
-
-    pub fn stream_time(&self) -> Option<i64> {
-        self.stream_time
-    }
-
-    /// The first window start still open (see [`WindowSpec::open_from`]); `i64::MIN` before any event.
-    pub fn open_from(&self) -> i64 {
-        self.stream_time
-            .map_or(i64::MIN, |t| self.spec.open_from(t))
-    }
-
-    /// The open windows of `source`, by window start: a lookup per open window start (a few).
-    pub fn windows_of<'a>(&'a self, source: &'a str) -> impl Iterator<Item = (i64, &'a Aggregate)> {
-        self.open
-            .iter()
-            .filter_map(move |(start, sources)| Some((*start, &sources.get(source)?.0)))
-    }
-
-    /// Number of open (source, window) pairs.
-    pub fn open_count(&self) -> usize {
-        self.open.values().map(SourceMap::len).sum()
-    }
-
-    /// The smallest input offset contributing to an open window, if any window is open.
-    pub fn rebuild_offset(&self) -> Option<i64> {
-        self.open
-            .values()
-            .flat_map(|sources| sources.values().map(|(a, _)| a.first_offset))
-            .min()
-    }
-
-    /// Adds one event at input `offset`, advancing stream time. A late or refused event changes
-    /// nothing (a late one's timestamp is below stream time already).
-    pub fn observe(&mut self, source: &str, timestamp: i64, value: f64, offset: i64) -> Observed {
-        let Some(start) = self.spec.start_of(timestamp) else {
-            return Observed::OutOfRange;
-        };
-        let stream_time = self.stream_time.map_or(timestamp, |t| t.max(timestamp));
-        if self.spec.closes_at(start) <= stream_time {
-            return Observed::Late {
-                window_start: start,
-            };
-        }
-        let sources = self.open.entry(start).or_default();
-        match sources.get_key_value_mut(source) {
-            Some((key, (aggregate, dirty))) => {
-                if !(aggregate.sum + value).is_finite() {
-                    return Observed::ValueOutOfRange;
-                }
-                aggregate.add(value, offset);
-                if let Some(spec) = &self.percentiles {
-                    aggregate.sketch_value(spec, value);
-                }
-                if !*dirty {
-                    *dirty = true;
-                    self.dirty.push((start, key.clone()));
-                }
-            }
-            None => {
-                let source = SmolStr::new(source);
-                self.dirty.push((start, source.clone()));
-                let mut aggregate = Aggregate::of(value, offset);
-                if let Some(spec) = &self.percentiles {
-                    aggregate.sketch_value(spec, value);
-                }
-                sources.insert(source, (aggregate, true));
-            }
-        }
-        self.stream_time = Some(stream_time);
-        Observed::Aggregated
-    }
-
-    /// Moves stream time forward to `stream_time` without an event (idle-partition closing); never back.
-    pub fn advance_stream_time(&mut self, stream_time: i64) {
-        self.stream_time = Some(self.stream_time.map_or(stream_time, |t| t.max(stream_time)));
-    }
-
-    /// Removes and returns every window that stream time has closed, by `window_start` then `source`.
-    pub fn close_due(&mut self) -> Vec<ClosedWindow> {
-        let open_from = self.open_from();
-        let mut closed = Vec::new();
-        while let Some(entry) = self.open.first_entry() {
-            if *entry.key() >= open_from {
-                break;
-            }
-            let window_start = *entry.key();
-            let mut sources: Vec<(SmolStr, (Aggregate, bool))> =
-                entry.remove().into_iter().collect();
-            sources.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            closed.extend(
-                sources
-                    .into_iter()
-                    .map(|(source, (aggregate, _))| ClosedWindow {
-                        source,
-                        window_start,
-                        aggregate,
-                    }),
-            );
-        }
-        closed
-    }
-
-    /// The open windows changed since the last call, with their aggregates; clears their dirty flags.
-    pub fn take_dirty(&mut self) -> Vec<(i64, SmolStr, Aggregate)> {
-        let mut changed = Vec::with_capacity(self.dirty.len());
-        for (start, source) in std::mem::take(&mut self.dirty) {
-            if let Some((aggregate, dirty)) =
-                self.open.get_mut(&start).and_then(|s| s.get_mut(&source))
-            {
-                *dirty = false;
-                changed.push((start, source, aggregate.clone()));
-            }
-        }
-        changed
-    }
 }
 
 #[cfg(test)]

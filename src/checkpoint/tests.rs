@@ -14,6 +14,8 @@ const MINUTE: Semantics = Semantics {
     event_time: EventTime::Field,
     input_format: Format::Json,
     percentiles: None,
+    rollups: Rollups::NONE,
+    zone: None,
 };
 
 #[test]
@@ -154,6 +156,44 @@ fn percentiles_are_recorded_only_when_on_and_a_change_is_named() {
     assert_eq!(
         with.differences(&finer),
         "percentiles on (accuracy 0.01, at most 2048 bins) (now on (accuracy 0.001, at most 2048 bins))"
+    );
+}
+
+#[test]
+fn rollups_and_a_zone_are_recorded_only_when_on_and_a_change_is_named() {
+    let zone = Zone::named("Europe/Berlin").expect("a zone");
+    let rolled = Semantics {
+        rollups: Rollups::new(&[300_000, 3_600_000]).expect("two"),
+        zone: Some(zone),
+        percentiles: SketchSpec::new(0.01, 2048),
+        ..MINUTE
+    };
+    assert_eq!(
+        rolled.encode(),
+        "w=60000 g=10000 min=- et=field in=json pct=0.01/2048 roll=300000,3600000 tz=Europe/Berlin"
+    );
+    assert_eq!(Semantics::parse(&rolled.encode()), Some(rolled));
+    let meta = CommitMetadata {
+        stream_time: Some(1),
+        rebuild_offset: 2,
+        semantics: Some(rolled),
+        generation: Generation(4),
+        reset: false,
+    };
+    assert_eq!(CommitMetadata::parse(&meta.encode()), Some(meta));
+    for foreign in [
+        "w=60000 g=10000 min=- et=field in=json roll=",
+        "w=60000 g=10000 min=- et=field in=json roll=0",
+        "w=60000 g=10000 min=- et=field in=json roll=1,2,3,4,5",
+        "w=60000 g=10000 min=- et=field in=json tz=Not/AZone",
+        "w=60000 g=10000 min=- et=field in=json tz=UTC roll=300000",
+    ] {
+        assert_eq!(Semantics::parse(foreign), None, "{foreign:?}");
+    }
+    assert_eq!(
+        MINUTE.differences(&rolled),
+        "window 1m (now 1m,5m,1h), percentiles off (now on (accuracy 0.01, at most 2048 bins)), \
+         time_zone none (UTC) (now Europe/Berlin)"
     );
 }
 
@@ -369,10 +409,7 @@ fn resume_plans() {
 
 #[test]
 fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
-    let window = WindowSpec {
-        size_ms: 60_000,
-        grace_ms: 10_000,
-    };
+    let window = WindowSpec::epoch(60_000, 10_000);
     let meta = |stream_time, rebuild_offset| CommitMetadata {
         stream_time,
         rebuild_offset,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::checkpoint::Semantics;
 use crate::codec::Format;
 use crate::route::{EventTime, RouteSettings};
-use crate::window::WindowSpec;
+use crate::window::{Rollups, WindowSpec};
 
 pub mod cluster;
 pub mod duration;
@@ -23,6 +23,7 @@ pub mod passthrough;
 pub mod percentiles;
 mod query;
 pub mod registry;
+pub mod windows;
 
 use crate::window::sketch::SketchSpec;
 use cluster::{metrics_addr, KafkaOptions, KafkaSettings};
@@ -117,10 +118,16 @@ pub struct RunOptions {
     /// Event time from the record's `timestamp` field or the Kafka record timestamp [default: field].
     #[arg(long, env = "STREAMAGG_EVENT_TIME", value_enum)]
     pub event_time: Option<EventTime>,
-    /// Window size [default: 60s].
-    #[arg(long, env = "STREAMAGG_WINDOW", value_parser = duration::parse)]
-    #[serde(default, with = "duration::optional")]
-    pub window: Option<Duration>,
+    /// Window size, or several sizes from one state, smallest first, each dividing the next
+    /// (`1m,5m,1h`: the larger ones are rolled up from the closed smaller ones) [default: 60s].
+    #[arg(long, env = "STREAMAGG_WINDOW")]
+    #[serde(default)]
+    pub window: Option<windows::WindowSizes>,
+    /// Align windows of an hour or more to this IANA time zone's clock (days start at local
+    /// midnight, 23 or 25 h long across DST changes); shorter windows stay aligned to UTC
+    /// [default: none, UTC].
+    #[arg(long, env = "STREAMAGG_TIME_ZONE")]
+    pub time_zone: Option<String>,
     /// How long after a window's end it still accepts out-of-order events [default: 10s].
     #[arg(long, env = "STREAMAGG_GRACE", value_parser = duration::parse)]
     #[serde(default, with = "duration::optional")]
@@ -271,7 +278,10 @@ pub struct RunSettings {
     /// The Schema Registry, when a format is `avro-confluent`.
     pub registry: Option<registry::RegistrySettings>,
     pub event_time: EventTime,
+    /// The smallest window size (with grace and zone).
     pub window: WindowSpec,
+    /// The larger window sizes, rolled up from the smallest.
+    pub rollups: Rollups,
     pub min_value: Option<f64>,
     /// With percentiles on, the sketch every window keeps.
     pub percentiles: Option<SketchSpec>,
@@ -312,6 +322,8 @@ impl RunSettings {
         Semantics {
             window_ms: self.window.size_ms,
             grace_ms: self.window.grace_ms,
+            rollups: self.rollups,
+            zone: self.window.zone,
             min_value: self.min_value,
             event_time: self.event_time,
             input_format: self.input_format,
@@ -446,14 +458,11 @@ impl TryFrom<RunOptions> for RunSettings {
                 reason: "is empty".into(),
             });
         }
-        let size_ms = millis("window", options.window.unwrap_or(Duration::from_secs(60)))?;
-        if size_ms <= 0 {
-            return Err(ConfigError::Invalid {
-                key: "window",
-                reason: "must be at least 1ms".into(),
-            });
-        }
-        let grace_ms = millis("grace", options.grace.unwrap_or(Duration::from_secs(10)))?;
+        let (window, rollups) = windows::validate(
+            options.window.as_ref(),
+            options.grace,
+            options.time_zone.as_deref(),
+        )?;
         let checkpoint_interval = options
             .checkpoint_interval
             .unwrap_or(Duration::from_secs(1));
@@ -537,7 +546,8 @@ impl TryFrom<RunOptions> for RunSettings {
             input_writer_schema: options.input_writer_schema,
             registry,
             event_time: options.event_time.unwrap_or(EventTime::Field),
-            window: WindowSpec { size_ms, grace_ms },
+            window,
+            rollups,
             min_value: options.min_value,
             percentiles: options.percentiles.validate()?,
             output_timestamp: options.output_timestamp.unwrap_or_default(),

@@ -16,13 +16,7 @@ fn defaults_fill_what_is_not_set() {
     let settings = RunSettings::try_from(minimal()).expect("valid");
     assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
     assert_eq!(settings.group, "streamagg");
-    assert_eq!(
-        settings.window,
-        WindowSpec {
-            size_ms: 60_000,
-            grace_ms: 10_000
-        }
-    );
+    assert_eq!(settings.window, WindowSpec::epoch(60_000, 10_000));
     assert_eq!(settings.checkpoint_interval, Duration::from_secs(1));
     assert_eq!(settings.input_format, Format::Json);
     assert_eq!(settings.event_time, EventTime::Field);
@@ -177,13 +171,7 @@ fn the_file_parses_with_durations_and_pass_through_tables() {
     assert_eq!(settings.input_topics, ["a", "b"]);
     assert_eq!(settings.kafka.brokers, "10.0.0.1:9092");
     assert_eq!(settings.kafka.timeout, Duration::from_secs(3));
-    assert_eq!(
-        settings.window,
-        WindowSpec {
-            size_ms: 30_000,
-            grace_ms: 2_000
-        }
-    );
+    assert_eq!(settings.window, WindowSpec::epoch(30_000, 2_000));
     assert_eq!(settings.input_format, Format::Avro);
     assert_eq!(settings.event_time, EventTime::Kafka);
     assert_eq!(settings.min_value, Some(0.5));
@@ -221,7 +209,7 @@ fn invalid_settings_are_refused_with_the_key_named() {
         ("bad topic", RunOptions { output: Some("a b".into()), ..minimal() }, "invalid setting 'output': 'a b' is not a valid Kafka topic name"),
         ("loop", RunOptions { output: Some("traffic".into()), ..minimal() }, "invalid setting 'output': 'traffic' is also an input topic"),
         ("dup input", RunOptions { input: Some(vec!["x".into(), "x".into()]), ..minimal() }, "invalid setting 'input': names a topic twice"),
-        ("zero window", RunOptions { window: Some(Duration::ZERO), ..minimal() }, "invalid setting 'window': must be at least 1ms"),
+        ("zero window", RunOptions { window: Some("0s".parse().expect("a duration")), ..minimal() }, "invalid setting 'window': must be at least 1ms"),
         ("tiny checkpoint", RunOptions { checkpoint_interval: Some(Duration::from_millis(1)), ..minimal() }, "invalid setting 'checkpoint_interval': must be at least 10ms"),
         ("nan min", RunOptions { min_value: Some(f64::NAN), ..minimal() }, "invalid setting 'min_value': must be a finite number"),
         ("bad instance id", RunOptions { instance_id: Some("a b".into()), ..minimal() }, "invalid setting 'instance_id': use letters, digits, '.', '_' and '-'"),

@@ -18,10 +18,7 @@ use crate::window::WindowSpec;
 /// represented in `i64` milliseconds is refused as `timestamp out of range`, with the very check the
 /// processor applies ([`WindowSpec::start_of`]). Any processor with window + grace up to two days
 /// accepts every event the gateway accepts.
-pub const RANGE_GUARD: WindowSpec = WindowSpec {
-    size_ms: 86_400_000,
-    grace_ms: 86_400_000,
-};
+pub const RANGE_GUARD: WindowSpec = WindowSpec::epoch(86_400_000, 86_400_000);
 
 /// Why one line (or array element) was refused. The text is what the client is told.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -89,12 +89,12 @@ pub struct LiveWindow {
 }
 
 impl LiveWindow {
-    /// The still-open window of `source` starting at `window_start`, `size_ms` long.
-    pub fn open(source: &str, window_start: i64, size_ms: i64, aggregate: &Aggregate) -> Self {
+    /// The still-open window `[window_start, window_end)` of `source`.
+    pub fn open(source: &str, window_start: i64, window_end: i64, aggregate: &Aggregate) -> Self {
         LiveWindow {
             source: source.to_owned(),
             window_start,
-            window_end: window_start.saturating_add(size_ms),
+            window_end,
             count: i64::try_from(aggregate.count).unwrap_or(i64::MAX),
             sum: aggregate.sum,
             avg: aggregate.sum / aggregate.count.max(1) as f64,
@@ -240,7 +240,7 @@ mod tests {
             first_offset: 7,
             sketch: None,
         };
-        let window = LiveWindow::open("s", 60_000, 60_000, &aggregate);
+        let window = LiveWindow::open("s", 60_000, 120_000, &aggregate);
         let owned = PartitionAnswer {
             topic: "in".into(),
             partition: 1,

@@ -28,7 +28,6 @@ use crate::checkpoint::TopicPartition;
 use crate::checkpoint::{plan_resume, CommitMetadata, Generation, GroupReset, ResumePlan};
 use crate::config::Guarantee;
 use crate::kafka::{self, Backoff};
-use crate::window::PartitionWindows;
 
 impl Processor {
     /// Sets up state for `partitions` (replacing any) from the local store, the group's committed
@@ -95,7 +94,7 @@ impl Processor {
                     (None, None)
                 }
             };
-            let local = self.store.load(&tp)?;
+            let local = self.store.load(&tp, self.settings.window.size_ms)?;
             let plan = plan_resume(
                 local.as_ref().map(|(checkpoint, _)| *checkpoint),
                 group,
@@ -106,7 +105,7 @@ impl Processor {
                     tracing::warn!(topic = %tp.topic, partition = tp.partition, committed = offset, local = from, "the group's streamagg commit is behind this instance's state (written under at-least-once?): continuing from the state; to process again, use `streamagg reset`");
                 }
             }
-            let spec = self.settings.window;
+            let empty = super::new_windows(&self.settings);
             let forget_local = match plan {
                 ResumePlan::Rebuild { forget_local, .. }
                 | ResumePlan::CommittedOnly { forget_local, .. }
@@ -138,11 +137,11 @@ impl Processor {
                 ResumePlan::Local { from, .. } => {
                     let (stream_time, stored) =
                         local.map(|(c, w)| (c.stream_time, w)).unwrap_or_default();
-                    (
-                        PartitionWindows::restore(spec, stream_time, stored),
-                        Some(from),
-                        from,
-                    )
+                    let (windows, unknown) = empty.restored(stream_time, stored);
+                    if unknown > 0 {
+                        tracing::warn!(topic = %tp.topic, partition = tp.partition, unknown, "the state dir holds windows of a size these settings do not have: they are dropped");
+                    }
+                    (windows, Some(from), from)
                 }
                 ResumePlan::Rebuild {
                     from,
@@ -159,15 +158,11 @@ impl Processor {
                         }
                         None => from,
                     };
-                    (
-                        PartitionWindows::restore(spec, stream_time, Vec::new()),
-                        Some(from),
-                        replay_until,
-                    )
+                    (empty.restored(stream_time, []).0, Some(from), replay_until)
                 }
                 ResumePlan::CommittedOnly { from, .. } => {
                     tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
-                    (PartitionWindows::new(spec), Some(from), from)
+                    (empty, Some(from), from)
                 }
                 ResumePlan::Replay { from, by, .. } => {
                     let local = local.as_ref().map(|(c, _)| c.next_offset);
@@ -180,7 +175,7 @@ impl Processor {
                         }
                     }
                     self.counts.group_resets += 1;
-                    (PartitionWindows::new(spec), Some(from), from)
+                    (empty, Some(from), from)
                 }
                 ResumePlan::Reset {
                     checkpointed,
@@ -189,13 +184,10 @@ impl Processor {
                     tracing::error!(topic = %tp.topic, partition = tp.partition, checkpointed, log_end, "the partition's log ends before its checkpoint (topic recreated or log truncated): its state is reset and it is processed from its beginning");
                     self.counts.resets += 1;
                     let start = log_start.unwrap_or(0);
-                    (PartitionWindows::new(spec), Some(start), start)
+                    (empty, Some(start), start)
                 }
-                ResumePlan::Fresh => (PartitionWindows::new(spec), None, 0),
+                ResumePlan::Fresh => (empty, None, 0),
             };
-            // A rebuild replays records through `observe`, so its windows are sketched as the
-            // first owner's were.
-            let windows = windows.keeping_percentiles(self.settings.percentiles);
             tracing::info!(topic = %tp.topic, partition = tp.partition, resume = plan.kind(), ?plan, %generation, "assigned");
             let state = PartitionState {
                 replay_until,

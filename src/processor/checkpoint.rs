@@ -127,8 +127,7 @@ impl Processor {
                         stream_time,
                         generation: state.generation,
                     },
-                    closed_before: state.windows.open_from(),
-                    changed: state.windows.take_dirty(),
+                    levels: level_updates(&mut state.windows),
                 });
                 state.changed = false;
             }
@@ -186,4 +185,21 @@ impl Processor {
             }
         }
     }
+}
+
+/// What a checkpoint writes of each window size of a partition: its closed windows' bound and its
+/// changed windows (clearing their dirty flags).
+fn level_updates(windows: &mut PartitionWindows) -> Vec<LevelUpdate> {
+    let sizes: Vec<i64> = windows.specs().map(|spec| spec.size_ms).collect();
+    let closed_before = windows.open_from();
+    sizes
+        .into_iter()
+        .zip(closed_before)
+        .zip(windows.take_dirty())
+        .map(|((size_ms, closed_before), changed)| LevelUpdate {
+            size_ms,
+            closed_before,
+            changed,
+        })
+        .collect()
 }

@@ -9,7 +9,6 @@ use crate::live::queries::{Query, Reply};
 impl Processor {
     /// The open windows of `query.source` in each asked partition this instance owns.
     pub(crate) fn live_view(&self, query: &Query) -> Reply {
-        let size_ms = self.settings.window.size_ms;
         query
             .partitions
             .iter()
@@ -21,8 +20,8 @@ impl Processor {
                     windows: state
                         .windows
                         .windows_of(&query.source)
-                        .map(|(start, aggregate)| {
-                            LiveWindow::open(&query.source, start, size_ms, aggregate)
+                        .map(|(start, end, aggregate)| {
+                            LiveWindow::open(&query.source, start, end, aggregate)
                         })
                         .collect(),
                 })

@@ -58,7 +58,7 @@ use crate::producer::{ProduceError, TransactionErrorKind};
 use crate::registry::{EventInput, InputError};
 use crate::route::{route_event, Route};
 use crate::sink::Sink;
-use crate::store::db::{PartitionUpdate, StateStore, StoreError};
+use crate::store::db::{LevelUpdate, PartitionUpdate, StateStore, StoreError};
 use crate::telemetry::{metric, Health};
 use crate::window::{ClosedWindow, PartitionWindows};
 
@@ -107,12 +107,21 @@ impl From<ProduceError> for PipelineError {
     }
 }
 
+/// Empty windows of every size, with percentiles if on.
+pub(crate) fn new_windows(settings: &RunSettings) -> PartitionWindows {
+    PartitionWindows::new(settings.window)
+        .rolling_up(settings.rollups)
+        .keeping_percentiles(settings.percentiles)
+}
+
 /// What happened to input records, counted since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub consumed: u64,
     pub aggregated: u64,
     pub late: u64,
+    /// Of the late events, those a larger window size still took (`--window 1m,5m,…`).
+    pub late_rolled_up: u64,
     pub filtered: u64,
     pub invalid: u64,
     pub replayed: u64,
@@ -323,12 +332,7 @@ impl Processor {
                 "the partition's offsets went back (topic recreated or log truncated): its state is reset and it is processed again from this record"
             );
             let generation = Generation::new_after(crate::producer::now_ms(), [state.generation]);
-            *state = PartitionState::empty(
-                PartitionWindows::new(self.settings.window)
-                    .keeping_percentiles(self.settings.percentiles),
-                None,
-                generation,
-            );
+            *state = PartitionState::empty(new_windows(&self.settings), None, generation);
             self.counts.resets += 1;
             self.store.forget(&TopicPartition {
                 topic: topic.to_owned(),
@@ -372,8 +376,12 @@ impl Processor {
         match routed {
             Route::Aggregated => self.counts.aggregated += 1,
             Route::Filtered => self.counts.filtered += 1,
-            Route::Late { window_start } => {
+            Route::Late {
+                window_start,
+                rolled_up,
+            } => {
                 self.counts.late += 1;
+                self.counts.late_rolled_up += u64::from(rolled_up);
                 self.sink.forward_late(message, window_start)?;
             }
             Route::Invalid(reason) => {
@@ -406,11 +414,8 @@ impl Processor {
             self.counts.windows_emitted += 1;
             if observed_start != Some(window.window_start) {
                 observed_start = Some(window.window_start);
-                let window_end = window
-                    .window_start
-                    .saturating_add(self.settings.window.size_ms);
                 self.emit_latency
-                    .record(now.saturating_sub(window_end) as f64 / 1000.0);
+                    .record(now.saturating_sub(window.window_end) as f64 / 1000.0);
             }
         }
         Ok(())
@@ -436,6 +441,7 @@ impl Processor {
             (metric::RECORDS_CONSUMED, c.consumed),
             (metric::EVENTS_AGGREGATED, c.aggregated),
             (metric::EVENTS_LATE, c.late),
+            (metric::EVENTS_LATE_ROLLED_UP, c.late_rolled_up),
             (metric::EVENTS_FILTERED, c.filtered),
             (metric::RECORDS_INVALID, c.invalid),
             (metric::RECORDS_REPLAYED, c.replayed),

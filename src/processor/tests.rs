@@ -5,10 +5,7 @@ use crate::window::WindowSpec;
 
 #[test]
 fn a_checkpoint_commits_a_partition_only_with_new_records_and_no_rebuild_under_way() {
-    let spec = WindowSpec {
-        size_ms: 60_000,
-        grace_ms: 0,
-    };
+    let spec = WindowSpec::epoch(60_000, 0);
     // (next offset, replay until, changed since the last checkpoint) → committed offset
     let cases = [
         ("fresh, nothing processed", None, 0, false, None),

@@ -4,6 +4,7 @@ use super::*;
 use crate::checkpoint::Semantics;
 use crate::codec::Format;
 use crate::route::EventTime;
+use crate::window::Rollups;
 
 const MINUTE: Semantics = Semantics {
     window_ms: 60_000,
@@ -12,6 +13,8 @@ const MINUTE: Semantics = Semantics {
     event_time: EventTime::Field,
     input_format: Format::Json,
     percentiles: None,
+    rollups: Rollups::NONE,
+    zone: None,
 };
 const NOW: i64 = 1_764_800_000_000;
 

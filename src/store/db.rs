@@ -11,13 +11,17 @@ use rocksdb::{
 use smol_str::SmolStr;
 
 use super::layout::{
-    decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate,
-    encode_aggregate_with, encode_checkpoint, partition_key, window_key,
+    decode_aggregate, decode_checkpoint, decode_rollup_suffix, decode_window_suffix,
+    encode_aggregate, encode_aggregate_with, encode_checkpoint, partition_key, rollup_key,
+    window_key,
 };
 use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
-use crate::window::Aggregate;
+use crate::window::{Aggregate, StoredWindow};
 
 const WINDOWS: &str = "windows";
+/// The windows of the larger sizes (`--window 1m,5m,1h`): a family of its own, created only when
+/// rollups are on, so a store that never had them opens in versions without them.
+const ROLLUPS: &str = "rollups";
 /// One memtable's size; a full one is flushed to an SST file in the background.
 const MEMTABLE_BYTES: usize = 8 << 20;
 /// All memtables of the database together (the active ones and those being flushed).
@@ -65,6 +69,14 @@ pub enum StoreError {
 pub struct PartitionUpdate {
     pub partition: TopicPartition,
     pub checkpoint: PartitionCheckpoint,
+    /// Per window size, smallest first.
+    pub levels: Vec<LevelUpdate>,
+}
+
+/// What a checkpoint writes for the windows of one size of one partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelUpdate {
+    pub size_ms: i64,
     /// Windows starting before this are closed: deleted.
     pub closed_before: i64,
     /// Open windows that changed: written.
@@ -81,11 +93,14 @@ pub struct StoreStats {
 /// The RocksDB database in the state directory.
 pub struct StateStore {
     db: DB,
+    /// Whether the [`ROLLUPS`] family is open (rollups on, or were once).
+    rollups: bool,
 }
 
 impl StateStore {
-    /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) the store in `dir`, with the rollup windows' family if `rollups`
+    /// or if it exists.
+    pub fn open(dir: &Path, rollups: bool) -> Result<Self, StoreError> {
         let open_error = |cause: String| StoreError::Open {
             dir: dir.display().to_string(),
             cause,
@@ -104,13 +119,20 @@ impl StateStore {
         family.set_max_write_buffer_number(2);
         family.set_compression_type(DBCompressionType::Lz4);
         family.set_bottommost_compression_type(DBCompressionType::Zstd);
-        let families = [
+        let rollups = rollups
+            || DB::list_cf(&options, dir)
+                .map(|existing| existing.iter().any(|name| name == ROLLUPS))
+                .unwrap_or(false);
+        let mut families = vec![
             ColumnFamilyDescriptor::new(WINDOWS, family.clone()),
-            ColumnFamilyDescriptor::new(PARTITIONS, family),
+            ColumnFamilyDescriptor::new(PARTITIONS, family.clone()),
         ];
+        if rollups {
+            families.push(ColumnFamilyDescriptor::new(ROLLUPS, family));
+        }
         let db = DB::open_cf_descriptors(&options, dir, families)
             .map_err(|e| open_error(e.into_string()))?;
-        Ok(StateStore { db })
+        Ok(StateStore { db, rollups })
     }
 
     fn family(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -120,12 +142,13 @@ impl StateStore {
             .unwrap_or_else(|| unreachable!("column family {name} is created by open"))
     }
 
-    /// The stored checkpoint and open windows of `partition`, if it has any.
-    #[allow(clippy::type_complexity)]
+    /// The stored checkpoint and open windows of `partition` (of every size: `base_size_ms` is the
+    /// smallest's), if it has any.
     pub fn load(
         &self,
         partition: &TopicPartition,
-    ) -> Result<Option<(PartitionCheckpoint, Vec<(i64, String, Aggregate)>)>, StoreError> {
+        base_size_ms: i64,
+    ) -> Result<Option<(PartitionCheckpoint, Vec<StoredWindow>)>, StoreError> {
         let key = partition_key(partition);
         let Some(bytes) = self.db.get_cf(self.family(PARTITIONS), &key)? else {
             return Ok(None);
@@ -144,10 +167,31 @@ impl StateStore {
             };
             let (start, source) =
                 decode_window_suffix(rest).ok_or(StoreError::Corrupt { what: "window key" })?;
-            let aggregate = decode_aggregate(&value).ok_or(StoreError::Corrupt {
-                what: "window aggregate",
-            })?;
-            windows.push((start, source, aggregate));
+            windows.push(StoredWindow {
+                size_ms: base_size_ms,
+                start,
+                source,
+                aggregate: decode_stored(&value)?,
+            });
+        }
+        if self.rollups {
+            for item in self.db.iterator_cf(
+                self.family(ROLLUPS),
+                IteratorMode::From(&key, Direction::Forward),
+            ) {
+                let (window_key, value) = item?;
+                let Some(rest) = window_key.strip_prefix(key.as_slice()) else {
+                    break;
+                };
+                let (size_ms, start, source) =
+                    decode_rollup_suffix(rest).ok_or(StoreError::Corrupt { what: "window key" })?;
+                windows.push(StoredWindow {
+                    size_ms,
+                    start,
+                    source,
+                    aggregate: decode_stored(&value)?,
+                });
+            }
         }
         Ok(Some((checkpoint, windows)))
     }
@@ -158,17 +202,30 @@ impl StateStore {
         let (windows, partitions) = (self.family(WINDOWS), self.family(PARTITIONS));
         for update in updates {
             let key = partition_key(&update.partition);
-            batch.delete_range_cf(
-                windows,
-                window_key(&key, i64::MIN, ""),
-                window_key(&key, update.closed_before, ""),
-            );
-            for (start, source, aggregate) in &update.changed {
-                let window = window_key(&key, *start, source);
-                match &aggregate.sketch {
-                    None => batch.put_cf(windows, window, encode_aggregate(aggregate)),
-                    Some(sketch) => {
-                        batch.put_cf(windows, window, encode_aggregate_with(aggregate, sketch))
+            for (index, level) in update.levels.iter().enumerate() {
+                let family = match index {
+                    0 => windows,
+                    _ if self.rollups => self.family(ROLLUPS),
+                    _ => unreachable!(
+                        "a store is opened with rollups whenever there are several sizes"
+                    ),
+                };
+                let window = |start: i64, source: &str| match index {
+                    0 => window_key(&key, start, source),
+                    _ => rollup_key(&key, level.size_ms, start, source),
+                };
+                batch.delete_range_cf(
+                    family,
+                    window(i64::MIN, ""),
+                    window(level.closed_before, ""),
+                );
+                for (start, source, aggregate) in &level.changed {
+                    let window = window(*start, source);
+                    match &aggregate.sketch {
+                        None => batch.put_cf(family, window, encode_aggregate(aggregate)),
+                        Some(sketch) => {
+                            batch.put_cf(family, window, encode_aggregate_with(aggregate, sketch))
+                        }
                     }
                 }
             }
@@ -184,7 +241,8 @@ impl StateStore {
     /// own estimates, cheap to read.
     pub fn stats(&self) -> StoreStats {
         let mut stats = StoreStats::default();
-        for family in [WINDOWS, PARTITIONS] {
+        let rollups = self.rollups.then_some(ROLLUPS);
+        for family in [WINDOWS, PARTITIONS].into_iter().chain(rollups) {
             let cf = self.family(family);
             let property = |name: &str| {
                 self.db
@@ -225,10 +283,19 @@ impl StateStore {
         let mut end = key.clone();
         end.push(0xff);
         batch.delete_range_cf(self.family(WINDOWS), key.as_slice(), end.as_slice());
+        if self.rollups {
+            batch.delete_range_cf(self.family(ROLLUPS), key.as_slice(), end.as_slice());
+        }
         batch.delete_cf(self.family(PARTITIONS), &key);
         self.db.write(batch)?;
         Ok(())
     }
+}
+
+fn decode_stored(value: &[u8]) -> Result<Aggregate, StoreError> {
+    decode_aggregate(value).ok_or(StoreError::Corrupt {
+        what: "window aggregate",
+    })
 }
 
 /// The name of the instance that owns `dir`: generated on first use and kept in `dir/instance-id`, so
@@ -259,57 +326,74 @@ mod tests {
     use crate::checkpoint::Generation;
     use crate::store::layout::tests::{agg, tp};
 
+    /// One partition's update with windows of one size (a minute).
+    fn update(
+        partition: &TopicPartition,
+        next_offset: i64,
+        stream_time: i64,
+        closed_before: i64,
+        changed: Vec<(i64, SmolStr, Aggregate)>,
+    ) -> PartitionUpdate {
+        PartitionUpdate {
+            partition: partition.clone(),
+            checkpoint: PartitionCheckpoint {
+                next_offset,
+                stream_time: Some(stream_time),
+                generation: Generation(3),
+            },
+            levels: vec![LevelUpdate {
+                size_ms: 60_000,
+                closed_before,
+                changed,
+            }],
+        }
+    }
+
+    fn stored(size_ms: i64, start: i64, source: &str, aggregate: Aggregate) -> StoredWindow {
+        StoredWindow {
+            size_ms,
+            start,
+            source: source.to_owned(),
+            aggregate,
+        }
+    }
+
     #[test]
     fn a_checkpoint_survives_reopening_and_closed_windows_are_deleted() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (a, b) = (tp("traffic", 0), tp("traffic", 1));
         {
-            let store = StateStore::open(dir.path()).expect("opens");
-            assert_eq!(store.load(&a).expect("loads"), None);
+            let store = StateStore::open(dir.path(), false).expect("opens");
+            assert_eq!(store.load(&a, 60_000).expect("loads"), None);
             store
                 .write(&[
-                    PartitionUpdate {
-                        partition: a.clone(),
-                        checkpoint: PartitionCheckpoint {
-                            next_offset: 10,
-                            stream_time: Some(130_000),
-                            generation: Generation(3),
-                        },
-                        closed_before: i64::MIN,
-                        changed: vec![
+                    update(
+                        &a,
+                        10,
+                        130_000,
+                        i64::MIN,
+                        vec![
                             (0, "s1".into(), agg(1, 0)),
                             (60_000, "s1".into(), agg(2, 3)),
                             (120_000, "s2".into(), agg(3, 5)),
                         ],
-                    },
-                    PartitionUpdate {
-                        partition: b.clone(),
-                        checkpoint: PartitionCheckpoint {
-                            next_offset: 4,
-                            stream_time: Some(1),
-                            generation: Generation(3),
-                        },
-                        closed_before: i64::MIN,
-                        changed: vec![(0, "s9".into(), agg(4, 0))],
-                    },
+                    ),
+                    update(&b, 4, 1, i64::MIN, vec![(0, "s9".into(), agg(4, 0))]),
                 ])
                 .expect("writes");
             // The next checkpoint closes [0, 60s) and updates a later window.
             store
-                .write(&[PartitionUpdate {
-                    partition: a.clone(),
-                    checkpoint: PartitionCheckpoint {
-                        next_offset: 20,
-                        stream_time: Some(135_000),
-                        generation: Generation(3),
-                    },
-                    closed_before: 60_000,
-                    changed: vec![(120_000, "s2".into(), agg(5, 5))],
-                }])
+                .write(&[update(
+                    &a,
+                    20,
+                    135_000,
+                    60_000,
+                    vec![(120_000, "s2".into(), agg(5, 5))],
+                )])
                 .expect("writes");
         }
-        let store = StateStore::open(dir.path()).expect("reopens");
-        let (checkpoint, windows) = store.load(&a).expect("loads").expect("has state");
+        let store = StateStore::open(dir.path(), false).expect("reopens");
+        let (checkpoint, windows) = store.load(&a, 60_000).expect("loads").expect("has state");
         assert_eq!(
             checkpoint,
             PartitionCheckpoint {
@@ -321,14 +405,14 @@ mod tests {
         assert_eq!(
             windows,
             vec![
-                (60_000, "s1".into(), agg(2, 3)),
-                (120_000, "s2".into(), agg(5, 5))
+                stored(60_000, 60_000, "s1", agg(2, 3)),
+                stored(60_000, 120_000, "s2", agg(5, 5))
             ]
         );
-        let (_, windows_b) = store.load(&b).expect("loads").expect("has state");
+        let (_, windows_b) = store.load(&b, 60_000).expect("loads").expect("has state");
         assert_eq!(
             windows_b,
-            vec![(0, "s9".into(), agg(4, 0))],
+            vec![stored(60_000, 0, "s9", agg(4, 0))],
             "other partitions untouched"
         );
 
@@ -336,8 +420,69 @@ mod tests {
         assert!(stats.keys > 0 && stats.bytes > 0, "{stats:?}");
 
         store.forget(&a).expect("forgets");
-        assert_eq!(store.load(&a).expect("loads"), None);
-        assert!(store.load(&b).expect("loads").is_some());
+        assert_eq!(store.load(&a, 60_000).expect("loads"), None);
+        assert!(store.load(&b, 60_000).expect("loads").is_some());
+        drop(store);
+        let families = DB::list_cf(&Options::default(), dir.path()).expect("lists");
+        assert!(
+            !families.iter().any(|f| f == ROLLUPS),
+            "without rollups the store has the families versions without them open: {families:?}"
+        );
+    }
+
+    #[test]
+    fn rollup_windows_are_kept_per_size_and_their_family_stays_once_made() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = tp("traffic", 0);
+        let five = 300_000;
+        {
+            let store = StateStore::open(dir.path(), true).expect("opens");
+            let mut first = update(
+                &a,
+                10,
+                400_000,
+                i64::MIN,
+                vec![(360_000, "s1".into(), agg(1, 9))],
+            );
+            first.levels.push(LevelUpdate {
+                size_ms: five,
+                closed_before: i64::MIN,
+                changed: vec![
+                    (0, "s1".into(), agg(7, 0)),
+                    (300_000, "s1".into(), agg(2, 4)),
+                ],
+            });
+            store.write(&[first]).expect("writes");
+            // The 5-minute window [0, 5m) closes; the minute windows are untouched.
+            let mut second = update(&a, 11, 320_000, 360_000, vec![]);
+            second.levels.push(LevelUpdate {
+                size_ms: five,
+                closed_before: 300_000,
+                changed: vec![],
+            });
+            store.write(&[second]).expect("writes");
+        }
+        // Opened without asking for rollups, the family is found and read.
+        let store = StateStore::open(dir.path(), false).expect("reopens");
+        let (_, windows) = store.load(&a, 60_000).expect("loads").expect("has state");
+        assert_eq!(
+            windows,
+            vec![
+                stored(60_000, 360_000, "s1", agg(1, 9)),
+                stored(five, 300_000, "s1", agg(2, 4)),
+            ]
+        );
+        store.forget(&a).expect("forgets");
+        assert_eq!(store.load(&a, 60_000).expect("loads"), None);
+        let mut again = update(&a, 12, 1, i64::MIN, vec![]);
+        again.levels.push(LevelUpdate {
+            size_ms: five,
+            closed_before: i64::MIN,
+            changed: vec![],
+        });
+        store.write(&[again]).expect("writes");
+        let (_, windows) = store.load(&a, 60_000).expect("loads").expect("has state");
+        assert!(windows.is_empty(), "forget dropped every size: {windows:?}");
     }
 
     #[test]
@@ -355,7 +500,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").expect("writes");
-        let error = StateStore::open(&file.join("state")).err().expect("fails");
+        let error = StateStore::open(&file.join("state"), false)
+            .err()
+            .expect("fails");
         assert!(
             error
                 .to_string()

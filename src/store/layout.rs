@@ -31,6 +31,22 @@ pub fn window_key(partition_key: &[u8], window_start: i64, source: &str) -> Vec<
     key
 }
 
+/// A larger window size's window (rollups): `partition key ‖ size (u64 BE) ‖ window_start with the
+/// sign bit flipped (u64 BE) ‖ source`, so each size's windows are a range of their own.
+pub fn rollup_key(partition_key: &[u8], size_ms: i64, window_start: i64, source: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(partition_key.len() + 8);
+    prefix.extend_from_slice(partition_key);
+    prefix.extend_from_slice(&(size_ms as u64).to_be_bytes());
+    window_key(&prefix, window_start, source)
+}
+
+/// Reads what follows the partition key in a [`rollup_key`]: size, start and source.
+pub fn decode_rollup_suffix(suffix: &[u8]) -> Option<(i64, i64, String)> {
+    let (size, rest) = suffix.split_first_chunk::<8>()?;
+    let (start, source) = decode_window_suffix(rest)?;
+    Some((u64::from_be_bytes(*size) as i64, start, source))
+}
+
 pub fn decode_window_suffix(suffix: &[u8]) -> Option<(i64, String)> {
     let (start, source) = suffix.split_first_chunk::<8>()?;
     let start = (u64::from_be_bytes(*start) ^ (1 << 63)) as i64;

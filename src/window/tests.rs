@@ -2,10 +2,26 @@
 
 use super::*;
 
-const MINUTE: WindowSpec = WindowSpec {
-    size_ms: 60_000,
-    grace_ms: 10_000,
-};
+const MINUTE: WindowSpec = WindowSpec::epoch(60_000, 10_000);
+
+/// Windows of one size holding `windows` at `stream_time`, as a store would restore them.
+fn restore(
+    spec: WindowSpec,
+    stream_time: Option<i64>,
+    windows: impl IntoIterator<Item = (i64, String, Aggregate)>,
+) -> PartitionWindows {
+    let stored = windows
+        .into_iter()
+        .map(|(start, source, aggregate)| StoredWindow {
+            size_ms: spec.size_ms,
+            start,
+            source,
+            aggregate,
+        });
+    let (restored, unknown) = PartitionWindows::new(spec).restored(stream_time, stored);
+    assert_eq!(unknown, 0);
+    restored
+}
 
 #[test]
 fn window_start_rounds_down_to_the_epoch_aligned_window() {
@@ -82,7 +98,16 @@ fn observe_and_close_follow_stream_time_and_grace() {
             &[("a", 0, 2), ("b", 0, 1)],
         ),
         // its window closed: late
-        ("b", 10_000, 9.0, Observed::Late { window_start: 0 }, &[]),
+        (
+            "b",
+            10_000,
+            9.0,
+            Observed::Late {
+                window_start: 0,
+                rolled_up: false,
+            },
+            &[],
+        ),
         // a far-future event closes everything before it
         (
             "z",
@@ -129,14 +154,14 @@ fn windows_of_a_source_are_its_open_windows_by_start_and_nothing_of_others() {
     }
     let a: Vec<(i64, u64, f64)> = windows
         .windows_of("a")
-        .map(|(start, agg)| (start, agg.count, agg.sum))
+        .map(|(start, _, agg)| (start, agg.count, agg.sum))
         .collect();
     assert_eq!(a, [(0, 2, 4.0), (60_000, 1, 2.0)]);
     assert_eq!(windows.windows_of("c").count(), 0);
     // Once stream time closes the first minute, only the second is open.
     windows.advance_stream_time(70_000);
     assert_eq!(windows.close_due().len(), 2);
-    let a: Vec<i64> = windows.windows_of("a").map(|(start, _)| start).collect();
+    let a: Vec<i64> = windows.windows_of("a").map(|(start, _, _)| start).collect();
     assert_eq!(a, [60_000]);
     assert_eq!(windows.windows_of("b").count(), 0);
 }
@@ -155,6 +180,8 @@ fn aggregates_sum_count_min_max_and_first_offset() {
         vec![ClosedWindow {
             source: "s".into(),
             window_start: 0,
+            window_end: 60_000,
+            level: 0,
             aggregate: Aggregate {
                 count: 4,
                 sum: 11.75,
@@ -174,7 +201,7 @@ fn dirty_windows_are_reported_once_per_change_and_closed_ones_not_at_all() {
     windows.observe("a", 1_000, 1.0, 0);
     windows.observe("a", 2_000, 1.0, 1);
     windows.observe("b", 61_000, 1.0, 2);
-    let dirty = windows.take_dirty();
+    let dirty = windows.take_dirty().remove(0);
     assert_eq!(
         dirty
             .iter()
@@ -182,13 +209,14 @@ fn dirty_windows_are_reported_once_per_change_and_closed_ones_not_at_all() {
             .collect::<Vec<_>>(),
         [(0, "a", 2), (60_000, "b", 1)]
     );
-    assert!(windows.take_dirty().is_empty());
+    assert!(windows.take_dirty()[0].is_empty());
     windows.observe("b", 62_000, 1.0, 3);
     windows.observe("c", 500_000, 1.0, 4);
     windows.close_due();
     // b changed but then closed: nothing to store for it; c is new.
     let dirty: Vec<_> = windows
         .take_dirty()
+        .remove(0)
         .into_iter()
         .map(|(s, src, _)| (s, src))
         .collect();
@@ -231,16 +259,12 @@ fn restore_then_continue_equals_an_uninterrupted_run() {
         first.observe(source, *ts, *value, offset as i64);
         got.extend(first.close_due());
     }
-    let stored: Vec<_> = first
-        .open
-        .iter()
-        .flat_map(|(start, sources)| {
-            sources
-                .iter()
-                .map(move |(src, (a, _))| (*start, src.to_string(), a.clone()))
-        })
-        .collect();
-    let mut second = PartitionWindows::restore(MINUTE, first.stream_time(), stored);
+    let stored = first
+        .take_dirty()
+        .remove(0)
+        .into_iter()
+        .map(|(start, source, a)| (start, source.to_string(), a));
+    let mut second = restore(MINUTE, first.stream_time(), stored);
     for (offset, (source, ts, value)) in events.iter().enumerate().skip(1_000) {
         second.observe(source, *ts, *value, offset as i64);
         got.extend(second.close_due());
@@ -257,10 +281,7 @@ mod properties {
 
     use super::*;
 
-    const SPEC: WindowSpec = WindowSpec {
-        size_ms: 1_000,
-        grace_ms: 300,
-    };
+    const SPEC: WindowSpec = WindowSpec::epoch(1_000, 300);
 
     /// (source, timestamp, value, arrival jitter ≤ grace). Values are small integers so float
     /// sums are exact in any order.
@@ -410,19 +431,19 @@ mod properties {
                 emitted.extend(windows.close_due());
                 // A checkpoint after every few events, as the pipeline does on its interval.
                 if i % 3 == 0 {
-                    for (start, source, aggregate) in windows.take_dirty() {
+                    for (start, source, aggregate) in windows.take_dirty().remove(0) {
                         stored.insert((start, source.to_string()), aggregate);
                     }
-                    let open_from = windows.open_from();
+                    let open_from = windows.open_from()[0];
                     stored.retain(|(start, _), _| *start >= open_from);
                 }
             }
-            for (start, source, aggregate) in windows.take_dirty() {
+            for (start, source, aggregate) in windows.take_dirty().remove(0) {
                 stored.insert((start, source.to_string()), aggregate);
             }
-            let open_from = windows.open_from();
+            let open_from = windows.open_from()[0];
             stored.retain(|(start, _), _| *start >= open_from);
-            let mut restored = PartitionWindows::restore(
+            let mut restored = restore(
                 SPEC,
                 windows.stream_time(),
                 stored.into_iter().map(|((start, source), a)| (start, source, a)),
@@ -511,7 +532,7 @@ fn latest_time_is_the_last_timestamp_a_window_holds() {
         (86_400_000, 0),
         (1_000, 999_999),
     ] {
-        let spec = WindowSpec { size_ms, grace_ms };
+        let spec = WindowSpec::epoch(size_ms, grace_ms);
         let latest = spec.latest_time();
         assert!(
             spec.start_of(latest).is_some(),

@@ -151,6 +151,26 @@ fn changed_window_semantics_are_refused_with_the_old_and_new_values() {
             ("--percentiles", "true"),
             ["percentiles off (now on"].as_slice(),
         ),
+        // So are the rollup sizes and the time zone: adding a size or a zone to a running job
+        // would start those windows mid-way.
+        (
+            "rollups, same state dir",
+            "a",
+            ("--window", "1m,5m"),
+            ["window 1m (now 1m,5m)"].as_slice(),
+        ),
+        (
+            "rollups, new state dir",
+            "d",
+            ("--window", "1m,5m"),
+            ["window 1m (now 1m,5m)"].as_slice(),
+        ),
+        (
+            "time zone, new state dir",
+            "e",
+            ("--time-zone", "Europe/Berlin"),
+            ["time_zone none (UTC) (now Europe/Berlin)"].as_slice(),
+        ),
     ];
     for (case, state, change, words) in cases {
         let mut refused = scenario.start_with(state, &[change]);

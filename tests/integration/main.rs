@@ -90,6 +90,7 @@ mod output_timestamps;
 mod percentiles;
 mod processor;
 mod reset;
+mod rollups;
 mod scenario;
 mod schema_registry;
 mod secure_broker;

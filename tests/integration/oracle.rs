@@ -179,6 +179,79 @@ pub fn avro_field(fields: &[(String, AvroValue)], name: &str) -> AvroValue {
         .unwrap_or_else(|| panic!("field {name}"))
 }
 
+/// One output record's fields, decoded independently of the codec under test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputWindow {
+    pub source: String,
+    pub start: i64,
+    pub end: i64,
+    pub count: i64,
+    pub sum: f64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Decodes an output payload in `format` (JSON with serde_json, raw Avro with apache-avro).
+pub fn decode_output(format: Format, payload: &[u8]) -> OutputWindow {
+    let schema = Schema::parse_str(TRAFFIC_AVERAGE_SCHEMA).expect("schema");
+    let (source, start, end, count, sum, avg, min, max) = match format {
+        Format::AvroConfluent => {
+            panic!("scenario datasets are JSON or raw Avro (avro-confluent: schema_registry.rs)")
+        }
+        Format::Json => {
+            let v: serde_json::Value = serde_json::from_slice(payload).expect("json output");
+            let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("field {k} in {v}"));
+            let i = |k: &str| v[k].as_i64().unwrap_or_else(|| panic!("field {k} in {v}"));
+            (
+                v["source"].as_str().expect("source").to_owned(),
+                i("window_start"),
+                i("window_end"),
+                i("count"),
+                f("sum"),
+                f("avg"),
+                f("min"),
+                f("max"),
+            )
+        }
+        Format::Avro => {
+            let fields = avro_output_fields(&schema, payload);
+            let get = |name: &str| avro_field(&fields, name);
+            let long = |name: &str| match get(name) {
+                AvroValue::Long(l) | AvroValue::TimestampMillis(l) => l,
+                other => panic!("{name}: {other:?}"),
+            };
+            let double = |name: &str| match get(name) {
+                AvroValue::Double(d) => d,
+                other => panic!("{name}: {other:?}"),
+            };
+            let AvroValue::String(source) = get("source") else {
+                panic!("source")
+            };
+            (
+                source,
+                long("window_start"),
+                long("window_end"),
+                long("count"),
+                double("sum"),
+                double("avg"),
+                double("min"),
+                double("max"),
+            )
+        }
+    };
+    OutputWindow {
+        source,
+        start,
+        end,
+        count,
+        sum,
+        avg,
+        min,
+        max,
+    }
+}
+
 /// The output topic equals the oracle: every window present with the oracle's values, none twice
 /// (under at-least-once: none twice with different bytes).
 pub fn assert_output_matches(
@@ -189,55 +262,19 @@ pub fn assert_output_matches(
 ) {
     let output = deduplicated(output.to_vec(), delivery);
     let output = output.as_slice();
-    let schema = Schema::parse_str(TRAFFIC_AVERAGE_SCHEMA).expect("schema");
     let mut seen: BTreeMap<(String, i64), usize> = BTreeMap::new();
     for record in output {
         let payload = record.payload.as_deref().expect("payload");
-        let (source, start, end, count, sum, avg, min, max) = match format {
-            Format::AvroConfluent => panic!(
-                "scenario datasets are JSON or raw Avro (avro-confluent: schema_registry.rs)"
-            ),
-            Format::Json => {
-                let v: serde_json::Value = serde_json::from_slice(payload).expect("json output");
-                let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("field {k} in {v}"));
-                let i = |k: &str| v[k].as_i64().unwrap_or_else(|| panic!("field {k} in {v}"));
-                (
-                    v["source"].as_str().expect("source").to_owned(),
-                    i("window_start"),
-                    i("window_end"),
-                    i("count"),
-                    f("sum"),
-                    f("avg"),
-                    f("min"),
-                    f("max"),
-                )
-            }
-            Format::Avro => {
-                let fields = avro_output_fields(&schema, payload);
-                let get = |name: &str| avro_field(&fields, name);
-                let long = |name: &str| match get(name) {
-                    AvroValue::Long(l) | AvroValue::TimestampMillis(l) => l,
-                    other => panic!("{name}: {other:?}"),
-                };
-                let double = |name: &str| match get(name) {
-                    AvroValue::Double(d) => d,
-                    other => panic!("{name}: {other:?}"),
-                };
-                let AvroValue::String(source) = get("source") else {
-                    panic!("source")
-                };
-                (
-                    source,
-                    long("window_start"),
-                    long("window_end"),
-                    long("count"),
-                    double("sum"),
-                    double("avg"),
-                    double("min"),
-                    double("max"),
-                )
-            }
-        };
+        let OutputWindow {
+            source,
+            start,
+            end,
+            count,
+            sum,
+            avg,
+            min,
+            max,
+        } = decode_output(format, payload);
         assert_eq!(
             record.key.as_deref(),
             Some(source.as_bytes()),

@@ -169,10 +169,7 @@ fn the_byte_form_round_trips_and_refuses_anything_else() {
 fn windows_with_percentiles_sketch_every_aggregated_value_and_none_without() {
     use crate::window::{Observed, PartitionWindows, WindowSpec};
     let spec = SketchSpec::new(0.01, 2048).expect("valid");
-    let minute = WindowSpec {
-        size_ms: 60_000,
-        grace_ms: 0,
-    };
+    let minute = WindowSpec::epoch(60_000, 0);
     let events = [
         ("a", 1_000, 5.0),
         ("a", 2_000, 7.0),
@@ -193,7 +190,7 @@ fn windows_with_percentiles_sketch_every_aggregated_value_and_none_without() {
     }
     // What a checkpoint stores carries the sketch too.
     let dirty = on.take_dirty();
-    let stored_a = dirty
+    let stored_a = dirty[0]
         .iter()
         .find(|(start, source, _)| *start == 0 && source == "a");
     assert_eq!(

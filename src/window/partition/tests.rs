@@ -1,0 +1,287 @@
+//! Tests of [`super`] with several window sizes (rollups), against an oracle that judges every
+//! event against every size with its own arithmetic (`ts - ts.rem_euclid(size)`), in arrival
+//! order, without merging anything.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::window::sketch::Sketch;
+
+const GRACE: i64 = 300;
+const BASE: WindowSpec = WindowSpec::epoch(1_000, GRACE);
+const SIZES: [i64; 3] = [1_000, 3_000, 6_000];
+
+fn rollups() -> Rollups {
+    Rollups::new(&SIZES[1..]).expect("two rollups")
+}
+
+fn windows() -> PartitionWindows {
+    PartitionWindows::new(BASE).rolling_up(rollups())
+}
+
+/// (source, timestamp, value). Values are small integers so float sums are exact in any order.
+type Event = (String, i64, f64);
+/// (size, window_start, source) → (count, sum, min, max, first_offset).
+type Windows = BTreeMap<(i64, i64, String), (u64, f64, f64, f64, i64)>;
+
+/// Every size's windows as the semantics define them: a window holds exactly the events that
+/// arrived while stream time (the largest timestamp so far, the event's own included) was below
+/// its `start + size + grace`.
+fn oracle(events: &[Event]) -> Windows {
+    let mut windows = Windows::new();
+    let mut stream_time = i64::MIN;
+    for (offset, (source, ts, value)) in events.iter().enumerate() {
+        stream_time = stream_time.max(*ts);
+        for size in SIZES {
+            let start = ts - ts.rem_euclid(size);
+            if start + size + GRACE <= stream_time {
+                continue;
+            }
+            let row = windows.entry((size, start, source.clone())).or_insert((
+                0,
+                0.0,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                i64::MAX,
+            ));
+            row.0 += 1;
+            row.1 += value;
+            row.2 = row.2.min(*value);
+            row.3 = row.3.max(*value);
+            row.4 = row.4.min(offset as i64);
+        }
+    }
+    windows
+}
+
+fn size_of(window: &ClosedWindow) -> i64 {
+    window.window_end - window.window_start
+}
+
+fn table(closed: &[ClosedWindow]) -> Windows {
+    let mut table = Windows::new();
+    for w in closed {
+        let a = &w.aggregate;
+        let previous = table.insert(
+            (size_of(w), w.window_start, w.source.to_string()),
+            (a.count, a.sum, a.min, a.max, a.first_offset),
+        );
+        assert!(previous.is_none(), "emitted twice: {w:?}");
+    }
+    table
+}
+
+/// Feeds `events` in order, closing after each, then closes everything; checks per-size order.
+fn run(windows: &mut PartitionWindows, events: &[Event], first_offset: usize) -> Vec<ClosedWindow> {
+    let mut emitted = Vec::new();
+    for (i, (source, ts, value)) in events.iter().enumerate() {
+        windows.observe(source, *ts, *value, (first_offset + i) as i64);
+        emitted.extend(windows.close_due());
+    }
+    emitted
+}
+
+fn finish(mut windows: PartitionWindows) -> Vec<ClosedWindow> {
+    windows.advance_stream_time(i64::MAX / 4);
+    windows.close_due()
+}
+
+#[test]
+fn a_larger_window_is_the_merge_of_its_smaller_ones_and_closes_with_the_last() {
+    let mut windows = windows().keeping_percentiles(SketchSpec::new(0.01, 64));
+    let events: &[(&str, i64, f64, Observed, &[(i64, i64)])] = &[
+        ("a", 100, 1.0, Observed::Aggregated, &[]),
+        ("a", 1_100, 2.0, Observed::Aggregated, &[]),
+        // stream time 1_300 closes [0, 1s) (its end + grace); the 3 s window stays open
+        ("a", 1_300, 3.0, Observed::Aggregated, &[(0, 1_000)]),
+        // late for [0, 1s) but the 3 s and 6 s windows still take it
+        (
+            "a",
+            500,
+            4.0,
+            Observed::Late {
+                window_start: 0,
+                rolled_up: true,
+            },
+            &[],
+        ),
+        ("a", 2_500, 5.0, Observed::Aggregated, &[(1_000, 2_000)]),
+        // stream time 3_300: [2s, 3s) closes, and with it [0, 3s)
+        (
+            "b",
+            3_300,
+            6.0,
+            Observed::Aggregated,
+            &[(2_000, 3_000), (0, 3_000)],
+        ),
+    ];
+    for &(source, ts, value, ref observed, closing) in events {
+        assert_eq!(
+            &windows.observe(source, ts, value, ts),
+            observed,
+            "{source} {ts}"
+        );
+        let closed: Vec<(i64, i64)> = windows
+            .close_due()
+            .iter()
+            .map(|w| (w.window_start, w.window_end))
+            .collect();
+        assert_eq!(closed, closing, "after {source} {ts}");
+    }
+    // The 6 s window closes at 6_300: it holds the 3 s window and b.
+    windows.advance_stream_time(6_300);
+    let closed = windows.close_due();
+    let last = closed.last().expect("the 6 s window of a");
+    assert_eq!(
+        (last.window_start, last.window_end, last.level),
+        (0, 6_000, 2)
+    );
+    let rolled = &closed[closed.len() - 2];
+    assert_eq!((rolled.source.as_str(), rolled.window_end), ("a", 6_000));
+    assert_eq!(
+        (
+            rolled.aggregate.count,
+            rolled.aggregate.sum,
+            rolled.aggregate.first_offset
+        ),
+        (5, 15.0, 100)
+    );
+    // Sketches merge exactly: the rolled-up one is the sketch of all five values.
+    let spec = SketchSpec::new(0.01, 64).expect("valid");
+    let mut all = Sketch::default();
+    for value in [1.0, 2.0, 3.0, 4.0, 5.0] {
+        all.add(&spec, value);
+    }
+    assert_eq!(rolled.aggregate.sketch.as_deref(), Some(&all));
+}
+
+#[test]
+fn late_for_every_size_is_late_and_changes_nothing() {
+    let mut windows = windows();
+    windows.observe("a", 10_000, 1.0, 0);
+    let before = windows.clone();
+    assert_eq!(
+        windows.observe("a", 100, 1.0, 1),
+        Observed::Late {
+            window_start: 0,
+            rolled_up: false
+        }
+    );
+    assert_eq!(windows, before);
+}
+
+#[test]
+fn huge_values_are_refused_when_a_rolled_up_sum_would_overflow() {
+    let mut windows = windows();
+    assert_eq!(windows.observe("a", 100, 1.0e308, 0), Observed::Aggregated);
+    // Another minute: its own sum is finite, but the 3 s window would merge to infinity.
+    assert_eq!(
+        windows.observe("a", 1_100, 1.0e308, 1),
+        Observed::ValueOutOfRange
+    );
+    assert_eq!(
+        windows.observe("b", 1_100, 1.0e308, 2),
+        Observed::Aggregated
+    );
+}
+
+fn events() -> impl Strategy<Value = Vec<Event>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned),
+            -2_500_i64..13_000,
+            (-50_i32..50).prop_map(f64::from),
+        ),
+        0..250,
+    )
+}
+
+/// The windows a pinned-stream-time rebuild makes, and the uninterrupted run's open windows, as
+/// stored (every size).
+fn open_windows(windows: &mut PartitionWindows) -> Windows {
+    let sizes: Vec<i64> = windows.specs().map(|s| s.size_ms).collect();
+    let mut open = Windows::new();
+    // Everything is dirty for a fresh or replayed run; the clone keeps `windows` untouched.
+    for (size, changed) in sizes.iter().zip(windows.clone().take_dirty()) {
+        for (start, source, a) in changed {
+            open.insert(
+                (*size, start, source.to_string()),
+                (a.count, a.sum, a.min, a.max, a.first_offset),
+            );
+        }
+    }
+    open
+}
+
+proptest! {
+    /// Whatever the order (late events included), every size's windows are the oracle's, each
+    /// emitted once, and per size in (window_start, source) order.
+    #[test]
+    fn every_size_holds_what_arrived_before_it_closed(events in events()) {
+        let mut windows = windows();
+        let mut emitted = run(&mut windows, &events, 0);
+        emitted.extend(finish(windows));
+        prop_assert_eq!(table(&emitted), oracle(&events));
+        for level in 0..SIZES.len() {
+            let keys: Vec<_> = emitted
+                .iter()
+                .filter(|w| w.level == level)
+                .map(|w| (w.window_start, w.source.clone()))
+                .collect();
+            prop_assert!(keys.windows(2).all(|p| p[0] < p[1]), "level {}: {:?}", level, keys);
+        }
+    }
+
+    /// Restoring every size's checkpointed windows at any point changes nothing.
+    #[test]
+    fn a_restore_at_any_point_changes_nothing(events in events(), cut in any::<prop::sample::Index>()) {
+        let cut = cut.index(events.len() + 1);
+        let mut expected = {
+            let mut windows = windows();
+            let mut emitted = run(&mut windows, &events, 0);
+            emitted.extend(finish(windows));
+            table(&emitted)
+        };
+        let mut first = windows();
+        let mut emitted = run(&mut first, &events[..cut], 0);
+        let stored: Vec<StoredWindow> = first
+            .specs()
+            .map(|s| s.size_ms)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .zip(first.take_dirty())
+            .flat_map(|(size_ms, changed)| {
+                changed.into_iter().map(move |(start, source, aggregate)| StoredWindow {
+                    size_ms,
+                    start,
+                    source: source.to_string(),
+                    aggregate,
+                })
+            })
+            .collect();
+        let (mut restored, unknown) = windows().restored(first.stream_time(), stored);
+        prop_assert_eq!(unknown, 0);
+        emitted.extend(run(&mut restored, &events[cut..], cut));
+        emitted.extend(finish(restored));
+        prop_assert_eq!(table(&emitted), std::mem::take(&mut expected));
+    }
+
+    /// A hand-off without state: replaying from the rebuild offset with stream time pinned at the
+    /// committed value, and closing nothing, gives exactly the open windows of every size.
+    #[test]
+    fn a_pinned_rebuild_gives_every_size_s_open_windows(events in events(), cut in any::<prop::sample::Index>()) {
+        let cut = cut.index(events.len() + 1);
+        let mut uninterrupted = windows();
+        run(&mut uninterrupted, &events[..cut], 0);
+        let expected = open_windows(&mut uninterrupted);
+        let from = uninterrupted.rebuild_offset().map_or(cut, |o| o as usize);
+        let (mut rebuilt, _) = windows().restored(uninterrupted.stream_time(), []);
+        for (i, (source, ts, value)) in events.iter().enumerate().take(cut).skip(from) {
+            rebuilt.observe(source, *ts, *value, i as i64);
+        }
+        prop_assert_eq!(rebuilt.stream_time(), uninterrupted.stream_time());
+        prop_assert_eq!(open_windows(&mut rebuilt), expected);
+    }
+}

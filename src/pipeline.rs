@@ -188,22 +188,34 @@ pub struct LiveRun {
     pub advertised_address: Option<String>,
 }
 
-/// With `--output-format avro-confluent`, the registry id of `TrafficAverage`'s schema, registered
-/// under the subject of the output topic (or the record name) at start-up.
-fn output_schema_id(settings: &RunSettings) -> Result<Option<u32>, PipelineError> {
+/// With `--output-format avro-confluent`, per window size the registry id of `TrafficAverage`'s
+/// schema, registered under the subject of its output topic (or the record name) at start-up.
+fn output_schema_ids(settings: &RunSettings) -> Result<Option<Vec<u32>>, PipelineError> {
     let (Some(registry), Format::AvroConfluent) = (&settings.registry, settings.output_format)
     else {
         return Ok(None);
     };
     let client = RegistryClient::new(registry).map_err(InputError::from)?;
-    let subject = registry
-        .subject_strategy
-        .subject(&settings.output_topic, codec::TRAFFIC_AVERAGE_NAME);
-    let id = client
-        .register(&subject, codec::TRAFFIC_AVERAGE_SCHEMA)
-        .map_err(InputError::from)?;
-    tracing::info!(subject, schema_id = id, "output schema registered");
-    Ok(Some(id))
+    let mut registered: Vec<(String, u32)> = Vec::new();
+    let mut ids = Vec::new();
+    for level in 0..=settings.rollups.sizes().len() {
+        let subject = registry
+            .subject_strategy
+            .subject(settings.output_of(level), codec::TRAFFIC_AVERAGE_NAME);
+        let id = match registered.iter().find(|(s, _)| *s == subject) {
+            Some(&(_, id)) => id,
+            None => {
+                let id = client
+                    .register(&subject, codec::TRAFFIC_AVERAGE_SCHEMA)
+                    .map_err(InputError::from)?;
+                tracing::info!(subject, schema_id = id, "output schema registered");
+                registered.push((subject, id));
+                id
+            }
+        };
+        ids.push(id);
+    }
+    Ok(Some(ids))
 }
 
 /// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.
@@ -258,19 +270,22 @@ pub fn run(
     }
     let input = EventInput::new(&settings)?;
     let mut sink = Sink::connect(&settings, transactional_id.as_deref())?;
-    if let Some(id) = output_schema_id(&settings)? {
-        sink.frame_with(id);
+    if let Some(ids) = output_schema_ids(&settings)? {
+        sink.frame_with(ids);
     }
     for topic in &settings.input_topics {
         if kafka::admin::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
             return Err(PipelineError::InputMissing(topic.clone()));
         }
     }
-    let written = [
-        ("output", Some(&settings.output_topic)),
-        ("late", settings.late_topic.as_ref()),
-        ("DLQ", settings.dlq_topic.as_ref()),
-    ];
+    let written = settings
+        .output_topics()
+        .into_iter()
+        .map(|t| ("output", Some(t)))
+        .chain([
+            ("late", settings.late_topic.as_ref()),
+            ("DLQ", settings.dlq_topic.as_ref()),
+        ]);
     for (what, topic) in written {
         if let Some(topic) = topic {
             if kafka::admin::partition_count(sink.client(), &settings.kafka, topic)?.is_none() {
@@ -325,7 +340,7 @@ pub fn run(
     consumer
         .subscribe(&topics)
         .map_err(PipelineError::Consumer)?;
-    tracing::info!(group = %settings.group, inputs = ?settings.input_topics, output = %settings.output_topic, "running");
+    tracing::info!(group = %settings.group, inputs = ?settings.input_topics, output = %settings.output_topic, rollup_outputs = ?settings.rollup_outputs, "running");
 
     let context = consumer.context();
     let done = AtomicBool::new(false);
@@ -467,16 +482,26 @@ fn poll_loop(
     Ok(())
 }
 
+/// The largest window size: a rebuild replays up to its span of input.
+fn largest_size_ms(settings: &RunSettings) -> i64 {
+    settings
+        .rollups
+        .sizes()
+        .last()
+        .copied()
+        .unwrap_or(settings.window.size_ms)
+}
+
 /// `create_topics`: the missing output, late and DLQ topics are created shaped like the input (see
 /// [`kafka::topics`]); what does not fit is logged, never fatal. A missing input is refused as usual.
 fn create_topics(settings: &RunSettings) -> Result<(), PipelineError> {
     let topics = kafka::topics::TopicSet {
         inputs: settings.input_topics.clone(),
-        output: settings.output_topic.clone(),
+        outputs: settings.output_topics().into_iter().cloned().collect(),
         late: settings.late_topic.clone(),
         dlq: settings.dlq_topic.clone(),
         rebuild_span: std::time::Duration::from_millis(
-            (settings.window.size_ms + settings.window.grace_ms).max(0) as u64,
+            (largest_size_ms(settings) + settings.window.grace_ms).max(0) as u64,
         ),
         configs: Vec::new(),
     };

@@ -107,10 +107,12 @@ pub fn output_timestamp(average: &TrafficAverage, now_ms: i64) -> Option<i64> {
 /// Writes the processor's outputs.
 pub struct Sink {
     producer: RecordProducer,
-    output_topic: String,
+    /// Per window size (0: the smallest), the topic its results go to.
+    output_topics: Vec<String>,
     output_format: Format,
-    /// The registry id of the output schema, with `avro-confluent` ([`Sink::frame_with`]).
-    output_schema_id: Option<u32>,
+    /// Per window size, the registry id of the output schema under its topic's subject, with
+    /// `avro-confluent` ([`Sink::frame_with`]).
+    output_schema_ids: Vec<u32>,
     /// The side-output topics and the largest record each accepts (its `max.message.bytes`, and
     /// the producer's `message.max.bytes`).
     late_topic: Option<(String, usize)>,
@@ -148,15 +150,13 @@ impl Sink {
             .get("message.max.bytes")
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
-        let written: Vec<&str> = [
-            Some(&settings.output_topic),
-            settings.late_topic.as_ref(),
-            settings.dlq_topic.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
+        let written: Vec<&str> = settings
+            .output_topics()
+            .into_iter()
+            .chain(&settings.late_topic)
+            .chain(&settings.dlq_topic)
+            .map(String::as_str)
+            .collect();
         // The cluster must answer, and accept this client, before it is asked about topics: a
         // refusal is then one line at once (see `kafka::admin::fetch_metadata`).
         drop(RecordProducer::connect(
@@ -210,9 +210,11 @@ impl Sink {
         };
         Ok(Sink {
             producer,
-            output_topic: settings.output_topic.clone(),
+            output_topics: (0..=settings.rollups.sizes().len())
+                .map(|level| settings.output_of(level).to_owned())
+                .collect(),
             output_format: settings.output_format,
-            output_schema_id: None,
+            output_schema_ids: Vec::new(),
             late_topic,
             dlq_topic,
             percentiles: settings.percentiles,
@@ -223,14 +225,13 @@ impl Sink {
 
     /// The topics this sink writes to, for error messages.
     pub fn topics(&self) -> String {
-        [
-            Some(&self.output_topic),
-            self.late_topic.as_ref().map(|(t, _)| t),
-            self.dlq_topic.as_ref().map(|(t, _)| t),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|t| format!("'{t}'"))
+        let mut topics: Vec<&String> = self.output_topics.iter().collect();
+        topics.dedup();
+        topics
+            .into_iter()
+            .chain(self.late_topic.as_ref().map(|(t, _)| t))
+            .chain(self.dlq_topic.as_ref().map(|(t, _)| t))
+            .map(|t| format!("'{t}'"))
         .collect::<Vec<_>>()
         .join(", ")
     }
@@ -242,22 +243,27 @@ impl Sink {
         self.producer.client()
     }
 
-    /// Frames every output in the Confluent wire format with registry schema `id`.
-    pub fn frame_with(&mut self, id: u32) {
-        self.output_schema_id = Some(id);
+    /// Frames every output in the Confluent wire format: window size `i`'s with registry schema
+    /// `ids[i]` (the id under its topic's subject).
+    pub fn frame_with(&mut self, ids: Vec<u32>) {
+        self.output_schema_ids = ids;
     }
 
     /// Queues the average of a closed window, keyed by source, timestamped with the window's last
     /// instant ([`output_timestamp`]).
     pub fn emit(&mut self, window: &ClosedWindow) -> Result<(), ProduceError> {
         self.buffer.clear();
-        if let Some(id) = self.output_schema_id {
+        if let Some(&id) = self.output_schema_ids.get(window.level) {
             crate::codec::confluent::write_header(id, &mut self.buffer);
         }
         let average = average_of(window, self.percentiles.as_ref());
         encode(&average, self.output_format, &mut self.buffer);
+        let topic = self
+            .output_topics
+            .get(window.level)
+            .unwrap_or(&self.output_topics[0]);
         self.producer.send_at(
-            &self.output_topic,
+            topic,
             Some(window.source.as_bytes()),
             Some(&self.buffer),
             None,

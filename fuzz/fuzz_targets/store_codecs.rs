@@ -6,8 +6,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use streamagg::checkpoint::{Generation, PartitionCheckpoint, TopicPartition};
 use streamagg::store::layout::{
-    decode_aggregate, decode_checkpoint, decode_window_suffix, encode_aggregate, encode_checkpoint,
-    partition_key, window_key,
+    decode_aggregate, decode_checkpoint, decode_rollup_suffix, decode_window_suffix,
+    encode_aggregate, encode_checkpoint, partition_key, rollup_key, window_key,
 };
 use streamagg::window::Aggregate;
 
@@ -39,6 +39,9 @@ fuzz_target!(|input: Input| {
     for ((start, source), key) in input.windows.iter().zip(&keys) {
         let suffix = key.strip_prefix(prefix.as_slice()).expect("key starts with its partition");
         assert_eq!(decode_window_suffix(suffix), Some((*start, source.clone())));
+        let rollup = rollup_key(&prefix, 300_000, *start, source);
+        let suffix = &rollup[prefix.len()..];
+        assert_eq!(decode_rollup_suffix(suffix), Some((300_000, *start, source.clone())));
     }
     let [(start_a, source_a), (start_b, source_b)] = &input.windows;
     let expected = (start_a, source_a.as_bytes()).cmp(&(start_b, source_b.as_bytes()));
@@ -58,6 +61,7 @@ fuzz_target!(|input: Input| {
 
     // Whatever a damaged disk holds: an answer, never a panic.
     let _ = decode_window_suffix(&input.raw);
+    let _ = decode_rollup_suffix(&input.raw);
     let _ = decode_aggregate(&input.raw);
     let _ = decode_checkpoint(&input.raw);
 });

@@ -123,7 +123,7 @@ pub(super) fn topics(action: TopicsAction) -> Result<()> {
             let settings = kafka_settings(&kafka)?;
             let topics = TopicSet {
                 inputs: input,
-                output,
+                outputs: vec![output],
                 late,
                 dlq,
                 rebuild_span: window + grace,

@@ -96,6 +96,10 @@ pub struct RunOptions {
     /// Output topic for TrafficAverage records.
     #[arg(long, env = "STREAMAGG_OUTPUT")]
     pub output: Option<String>,
+    /// With several window sizes: one topic per larger size, in order (`--window 1m,5m,1h
+    /// --rollup-outputs traffic-5m,traffic-1h`); without, every size goes to `--output`.
+    #[arg(long, env = "STREAMAGG_ROLLUP_OUTPUTS", value_delimiter = ',')]
+    pub rollup_outputs: Option<Vec<String>>,
     /// Consumer group [default: streamagg].
     #[arg(long, env = "STREAMAGG_GROUP")]
     pub group: Option<String>,
@@ -269,6 +273,8 @@ pub struct RunSettings {
     pub kafka: KafkaSettings,
     pub input_topics: Vec<String>,
     pub output_topic: String,
+    /// One topic per larger window size (`rollups`), or empty: every size to `output_topic`.
+    pub rollup_outputs: Vec<String>,
     pub group: String,
     pub state_dir: PathBuf,
     pub input_format: Format,
@@ -329,6 +335,21 @@ impl RunSettings {
             input_format: self.input_format,
             percentiles: self.percentiles,
         }
+    }
+
+    /// The topic results of window size `level` (0: the smallest) go to.
+    pub fn output_of(&self, level: usize) -> &str {
+        level
+            .checked_sub(1)
+            .and_then(|i| self.rollup_outputs.get(i))
+            .unwrap_or(&self.output_topic)
+    }
+
+    /// Every topic results go to: the output topic, then the rollup outputs.
+    pub fn output_topics(&self) -> Vec<&String> {
+        std::iter::once(&self.output_topic)
+            .chain(&self.rollup_outputs)
+            .collect()
     }
 
     /// The settings the per-record decision depends on.
@@ -430,7 +451,14 @@ impl TryFrom<RunOptions> for RunSettings {
             .dlq_topic
             .map(|t| topic("dlq_topic", t))
             .transpose()?;
+        let rollup_outputs: Vec<String> = options
+            .rollup_outputs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| topic("rollup_outputs", t))
+            .collect::<Result<_, _>>()?;
         let mut written = vec![("output", &output_topic)];
+        written.extend(rollup_outputs.iter().map(|t| ("rollup_outputs", t)));
         written.extend(late_topic.iter().map(|t| ("late_topic", t)));
         written.extend(dlq_topic.iter().map(|t| ("dlq_topic", t)));
         for (key, name) in &written {
@@ -463,6 +491,16 @@ impl TryFrom<RunOptions> for RunSettings {
             options.grace,
             options.time_zone.as_deref(),
         )?;
+        if !rollup_outputs.is_empty() && rollup_outputs.len() != rollups.sizes().len() {
+            return Err(ConfigError::Invalid {
+                key: "rollup_outputs",
+                reason: format!(
+                    "names {} topics for {} larger window sizes: one per size after the first, in order",
+                    rollup_outputs.len(),
+                    rollups.sizes().len()
+                ),
+            });
+        }
         let checkpoint_interval = options
             .checkpoint_interval
             .unwrap_or(Duration::from_secs(1));
@@ -537,6 +575,7 @@ impl TryFrom<RunOptions> for RunSettings {
             kafka,
             input_topics,
             output_topic,
+            rollup_outputs,
             group,
             state_dir: options
                 .state_dir

@@ -210,6 +210,8 @@ fn invalid_settings_are_refused_with_the_key_named() {
         ("loop", RunOptions { output: Some("traffic".into()), ..minimal() }, "invalid setting 'output': 'traffic' is also an input topic"),
         ("dup input", RunOptions { input: Some(vec!["x".into(), "x".into()]), ..minimal() }, "invalid setting 'input': names a topic twice"),
         ("zero window", RunOptions { window: Some("0s".parse().expect("a duration")), ..minimal() }, "invalid setting 'window': must be at least 1ms"),
+        ("rollup outputs without rollups", RunOptions { rollup_outputs: Some(vec!["t5".into()]), ..minimal() }, "invalid setting 'rollup_outputs': names 1 topics for 0 larger window sizes: one per size after the first, in order"),
+        ("rollup output is an input", RunOptions { window: Some("1m,5m".parse().expect("sizes")), rollup_outputs: Some(vec!["traffic".into()]), ..minimal() }, "invalid setting 'rollup_outputs': 'traffic' is also an input topic"),
         ("tiny checkpoint", RunOptions { checkpoint_interval: Some(Duration::from_millis(1)), ..minimal() }, "invalid setting 'checkpoint_interval': must be at least 10ms"),
         ("nan min", RunOptions { min_value: Some(f64::NAN), ..minimal() }, "invalid setting 'min_value': must be a finite number"),
         ("bad instance id", RunOptions { instance_id: Some("a b".into()), ..minimal() }, "invalid setting 'instance_id': use letters, digits, '.', '_' and '-'"),

@@ -19,7 +19,8 @@ pub const MIN_INPUT_RETENTION: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSet {
     pub inputs: Vec<String>,
-    pub output: String,
+    /// The output topic, then one per larger window size if named (`--rollup-outputs`).
+    pub outputs: Vec<String>,
     pub late: Option<String>,
     pub dlq: Option<String>,
     /// Window plus grace: how much input history rebuilding a partition's open windows re-reads.
@@ -174,14 +175,17 @@ pub fn ensure(
         .enable_all()
         .build()
         .map_err(|e| KafkaSetupError::CreateTopic {
-            topic: topics.output.clone(),
+            topic: topics.outputs.join(","),
             reason: e.to_string(),
         })?;
-    let written = [
-        (Role::Output, Some(&topics.output)),
-        (Role::Late, topics.late.as_ref()),
-        (Role::Dlq, topics.dlq.as_ref()),
-    ];
+    let written = topics
+        .outputs
+        .iter()
+        .map(|t| (Role::Output, Some(t)))
+        .chain([
+            (Role::Late, topics.late.as_ref()),
+            (Role::Dlq, topics.dlq.as_ref()),
+        ]);
     for (role, topic) in written {
         let Some(topic) = topic else { continue };
         if let Some(found) = describe_topic(&admin, settings, topic)? {

@@ -322,3 +322,41 @@ fn a_day_follows_the_zone_across_the_end_of_dst() {
         .collect();
     assert_eq!(days, BTreeSet::from([25 * HOUR]), "the day lasted 25 hours");
 }
+
+#[test]
+fn rollup_outputs_put_each_size_in_a_topic_of_its_own() {
+    let mut scenario = Scenario::new("roll-topics", Format::Json, 2, 54, 6_000);
+    let five = crate::common::TestTopic::create("roll-topics-5m", 2);
+    scenario
+        .set("--window", "1m,5m")
+        .set("--rollup-outputs", &five.name);
+    scenario.preload(scenario.all());
+    let sizes: [Bounds; 2] = [epoch::<MINUTE>, epoch::<{ 5 * MINUTE }>];
+    let expected = oracle(
+        scenario.format,
+        &scenario,
+        &read_all(&scenario.topics.input.name),
+        &sizes,
+    );
+    let count = |size: i64| expected.keys().filter(|(_, s, e)| e - s == size).count();
+    let mut processor = scenario.start("state");
+    let minutes = wait_for_records(
+        &scenario.topics.output.name,
+        count(MINUTE),
+        Duration::from_secs(120),
+        || check_alive(&mut [&mut processor]),
+    );
+    let fives = wait_for_records(&five.name, count(5 * MINUTE), Duration::from_secs(60), || {
+        check_alive(&mut [&mut processor])
+    });
+    processor.stop_gracefully();
+    let span = |r: &RawRecord| {
+        let w = decode_output(Format::Json, r.payload.as_deref().expect("payload"));
+        w.end - w.start
+    };
+    assert!(minutes.iter().all(|r| span(r) == MINUTE), "only minutes in --output");
+    assert!(fives.iter().all(|r| span(r) == 5 * MINUTE), "only 5 m windows in their topic");
+    assert!(count(5 * MINUTE) >= 50, "{expected:?}");
+    let all: Vec<RawRecord> = minutes.into_iter().chain(fives).collect();
+    assert_output(Format::Json, &all, &expected);
+}

@@ -91,7 +91,9 @@ fn finish(mut windows: PartitionWindows) -> Vec<ClosedWindow> {
 #[test]
 fn a_larger_window_is_the_merge_of_its_smaller_ones_and_closes_with_the_last() {
     let mut windows = windows().keeping_percentiles(SketchSpec::new(0.01, 64));
-    let events: &[(&str, i64, f64, Observed, &[(i64, i64)])] = &[
+    /// (source, timestamp, value, what observing it answers, the windows that close after it).
+    type Step = (&'static str, i64, f64, Observed, &'static [(i64, i64)]);
+    let events: &[Step] = &[
         ("a", 100, 1.0, Observed::Aggregated, &[]),
         ("a", 1_100, 2.0, Observed::Aggregated, &[]),
         // stream time 1_300 closes [0, 1s) (its end + grace); the 3 s window stays open

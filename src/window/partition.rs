@@ -83,6 +83,9 @@ struct Level {
     /// window, and the per-record check of the first open window, skip it.
     last: Option<(i64, i64)>,
     closing: Option<(i64, i64)>,
+    /// How many sources the last closed window start held: a new window start's map is made that
+    /// large, so it does not grow (and rehash) source by source when sources recur every window.
+    typical: usize,
 }
 
 impl Level {
@@ -93,6 +96,7 @@ impl Level {
             dirty: Vec::new(),
             last: None,
             closing: None,
+            typical: 0,
         }
     }
 
@@ -133,7 +137,7 @@ impl Level {
         aggregate: &Aggregate,
         percentiles: Option<&SketchSpec>,
     ) {
-        let sources = self.open.entry(start).or_default();
+        let sources = sources_at(&mut self.open, self.typical, start);
         match sources.get_mut(source) {
             Some((merged, dirty)) => {
                 merged.merge(aggregate, percentiles);
@@ -159,7 +163,7 @@ impl Level {
         offset: i64,
         percentiles: Option<&SketchSpec>,
     ) -> bool {
-        let sources = self.open.entry(start).or_default();
+        let sources = sources_at(&mut self.open, self.typical, start);
         match sources.get_key_value_mut(source) {
             Some((key, (aggregate, dirty))) => {
                 if !(aggregate.sum + value).is_finite() {
@@ -198,6 +202,7 @@ impl Level {
             let window_end = self.spec.end_of(window_start);
             let mut sources: Vec<(SmolStr, (Aggregate, bool))> =
                 entry.remove().into_iter().collect();
+            self.typical = sources.len();
             sources.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             closed.extend(
                 sources
@@ -462,6 +467,13 @@ impl PartitionWindows {
             })
             .collect()
     }
+}
+
+/// The sources of the window starting at `start` in `open`, a new map of capacity `typical` (the
+/// last closed window start's sources) if there is none yet.
+fn sources_at(open: &mut BTreeMap<i64, SourceMap>, typical: usize, start: i64) -> &mut SourceMap {
+    open.entry(start)
+        .or_insert_with(|| SourceMap::with_capacity_and_hasher(typical, RandomState::new()))
 }
 
 /// Merges a closed smaller window into the window of `next` holding its start.

@@ -84,6 +84,10 @@ pub fn route_event(
             rolled_up,
         },
         Observed::OutOfRange => Route::Invalid("timestamp out of range".to_owned()),
+        Observed::NotNested => Route::Invalid(
+            "timestamp out of range: its windows of different sizes do not nest in the time zone at that time"
+                .to_owned(),
+        ),
         Observed::ValueOutOfRange => Route::Invalid(
             "value out of range: its window's sum would not be a finite number".to_owned(),
         ),

@@ -232,8 +232,8 @@ impl Sink {
             .chain(self.late_topic.as_ref().map(|(t, _)| t))
             .chain(self.dlq_topic.as_ref().map(|(t, _)| t))
             .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The producer, for metadata requests.

@@ -206,8 +206,12 @@ pub enum Observed {
     /// Its window had already closed on this partition. With rollups, `rolled_up`: a larger
     /// window holding it was still open and took it (it is missing only from the smaller ones).
     Late { window_start: i64, rolled_up: bool },
-    /// Its timestamp is within a few windows of the ends of `i64` time.
+    /// Its timestamp is within a few windows of the ends of `i64` time (zoned windows: outside the
+    /// years 1800..=9000).
     OutOfRange,
+    /// With several sizes: its windows do not nest at that time (a zone's offset then was not a
+    /// multiple of the smaller sizes).
+    NotNested,
     /// Adding its value would make its window's sum infinite: the output must stay finite numbers.
     ValueOutOfRange,
 }

@@ -111,6 +111,7 @@ impl From<ProduceError> for PipelineError {
 pub(crate) fn new_windows(settings: &RunSettings) -> PartitionWindows {
     PartitionWindows::new(settings.window)
         .rolling_up(settings.rollups)
+        .sharing_one_topic(settings.rollup_outputs.is_empty())
         .keeping_percentiles(settings.percentiles)
 }
 

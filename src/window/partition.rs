@@ -83,6 +83,8 @@ struct Level {
     /// window, and the per-record check of the first open window, skip it.
     last: Option<(i64, i64)>,
     closing: Option<(i64, i64)>,
+    /// Every window starting before this has been closed (and emitted).
+    closed_before: i64,
     /// How many sources the last closed window start held: a new window start's map is made that
     /// large, so it does not grow (and rehash) source by source when sources recur every window.
     typical: usize,
@@ -96,6 +98,7 @@ impl Level {
             dirty: Vec::new(),
             last: None,
             closing: None,
+            closed_before: i64::MIN,
             typical: 0,
         }
     }
@@ -111,6 +114,15 @@ impl Level {
         let start = self.spec.start_of(timestamp)?;
         self.last = Some((start, self.spec.end_of(start)));
         Some(start)
+    }
+
+    /// The window holding `timestamp`, `(start, end)`.
+    fn bounds(&mut self, timestamp: i64) -> Option<(i64, i64)> {
+        let start = self.start_of(timestamp)?;
+        match self.last {
+            Some((s, end)) if s == start => Some((start, end)),
+            _ => Some((start, self.spec.end_of(start))),
+        }
     }
 
     /// The stream time at which the window starting at `start` closes.
@@ -193,6 +205,7 @@ impl Level {
 
     /// Removes and returns the windows starting before `open_from`, by start then source.
     fn close_before(&mut self, open_from: i64, level: usize) -> Vec<ClosedWindow> {
+        self.closed_before = self.closed_before.max(open_from);
         let mut closed = Vec::new();
         while let Some(entry) = self.open.first_entry() {
             if *entry.key() >= open_from {
@@ -228,6 +241,11 @@ pub struct PartitionWindows {
     /// With percentiles on: how each window's values are sketched.
     percentiles: Option<SketchSpec>,
     stream_time: Option<i64>,
+    /// Whether a larger window with the same bounds as the smaller size's (zoned sizes on a night
+    /// the clock goes back: `1h` and `2h` both `[02:00 summer time, 02:00 winter time)`) is left
+    /// out of what `close_due` returns: the sizes share a topic, where it would be a second,
+    /// identical record of the same window.
+    one_record_per_bounds: bool,
 }
 
 /// With rollups, a value this large could make a larger window's sum infinite when closed windows
@@ -241,6 +259,7 @@ impl PartitionWindows {
             levels: vec![Level::new(spec)],
             percentiles: None,
             stream_time: None,
+            one_record_per_bounds: false,
         }
     }
 
@@ -251,6 +270,13 @@ impl PartitionWindows {
         for &size_ms in rollups.sizes() {
             self.levels.push(Level::new(WindowSpec { size_ms, ..base }));
         }
+        self
+    }
+
+    /// These windows, returning one record per window bounds when every size goes to one topic
+    /// (see the field).
+    pub fn sharing_one_topic(mut self, shared: bool) -> Self {
+        self.one_record_per_bounds = shared;
         self
     }
 
@@ -270,6 +296,11 @@ impl PartitionWindows {
         windows: impl IntoIterator<Item = StoredWindow>,
     ) -> (Self, usize) {
         self.stream_time = stream_time;
+        if let Some(t) = stream_time {
+            for level in &mut self.levels {
+                level.closed_before = level.spec.open_from(t);
+            }
+        }
         let mut unknown = 0;
         for window in windows {
             let Some(level) = self
@@ -346,8 +377,10 @@ impl PartitionWindows {
         };
         let stream_time = self.stream_time.map_or(timestamp, |t| t.max(timestamp));
         if self.levels.len() > 1 {
-            if !self.every_size_holds(timestamp) {
-                return Observed::OutOfRange;
+            match self.nesting(timestamp) {
+                Some(true) => {}
+                Some(false) => return Observed::NotNested,
+                None => return Observed::OutOfRange,
             }
             if value.abs() > SAFE_ROLLUP_VALUE
                 && !self.rollup_sum_stays_finite(source, timestamp, value)
@@ -386,15 +419,21 @@ impl PartitionWindows {
         }
     }
 
-    /// Whether the largest size places `timestamp` in a window too (its arithmetic, or the years a
-    /// zone covers, is the narrowest), so every window an event enters can be merged upwards.
-    fn every_size_holds(&self, timestamp: i64) -> bool {
-        let largest = &self.levels[self.levels.len() - 1].spec;
-        if largest.zone.is_some() && largest.size_ms >= super::zone::HOUR_MS {
-            (super::zone::EARLIEST_MS..=super::zone::LATEST_MS).contains(&timestamp)
-        } else {
-            largest.start_of(timestamp).is_some()
+    /// Whether the windows holding `timestamp` nest, each size's inside the next size's; `None` if a
+    /// size places it in no window (its arithmetic, or the years a zone covers). They nest unless a
+    /// zone's offset at that time is not a multiple of the smaller sizes (local mean time before
+    /// about 1900, Monrovia's −00:44:30 until 1972): merging such windows would split a smaller
+    /// window over two larger ones.
+    fn nesting(&mut self, timestamp: i64) -> Option<bool> {
+        let mut inner: Option<(i64, i64)> = None;
+        for level in &mut self.levels {
+            let bounds = level.bounds(timestamp)?;
+            if inner.is_some_and(|(start, end)| start < bounds.0 || end > bounds.1) {
+                return Some(false);
+            }
+            inner = Some(bounds);
         }
+        Some(true)
     }
 
     /// Whether adding `value` for `source` keeps every sum its windows will merge into finite:
@@ -405,6 +444,9 @@ impl PartitionWindows {
             return false;
         };
         let outer_end = self.levels[largest].spec.end_of(outer);
+        if outer_end <= outer {
+            return false;
+        }
         let mut total = value.abs();
         for level in &self.levels {
             for (_, sources) in level.open.range(outer..outer_end) {
@@ -437,11 +479,18 @@ impl PartitionWindows {
             if level.closes_at(first) > stream_time {
                 continue; // the common case, once per record
             }
-            let level_closed = level.close_before(level.spec.open_from(stream_time), index);
+            let mut level_closed = level.close_before(level.spec.open_from(stream_time), index);
             if let Some(next) = larger.first_mut() {
                 for window in &level_closed {
                     merge_into(next, window, self.percentiles.as_ref());
                 }
+            }
+            if index > 0 && self.one_record_per_bounds {
+                let smaller = &smaller[index - 1].spec;
+                level_closed.retain(|w| {
+                    smaller.start_of(w.window_start) != Some(w.window_start)
+                        || smaller.end_of(w.window_start) != w.window_end
+                });
             }
             closed.extend(level_closed);
         }
@@ -476,12 +525,15 @@ fn sources_at(open: &mut BTreeMap<i64, SourceMap>, typical: usize, start: i64) -
         .or_insert_with(|| SourceMap::with_capacity_and_hasher(typical, RandomState::new()))
 }
 
-/// Merges a closed smaller window into the window of `next` holding its start.
+/// Merges a closed smaller window into the window of `next` holding its start. That window is not
+/// yet closed: every event's windows were checked to nest (`nesting`), so it ends no earlier than
+/// the smaller one (and closes in this same pass at the earliest). Were it closed already, merging
+/// would make it anew and emit it twice: it is left alone.
 fn merge_into(next: &mut Level, window: &ClosedWindow, percentiles: Option<&SketchSpec>) {
-    // The smaller window's start is a boundary inside the larger window (sizes nest), and every
-    // event's timestamp was checked to fit the largest size (`every_size_holds`).
     if let Some(start) = next.start_of(window.window_start) {
-        next.merge(start, &window.source, &window.aggregate, percentiles);
+        if start >= next.closed_before {
+            next.merge(start, &window.source, &window.aggregate, percentiles);
+        }
     }
 }
 

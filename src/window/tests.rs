@@ -352,7 +352,7 @@ mod properties {
             match windows.observe(source, *ts, *value, i as i64) {
                 Observed::Aggregated => {}
                 Observed::Late { .. } => late += 1,
-                Observed::OutOfRange | Observed::ValueOutOfRange => {
+                Observed::OutOfRange | Observed::NotNested | Observed::ValueOutOfRange => {
                     panic!("timestamps and values are in range")
                 }
             }

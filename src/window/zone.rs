@@ -84,9 +84,8 @@ impl Zone {
         if !(EARLIEST_MS..=LATEST_MS).contains(&timestamp) {
             return None;
         }
-        let date = self.tz.to_datetime(instant(timestamp)?).date();
         // The date's first instant is a boundary at or before `timestamp`, so the maximum exists.
-        self.boundaries(date, size_ms)?
+        self.boundaries_around(timestamp, size_ms)?
             .into_iter()
             .filter(|&b| b <= timestamp)
             .max()
@@ -94,15 +93,27 @@ impl Zone {
 
     /// The end of the window starting at `start` (a boundary): the first boundary after it.
     pub fn end_of(&self, size_ms: i64, start: i64) -> Option<i64> {
-        let date = self.tz.to_datetime(instant(start)?).date();
-        let next_day = self.first_instant(date.tomorrow().ok()?)?;
-        let this_day = self.boundaries(date, size_ms)?;
-        Some(
-            this_day
-                .into_iter()
-                .filter(|&b| b > start)
-                .fold(next_day, i64::min),
-        )
+        // The next date's first instant is a boundary after `start`, so the minimum exists.
+        self.boundaries_around(start, size_ms)?
+            .into_iter()
+            .filter(|&b| b > start)
+            .min()
+    }
+
+    /// The boundaries of the local dates before, of and after the one `timestamp` shows, and the
+    /// first instant of the date after that. A clock set back can show a date again after the next
+    /// one began (Antarctica/Casey in 2010, St. John's at 00:01 until 2011), so the date shown alone
+    /// does not hold the boundaries nearest a timestamp; a day either side always does.
+    fn boundaries_around(&self, timestamp: i64, size_ms: i64) -> Option<Vec<i64>> {
+        let date = self.tz.to_datetime(instant(timestamp)?).date();
+        let mut boundaries = Vec::new();
+        let mut day = date.yesterday().ok()?;
+        for _ in 0..3 {
+            boundaries.extend(self.boundaries(day, size_ms)?);
+            day = day.tomorrow().ok()?;
+        }
+        boundaries.push(self.first_instant(day)?);
+        Some(boundaries)
     }
 
     /// Every boundary of size-`size_ms` windows whose local date is `date` (unsorted).

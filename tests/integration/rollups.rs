@@ -346,16 +346,25 @@ fn rollup_outputs_put_each_size_in_a_topic_of_its_own() {
         Duration::from_secs(120),
         || check_alive(&mut [&mut processor]),
     );
-    let fives = wait_for_records(&five.name, count(5 * MINUTE), Duration::from_secs(60), || {
-        check_alive(&mut [&mut processor])
-    });
+    let fives = wait_for_records(
+        &five.name,
+        count(5 * MINUTE),
+        Duration::from_secs(60),
+        || check_alive(&mut [&mut processor]),
+    );
     processor.stop_gracefully();
     let span = |r: &RawRecord| {
         let w = decode_output(Format::Json, r.payload.as_deref().expect("payload"));
         w.end - w.start
     };
-    assert!(minutes.iter().all(|r| span(r) == MINUTE), "only minutes in --output");
-    assert!(fives.iter().all(|r| span(r) == 5 * MINUTE), "only 5 m windows in their topic");
+    assert!(
+        minutes.iter().all(|r| span(r) == MINUTE),
+        "only minutes in --output"
+    );
+    assert!(
+        fives.iter().all(|r| span(r) == 5 * MINUTE),
+        "only 5 m windows in their topic"
+    );
     assert!(count(5 * MINUTE) >= 50, "{expected:?}");
     let all: Vec<RawRecord> = minutes.into_iter().chain(fives).collect();
     assert_output(Format::Json, &all, &expected);

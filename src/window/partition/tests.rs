@@ -287,3 +287,200 @@ proptest! {
         prop_assert_eq!(open_windows(&mut rebuilt), expected);
     }
 }
+
+/// Zones whose clocks do what most do not: the windows stay well formed, nothing is emitted twice,
+/// and what an event gets does not depend on what came before it (cases found in review).
+mod zones {
+    use super::*;
+    use crate::window::zone::Zone;
+
+    const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn utc(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>()
+            .expect("a UTC time")
+            .as_millisecond()
+    }
+
+    fn zoned(name: &str, size_ms: i64, grace_ms: i64) -> WindowSpec {
+        WindowSpec {
+            size_ms,
+            grace_ms,
+            zone: Some(Zone::named(name).expect("a zone")),
+        }
+    }
+
+    /// Feeds `(timestamp, value)` events, closes after each and at the end; no (size, start) twice.
+    fn emitted_once(mut windows: PartitionWindows, events: &[i64]) -> Vec<ClosedWindow> {
+        let mut closed = Vec::new();
+        for (offset, ts) in events.iter().enumerate() {
+            windows.observe("s", *ts, 1.0, offset as i64);
+            closed.extend(windows.close_due());
+        }
+        closed.extend(finish(windows));
+        let mut seen = std::collections::BTreeSet::new();
+        for w in &closed {
+            assert!(
+                w.window_end > w.window_start,
+                "an empty or negative window: {w:?}"
+            );
+            assert!(
+                seen.insert((w.level, w.window_start)),
+                "emitted twice: {w:?}"
+            );
+        }
+        closed
+    }
+
+    /// Before 1893 Berlin kept local mean time (+00:53:28), and Monrovia kept −00:44:30 until
+    /// 1972: 15-minute windows on UTC straddle their local hours. Events there are refused rather
+    /// than split over two hours (which emitted an hour twice).
+    #[test]
+    fn windows_that_do_not_nest_are_refused_not_emitted_twice() {
+        for (zone, at) in [
+            ("Europe/Berlin", "1850-06-01T10:50:00Z"),
+            ("Africa/Monrovia", "1971-06-01T10:40:00Z"),
+        ] {
+            let mut windows = PartitionWindows::new(zoned(zone, 15 * MINUTE, 0))
+                .rolling_up(Rollups::new(&[HOUR]).expect("one"));
+            let t = utc(at);
+            let answers: Vec<Observed> = [t, t + 11 * MINUTE, t + 20 * MINUTE]
+                .iter()
+                .map(|ts| windows.observe("s", *ts, 1.0, 0))
+                .collect();
+            assert!(
+                answers.contains(&Observed::NotNested),
+                "{zone}: {answers:?}"
+            );
+            let events: Vec<i64> = (0..40).map(|k| t + k * 5 * MINUTE).collect();
+            emitted_once(
+                PartitionWindows::new(zoned(zone, 15 * MINUTE, 0))
+                    .rolling_up(Rollups::new(&[HOUR]).expect("one")),
+                &events,
+            );
+        }
+    }
+
+    /// Antarctica/Casey, 2010-03-04 15:00Z: +11 became +08, so the clock went from 5 March 02:00
+    /// back to 4 March 23:00, after 5 March had begun; St. John's went back at 00:01 into the
+    /// previous day until 2011. A window still holds its timestamps, whatever was looked up before.
+    #[test]
+    fn a_clock_set_back_into_the_previous_date_keeps_windows_well_formed() {
+        let casey = utc("2010-03-04T13:00:00Z");
+        let events = [
+            casey + 30 * MINUTE,
+            casey + 90 * MINUTE,
+            casey + 5 * HOUR,
+            casey + 105 * MINUTE,
+        ];
+        emitted_once(
+            PartitionWindows::new(zoned("Antarctica/Casey", HOUR, 3 * HOUR)),
+            &events,
+        );
+        let mut rolled = PartitionWindows::new(zoned("Antarctica/Casey", MINUTE, 10_000))
+            .rolling_up(Rollups::new(&[HOUR]).expect("one"));
+        rolled.observe("s", utc("2010-03-04T14:50:00Z"), 1.0, 0);
+        // A huge value in the hour after the change: checked, not a panic.
+        rolled.observe("s", utc("2010-03-04T15:30:00Z"), 1e300, 1);
+
+        let spec = zoned("America/St_Johns", HOUR, 10 * MINUTE);
+        let tz = jiff::tz::TimeZone::get("America/St_Johns").expect("zone");
+        let from = jiff::Timestamp::from_millisecond(utc("2000-10-20T00:00:00Z")).expect("ts");
+        let back = tz
+            .following(from)
+            .next()
+            .expect("a transition")
+            .timestamp()
+            .as_millisecond();
+        for t in [
+            back - 30_000,
+            back + MINUTE,
+            back + 59 * MINUTE,
+            back + 61 * MINUTE,
+        ] {
+            let start = spec.start_of(t).expect("in range");
+            assert!(
+                start <= t && t < spec.end_of(start),
+                "{t} outside its window"
+            );
+        }
+        let mut fresh = PartitionWindows::new(spec);
+        fresh.advance_stream_time(back - 30_000);
+        let mut warm = PartitionWindows::new(spec);
+        warm.observe("s", back - 30_000, 1.0, 0);
+        warm.close_due();
+        assert_eq!(
+            fresh.observe("s", back + MINUTE, 1.0, 1),
+            warm.observe("s", back + MINUTE, 1.0, 1)
+        );
+    }
+
+    /// Berlin, 2026-10-25: 02:00 summer time became 02:00 winter time, so the 1 h and the 2 h
+    /// window of that hour have the same bounds. In one topic that window is one record; with a
+    /// topic per size, each size's topic has it.
+    #[test]
+    fn sizes_with_the_same_bounds_give_one_record_in_a_shared_topic() {
+        let t = utc("2026-10-25T00:30:00Z");
+        let run = |shared: bool| {
+            let windows = PartitionWindows::new(zoned("Europe/Berlin", HOUR, 0))
+                .rolling_up(Rollups::new(&[2 * HOUR]).expect("one"))
+                .sharing_one_topic(shared);
+            emitted_once(windows, &[t, t + 10 * HOUR])
+        };
+        let bounds = |closed: &[ClosedWindow]| {
+            closed
+                .iter()
+                .filter(|w| w.window_start == utc("2026-10-25T00:00:00Z"))
+                .map(|w| (w.level, w.window_end))
+                .collect::<Vec<_>>()
+        };
+        let end = utc("2026-10-25T01:00:00Z");
+        assert_eq!(bounds(&run(true)), [(0, end)]);
+        assert_eq!(bounds(&run(false)), [(0, end), (1, end)]);
+    }
+
+    /// Every zone, every transition 1970..2030, probed every 15 minutes for 3 hours either side:
+    /// each timestamp lies in the window `start_of` gives, starts never go back, and lengths stay
+    /// plausible (Vostok's clock once went back 7 hours: a 31-hour day).
+    #[test]
+    fn every_zone_gives_well_formed_monotone_windows_around_its_transitions() {
+        let (lo, hi) = (utc("1970-01-01T00:00:00Z"), utc("2030-01-01T00:00:00Z"));
+        let mut bad = Vec::new();
+        for name in jiff::tz::db().available() {
+            let name = name.as_str();
+            let Ok(zone) = Zone::named(name) else {
+                continue;
+            };
+            let tz = jiff::tz::TimeZone::get(name).expect("listed");
+            let from = jiff::Timestamp::from_millisecond(lo).expect("ts");
+            for transition in tz.following(from) {
+                let at = transition.timestamp().as_millisecond();
+                if at > hi {
+                    break;
+                }
+                for size in [HOUR, 24 * HOUR] {
+                    let mut previous = i64::MIN;
+                    for k in -12..=12 {
+                        let t = at + k * 15 * MINUTE;
+                        let start = zone.start_of(size, t).expect("in range");
+                        let end = zone.end_of(size, start).expect("in range");
+                        if !(start <= t && t < end)
+                            || start < previous
+                            || end - start > size + 12 * HOUR
+                        {
+                            bad.push(format!("{name} {size} at {t}: [{start}, {end})"));
+                        }
+                        previous = start;
+                    }
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} bad probes, e.g. {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+    }
+}

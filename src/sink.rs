@@ -274,18 +274,24 @@ impl Sink {
         )
     }
 
-    /// Forwards a record whose window had closed to the late topic, if one is set. Returns whether it was.
+    /// Forwards a record whose window had closed to the late topic, if one is set; `rolled_up`: a
+    /// larger window size still took it, which its reason says. Returns whether it was.
     pub fn forward_late(
         &mut self,
         message: &BorrowedMessage<'_>,
         window_start: i64,
+        rolled_up: bool,
     ) -> Result<bool, ProduceError> {
         let Some((topic, limit)) = self.late_topic.clone() else {
             return Ok(false);
         };
         let window_start = window_start.to_string();
         let extra = [(HEADER_WINDOW_START, window_start.as_str())];
-        self.forward(&topic, limit, message, "late: window closed", &extra)?;
+        let reason = match rolled_up {
+            false => "late: window closed",
+            true => "late: window closed (a larger window size took it)",
+        };
+        self.forward(&topic, limit, message, reason, &extra)?;
         Ok(true)
     }
 

@@ -20,8 +20,9 @@ impl Processor {
                     windows: state
                         .windows
                         .windows_of(&query.source)
+                        .into_iter()
                         .map(|(start, end, aggregate)| {
-                            LiveWindow::open(&query.source, start, end, aggregate)
+                            LiveWindow::open(&query.source, start, end, &aggregate)
                         })
                         .collect(),
                 })

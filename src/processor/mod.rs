@@ -383,7 +383,7 @@ impl Processor {
             } => {
                 self.counts.late += 1;
                 self.counts.late_rolled_up += u64::from(rolled_up);
-                self.sink.forward_late(message, window_start)?;
+                self.sink.forward_late(message, window_start, rolled_up)?;
             }
             Route::Invalid(reason) => {
                 self.counts.invalid += 1;

@@ -338,17 +338,46 @@ impl PartitionWindows {
             .collect()
     }
 
-    /// The open windows of `source` as `(start, end, aggregate)`, by size then start: a lookup per
-    /// open window start (a few).
-    pub fn windows_of<'a>(
-        &'a self,
-        source: &'a str,
-    ) -> impl Iterator<Item = (i64, i64, &'a Aggregate)> + 'a {
-        self.levels.iter().flat_map(move |level| {
-            level.open.iter().filter_map(move |(start, sources)| {
-                Some((*start, level.spec.end_of(*start), &sources.get(source)?.0))
-            })
-        })
+    /// The open windows of `source` as `(start, end, aggregate)`, by size then start. A larger
+    /// window's aggregate includes the smaller windows inside it that are still open (they are
+    /// merged into it only when they close), so it says what the window holds so far.
+    pub fn windows_of(&self, source: &str) -> Vec<(i64, i64, Aggregate)> {
+        let mut windows = Vec::new();
+        for (index, level) in self.levels.iter().enumerate() {
+            let (smaller, _) = self.levels.split_at(index);
+            let mut starts: std::collections::BTreeSet<i64> = level
+                .open
+                .iter()
+                .filter(|(_, sources)| sources.contains_key(source))
+                .map(|(start, _)| *start)
+                .collect();
+            for inner in smaller {
+                starts.extend(
+                    inner
+                        .open
+                        .iter()
+                        .filter(|(_, sources)| sources.contains_key(source))
+                        .filter_map(|(start, _)| level.spec.start_of(*start)),
+                );
+            }
+            for start in starts {
+                let end = level.spec.end_of(start);
+                let own = level.open.get(&start).and_then(|s| s.get(source));
+                let mut aggregate: Option<Aggregate> = own.map(|(a, _)| a.clone());
+                for inner in smaller {
+                    for sources in inner.open.range(start..end.max(start)).map(|(_, s)| s) {
+                        if let Some((a, _)) = sources.get(source) {
+                            match &mut aggregate {
+                                Some(merged) => merged.merge(a, self.percentiles.as_ref()),
+                                None => aggregate = Some(a.clone()),
+                            }
+                        }
+                    }
+                }
+                windows.extend(aggregate.map(|a| (start, end, a)));
+            }
+        }
+        windows
     }
 
     /// Number of open (source, window) pairs, of every size.

@@ -47,8 +47,9 @@ impl PartialEq for Zone {
 }
 
 impl Zone {
-    /// The zone called `name` in the IANA database (e.g. `Europe/Berlin`); the error says why not.
-    /// At most one `Zone` per name is ever made (the names are the database's, so a bounded set).
+    /// The zone called `name` in the IANA database (e.g. `Europe/Berlin`, in any case); the error
+    /// says why not. At most one `Zone` per canonical name is ever made (the database's names, a
+    /// bounded set).
     pub fn named(name: &str) -> Result<&'static Zone, String> {
         static ZONES: OnceLock<Mutex<Vec<&'static Zone>>> = OnceLock::new();
         let zones = ZONES.get_or_init(Mutex::default);
@@ -61,8 +62,14 @@ impl Zone {
         let tz = TimeZone::get(name).map_err(|_| {
             format!("'{name}' is not a time zone of the IANA database (like Europe/Berlin)")
         })?;
+        // The database finds names in any case: keep its own spelling, so `europe/berlin` and
+        // `Europe/Berlin` are one zone (one record in settings, one `Zone`).
+        let canonical = tz.iana_name().unwrap_or(name).to_owned();
+        if let Some(zone) = zones.iter().find(|z| z.name == canonical) {
+            return Ok(zone);
+        }
         let zone: &'static Zone = Box::leak(Box::new(Zone {
-            name: name.to_owned(),
+            name: canonical,
             tz,
         }));
         zones.push(zone);

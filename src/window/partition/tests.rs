@@ -160,6 +160,33 @@ fn a_larger_window_is_the_merge_of_its_smaller_ones_and_closes_with_the_last() {
 }
 
 #[test]
+fn a_live_view_of_a_larger_window_includes_its_smaller_windows_still_open() {
+    let mut windows = windows();
+    for (offset, (ts, value)) in [(100, 1.0), (1_100, 2.0), (1_400, 4.0)]
+        .into_iter()
+        .enumerate()
+    {
+        windows.observe("a", ts, value, offset as i64);
+        windows.close_due();
+    }
+    // [0, 1s) closed into the 3 s and 6 s windows; [1s, 2s) is open: each larger window has all.
+    let view: Vec<(i64, i64, u64, f64)> = windows
+        .windows_of("a")
+        .into_iter()
+        .map(|(start, end, a)| (start, end, a.count, a.sum))
+        .collect();
+    assert_eq!(
+        view,
+        [
+            (1_000, 2_000, 2, 6.0),
+            (0, 3_000, 3, 7.0),
+            (0, 6_000, 3, 7.0)
+        ]
+    );
+    assert!(windows.windows_of("b").is_empty());
+}
+
+#[test]
 fn late_for_every_size_is_late_and_changes_nothing() {
     let mut windows = windows();
     windows.observe("a", 10_000, 1.0, 0);

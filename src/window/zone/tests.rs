@@ -199,6 +199,12 @@ fn names_outside_the_database_and_times_outside_the_years_are_refused() {
         berlin,
         Zone::named("Europe/Berlin").expect("a zone")
     ));
+    let lower = Zone::named("europe/berlin").expect("found in any case");
+    assert!(
+        std::ptr::eq(berlin, lower),
+        "one zone, under the database's spelling"
+    );
+    assert_eq!(lower.name(), "Europe/Berlin");
     assert_eq!(berlin.start_of(DAY, i64::MAX), None);
     assert_eq!(berlin.start_of(DAY, i64::MIN), None);
     assert_eq!(berlin.start_of(HOUR, LATEST_MS + 1), None);

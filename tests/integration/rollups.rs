@@ -202,10 +202,16 @@ fn every_size_from_one_state_survives_kill_9_mid_window() {
 
 #[test]
 fn every_size_is_rebuilt_when_a_second_instance_takes_partitions_mid_window() {
-    let mut scenario = Scenario::new("roll-hand-off", Format::Json, 4, 52, 20_000);
+    // The hour follows Kathmandu's clock (hours at :15 UTC), so zoned windows are rebuilt too:
+    // the data runs from 22:06 UTC, and the hour [21:15, 22:15) is open at the hand-off.
+    let start = DATASET_START - 7 * MINUTE;
+    let inputs = dataset_from(Format::Json, 52, 20_000, start);
+    let mut scenario = Scenario::with_inputs("roll-hand-off", Format::Json, 4, inputs);
     scenario
-        .set("--window", "1m,5m,10m")
+        .set("--window", "1m,5m,1h")
+        .set("--time-zone", "Asia/Kathmandu")
         .set("--percentiles", "true");
+    let sizes: [Bounds; 3] = [epoch::<MINUTE>, epoch::<{ 5 * MINUTE }>, kathmandu_hour];
     let half = scenario.inputs.len() / 2;
     scenario.preload(0..half);
     let mut a = scenario.start("a");
@@ -220,7 +226,7 @@ fn every_size_is_rebuilt_when_a_second_instance_takes_partitions_mid_window() {
     let mut b = scenario.start("b");
     crate::scenario::wait_until_assigned(&mut b, Duration::from_secs(60));
     scenario.preload(half..scenario.inputs.len());
-    let count = expected_count(&scenario, &ROLLUPS);
+    let count = expected_count(&scenario, &sizes);
     let output = wait_for_records(
         &scenario.topics.output.name,
         count,
@@ -232,7 +238,11 @@ fn every_size_is_rebuilt_when_a_second_instance_takes_partitions_mid_window() {
     b.stop_gracefully();
     assert!(!assigned_partitions(&log_b).is_empty());
     assert!(log_b.contains("resume=\"rebuild\""), "b rebuilt:\n{log_b}");
-    let expected = check(&scenario, &output, &ROLLUPS);
+    let expected = check(&scenario, &output, &sizes);
+    assert!(
+        expected.keys().any(|(_, s, e)| e - s == HOUR),
+        "an hour window closed"
+    );
     assert_percentiles(&output, &expected);
 }
 

@@ -258,10 +258,12 @@ impl Sink {
         }
         let average = average_of(window, self.percentiles.as_ref());
         encode(&average, self.output_format, &mut self.buffer);
+        // One topic per size (`Sink::new`): a level beyond them is the last size's.
         let topic = self
             .output_topics
             .get(window.level)
-            .unwrap_or(&self.output_topics[0]);
+            .or(self.output_topics.last())
+            .map_or("", String::as_str);
         self.producer.send_at(
             topic,
             Some(window.source.as_bytes()),

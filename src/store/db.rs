@@ -62,6 +62,8 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     #[error("state store holds a malformed {what} record (written by another version?)")]
     Corrupt { what: &'static str },
+    #[error("state store: windows of several sizes to write, but opened without rollups")]
+    NoRollups,
 }
 
 /// What a checkpoint writes for one partition.
@@ -206,9 +208,8 @@ impl StateStore {
                 let family = match index {
                     0 => windows,
                     _ if self.rollups => self.family(ROLLUPS),
-                    _ => unreachable!(
-                        "a store is opened with rollups whenever there are several sizes"
-                    ),
+                    // `pipeline` opens the store with rollups whenever there are several sizes.
+                    _ => return Err(StoreError::NoRollups),
                 };
                 let window = |start: i64, source: &str| match index {
                     0 => window_key(&key, start, source),

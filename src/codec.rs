@@ -109,6 +109,22 @@ pub fn encode_to_vec<R: WireRecord>(record: &R, format: Format) -> Vec<u8> {
     out
 }
 
+/// `bytes` if they hold a JSON object. serde reads a struct from an array of its field values too
+/// (`["a",1700000001000,7.0]`), which is not how records are written: refused like other bad input.
+fn json_object(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+    // Anything else but an object serde refuses with its own words.
+    match bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        Some(b'[') => Err(DecodeError::Json(
+            "an array, not a JSON object (a record is one object with its fields by name)"
+                .to_owned(),
+        )),
+        _ => Ok(bytes),
+    }
+}
+
 /// Decodes one record in `format` from the whole of `bytes`, and validates it. Registry-framed
 /// records are read as written with the record's own schema, whatever their schema id.
 pub fn decode<R: WireRecord>(bytes: &[u8], format: Format) -> Result<R, DecodeError> {
@@ -117,9 +133,8 @@ pub fn decode<R: WireRecord>(bytes: &[u8], format: Format) -> Result<R, DecodeEr
         other => (bytes, other),
     };
     let record = match format {
-        Format::Json => {
-            serde_json::from_slice::<R>(bytes).map_err(|e| DecodeError::Json(e.to_string()))?
-        }
+        Format::Json => serde_json::from_slice::<R>(json_object(bytes)?)
+            .map_err(|e| DecodeError::Json(e.to_string()))?,
         Format::Avro | Format::AvroConfluent => {
             let mut reader = AvroReader { rest: bytes };
             let record = R::read_avro(&mut reader)?;
@@ -186,7 +201,7 @@ pub fn decode_event(bytes: &[u8], format: Format) -> Result<EventView<'_>, Decod
         other => (bytes, other),
     };
     let event = match format {
-        Format::Json => serde_json::from_slice::<EventView<'_>>(bytes)
+        Format::Json => serde_json::from_slice::<EventView<'_>>(json_object(bytes)?)
             .map_err(|e| DecodeError::Json(e.to_string()))?,
         Format::Avro | Format::AvroConfluent => {
             let mut reader = AvroReader { rest: bytes };

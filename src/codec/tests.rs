@@ -495,3 +495,36 @@ fn the_in_place_decode_borrows_the_source_unless_it_has_escapes() {
 fn event_of(source: &str) -> TrafficEvent {
     event(source, 5, 1.5)
 }
+
+/// A record is a JSON object: serde would also read a struct from an array of its field values in
+/// order, which would let `["a",1700000001000,7.0]` count as an event (the chaos soak found it).
+#[test]
+fn a_json_array_of_the_field_values_is_not_a_record() {
+    for text in [
+        r#"["a",1700000001000,7.0]"#,
+        r#" ["a",1700000001000,7.0]"#,
+        r#"[]"#,
+        r#""a""#,
+        r#"7"#,
+        "",
+    ] {
+        let bytes = text.as_bytes();
+        assert!(
+            decode_event(bytes, Format::Json).is_err(),
+            "{text:?} as a view"
+        );
+        assert!(
+            decode::<TrafficEvent>(bytes, Format::Json).is_err(),
+            "{text:?} as an event"
+        );
+    }
+    let error = decode_event(br#"["a",1700000001000,7.0]"#, Format::Json)
+        .expect_err("an array")
+        .to_string();
+    assert!(error.contains("not a JSON object"), "{error}");
+    assert!(decode_event(
+        b" \n{\"source\":\"a\",\"timestamp\":1,\"value\":2.0}",
+        Format::Json
+    )
+    .is_ok());
+}

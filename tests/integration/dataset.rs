@@ -79,7 +79,7 @@ pub fn dataset_from(format: Format, seed: u64, events: i64, start: i64) -> Vec<I
         let base = start + 10_000 + i * step;
         let event = generator.next_event(base);
         if i % 97 == 13 {
-            let bad: Vec<u8> = match (i / 97) % 4 {
+            let bad: Vec<u8> = match (i / 97) % 5 {
                 0 => b"\x00\xffnot a record".to_vec(),
                 1 => encode_independently(format, "", event.timestamp, event.value),
                 2 => match format {
@@ -88,12 +88,20 @@ pub fn dataset_from(format: Format, seed: u64, events: i64, start: i64) -> Vec<I
                         encode_independently(format, &event.source, event.timestamp, f64::NAN)
                     }
                 },
-                _ => {
+                3 => {
                     let mut cut =
                         encode_independently(format, &event.source, event.timestamp, event.value);
                     cut.truncate(cut.len() - 3);
                     cut
                 }
+                // The event's fields as a JSON array, in order: serde would read that as the
+                // struct (found by the chaos soak).
+                _ => serde_json::to_vec(&serde_json::json!([
+                    event.source,
+                    event.timestamp,
+                    event.value
+                ]))
+                .expect("json"),
             };
             inputs.push(Input {
                 source: event.source.clone(),

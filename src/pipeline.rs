@@ -345,7 +345,9 @@ pub fn run(
     let context = consumer.context();
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
-        scope.spawn(|| watch_poll_loop(&health, &done));
+        let (health_ref, done_ref) = (&health, &done);
+        let exit_after = stall_exit_after(settings.stall_timeout);
+        scope.spawn(move || watch_poll_loop(health_ref, done_ref, exit_after));
         let inbox = live.as_ref().map(|l| &l.inbox);
         let result = poll_loop(&consumer, &settings, stop, &health, inbox);
         done.store(true, Ordering::Relaxed);
@@ -523,7 +525,17 @@ fn create_topics(settings: &RunSettings) -> Result<(), PipelineError> {
 /// The watchdog: reports (once per stall, in the log and the metrics) when the poll loop has not
 /// polled for the stall timeout — a stuck broker call or a slow checkpoint that would otherwise only
 /// show as a silent consumer lag. `/healthz` reads the same [`Health`].
-fn watch_poll_loop(health: &Health, done: &AtomicBool) {
+/// How long a stalled poll loop may stay stalled before the process exits: this many stall
+/// timeouts, and at least [`STALL_EXIT_FLOOR`].
+const STALL_EXIT_FACTOR: u32 = 4;
+const STALL_EXIT_FLOOR: Duration = Duration::from_secs(60);
+
+/// How long a stall lasts before the process exits (see [`watch_poll_loop`]).
+fn stall_exit_after(stall_timeout: Duration) -> Duration {
+    (stall_timeout * STALL_EXIT_FACTOR).max(STALL_EXIT_FLOOR)
+}
+
+fn watch_poll_loop(health: &Health, done: &AtomicBool, exit_after: Duration) {
     let mut reported = false;
     metrics::counter!(metric::POLL_LOOP_STALLS).absolute(0);
     while !done.load(Ordering::Relaxed) {
@@ -537,6 +549,15 @@ fn watch_poll_loop(health: &Health, done: &AtomicBool) {
         } else if !stalled && reported {
             tracing::warn!("the poll loop is polling again");
             reported = false;
+        }
+        // A client call that never returns keeps the loop stalled for good: librdkafka's
+        // send_offsets_to_transaction can wait without end for a coordinator that went away
+        // (confluentinc/librdkafka#5456, #5511; seen on the three-node cluster after two of its
+        // brokers came back). Exiting, as a liveness probe would restart the pod, commits nothing
+        // after the last checkpoint: the restart resumes from it, like after a kill -9.
+        if health.since_last_poll().is_some_and(|since| since >= exit_after) {
+            tracing::error!(stalled_for = ?health.since_last_poll(), "the poll loop has been stalled too long (a client call that does not return); exiting so the instance is restarted from its last checkpoint");
+            std::process::exit(1);
         }
     }
 }

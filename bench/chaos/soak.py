@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -91,6 +92,8 @@ def main(argv):
         print(json.dumps({"seed": args.seed, "digest": digest(schedule), "faults": schedule}, indent=1))
         return 0
     started = time.time()
+    # SIGTERM (a CI timeout) unwinds like an error: every finally runs, no broker is left frozen or down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cluster = Cluster(os.path.join(REPO, "scripts", "kafka-cluster"))
     started_cluster = False
     if not cluster.running():
@@ -98,6 +101,11 @@ def main(argv):
         cluster.command("up", timeout_s=300)
         started_cluster = True
     brokers = cluster.brokers()
+    # A node the previous user of the cluster restarted may still be catching up: a broker fault
+    # then would leave a partition with one in-sync replica.
+    if kafka_io.wait_fully_replicated(brokers, 120) is None:
+        raise RuntimeError("the cluster has under-replicated partitions after 120 s: " + ", ".join(
+            kafka_io.under_replicated(brokers)[:10]))
     run_id = secrets.token_hex(4)
     work = tempfile.mkdtemp(prefix=f"chaos-{run_id}-")
     topics = {role: f"chaos-{run_id}-{role}" for role in ("input", "output", "late", "dlq")}

@@ -20,10 +20,13 @@ def summarize(args, schedule, injected, slots, generator, writer, verifier, fina
         entry["resume_s"], entry["natural_s"], entry["excess_s"] = measured or (None, None, None)
         per_fault.append(entry)
     resumes = [f["resume_s"] for f in per_fault if f["resume_s"] is not None]
-    rss = []
+    rss, rss_by_instance = [], []
     for slot in slots:
         for pid, samples in slot.lifetimes.items():
             rss.append({"instance": slot.index, "pid": pid, **rss_trend(samples)})
+        # The whole soak, restarts included (a restart starts low: growth here is judged with that in mind).
+        every = sorted(sample for samples in slot.lifetimes.values() for sample in samples)
+        rss_by_instance.append({"instance": slot.index, "lifetimes": len(slot.lifetimes), **rss_trend(every)})
     exits = [{"instance": slot.index, "code": e["code"], "cause": e["cause"], "at": round(e["at"], 1)}
              for slot in slots for e in slot.exits]
     violations = final["violations"] + [dict(v, found="live") for v in verifier.violations]
@@ -44,8 +47,9 @@ def summarize(args, schedule, injected, slots, generator, writer, verifier, fina
         "violations_by_kind": dict(Counter(v["kind"] for v in violations)),
         "violations": violations[:300],
         "live_verifier_errors": verifier.errors[:20],
+        "rss_by_instance": rss_by_instance,
         "rss": rss,
-        "rss_grew": any(r["grew"] for r in rss),
+        "rss_grew": any(r["grew"] for r in rss + rss_by_instance),
         "exit_codes": exits,
         "exit_codes_by_cause": {cause: dict(Counter(str(e["code"]) for e in exits if e["cause"] == cause))
                                 for cause in ("fault", "by_itself", "end_of_soak")},
@@ -113,7 +117,14 @@ def markdown(r):
         note = f.get("error") or ("target not running" if f.get("target_was_running") is False else "")
         lines.append(f"| {f['index']} | {f['kind']} | {target} | {f['hold_s']} | {f['resume_s']} | "
                      f"{f['natural_s']} | {f['excess_s']} | {note} |")
-    lines += ["", "| instance | pid | samples | RSS first quarter MiB | RSS last quarter MiB | grew |",
+    lines += ["", "RSS per instance over the whole soak (every lifetime's samples in time order):", "",
+              "| instance | lifetimes | samples | RSS first quarter MiB | RSS last quarter MiB | grew |",
+              "|---|---|---|---|---|---|"]
+    for row in r.get("rss_by_instance", []):
+        lines.append(f"| {row['instance']} | {row['lifetimes']} | {row['samples']} | {row['first_quarter_mb']} | "
+                     f"{row['last_quarter_mb']} | {row['grew']} |")
+    lines += ["", "RSS per process lifetime:", "",
+              "| instance | pid | samples | RSS first quarter MiB | RSS last quarter MiB | grew |",
               "|---|---|---|---|---|---|"]
     for row in r.get("rss", []):
         lines.append(f"| {row['instance']} | {row['pid']} | {row['samples']} | {row['first_quarter_mb']} | "

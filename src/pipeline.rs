@@ -555,7 +555,10 @@ fn watch_poll_loop(health: &Health, done: &AtomicBool, exit_after: Duration) {
         // (confluentinc/librdkafka#5456, #5511; seen on the three-node cluster after two of its
         // brokers came back). Exiting, as a liveness probe would restart the pod, commits nothing
         // after the last checkpoint: the restart resumes from it, like after a kill -9.
-        if health.since_last_poll().is_some_and(|since| since >= exit_after) {
+        if health
+            .since_last_poll()
+            .is_some_and(|since| since >= exit_after)
+        {
             tracing::error!(stalled_for = ?health.since_last_poll(), "the poll loop has been stalled too long (a client call that does not return); exiting so the instance is restarted from its last checkpoint");
             std::process::exit(1);
         }

@@ -4,11 +4,10 @@ the seeded writer in kafka_io draws from here, the oracle's tests check every ki
 
 import json
 
-# Not a JSON array (`["src-1", 1700000000000, 1.0]`): the README says one JSON *object* per record,
-# but streamagg's serde decoding takes an array positionally and aggregates it (the first chaos
-# soak found it: issue 16's closing note). Left out until that is decided, so the soak tests failover.
+# A JSON array of an event's fields in order (`["src-1", 1700000000000, 1.0]`) is bad input too:
+# serde read it as the struct until the first chaos soak found it (issue 16's closing note).
 KINDS = ["not_json", "missing_value", "empty_source", "source_too_long", "timestamp_string",
-         "value_string", "value_nan", "not_utf8", "empty", "extra_field"]
+         "value_string", "value_nan", "not_utf8", "empty", "json_array", "extra_field"]
 VALID_KINDS = {"extra_field"}
 
 
@@ -34,6 +33,8 @@ def malformed_payload(rng, now_ms):
         return kind, b'{"source":"\xff\xfe","timestamp":1,"value":1}'
     elif kind == "empty":
         return kind, b""
+    elif kind == "json_array":
+        return kind, json.dumps([event["source"], now_ms, event["value"]]).encode()
     elif kind == "extra_field":
         # Valid: unknown fields are ignored. Its own sources, keyed like every event (by source).
         event["source"] = f"chaos-extra-{rng.randrange(5)}"

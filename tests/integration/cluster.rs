@@ -24,17 +24,16 @@
 //! - Killing the node that coordinates an instance's transactions, or a partition leader, can stop
 //!   the instance (exit 1, `transaction send offsets failed`); the tests restart it, as Kubernetes
 //!   would (one restart in each of those two tests on 2026-12-04).
-//! - `cluster_below_min_insync_replicas_the_processor_waits_and_resumes` fails intermittently (3
-//!   of 4 runs on 2026-12-04; the one that passed took 52 s): after the two stopped nodes return,
-//!   the instance hangs in librdkafka 2.12.1's `rd_kafka_send_offsets_to_transaction`, which then
-//!   waits without a timeout (gdb: `rd_kafka_txn_op_req0(abs_timeout=-1)` under
-//!   `Sink::commit_transaction`; the client's threads for the stopped nodes are gone). That matches
-//!   librdkafka issues 5511 (a decommissioned group coordinator is never looked up again) and 5456
-//!   (the call ignores its timeout). The instance stays alive, logs `the poll loop is stalled` and
-//!   fails `/healthz`, but emits nothing more: the 240 s wait ends with the first half's windows
-//!   only (346 of 769). A liveness probe (the Helm chart has one) would restart it; this test
-//!   restarts only instances that exit, so it fails, as it should until streamagg stops waiting
-//!   forever. On a timeout the tests now print each instance's log.
+//! - `cluster_below_min_insync_replicas_the_processor_waits_and_resumes` failed in 3 of 4 runs on
+//!   2026-12-04 (the one that passed took 52 s): after the two stopped nodes returned, the instance
+//!   hung in librdkafka 2.12.1's `rd_kafka_send_offsets_to_transaction`, which waits without a
+//!   timeout (gdb: `rd_kafka_txn_op_req0(abs_timeout=-1)` under `Sink::commit_transaction`; the
+//!   client's threads for the stopped nodes were gone), matching librdkafka issues 5511 (a
+//!   decommissioned group coordinator is never looked up again) and 5456 (the call ignores its
+//!   timeout). It logged `the poll loop is stalled` and emitted nothing more. Since then a poll loop
+//!   stalled for 4 stall timeouts (at least 60 s) exits the process (`pipeline::watch_poll_loop`),
+//!   as a liveness probe would restart the pod; these tests run with `--stall-timeout 5s` and
+//!   restart an instance that exits. On a timeout the tests print each instance's log.
 //! - A node of Kafka 4.1.1 restarted after a controlled stop under load once died in its raft IO
 //!   thread (`CorruptRecordException: Unexpected EOF` reading its metadata log), last at 16:54 on
 //!   2026-12-04; not in the test runs and soaks after it (more than 50 node restarts).
@@ -153,7 +152,9 @@ fn scenario(purpose: &str, seed: u64) -> Scenario {
     let mut scenario = Scenario::new(purpose, Format::Avro, 4, seed, 12_000);
     scenario
         .config(FAST_FAILOVER)
-        .set("--guarantee", "exactly-once");
+        .set("--guarantee", "exactly-once")
+        // A stall of 4 × 5 s (at least 60 s) exits the instance, and `finish` restarts it.
+        .set("--stall-timeout", "5s");
     scenario
 }
 

@@ -278,9 +278,16 @@ fn readyz_answers_only_once_partitions_are_assigned() {
 }
 
 /// Freezes the shared broker, so `scripts/test` runs it on its own after the other tests.
-#[test]
-#[ignore = "freezes the shared broker: scripts/test runs it alone, after the others"]
-fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
+/// A processor working through a backlog under at-least-once with `stall_timeout`, once records
+/// flow; with its telemetry address and what must live as long as it.
+fn processor_with_records_flowing(
+    stall_timeout: &str,
+) -> (
+    ProcessorProcess,
+    SocketAddr,
+    [TestTopic; 2],
+    tempfile::TempDir,
+) {
     let input = TestTopic::create("stall-in", 4);
     let output = TestTopic::create("stall-out", 4);
     // A backlog, so the processor has work in flight when the broker freezes: its next checkpoint
@@ -323,7 +330,7 @@ fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
         "--checkpoint-interval",
         "2s",
         "--stall-timeout",
-        "2s",
+        stall_timeout,
     ]);
     let addr = processor.telemetry_addr(Duration::from_secs(30));
     watch_probe(addr, "/readyz", Duration::from_secs(60), |s| s == 200);
@@ -339,13 +346,22 @@ fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let kafka = |action: &str| {
-        let status = Command::new(format!("{REPO}/scripts/kafka"))
-            .arg(action)
-            .status()
-            .expect("scripts/kafka runs");
-        assert!(status.success(), "scripts/kafka {action} failed");
-    };
+    (processor, addr, [input, output], dir)
+}
+
+/// Runs `scripts/kafka <action>` (pause, resume) on the shared broker.
+fn kafka(action: &str) {
+    let status = Command::new(format!("{REPO}/scripts/kafka"))
+        .arg(action)
+        .status()
+        .expect("scripts/kafka runs");
+    assert!(status.success(), "scripts/kafka {action} failed");
+}
+
+#[test]
+#[ignore = "freezes the shared broker: scripts/test runs it alone, after the others"]
+fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
+    let (mut processor, addr, _topics, _dir) = processor_with_records_flowing("2s");
     kafka("pause");
     let stalled = std::panic::catch_unwind(|| {
         let seen = watch_probe(addr, "/healthz", Duration::from_secs(30), |s| s == 503);
@@ -380,4 +396,29 @@ fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
     );
     assert!(processor.log().contains("the poll loop is stalled"));
     processor.stop_gracefully();
+}
+
+/// A poll loop that stays stalled (here: the broker frozen for longer than 4 stall timeouts and the
+/// 60 s floor) makes the process exit rather than hang for good: librdkafka's
+/// `send_offsets_to_transaction` has been seen to wait forever for a coordinator that went away
+/// (the three-node cluster tests). The restart resumes from the last checkpoint.
+#[test]
+#[ignore = "exclusive: freezes the shared broker; scripts/test runs it alone"]
+fn exclusive_a_poll_loop_stalled_for_good_exits_the_process() {
+    let (mut processor, addr, _topics, _dir) = processor_with_records_flowing("1s");
+    kafka("pause");
+    let exited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        watch_probe(addr, "/healthz", Duration::from_secs(30), |s| s == 503);
+        processor.wait(Duration::from_secs(120))
+    }));
+    kafka("resume");
+    let status = exited.unwrap_or_else(|_| panic!("it did not exit; log:\n{}", processor.log()));
+    assert_eq!(status.code(), Some(1), "exit 1; log:\n{}", processor.log());
+    assert!(
+        processor
+            .log()
+            .contains("the poll loop has been stalled too long"),
+        "it says why; log:\n{}",
+        processor.log()
+    );
 }

@@ -535,6 +535,20 @@ fn stall_exit_after(stall_timeout: Duration) -> Duration {
     (stall_timeout * STALL_EXIT_FACTOR).max(STALL_EXIT_FLOOR)
 }
 
+/// Ends the process as a kill would, without exit handlers: RocksDB's static destructors would
+/// otherwise join its background threads while another thread is stuck inside a client call. The
+/// store and the transaction are crash-safe (the kill -9 tests), and the log line is written already
+/// (tracing writes to stderr unbuffered).
+fn exit_at_once(code: i32) -> ! {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: _exit ends the process at once; nothing of this process runs after it.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    std::process::exit(code)
+}
+
 fn watch_poll_loop(health: &Health, done: &AtomicBool, exit_after: Duration) {
     let mut reported = false;
     metrics::counter!(metric::POLL_LOOP_STALLS).absolute(0);
@@ -560,7 +574,7 @@ fn watch_poll_loop(health: &Health, done: &AtomicBool, exit_after: Duration) {
             .is_some_and(|since| since >= exit_after)
         {
             tracing::error!(stalled_for = ?health.since_last_poll(), "the poll loop has been stalled too long (a client call that does not return); exiting so the instance is restarted from its last checkpoint");
-            std::process::exit(1);
+            exit_at_once(1);
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod inspect;
 pub mod kafka;
 pub mod live;
 pub mod model;
+pub mod partitioner;
 #[cfg(feature = "runtime")]
 pub mod pipeline;
 #[cfg(feature = "runtime")]

@@ -33,6 +33,9 @@ pub const HEADER_PARTITION: &str = "streamagg.partition";
 pub const HEADER_OFFSET: &str = "streamagg.offset";
 /// On late records: the start of the window that had closed.
 pub const HEADER_WINDOW_START: &str = "streamagg.window_start";
+/// On a result whose window may be one part of a window split between two partitions by partitions
+/// added to the input (`processor::split`): `from=<partition> home=<partition> partitions=<count>`.
+pub const HEADER_POSSIBLY_SPLIT: &str = "streamagg.possibly_split";
 /// On a marker that stands for a record too large for its side-output topic: the size of the
 /// original payload, in bytes (the marker itself has no payload).
 pub const HEADER_ORIGINAL_BYTES: &str = "streamagg.original_bytes";
@@ -251,7 +254,13 @@ impl Sink {
 
     /// Queues the average of a closed window, keyed by source, timestamped with the window's last
     /// instant ([`output_timestamp`]).
-    pub fn emit(&mut self, window: &ClosedWindow) -> Result<(), ProduceError> {
+    /// `possibly_split`: the [`HEADER_POSSIBLY_SPLIT`] header's value, when the window may be one
+    /// part of a window split by partitions added to the input.
+    pub fn emit(
+        &mut self,
+        window: &ClosedWindow,
+        possibly_split: Option<&str>,
+    ) -> Result<(), ProduceError> {
         self.buffer.clear();
         if let Some(&id) = self.output_schema_ids.get(window.level) {
             crate::codec::confluent::write_header(id, &mut self.buffer);
@@ -268,7 +277,12 @@ impl Sink {
             topic,
             Some(window.source.as_bytes()),
             Some(&self.buffer),
-            None,
+            possibly_split.map(|value| {
+                OwnedHeaders::new().insert(Header {
+                    key: HEADER_POSSIBLY_SPLIT,
+                    value: Some(value),
+                })
+            }),
             match self.output_timestamp {
                 OutputTimestamp::WallClock => None,
                 OutputTimestamp::WindowEnd => output_timestamp(&average, crate::producer::now_ms()),

@@ -26,6 +26,8 @@ pub mod metric {
     pub const RECORDS_INVALID: &str = "streamagg_records_invalid_total";
     pub const RECORDS_REPLAYED: &str = "streamagg_records_replayed_total";
     pub const WINDOWS_EMITTED: &str = "streamagg_windows_emitted_total";
+    pub const WINDOWS_POSSIBLY_SPLIT: &str = "streamagg_windows_possibly_split_total";
+    pub const INPUT_PARTITIONS_ADDED: &str = "streamagg_input_partitions_added_total";
     pub const OPEN_WINDOWS: &str = "streamagg_open_windows";
     pub const ASSIGNED_PARTITIONS: &str = "streamagg_assigned_partitions";
     pub const STATE_KEYS: &str = "streamagg_state_keys";
@@ -162,6 +164,16 @@ fn describe() {
         WINDOWS_EMITTED,
         Unit::Count,
         "Closed windows whose average was produced to the output topic."
+    );
+    describe_counter!(
+        WINDOWS_POSSIBLY_SPLIT,
+        Unit::Count,
+        "Windows emitted with the header streamagg.possibly_split: their source is not in the partition the input partitioner puts it in now (partitions were added), so another part of the window may be emitted from its new partition."
+    );
+    describe_counter!(
+        INPUT_PARTITIONS_ADDED,
+        Unit::Count,
+        "Partitions added to an input topic while this instance ran (seen at a rebalance)."
     );
     describe_gauge!(
         OPEN_WINDOWS,

@@ -55,8 +55,12 @@ pub(super) fn run(settings: RunSettings) -> Result<()> {
     let (service, inbox) = match &settings.query {
         Some(query) => {
             let (asker, inbox) = queries::channel();
-            let discovery =
-                Discovery::new(&settings.kafka, &settings.group, &settings.input_topics)?;
+            let discovery = Discovery::new(
+                &settings.kafka,
+                &settings.group,
+                &settings.input_topics,
+                settings.input_partitioner,
+            )?;
             let service = LiveService::new(query.token.clone(), asker, discovery);
             let service: Arc<dyn Endpoint> = Arc::new(service);
             (Some(service), Some(inbox))

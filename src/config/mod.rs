@@ -25,6 +25,7 @@ mod query;
 pub mod registry;
 pub mod windows;
 
+use crate::partitioner::Partitioner;
 use crate::window::sketch::SketchSpec;
 use cluster::{metrics_addr, KafkaOptions, KafkaSettings};
 use passthrough::Client;
@@ -112,6 +113,13 @@ pub struct RunOptions {
     /// Output payload format [default: json].
     #[arg(long, env = "STREAMAGG_OUTPUT_FORMAT", value_enum)]
     pub output_format: Option<Format>,
+    /// How the producers of the input chose a record's partition from its key, the source:
+    /// murmur2 (Java clients, Kafka Streams, streamagg), crc32 (librdkafka's default:
+    /// confluent-kafka-python and -go, kcat) or unknown. A window of a source that is not where
+    /// this puts it (partitions were added) is emitted with the header `streamagg.possibly_split`
+    /// [default: murmur2].
+    #[arg(long, env = "STREAMAGG_INPUT_PARTITIONER", value_enum)]
+    pub input_partitioner: Option<Partitioner>,
     /// With `--input-format avro`: the Avro schema (.avsc) the producers write raw datums with,
     /// when it is not streamagg's own; read by schema resolution [default: schemas/traffic_event.avsc].
     #[arg(long, env = "STREAMAGG_INPUT_WRITER_SCHEMA")]
@@ -279,6 +287,8 @@ pub struct RunSettings {
     pub state_dir: PathBuf,
     pub input_format: Format,
     pub output_format: Format,
+    /// How the input's producers partition by source ([`Partitioner::home_of`]).
+    pub input_partitioner: Partitioner,
     /// The schema file raw Avro input is written with, if not streamagg's own.
     pub input_writer_schema: Option<PathBuf>,
     /// The Schema Registry, when a format is `avro-confluent`.
@@ -583,6 +593,7 @@ impl TryFrom<RunOptions> for RunSettings {
             input_format,
             output_format,
             input_writer_schema: options.input_writer_schema,
+            input_partitioner: options.input_partitioner.unwrap_or_default(),
             registry,
             event_time: options.event_time.unwrap_or(EventTime::Field),
             window,

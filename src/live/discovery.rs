@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::assignment::{owners, Member, Owner};
-use super::partition::partition_of;
 use crate::config::cluster::KafkaSettings;
 use crate::kafka::context::StreamaggContext;
 use crate::kafka::KafkaSetupError;
+use crate::partitioner::Partitioner;
 
 /// How long a description of the topics and the group is used before it is asked for again.
 pub const CACHE_FOR: Duration = Duration::from_secs(5);
@@ -31,6 +31,8 @@ pub struct DiscoveryError(String);
 pub struct Snapshot {
     /// Per input topic, in the order of the settings: its partition count, if it has partitions.
     pub partition_counts: Vec<(String, Option<usize>)>,
+    /// How the producers partition by source (`--input-partitioner`).
+    pub partitioner: Partitioner,
     pub owners: BTreeMap<(String, i32), Owner>,
 }
 
@@ -40,7 +42,11 @@ impl Snapshot {
         self.partition_counts
             .iter()
             .filter_map(|(topic, count)| {
-                Some((topic.clone(), partition_of(source.as_bytes(), (*count)?)?))
+                Some((
+                    topic.clone(),
+                    self.partitioner
+                        .partition_of(source.as_bytes(), (*count)?)?,
+                ))
             })
             .collect()
     }
@@ -51,6 +57,7 @@ pub struct Discovery {
     client: BaseConsumer<StreamaggContext>,
     group: String,
     inputs: Vec<String>,
+    partitioner: Partitioner,
     cache: Mutex<Option<(Instant, Arc<Snapshot>)>>,
 }
 
@@ -60,6 +67,7 @@ impl Discovery {
         kafka: &KafkaSettings,
         group: &str,
         inputs: &[String],
+        partitioner: Partitioner,
     ) -> Result<Self, KafkaSetupError> {
         let client = kafka
             .client_config("streamagg-query")
@@ -69,6 +77,7 @@ impl Discovery {
             client,
             group: group.to_owned(),
             inputs: inputs.to_vec(),
+            partitioner,
             cache: Mutex::new(None),
         })
     }
@@ -121,6 +130,7 @@ impl Discovery {
                 assignment: m.assignment(),
             });
         Ok(Snapshot {
+            partitioner: self.partitioner,
             owners: owners(members),
             partition_counts,
         })

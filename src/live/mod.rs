@@ -3,14 +3,14 @@
 //!
 //! The flow: the telemetry server ([`crate::telemetry`]) checks the bearer token and decodes the
 //! source ([`answer`]); [`discovery`] maps it to its input partitions (Java's murmur2 partitioner,
-//! [`partition`]) and, from a briefly cached description of the consumer group ([`assignment`]),
+//! [`crate::partitioner`]) and, from a briefly cached description of the consumer group ([`assignment`]),
 //! to their owners; the question then goes over a bounded channel ([`queries`]) to the poll loop,
 //! which answers it between two batches of records from its own windows — so a read never waits on a
 //! lock the poll loop holds, and never sees half of a record applied.
 //!
 //! `streamagg query` follows an owner only to an address the user trusts ([`follow`]).
 //!
-//! `partition`, `assignment`, `answer` and `follow` are pure; `queries` and `discovery` are the
+//! `assignment`, `answer` and `follow` are pure; `queries` and `discovery` are the
 //! runtime edge.
 
 pub mod answer;
@@ -18,7 +18,6 @@ pub mod assignment;
 #[cfg(feature = "runtime")]
 pub mod discovery;
 pub mod follow;
-pub mod partition;
 #[cfg(feature = "runtime")]
 pub mod queries;
 #[cfg(feature = "runtime")]

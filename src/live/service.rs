@@ -59,6 +59,12 @@ impl LiveService {
             Err(_) => return error(503, "describing the group failed"),
         };
         let partitions = snapshot.partitions_of(&source);
+        if snapshot.partitioner == crate::partitioner::Partitioner::Unknown {
+            return error(
+                501,
+                "the input partitioner is unknown (--input-partitioner): a source's partition cannot be found",
+            );
+        }
         if partitions.is_empty() {
             return error(503, "the input topics have no partitions (yet)");
         }

@@ -208,6 +208,7 @@ impl Processor {
         consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
     ) -> Result<(), PipelineError> {
+        self.learn_partition_counts()?;
         for (tp, from) in self.resume(consumer, assignment)? {
             if let Some(from) = from {
                 assignment
@@ -216,6 +217,32 @@ impl Processor {
             }
         }
         self.assigned_once = true;
+        Ok(())
+    }
+
+    /// Asks the cluster for the input topics' partition counts (a rebalance follows every change
+    /// librdkafka sees): an increase is logged and counted, and from now on windows of sources that
+    /// moved are marked as possibly split ([`super::split`]).
+    fn learn_partition_counts(&mut self) -> Result<(), PipelineError> {
+        for topic in &self.settings.input_topics {
+            let Some(count) =
+                kafka::admin::partition_count(self.sink.client(), &self.settings.kafka, topic)?
+            else {
+                continue; // deleted: the consumer reports it, and a recreated topic is a reset
+            };
+            if let Some(before) = self.inputs.update(topic, count) {
+                tracing::warn!(
+                    topic,
+                    before,
+                    now = count,
+                    partitioner = ?self.settings.input_partitioner,
+                    "partitions were added to an input topic: sources whose key hashes to another partition now move there, and their windows around the change are emitted in two parts (one from each partition; the old part carries the header {}); see the README's \"Adding input partitions\"",
+                    crate::sink::HEADER_POSSIBLY_SPLIT
+                );
+                metrics::counter!(crate::telemetry::metric::INPUT_PARTITIONS_ADDED, "topic" => topic.clone())
+                    .increment((count - before) as u64);
+            }
+        }
         Ok(())
     }
 

@@ -56,11 +56,11 @@ impl Processor {
                 state.last_record = now;
                 let closed = state.windows.close_due();
                 state.changed |= !closed.is_empty();
-                closed_by_idleness.push(closed);
+                closed_by_idleness.push((topic.clone(), partition, closed));
             }
         }
-        for closed in closed_by_idleness {
-            self.emit(closed)?;
+        for (topic, partition, closed) in closed_by_idleness {
+            self.emit(&topic, partition, closed)?;
         }
         Ok(())
     }

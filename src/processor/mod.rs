@@ -4,7 +4,7 @@
 //! committed (transaction, or flush + group commit), state written to RocksDB. After any error it
 //! never checkpoints again; an abortable transaction error is recovered from by aborting and
 //! redoing the work since the last checkpoint. Assignment (resume, rewind, revoke) lives in
-//! [`assignment`], idle closing in [`idle`]; the consumer loop that drives it in [`crate::pipeline`].
+//! [`assignment`], idle closing in [`idle`], partitions added to an input topic in [`split`]; the consumer loop that drives it in [`crate::pipeline`].
 //!
 //! # Checkpoint protocol
 //!
@@ -41,6 +41,7 @@ mod assignment;
 mod checkpoint;
 mod idle;
 mod live;
+mod split;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -237,6 +238,8 @@ pub struct Processor {
     failed: bool,
     /// Transaction aborts since the last successful checkpoint.
     consecutive_aborts: u32,
+    /// The input topics' partition counts, to mark windows a partition increase split.
+    inputs: split::InputPartitions,
 }
 
 impl Processor {
@@ -250,6 +253,7 @@ impl Processor {
     ) -> Self {
         Processor {
             input,
+            inputs: split::InputPartitions::new(settings.input_partitioner),
             semantics: settings.semantics(),
             settings,
             store,
@@ -391,7 +395,7 @@ impl Processor {
             }
         }
         let closed = state.windows.close_due();
-        self.emit(closed)?;
+        self.emit(topic, partition, closed)?;
         Ok(())
     }
 
@@ -401,7 +405,12 @@ impl Processor {
     /// The latency is observed once per window start in the burst (all its sources close at the same
     /// moment and share the value), not once per source: the exporter keeps every observation until
     /// the next scrape, which at a million sources was most of the processor's memory.
-    fn emit(&mut self, windows: Vec<ClosedWindow>) -> Result<(), ProduceError> {
+    fn emit(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        windows: Vec<ClosedWindow>,
+    ) -> Result<(), ProduceError> {
         if windows.is_empty() {
             return Ok(()); // the common case, once per record: no clock read
         }
@@ -411,7 +420,8 @@ impl Processor {
         let now = crate::producer::now_ms();
         let mut observed_start = None;
         for window in windows {
-            self.sink.emit(&window)?;
+            let split = self.possibly_split(topic, partition, &window);
+            self.sink.emit(&window, split.as_deref())?;
             self.counts.windows_emitted += 1;
             if observed_start != Some(window.window_start) {
                 observed_start = Some(window.window_start);
@@ -420,6 +430,31 @@ impl Processor {
             }
         }
         Ok(())
+    }
+
+    /// The `streamagg.possibly_split` header value of a window read from `topic`'s `partition`, if
+    /// its source is not where the input's partitioner puts it now ([`split`]); counted, and the
+    /// partition's first one logged.
+    fn possibly_split(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        window: &ClosedWindow,
+    ) -> Option<String> {
+        let displaced = self.inputs.displaced(topic, partition, &window.source)?;
+        metrics::counter!(metric::WINDOWS_POSSIBLY_SPLIT, "topic" => topic.to_owned()).increment(1);
+        if displaced.first {
+            tracing::warn!(
+                topic,
+                partition,
+                source = %window.source,
+                where_ = %displaced.header,
+                partitioner = ?self.settings.input_partitioner,
+                "a window's source is not in the partition the input partitioner puts it in: partitions were added to the topic (its window may be split between two partitions; both parts are emitted, this one with the header {}), or the producers partition otherwise (set --input-partitioner)",
+                crate::sink::HEADER_POSSIBLY_SPLIT
+            );
+        }
+        Some(displaced.header)
     }
 
     /// An error with what only the processor knows added: which topics a refused write was for.

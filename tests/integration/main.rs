@@ -89,6 +89,7 @@ mod oracle;
 mod output_timestamps;
 mod percentiles;
 mod processor;
+mod repartition;
 mod reset;
 mod rollups;
 mod scenario;

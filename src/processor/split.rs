@@ -30,7 +30,7 @@ pub(super) struct InputPartitions {
     partitioner: Partitioner,
     counts: HashMap<String, usize>,
     /// Partitions that already logged a possibly split window (once per partition and process).
-    warned: HashSet<(String, i32)>,
+    warned: HashMap<String, HashSet<i32>>,
 }
 
 /// A window result's source is not where the partitioner puts it.
@@ -47,7 +47,7 @@ impl InputPartitions {
         InputPartitions {
             partitioner,
             counts: HashMap::new(),
-            warned: HashSet::new(),
+            warned: HashMap::new(),
         }
     }
 
@@ -72,7 +72,14 @@ impl InputPartitions {
         let home = self
             .partitioner
             .home_of(source.as_bytes(), partition, count)?;
-        let first = self.warned.insert((topic.to_owned(), partition));
+        let first = match self.warned.get_mut(topic) {
+            Some(partitions) => partitions.insert(partition),
+            None => {
+                self.warned
+                    .insert(topic.to_owned(), HashSet::from([partition]));
+                true
+            }
+        };
         Some(Displaced {
             header: format!("from={partition} home={home} partitions={count}"),
             first,

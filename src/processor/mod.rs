@@ -441,7 +441,9 @@ impl Processor {
         partition: i32,
         window: &ClosedWindow,
     ) -> Option<String> {
-        let displaced = self.inputs.displaced(topic, partition, &window.source)?;
+        let displaced = self
+            .inputs
+            .displaced(topic, partition, &window.source, window.level)?;
         metrics::counter!(metric::WINDOWS_POSSIBLY_SPLIT, "topic" => topic.to_owned()).increment(1);
         if displaced.first {
             tracing::warn!(

@@ -22,21 +22,32 @@
 
 use std::collections::{HashMap, HashSet};
 
+use smol_str::SmolStr;
+
 use crate::partitioner::Partitioner;
 
-/// The input topics' partition counts as last seen, and where a split was already logged.
+/// The input topics' partition counts as last seen, the counts before an increase, the sources
+/// that moved in and were already marked, and where a split was already logged.
 #[derive(Debug)]
 pub(super) struct InputPartitions {
     partitioner: Partitioner,
     counts: HashMap<String, usize>,
+    /// Per topic, its count before the last increase this process saw.
+    before: HashMap<String, usize>,
+    /// Per topic and partition, the `(source, window size)`s that were marked there as not at home
+    /// (old parts; new parts emitted before the increase was seen) or as having moved in (their
+    /// first window after it): a source that moved in is marked once, with its first window.
+    arrived: HashMap<String, HashMap<i32, HashSet<(SmolStr, usize)>>>,
     /// Partitions that already logged a possibly split window (once per partition and process).
     warned: HashMap<String, HashSet<i32>>,
 }
 
-/// A window result's source is not where the partitioner puts it.
+/// A window result's source is not where the partitioner puts it, or has just moved there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Displaced {
-    /// The header value: `from=<partition> home=<partition> partitions=<count>`.
+    /// The header value: `partition=<p> home=<q> partitions=<n>`: the window was read from
+    /// partition `p`, and with `n` partitions its source belongs in `q` (the current count for an
+    /// old part, the count before the increase for a new part).
     pub header: String,
     /// Whether this is the partition's first such window (log it).
     pub first: bool,
@@ -47,6 +58,8 @@ impl InputPartitions {
         InputPartitions {
             partitioner,
             counts: HashMap::new(),
+            before: HashMap::new(),
+            arrived: HashMap::new(),
             warned: HashMap::new(),
         }
     }
@@ -55,23 +68,53 @@ impl InputPartitions {
     /// (partitions were added since it was last seen). The first count seen is no change.
     pub(super) fn update(&mut self, topic: &str, count: usize) -> Option<usize> {
         match self.counts.insert(topic.to_owned(), count) {
-            Some(before) if before < count => Some(before),
+            Some(before) if before < count => {
+                self.before.insert(topic.to_owned(), before);
+                Some(before)
+            }
             _ => None,
         }
     }
 
-    /// Whether a window of `source` read from `topic`'s `partition` is not where the partitioner
-    /// puts `source` under the topic's current count: then it may be one part of a split window.
+    /// Whether the window of size `level` of `source` read from `topic`'s `partition` may be one
+    /// part of a window split by an increase of the topic's partitions:
+    /// - the old part: `source` is not where the partitioner puts it under the current count
+    ///   (every such window is marked, so a backlog from before the change is too);
+    /// - the new part, when this process saw the increase: `source` was elsewhere under the count
+    ///   before it, and this is its first window of that size here (the one that straddles the
+    ///   moment its producer moved it), unless one was marked here as not at home before the
+    ///   increase was seen. This closes the gap of an old part emitted before the increase was
+    ///   seen: one part of every split window is marked.
+    ///
+    /// Either way the header says the same of a part: where it was read, and where its source
+    /// belongs with the count that makes it a part.
     pub(super) fn displaced(
         &mut self,
         topic: &str,
         partition: i32,
         source: &str,
+        level: usize,
     ) -> Option<Displaced> {
         let count = *self.counts.get(topic)?;
-        let home = self
-            .partitioner
-            .home_of(source.as_bytes(), partition, count)?;
+        let key = source.as_bytes();
+        let (home, partitions) = match self.partitioner.home_of(key, partition, count) {
+            Some(home) => (home, count),
+            None => {
+                let before = *self.before.get(topic)?;
+                (self.partitioner.home_of(key, partition, before)?, before)
+            }
+        };
+        let marked = self
+            .arrived
+            .entry(topic.to_owned())
+            .or_default()
+            .entry(partition)
+            .or_default();
+        let new = marked.insert((SmolStr::new(source), level));
+        if partitions != count && !new {
+            return None; // moved in, and its first window here was marked already
+        }
+        let header = format!("partition={partition} home={home} partitions={partitions}");
         let first = match self.warned.get_mut(topic) {
             Some(partitions) => partitions.insert(partition),
             None => {
@@ -80,10 +123,7 @@ impl InputPartitions {
                 true
             }
         };
-        Some(Displaced {
-            header: format!("from={partition} home={home} partitions={count}"),
-            first,
-        })
+        Some(Displaced { header, first })
     }
 }
 
@@ -109,62 +149,112 @@ mod tests {
     }
 
     #[test]
-    fn a_window_is_displaced_when_its_source_hashes_to_another_partition_now() {
-        // Sources and their murmur2 partitions under 2 and 4 partitions, computed here.
+    fn both_parts_of_a_moved_source_are_marked_and_nothing_else() {
+        // Sources and their murmur2 partitions under 3 and 5 partitions, computed here.
+        let home = |s: &str, n| partition_of(s.as_bytes(), n).expect("keyed");
         let sources: Vec<String> = (0..64).map(|i| format!("sensor-{i}")).collect();
         let moved = sources
             .iter()
-            .find(|s| partition_of(s.as_bytes(), 2) != partition_of(s.as_bytes(), 4))
+            .find(|s| home(s, 3) != home(s, 5))
             .expect("a source that moves");
         let stayed = sources
             .iter()
-            .find(|s| partition_of(s.as_bytes(), 2) == partition_of(s.as_bytes(), 4))
+            .find(|s| home(s, 3) == home(s, 5))
             .expect("a source that stays");
-        let old_home = |s: &String| partition_of(s.as_bytes(), 2).expect("keyed");
-        let new_home = |s: &String| partition_of(s.as_bytes(), 4).expect("keyed");
+        let (old, new) = (home(moved, 3), home(moved, 5));
+        let old_part = format!("partition={old} home={new} partitions=5");
+        let new_part = format!("partition={new} home={old} partitions=3");
 
         let mut inputs = InputPartitions::new(Partitioner::Murmur2);
-        assert_eq!(inputs.displaced("t", 0, moved), None, "count not known yet");
-        inputs.update("t", 2);
-        assert_eq!(
-            inputs.displaced("t", old_home(moved), moved),
-            None,
-            "at home"
-        );
-        inputs.update("t", 4);
-        let displaced = inputs
-            .displaced("t", old_home(moved), moved)
-            .expect("moved away");
-        assert_eq!(
-            displaced.header,
-            format!(
-                "from={} home={} partitions=4",
-                old_home(moved),
-                new_home(moved)
-            )
-        );
-        assert!(displaced.first);
-        let again = inputs
-            .displaced("t", old_home(moved), moved)
-            .expect("still");
-        assert!(!again.first, "logged once per partition");
-        assert_eq!(
-            inputs.displaced("t", new_home(moved), moved),
-            None,
-            "its new home"
-        );
-        assert_eq!(
-            inputs.displaced("t", old_home(stayed), stayed),
-            None,
-            "stayed"
-        );
-        assert_eq!(inputs.displaced("other", 0, moved), None, "unknown topic");
         let mut unknown = InputPartitions::new(Partitioner::Unknown);
-        unknown.update("t", 4);
         assert_eq!(
-            unknown.displaced("t", old_home(moved), moved),
+            inputs.displaced("t", old, moved, 0),
             None,
-            "no partitioner"
+            "count not known"
         );
+        assert_eq!(inputs.update("t", 3), None);
+        unknown.update("t", 3);
+        assert_eq!(inputs.displaced("t", old, moved, 0), None, "at home");
+        assert_eq!(inputs.update("t", 5), Some(3));
+        unknown.update("t", 5);
+        // (what, partition, source, size, expected header, first for its partition)
+        let steps = [
+            ("old part", old, moved, 0, Some(&old_part), true),
+            (
+                "old part, any window",
+                old,
+                moved,
+                0,
+                Some(&old_part),
+                false,
+            ),
+            (
+                "old part, larger size",
+                old,
+                moved,
+                1,
+                Some(&old_part),
+                false,
+            ),
+            (
+                "new part: the first window there",
+                new,
+                moved,
+                0,
+                Some(&new_part),
+                true,
+            ),
+            ("the next window there is whole", new, moved, 0, None, false),
+            (
+                "new part of the larger size",
+                new,
+                moved,
+                1,
+                Some(&new_part),
+                false,
+            ),
+            (
+                "a source that stayed",
+                home(stayed, 5),
+                stayed,
+                0,
+                None,
+                false,
+            ),
+        ];
+        for (what, partition, source, level, header, first) in steps {
+            let got = inputs.displaced("t", partition, source, level);
+            assert_eq!(got.as_ref().map(|d| &d.header), header, "{what}");
+            if let Some(got) = got {
+                assert_eq!(got.first, first, "{what}: logged once per partition");
+            }
+            assert_eq!(
+                unknown.displaced("t", partition, source, level),
+                None,
+                "{what}: unknown partitioner"
+            );
+        }
+        assert_eq!(
+            inputs.displaced("other", old, moved, 0),
+            None,
+            "unknown topic"
+        );
+
+        // Records of a moved source in its new partition before the increase is seen: marked as
+        // not at home, and not again once it is.
+        let mut late = InputPartitions::new(Partitioner::Murmur2);
+        late.update("t", 3);
+        let early = late
+            .displaced("t", new, moved, 0)
+            .expect("not at home with 3");
+        assert_eq!(early.header, new_part);
+        late.update("t", 5);
+        assert_eq!(late.displaced("t", new, moved, 0), None, "marked once");
+
+        // A process that first saw the topic with 5 partitions knows no move in: only old parts.
+        let mut later = InputPartitions::new(Partitioner::Murmur2);
+        later.update("t", 5);
+        assert_eq!(later.displaced("t", new, moved, 0), None);
+        assert!(later.displaced("t", old, moved, 0).is_some());
     }
 }

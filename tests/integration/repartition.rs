@@ -73,8 +73,29 @@ fn per_partition(
         .collect()
 }
 
+/// When the producers move sources to their new partitions, relative to the processor learning of
+/// the change.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Producers {
+    /// After the processor has rebalanced onto the new partitions (Java producers refresh their
+    /// metadata every 5 minutes; the processor every 10 s): both parts are marked.
+    SwitchAfterTheProcessorKnows,
+    /// At once, while the processor still counts the old partitions: the old parts close
+    /// unmarked, so the new parts must carry the mark.
+    SwitchAtOnce,
+}
+
 #[test]
 fn partitions_added_to_a_live_input_are_picked_up_and_split_windows_are_marked() {
+    partitions_added(Producers::SwitchAfterTheProcessorKnows);
+}
+
+#[test]
+fn a_split_window_is_marked_even_when_producers_switch_before_the_processor_knows() {
+    partitions_added(Producers::SwitchAtOnce);
+}
+
+fn partitions_added(producers: Producers) {
     // Before the change: minutes 0–2 and the first half of minute 3; after it: the rest of minute
     // 3, minutes 4 and 5, then one event per partition at minute 20 to close every window.
     let before = events(0..=200);
@@ -111,6 +132,11 @@ fn partitions_added_to_a_live_input_are_picked_up_and_split_windows_are_marked()
     );
 
     add_partitions(&scenario.topics.input, 5);
+    if producers == Producers::SwitchAtOnce {
+        // A new producer, which asks for the topic's metadata now.
+        scenario.preload(first..second);
+        scenario.preload(second..scenario.inputs.len());
+    }
     // Picked up without a restart, by the metadata refresh and the rebalance it causes.
     let started = std::time::Instant::now();
     while !assigned_partitions(&processor.log()).is_superset(&BTreeSet::from([3, 4])) {
@@ -129,9 +155,11 @@ fn partitions_added_to_a_live_input_are_picked_up_and_split_windows_are_marked()
     );
     assert_eq!(added, 2.0, "two partitions added");
 
-    // A new producer sees five partitions: moved sources now go to their new partition.
-    scenario.preload(first..second);
-    scenario.preload(second..scenario.inputs.len());
+    if producers == Producers::SwitchAfterTheProcessorKnows {
+        // A new producer sees five partitions: moved sources now go to their new partition.
+        scenario.preload(first..second);
+        scenario.preload(second..scenario.inputs.len());
+    }
 
     let input = read_all(&scenario.topics.input.name);
     let closed: BTreeSet<i32> = input
@@ -229,16 +257,43 @@ fn partitions_added_to_a_live_input_are_picked_up_and_split_windows_are_marked()
     for (key, wanted) in &expected {
         let records = &got[key];
         assert_eq!(records.len(), wanted.len(), "{key:?}: one record per part");
+        // A split window's parts are marked with where they were read and where their source
+        // belongs with the count that makes them a part; the old part only if the processor knew
+        // of the change in time.
+        let split_from = moved.get(key.0.as_str()).filter(|_| wanted.len() > 1);
         for (partition, part) in wanted {
-            let mark = match moved.get(key.0.as_str()) {
-                Some(&(old, new)) if wanted.len() > 1 && *partition == old => {
-                    Some(format!("from={old} home={new} partitions=5"))
+            let marks: Vec<Option<String>> = match split_from {
+                // Whole windows of a source that moved between two old partitions, read before
+                // the processor knew the new count: not at home with 3 partitions, so marked.
+                None => match moved.get(key.0.as_str()) {
+                    Some(&(old, new))
+                        if producers == Producers::SwitchAtOnce && *partition == new && new < 3 =>
+                    {
+                        vec![
+                            None,
+                            Some(format!("partition={new} home={old} partitions=3")),
+                        ]
+                    }
+                    _ => vec![None],
+                },
+                Some(&(old, new)) if *partition == old => {
+                    let mark = Some(format!("partition={old} home={new} partitions=5"));
+                    match producers {
+                        Producers::SwitchAtOnce => vec![None, mark],
+                        Producers::SwitchAfterTheProcessorKnows => vec![mark],
+                    }
                 }
-                _ => None,
+                Some(&(old, new)) => vec![Some(format!("partition={new} home={old} partitions=3"))],
             };
             assert!(
-                records.iter().any(|(h, values)| *h == mark && same(values, part)),
-                "{key:?}: the part from partition {partition} {part:?} with header {mark:?}; got {records:?}"
+                records.iter().any(|(h, values)| marks.contains(h) && same(values, part)),
+                "{key:?}: the part from partition {partition} {part:?} with a header in {marks:?}; got {records:?}"
+            );
+        }
+        if split_from.is_some() {
+            assert!(
+                records.iter().any(|(h, _)| h.is_some()),
+                "{key:?}: a split window has a marked part: {records:?}"
             );
         }
         // The parts add up to the window as the whole input has it.
@@ -259,14 +314,24 @@ fn partitions_added_to_a_live_input_are_picked_up_and_split_windows_are_marked()
             "{key:?}: the parts' sums add up"
         );
     }
+    let marked_records = output
+        .iter()
+        .filter(|r| header(r, SPLIT_HEADER).is_some())
+        .count();
+    if producers == Producers::SwitchAfterTheProcessorKnows {
+        assert_eq!(
+            marked_records,
+            2 * moved.len(),
+            "both parts of each split window"
+        );
+    }
     let marked = processor.wait_for_metric(
         "streamagg_windows_possibly_split_total",
-        moved.len() as f64,
+        marked_records as f64,
         Duration::from_secs(10),
     );
     assert_eq!(
-        marked,
-        moved.len() as f64,
+        marked, marked_records as f64,
         "each marked window counted once"
     );
     assert!(processor

@@ -50,10 +50,15 @@
 //!   `streamagg query` follows, and a rogue group member's made-up owner address, which `query`
 //!   names but never sends the token to unless told with `--peer`.
 //!   `cluster.rs` runs on the replicated cluster (`scripts/kafka --cluster`, three nodes, replication
-//!   3, min ISR 2; run by name, not yet in `scripts/test`: known problems in its module doc): kill
+//!   3, min ISR 2; `scripts/test` brings it up and runs these after the rest): kill
 //!   -9 of an input partition's leader, of the transaction coordinator mid-transaction and of the
 //!   group coordinator mid-rebalance, two of three nodes stopped, a rolling restart, and the
 //!   gateway through a leader kill, each held to the oracle (exited instances are restarted).
+//!   `repartition.rs` adds partitions to a live input topic (3 → 5): the new ones are picked up
+//!   without a restart, every window part equals the oracle run per partition, the parts add up to
+//!   the whole window, and one part of every split window carries `streamagg.possibly_split`
+//!   (producers switching after and before the processor knows); streamagg's murmur2 and crc32
+//!   equal librdkafka's partitioners.
 //!   `percentiles.rs` holds `--percentiles` to exact rank values computed from the oracle's windows
 //!   (straight, across `kill -9`s, across a hand-off that rebuilds); `output_timestamps.rs` an
 //!   output topic that refuses old timestamps (every oracle comparison also checks that output

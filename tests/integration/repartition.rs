@@ -26,6 +26,11 @@ const BASE: i64 = 1_700_000_040_000;
 const SOURCES: usize = 40;
 const SPLIT_HEADER: &str = "streamagg.possibly_split";
 
+/// (source, window start)
+type Window = (String, i64);
+/// (count, sum, min, max)
+type Values = (i64, f64, f64, f64);
+
 /// `(source, seconds after BASE, value)` for every source, every 10 s in `seconds`.
 fn events(seconds: std::ops::RangeInclusive<i64>) -> Vec<(String, i64, f64)> {
     seconds
@@ -209,7 +214,7 @@ fn partitions_added(producers: Producers) {
     );
 
     // (source, window) → each partition's part of it.
-    let mut expected: BTreeMap<(String, i64), Vec<(i32, (i64, f64, f64, f64))>> = BTreeMap::new();
+    let mut expected: BTreeMap<Window, Vec<(i32, Values)>> = BTreeMap::new();
     for (partition, windows) in &parts {
         for (key, values) in &windows.windows {
             expected
@@ -232,8 +237,7 @@ fn partitions_added(producers: Producers) {
         Duration::from_secs(90),
         || check_alive(&mut [&mut processor]),
     );
-    let mut got: BTreeMap<(String, i64), Vec<(Option<String>, (i64, f64, f64, f64))>> =
-        BTreeMap::new();
+    let mut got: BTreeMap<Window, Vec<(Option<String>, Values)>> = BTreeMap::new();
     for record in &output {
         let window = decode_output(Format::Json, record.payload.as_deref().expect("payload"));
         got.entry((window.source, window.start)).or_default().push((
@@ -251,9 +255,7 @@ fn partitions_added(producers: Producers) {
         expected.keys().collect::<Vec<_>>(),
         "the windows of every source"
     );
-    let same = |a: &(i64, f64, f64, f64), b: &(i64, f64, f64, f64)| {
-        a.0 == b.0 && close(a.1, b.1) && a.2 == b.2 && a.3 == b.3
-    };
+    let same = |a: &Values, b: &Values| a.0 == b.0 && close(a.1, b.1) && a.2 == b.2 && a.3 == b.3;
     for (key, wanted) in &expected {
         let records = &got[key];
         assert_eq!(records.len(), wanted.len(), "{key:?}: one record per part");

@@ -208,7 +208,6 @@ impl Processor {
         consumer: &BaseConsumer<C>,
         assignment: &mut TopicPartitionList,
     ) -> Result<(), PipelineError> {
-        self.learn_partition_counts()?;
         for (tp, from) in self.resume(consumer, assignment)? {
             if let Some(from) = from {
                 assignment
@@ -216,19 +215,30 @@ impl Processor {
                     .map_err(PipelineError::Consumer)?;
             }
         }
+        self.learn_partition_counts();
         self.assigned_once = true;
         Ok(())
     }
 
     /// Asks the cluster for the input topics' partition counts (a rebalance follows every change
     /// librdkafka sees): an increase is logged and counted, and from now on windows of sources that
-    /// moved are marked as possibly split ([`super::split`]).
-    fn learn_partition_counts(&mut self) -> Result<(), PipelineError> {
+    /// moved are marked as possibly split ([`super::split`]). A failure to ask is logged, not
+    /// fatal: the counts stay as they were until the next rebalance, and results whose source is
+    /// not at home under them are still marked.
+    fn learn_partition_counts(&mut self) {
         for topic in &self.settings.input_topics {
-            let Some(count) =
-                kafka::admin::partition_count(self.sink.client(), &self.settings.kafka, topic)?
-            else {
-                continue; // deleted: the consumer reports it, and a recreated topic is a reset
+            let count = match kafka::admin::partition_count(
+                self.sink.client(),
+                &self.settings.kafka,
+                topic,
+            ) {
+                Ok(Some(count)) => count,
+                // Deleted: the consumer reports it, and a recreated topic is a reset.
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(topic, %error, "cannot learn the input topic's partition count at this rebalance");
+                    continue;
+                }
             };
             if let Some(before) = self.inputs.update(topic, count) {
                 tracing::warn!(
@@ -243,7 +253,6 @@ impl Processor {
                     .increment((count - before) as u64);
             }
         }
-        Ok(())
     }
 
     /// After an aborted transaction: every owned partition goes back to its last checkpoint (state

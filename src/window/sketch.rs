@@ -115,6 +115,11 @@ impl Sketch {
             // A bin saturates at u32::MAX values, more than a window of one source ever sees.
             Ok(at) => self.bins[at].count = self.bins[at].count.saturating_add(count),
             Err(at) => {
+                if self.bins.len() >= spec.max_bins {
+                    // At the cap a new bin is merged away at once: one slot more, not a doubling
+                    // of the allocation that would stay with the window.
+                    self.bins.reserve_exact(1);
+                }
                 self.bins.insert(at, Bin { index, count });
                 self.collapse(spec);
             }

@@ -128,6 +128,11 @@ fn bins_stay_bounded_and_the_high_quantiles_stay_accurate() {
     let values: Vec<f64> = (0..1000).map(|i| 10_f64.powf(i as f64 * 0.006)).collect();
     let sketch = sketch_of(&spec, &values);
     assert_eq!(sketch.bins.len(), 64);
+    assert!(
+        sketch.bins.capacity() <= 65,
+        "a bin over the cap costs one slot, not a doubling: capacity {}",
+        sketch.bins.capacity()
+    );
     assert_eq!(sketch.count(), 1000);
     for q in [0.95, 0.99, 1.0] {
         let exact = exact_quantile(&values, q);

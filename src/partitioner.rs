@@ -24,6 +24,15 @@ pub enum Partitioner {
 }
 
 impl Partitioner {
+    /// Its `--input-partitioner` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Partitioner::Murmur2 => "murmur2",
+            Partitioner::Crc32 => "crc32",
+            Partitioner::Unknown => "unknown",
+        }
+    }
+
     /// The partition of a topic with `partitions` partitions that a record keyed by `key` goes to;
     /// `None` for an empty key (producers place those at random), a topic without partitions or an
     /// unknown partitioner.

@@ -34,7 +34,8 @@ pub const HEADER_OFFSET: &str = "streamagg.offset";
 /// On late records: the start of the window that had closed.
 pub const HEADER_WINDOW_START: &str = "streamagg.window_start";
 /// On a result whose window may be one part of a window split between two partitions by partitions
-/// added to the input (`processor::split`): `from=<partition> home=<partition> partitions=<count>`.
+/// added to the input (`processor::split`): `partition=<p> home=<q> partitions=<n>` (read from
+/// partition `p`; with `n` partitions its source belongs in `q`).
 pub const HEADER_POSSIBLY_SPLIT: &str = "streamagg.possibly_split";
 /// On a marker that stands for a record too large for its side-output topic: the size of the
 /// original payload, in bytes (the marker itself has no payload).

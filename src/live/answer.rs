@@ -86,6 +86,11 @@ pub struct LiveWindow {
     pub max: f64,
     #[serde(rename = "final")]
     pub is_final: bool,
+    /// When the window may be one part of a window split between two partitions by partitions
+    /// added to the input: the `streamagg.possibly_split` header's value (`partition=<p>
+    /// home=<q> partitions=<n>`); the answer is then not `complete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub possibly_split: Option<String>,
 }
 
 impl LiveWindow {
@@ -101,6 +106,7 @@ impl LiveWindow {
             min: aggregate.min,
             max: aggregate.max,
             is_final: false,
+            possibly_split: None,
         }
     }
 }
@@ -133,7 +139,8 @@ pub struct WindowsAnswer {
     /// Whether this answer holds any of the source's partitions.
     pub owned: bool,
     /// Whether it holds every one of them: when `false`, the windows of the partitions with
-    /// `"owned": false` are missing from it.
+    /// `"owned": false` are missing from it, or a window may be one part of a window split by
+    /// partitions added to the input (its `possibly_split` says so).
     #[serde(default)]
     pub complete: bool,
     /// The published addresses of the owners of the missing partitions, each once, in order.
@@ -158,7 +165,13 @@ impl WindowsAnswer {
     /// Sets `owned`, `complete` and `elsewhere` from the partitions.
     pub fn recount(&mut self) {
         self.owned = self.partitions.iter().any(|p| p.owned);
-        self.complete = !self.partitions.is_empty() && self.partitions.iter().all(|p| p.owned);
+        self.complete = !self.partitions.is_empty()
+            && self.partitions.iter().all(|p| p.owned)
+            && self
+                .partitions
+                .iter()
+                .flat_map(|p| p.state.iter().flat_map(|s| &s.windows))
+                .all(|w| w.possibly_split.is_none());
         let mut elsewhere: Vec<String> = Vec::new();
         for partition in self.partitions.iter().filter(|p| !p.owned) {
             if let Some(address) = partition.owner.as_ref().and_then(|o| o.address.as_ref()) {
@@ -400,6 +413,31 @@ mod tests {
             assert_eq!(json.get("elsewhere").is_some(), !elsewhere.is_empty());
             let back: WindowsAnswer = serde_json::from_value(json).expect("reads back");
             assert_eq!(back, answer);
+        }
+    }
+
+    #[test]
+    fn a_window_that_may_be_one_part_of_a_split_one_makes_the_answer_incomplete() {
+        let mut answer = answer_of(&[(true, None), (true, None)]);
+        assert!(answer.complete);
+        let aggregate = crate::window::Aggregate::of(60.0, 0);
+        let whole = LiveWindow::open("s", 0, 60_000, &aggregate);
+        let part = LiveWindow {
+            possibly_split: Some("partition=1 home=0 partitions=3".into()),
+            ..whole.clone()
+        };
+        for (windows, complete) in [(vec![whole.clone()], true), (vec![whole, part], false)] {
+            if let Some(state) = answer.partitions[1].state.as_mut() {
+                state.windows = windows;
+            }
+            answer.recount();
+            assert_eq!(answer.complete, complete);
+            let json = serde_json::to_value(&answer).expect("json");
+            assert_eq!(json.to_string().contains("possibly_split"), !complete);
+            assert_eq!(
+                serde_json::from_value::<WindowsAnswer>(json).expect("back"),
+                answer
+            );
         }
     }
 

@@ -28,6 +28,7 @@ use crate::checkpoint::TopicPartition;
 use crate::checkpoint::{plan_resume, CommitMetadata, Generation, GroupReset, ResumePlan};
 use crate::config::Guarantee;
 use crate::kafka::{self, Backoff};
+use crate::store::db::Recorded;
 
 impl Processor {
     /// Sets up state for `partitions` (replacing any) from the local store, the group's committed
@@ -183,6 +184,8 @@ impl Processor {
                 } => {
                     tracing::error!(topic = %tp.topic, partition = tp.partition, checkpointed, log_end, "the partition's log ends before its checkpoint (topic recreated or log truncated): its state is reset and it is processed from its beginning");
                     self.counts.resets += 1;
+                    // A topic created anew: its partition count is no increase of the old one's.
+                    self.inputs.forget(&tp.topic);
                     let start = log_start.unwrap_or(0);
                     (empty, Some(start), start)
                 }
@@ -221,11 +224,15 @@ impl Processor {
     }
 
     /// Asks the cluster for the input topics' partition counts (a rebalance follows every change
-    /// librdkafka sees): an increase is logged and counted, and from now on windows of sources that
-    /// moved are marked as possibly split ([`super::split`]). A failure to ask is logged, not
-    /// fatal: the counts stay as they were until the next rebalance, and results whose source is
-    /// not at home under them are still marked.
-    fn learn_partition_counts(&mut self) {
+    /// librdkafka sees; exactly-once also asks before committing results): an increase is logged
+    /// and counted, and from now on windows of sources that moved are marked as possibly split
+    /// ([`super::split`]). The counts are recorded in the store, so a restart knows of an increase
+    /// while it was down. Returns whether partitions were added. A failure to ask is logged, not
+    /// fatal: the counts stay as they were, and results whose source is not at home under them
+    /// are still marked.
+    pub(super) fn learn_partition_counts(&mut self) -> bool {
+        let recorded = self.inputs.encode();
+        let mut added = false;
         for topic in &self.settings.input_topics {
             let count = match kafka::admin::partition_count(
                 self.sink.client(),
@@ -233,26 +240,67 @@ impl Processor {
                 topic,
             ) {
                 Ok(Some(count)) => count,
-                // Deleted: the consumer reports it, and a recreated topic is a reset.
-                Ok(None) => continue,
+                Ok(None) => {
+                    // Deleted: one created again under its name starts anew (no increase).
+                    self.inputs.forget(topic);
+                    continue;
+                }
                 Err(error) => {
-                    tracing::warn!(topic, %error, "cannot learn the input topic's partition count at this rebalance");
+                    tracing::warn!(topic, %error, "cannot learn the input topic's partition count now");
                     continue;
                 }
             };
             if let Some(before) = self.inputs.update(topic, count) {
+                if self.created_anew(topic) {
+                    // Not an increase: a new topic under the old name (its partitions are reset
+                    // as their records come in). Its count is the first one seen.
+                    tracing::info!(
+                        topic,
+                        partitions = count,
+                        "the input topic was created anew"
+                    );
+                    self.inputs.forget(topic);
+                    self.inputs.update(topic, count);
+                    continue;
+                }
+                added = true;
                 tracing::warn!(
                     topic,
                     before,
                     now = count,
                     partitioner = ?self.settings.input_partitioner,
-                    "partitions were added to an input topic: sources whose key hashes to another partition now move there, and their windows around the change are emitted in two parts (one from each partition; the old part carries the header {}); see the README's \"Adding input partitions\"",
+                    "partitions were added to an input topic: sources whose key hashes to another partition now move there, and their windows around the change are emitted in two parts (one from each partition, marked with the header {}); see the README's \"Adding input partitions\"",
                     crate::sink::HEADER_POSSIBLY_SPLIT
                 );
                 metrics::counter!(crate::telemetry::metric::INPUT_PARTITIONS_ADDED, "topic" => topic.clone())
                     .increment((count - before) as u64);
             }
         }
+        let now = self.inputs.encode();
+        if now != recorded {
+            if let Err(error) = self.store.record(Recorded::PartitionCounts, &now) {
+                tracing::warn!(%error, "cannot record the input topics' partition counts");
+            }
+        }
+        added
+    }
+
+    /// Whether `topic` was deleted and created again since this instance read it: the log of a
+    /// partition it owns now ends before the offset it has processed up to. (The deletion itself
+    /// may fall between two metadata refreshes, so that the new topic looks like the old one with
+    /// more partitions.) Asked only when the count went up.
+    fn created_anew(&self, topic: &str) -> bool {
+        let Some(parts) = self.partitions.get(topic) else {
+            return false;
+        };
+        parts.iter().any(|(&partition, state)| {
+            let high = rdkafka::producer::Producer::client(self.sink.client()).fetch_watermarks(
+                topic,
+                partition,
+                self.settings.kafka.timeout,
+            );
+            matches!((state.next_offset, high), (Some(next), Ok((_, high))) if high < next)
+        })
     }
 
     /// After an aborted transaction: every owned partition goes back to its last checkpoint (state

@@ -21,8 +21,13 @@ impl Processor {
         error: PipelineError,
     ) -> Result<(), PipelineError> {
         let abortable = self.settings.guarantee == Guarantee::ExactlyOnce
-            && matches!(&error, PipelineError::Produce(e)
-                if e.transaction_kind() == Some(TransactionErrorKind::Abortable));
+            && match &error {
+                PipelineError::Produce(e) => {
+                    e.transaction_kind() == Some(TransactionErrorKind::Abortable)
+                }
+                PipelineError::PartitionsAdded => true,
+                _ => false,
+            };
         if !abortable {
             return Err(self.fail(error));
         }
@@ -96,7 +101,7 @@ impl Processor {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<Checkpointed, PipelineError> {
-        self.results_waiting_since = None;
+        let results = self.results_waiting_since.take().is_some();
         let mut updates = Vec::new();
         let mut offsets = TopicPartitionList::new();
         for (topic, parts) in &mut self.partitions {
@@ -136,6 +141,10 @@ impl Processor {
             return Ok(Checkpointed::Nothing);
         }
         let started = Instant::now();
+        // Results are about to be committed: an increase of the input's partitions is learnt
+        // now, not only at the next rebalance (librdkafka sees it within its metadata refresh).
+        let unknown = !self.inputs.knows_all(&self.settings.input_topics);
+        let added = (results || unknown) && self.learn_partition_counts();
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
                 // Outputs first: state must never claim offsets whose windows were not delivered.
@@ -150,6 +159,11 @@ impl Processor {
                 }
             }
             Guarantee::ExactlyOnce => {
+                if added {
+                    // Partitions were added and producers may have moved sources already: redo
+                    // the work with the new count, so the results it split are marked.
+                    return Err(PipelineError::PartitionsAdded);
+                }
                 let group = consumer
                     .group_metadata()
                     .ok_or(PipelineError::NoGroupMetadata)?;

@@ -1,6 +1,7 @@
 //! The poll loop's answer to a live-state question ([`crate::live::queries`]): per asked partition,
 //! its open windows of the source if this instance owns it. Called between records, so it sees
-//! every record before it applied in full and none after.
+//! every record before it applied in full and none after. A window that may be one part of a
+//! window split by added partitions says so (`possibly_split`, [`super::split`]).
 
 use super::Processor;
 use crate::live::answer::{LiveWindow, OwnedPartition};
@@ -21,8 +22,14 @@ impl Processor {
                         .windows
                         .windows_of(&query.source)
                         .into_iter()
-                        .map(|(start, end, aggregate)| {
-                            LiveWindow::open(&query.source, start, end, &aggregate)
+                        .map(|(level, start, end, aggregate)| LiveWindow {
+                            possibly_split: self.inputs.open_part(
+                                topic,
+                                *partition,
+                                &query.source,
+                                level,
+                            ),
+                            ..LiveWindow::open(&query.source, start, end, &aggregate)
                         })
                         .collect(),
                 })

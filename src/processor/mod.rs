@@ -4,7 +4,8 @@
 //! committed (transaction, or flush + group commit), state written to RocksDB. After any error it
 //! never checkpoints again; an abortable transaction error is recovered from by aborting and
 //! redoing the work since the last checkpoint. Assignment (resume, rewind, revoke) lives in
-//! [`assignment`], idle closing in [`idle`], partitions added to an input topic in [`split`]; the consumer loop that drives it in [`crate::pipeline`].
+//! [`assignment`], idle closing in [`idle`], partitions added to an input topic in [`split`]; the
+//! consumer loop that drives it in [`crate::pipeline`].
 //!
 //! # Checkpoint protocol
 //!
@@ -59,7 +60,7 @@ use crate::producer::{ProduceError, TransactionErrorKind};
 use crate::registry::{EventInput, InputError};
 use crate::route::{route_event, Route};
 use crate::sink::Sink;
-use crate::store::db::{LevelUpdate, PartitionUpdate, StateStore, StoreError};
+use crate::store::db::{LevelUpdate, PartitionUpdate, Recorded, StateStore, StoreError};
 use crate::telemetry::{metric, Health};
 use crate::window::{ClosedWindow, PartitionWindows};
 
@@ -92,6 +93,9 @@ pub enum PipelineError {
     /// State or commits made under other window semantics: continuing would mix them.
     #[error("{what} was written with other settings: {differences}; to change them, start a new consumer group with an empty state dir (or delete the group and the state dir)")]
     SettingsChanged { what: String, differences: String },
+    /// Learnt before committing results: they are redone with the new partition count.
+    #[error("partitions were added to an input topic since the results were computed")]
+    PartitionsAdded,
     #[error("{0} transaction aborts in a row without a checkpoint in between; the last: {1}")]
     TooManyAborts(u32, Box<PipelineError>),
 }
@@ -251,9 +255,19 @@ impl Processor {
         input: EventInput,
         health: Arc<Health>,
     ) -> Self {
+        let inputs = match store.recorded(Recorded::PartitionCounts) {
+            Ok(recorded) => split::InputPartitions::restore(
+                settings.input_partitioner,
+                recorded.as_deref().unwrap_or_default(),
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "the recorded partition counts cannot be read: an increase before this start goes unnoticed");
+                split::InputPartitions::new(settings.input_partitioner)
+            }
+        };
         Processor {
             input,
-            inputs: split::InputPartitions::new(settings.input_partitioner),
+            inputs,
             semantics: settings.semantics(),
             settings,
             store,
@@ -339,6 +353,8 @@ impl Processor {
             let generation = Generation::new_after(crate::producer::now_ms(), [state.generation]);
             *state = PartitionState::empty(new_windows(&self.settings), None, generation);
             self.counts.resets += 1;
+            // A topic created anew: its partition count is no increase of the old one's.
+            self.inputs.forget(topic);
             self.store.forget(&TopicPartition {
                 topic: topic.to_owned(),
                 partition,
@@ -433,7 +449,7 @@ impl Processor {
     }
 
     /// The `streamagg.possibly_split` header value of a window read from `topic`'s `partition`, if
-    /// its source is not where the input's partitioner puts it now ([`split`]); counted, and the
+    /// it may be one part of a window split by added partitions ([`split`]); counted, and the
     /// partition's first one logged.
     fn possibly_split(
         &mut self,
@@ -446,15 +462,29 @@ impl Processor {
             .displaced(topic, partition, &window.source, window.level)?;
         metrics::counter!(metric::WINDOWS_POSSIBLY_SPLIT, "topic" => topic.to_owned()).increment(1);
         if displaced.first {
-            tracing::warn!(
-                topic,
-                partition,
-                source = %window.source,
-                where_ = %displaced.header,
-                partitioner = ?self.settings.input_partitioner,
-                "a window's source is not in the partition the input partitioner puts it in: partitions were added to the topic (its window may be split between two partitions; both parts are emitted, this one with the header {}), or the producers partition otherwise (set --input-partitioner)",
-                crate::sink::HEADER_POSSIBLY_SPLIT
-            );
+            match displaced.fits {
+                Some(fits) => tracing::warn!(
+                    topic,
+                    partition,
+                    source = %window.source,
+                    where_ = %displaced.header,
+                    "a window's source is not in the partition --input-partitioner {} puts it in, but where {} does: the producers partition with {} (set --input-partitioner {}); until then results are marked {} and windows split by added partitions can go unmarked",
+                    self.settings.input_partitioner.name(),
+                    fits.name(),
+                    fits.name(),
+                    fits.name(),
+                    crate::sink::HEADER_POSSIBLY_SPLIT
+                ),
+                None => tracing::warn!(
+                    topic,
+                    partition,
+                    source = %window.source,
+                    where_ = %displaced.header,
+                    partitioner = ?self.settings.input_partitioner,
+                    "a window's source is not in the partition the input partitioner puts it in: partitions were added to the topic (its window may be split between two partitions; both parts are emitted, marked with the header {}), or the producers partition otherwise (set --input-partitioner)",
+                    crate::sink::HEADER_POSSIBLY_SPLIT
+                ),
+            }
         }
         Some(displaced.header)
     }

@@ -34,9 +34,9 @@ pub(super) struct InputPartitions {
     counts: HashMap<String, usize>,
     /// Per topic, its count before the last increase this process saw.
     before: HashMap<String, usize>,
-    /// Per topic and partition, the `(source, window size)`s that were marked there as not at home
-    /// (old parts; new parts emitted before the increase was seen) or as having moved in (their
-    /// first window after it): a source that moved in is marked once, with its first window.
+    /// Per topic and partition, the `(source, window size)`s that moved in since the increase and
+    /// whose first window there was marked. Only moved sources, and only after an increase: a
+    /// deployment whose producers partition otherwise keeps nothing here.
     arrived: HashMap<String, HashMap<i32, HashSet<(SmolStr, usize)>>>,
     /// Partitions that already logged a possibly split window (once per partition and process).
     warned: HashMap<String, HashSet<i32>>,
@@ -51,6 +51,9 @@ pub(super) struct Displaced {
     pub header: String,
     /// Whether this is the partition's first such window (log it).
     pub first: bool,
+    /// Another partitioner that puts the source where it was read, under the current count: the
+    /// producers probably use that one (`--input-partitioner` is wrong).
+    pub fits: Option<Partitioner>,
 }
 
 impl InputPartitions {
@@ -62,6 +65,97 @@ impl InputPartitions {
             arrived: HashMap::new(),
             warned: HashMap::new(),
         }
+    }
+
+    /// The counts [`InputPartitions::encode`] wrote (a process restarted with its state dir), or
+    /// none if `recorded` is not in that form (nothing is lost but the knowledge of an increase).
+    pub(super) fn restore(partitioner: Partitioner, recorded: &str) -> Self {
+        let mut inputs = InputPartitions::new(partitioner);
+        for line in recorded.lines() {
+            let mut fields = line.split(' ');
+            let (Some(topic), Some(Ok(count))) = (fields.next(), fields.next().map(str::parse))
+            else {
+                return InputPartitions::new(partitioner);
+            };
+            inputs.counts.insert(topic.to_owned(), count);
+            match fields.next().map(str::parse::<usize>) {
+                None => {}
+                Some(Ok(before)) if before < count => {
+                    inputs.before.insert(topic.to_owned(), before);
+                }
+                Some(_) => return InputPartitions::new(partitioner),
+            }
+        }
+        inputs
+    }
+
+    /// The counts as text for the store: a line `topic count [before]` per topic, sorted.
+    pub(super) fn encode(&self) -> String {
+        let mut lines: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(topic, count)| match self.before.get(topic) {
+                Some(before) => format!("{topic} {count} {before}"),
+                None => format!("{topic} {count}"),
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    }
+
+    /// Whether a still open window of size `level` of `source` in `topic`'s `partition` may be one
+    /// part of a split window, by [`InputPartitions::displaced`]'s rules (changing nothing): the
+    /// header value it would be emitted with.
+    pub(super) fn open_part(
+        &self,
+        topic: &str,
+        partition: i32,
+        source: &str,
+        level: usize,
+    ) -> Option<String> {
+        let (header, moved_in) = self.elsewhere(topic, partition, source)?;
+        let marked = moved_in
+            && self
+                .arrived
+                .get(topic)
+                .and_then(|parts| parts.get(&partition))
+                .is_some_and(|arrived| arrived.contains(&(SmolStr::new(source), level)));
+        (!marked).then_some(header)
+    }
+
+    /// The header value if `source` is not at home in `topic`'s `partition` under the current
+    /// count, or was not under the count before the last increase (then `true`: it moved in).
+    fn elsewhere(&self, topic: &str, partition: i32, source: &str) -> Option<(String, bool)> {
+        let count = *self.counts.get(topic)?;
+        let key = source.as_bytes();
+        let (home, partitions, moved_in) = match self.partitioner.home_of(key, partition, count) {
+            Some(home) => (home, count, false),
+            None => {
+                let before = *self.before.get(topic)?;
+                (
+                    self.partitioner.home_of(key, partition, before)?,
+                    before,
+                    true,
+                )
+            }
+        };
+        Some((
+            format!("partition={partition} home={home} partitions={partitions}"),
+            moved_in,
+        ))
+    }
+
+    /// Whether the count of each of `topics` is known.
+    pub(super) fn knows_all(&self, topics: &[String]) -> bool {
+        topics.iter().all(|topic| self.counts.contains_key(topic))
+    }
+
+    /// Forgets `topic` (deleted): a topic created again under its name starts anew, and is no
+    /// increase.
+    pub(super) fn forget(&mut self, topic: &str) -> bool {
+        self.before.remove(topic);
+        self.arrived.remove(topic);
+        self.counts.remove(topic).is_some()
     }
 
     /// Records that `topic` has `count` partitions; returns the previous count if this is more
@@ -81,10 +175,10 @@ impl InputPartitions {
     /// - the old part: `source` is not where the partitioner puts it under the current count
     ///   (every such window is marked, so a backlog from before the change is too);
     /// - the new part, when this process saw the increase: `source` was elsewhere under the count
-    ///   before it, and this is its first window of that size here (the one that straddles the
-    ///   moment its producer moved it), unless one was marked here as not at home before the
-    ///   increase was seen. This closes the gap of an old part emitted before the increase was
-    ///   seen: one part of every split window is marked.
+    ///   before it, and this is its first window of that size here since the increase was seen
+    ///   (the one that straddles the moment its producer moved it, or a whole one if the split one
+    ///   was marked as not at home before). This closes the gap of an old part emitted before the
+    ///   increase was seen: one part of every split window is marked.
     ///
     /// Either way the header says the same of a part: where it was read, and where its source
     /// belongs with the count that makes it a part.
@@ -95,26 +189,25 @@ impl InputPartitions {
         source: &str,
         level: usize,
     ) -> Option<Displaced> {
-        let count = *self.counts.get(topic)?;
-        let key = source.as_bytes();
-        let (home, partitions) = match self.partitioner.home_of(key, partition, count) {
-            Some(home) => (home, count),
-            None => {
-                let before = *self.before.get(topic)?;
-                (self.partitioner.home_of(key, partition, before)?, before)
+        let (header, moved_in) = self.elsewhere(topic, partition, source)?;
+        if moved_in {
+            let arrived = self
+                .arrived
+                .entry(topic.to_owned())
+                .or_default()
+                .entry(partition)
+                .or_default();
+            if !arrived.insert((SmolStr::new(source), level)) {
+                return None; // its first window here was marked already
             }
-        };
-        let marked = self
-            .arrived
-            .entry(topic.to_owned())
-            .or_default()
-            .entry(partition)
-            .or_default();
-        let new = marked.insert((SmolStr::new(source), level));
-        if partitions != count && !new {
-            return None; // moved in, and its first window here was marked already
         }
-        let header = format!("partition={partition} home={home} partitions={partitions}");
+        let fits = [Partitioner::Murmur2, Partitioner::Crc32]
+            .into_iter()
+            .filter(|&other| other != self.partitioner)
+            .find(|other| {
+                let count = self.counts.get(topic).copied().unwrap_or(0);
+                other.partition_of(source.as_bytes(), count) == Some(partition)
+            });
         let first = match self.warned.get_mut(topic) {
             Some(partitions) => partitions.insert(partition),
             None => {
@@ -123,7 +216,11 @@ impl InputPartitions {
                 true
             }
         };
-        Some(Displaced { header, first })
+        Some(Displaced {
+            header,
+            first,
+            fits,
+        })
     }
 }
 
@@ -131,6 +228,71 @@ impl InputPartitions {
 mod tests {
     use super::*;
     use crate::partitioner::partition_of;
+
+    #[test]
+    fn a_source_where_the_other_partitioner_puts_it_names_that_one() {
+        let source = (0..)
+            .map(|i| format!("sensor-{i}"))
+            .find(|s| {
+                let crc = Partitioner::Crc32.partition_of(s.as_bytes(), 3);
+                crc != partition_of(s.as_bytes(), 3)
+            })
+            .expect("a source the partitioners disagree on");
+        let crc = Partitioner::Crc32
+            .partition_of(source.as_bytes(), 3)
+            .expect("keyed");
+        let mut inputs = InputPartitions::new(Partitioner::Murmur2);
+        inputs.update("t", 3);
+        let displaced = inputs
+            .displaced("t", crc, &source, 0)
+            .expect("not murmur2's");
+        assert_eq!(displaced.fits, Some(Partitioner::Crc32));
+        let elsewhere = (0..3).find(|&p| p != crc && Some(p) != partition_of(source.as_bytes(), 3));
+        if let Some(p) = elsewhere {
+            assert_eq!(
+                inputs
+                    .displaced("t", p, &source, 0)
+                    .expect("displaced")
+                    .fits,
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn counts_survive_a_restart_through_their_text() {
+        let mut inputs = InputPartitions::new(Partitioner::Murmur2);
+        inputs.update("b", 8);
+        inputs.update("a", 3);
+        inputs.update("a", 5);
+        let text = inputs.encode();
+        assert_eq!(text, "a 5 3\nb 8");
+        let mut restored = InputPartitions::restore(Partitioner::Murmur2, &text);
+        assert_eq!(restored.encode(), text);
+        assert_eq!(restored.update("a", 5), None, "no change since");
+        assert_eq!(
+            restored.update("b", 9),
+            Some(8),
+            "an increase while it was down"
+        );
+        for foreign in ["a", "a x", "a 5 x", "a 5 7", "a 5 3\nb"] {
+            assert_eq!(
+                InputPartitions::restore(Partitioner::Murmur2, foreign).encode(),
+                "",
+                "{foreign:?} is not ours: start knowing nothing"
+            );
+        }
+        assert_eq!(
+            InputPartitions::restore(Partitioner::Murmur2, "").encode(),
+            ""
+        );
+        assert!(restored.forget("a"));
+        assert_eq!(
+            restored.update("a", 7),
+            None,
+            "a recreated topic is no increase"
+        );
+    }
 
     #[test]
     fn only_a_larger_count_than_the_last_seen_is_an_addition() {
@@ -223,6 +385,8 @@ mod tests {
             ),
         ];
         for (what, partition, source, level, header, first) in steps {
+            let open = inputs.open_part("t", partition, source, level);
+            assert_eq!(open.as_ref(), header, "{what}: an open window says so too");
             let got = inputs.displaced("t", partition, source, level);
             assert_eq!(got.as_ref().map(|d| &d.header), header, "{what}");
             if let Some(got) = got {
@@ -241,15 +405,26 @@ mod tests {
         );
 
         // Records of a moved source in its new partition before the increase is seen: marked as
-        // not at home, and not again once it is.
+        // not at home; once it is seen, its next window there is marked once more (possibly
+        // whole), then no more.
         let mut late = InputPartitions::new(Partitioner::Murmur2);
         late.update("t", 3);
-        let early = late
-            .displaced("t", new, moved, 0)
-            .expect("not at home with 3");
-        assert_eq!(early.header, new_part);
+        for _ in 0..2 {
+            let early = late
+                .displaced("t", new, moved, 0)
+                .expect("not at home with 3");
+            assert_eq!(early.header, new_part);
+        }
         late.update("t", 5);
-        assert_eq!(late.displaced("t", new, moved, 0), None, "marked once");
+        let next = late
+            .displaced("t", new, moved, 0)
+            .expect("first since the increase");
+        assert_eq!(next.header, new_part);
+        assert_eq!(
+            late.displaced("t", new, moved, 0),
+            None,
+            "marked once since"
+        );
 
         // A process that first saw the topic with 5 partitions knows no move in: only old parts.
         let mut later = InputPartitions::new(Partitioner::Murmur2);

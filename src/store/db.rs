@@ -35,6 +35,9 @@ pub enum Recorded {
     Semantics,
     /// The consumer group whose offsets the stored checkpoints go with.
     Group,
+    /// The input topics' partition counts as last seen, and before their last increase
+    /// (`processor::split`), so a restart knows of partitions added meanwhile or before it.
+    PartitionCounts,
 }
 
 impl Recorded {
@@ -42,6 +45,7 @@ impl Recorded {
         match self {
             Recorded::Semantics => b"semantics",
             Recorded::Group => b"group",
+            Recorded::PartitionCounts => b"partition-counts",
         }
     }
 
@@ -49,6 +53,7 @@ impl Recorded {
         match self {
             Recorded::Semantics => "settings",
             Recorded::Group => "group",
+            Recorded::PartitionCounts => "partition counts",
         }
     }
 }

@@ -338,10 +338,10 @@ impl PartitionWindows {
             .collect()
     }
 
-    /// The open windows of `source` as `(start, end, aggregate)`, by size then start. A larger
+    /// The open windows of `source` as `(size index, start, end, aggregate)`, by size then start. A larger
     /// window's aggregate includes the smaller windows inside it that are still open (they are
     /// merged into it only when they close), so it says what the window holds so far.
-    pub fn windows_of(&self, source: &str) -> Vec<(i64, i64, Aggregate)> {
+    pub fn windows_of(&self, source: &str) -> Vec<(usize, i64, i64, Aggregate)> {
         let mut windows = Vec::new();
         for (index, level) in self.levels.iter().enumerate() {
             let (smaller, _) = self.levels.split_at(index);
@@ -374,7 +374,7 @@ impl PartitionWindows {
                         }
                     }
                 }
-                windows.extend(aggregate.map(|a| (start, end, a)));
+                windows.extend(aggregate.map(|a| (index, start, end, a)));
             }
         }
         windows

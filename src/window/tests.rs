@@ -155,7 +155,7 @@ fn windows_of_a_source_are_its_open_windows_by_start_and_nothing_of_others() {
     let a: Vec<(i64, u64, f64)> = windows
         .windows_of("a")
         .into_iter()
-        .map(|(start, _, agg)| (start, agg.count, agg.sum))
+        .map(|(_, start, _, agg)| (start, agg.count, agg.sum))
         .collect();
     assert_eq!(a, [(0, 2, 4.0), (60_000, 1, 2.0)]);
     assert_eq!(windows.windows_of("c").len(), 0);
@@ -165,7 +165,7 @@ fn windows_of_a_source_are_its_open_windows_by_start_and_nothing_of_others() {
     let a: Vec<i64> = windows
         .windows_of("a")
         .into_iter()
-        .map(|(start, _, _)| start)
+        .map(|(_, start, _, _)| start)
         .collect();
     assert_eq!(a, [60_000]);
     assert_eq!(windows.windows_of("b").len(), 0);

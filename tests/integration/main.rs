@@ -95,6 +95,7 @@ mod output_timestamps;
 mod percentiles;
 mod processor;
 mod repartition;
+mod repartition_review;
 mod reset;
 mod rollups;
 mod scenario;

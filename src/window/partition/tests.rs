@@ -173,7 +173,7 @@ fn a_live_view_of_a_larger_window_includes_its_smaller_windows_still_open() {
     let view: Vec<(i64, i64, u64, f64)> = windows
         .windows_of("a")
         .into_iter()
-        .map(|(start, end, a)| (start, end, a.count, a.sum))
+        .map(|(_, start, end, a)| (start, end, a.count, a.sum))
         .collect();
     assert_eq!(
         view,

@@ -34,8 +34,18 @@ pub fn fetch_metadata<K: ServedClient>(
     settings: &KafkaSettings,
     topic: Option<&str>,
 ) -> Result<Metadata, KafkaSetupError> {
+    fetch_metadata_within(kafka, settings, topic, settings.timeout)
+}
+
+/// [`fetch_metadata`], waiting at most `timeout`.
+pub fn fetch_metadata_within<K: ServedClient>(
+    kafka: &K,
+    settings: &KafkaSettings,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<Metadata, KafkaSetupError> {
     let client = kafka.client();
-    let deadline = Instant::now() + settings.timeout;
+    let deadline = Instant::now() + timeout;
     let mut slice = Duration::from_millis(100);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -67,7 +77,17 @@ pub fn partition_count<K: ServedClient>(
     settings: &KafkaSettings,
     topic: &str,
 ) -> Result<Option<usize>, KafkaSetupError> {
-    let metadata = fetch_metadata(kafka, settings, Some(topic))?;
+    partition_count_within(kafka, settings, topic, settings.timeout)
+}
+
+/// [`partition_count`], waiting at most `timeout`.
+pub fn partition_count_within<K: ServedClient>(
+    kafka: &K,
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<usize>, KafkaSetupError> {
+    let metadata = fetch_metadata_within(kafka, settings, Some(topic), timeout)?;
     Ok(metadata
         .topics()
         .iter()

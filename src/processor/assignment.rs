@@ -218,7 +218,7 @@ impl Processor {
                     .map_err(PipelineError::Consumer)?;
             }
         }
-        self.learn_partition_counts();
+        self.learn_partition_counts(self.settings.kafka.timeout);
         self.assigned_once = true;
         Ok(())
     }
@@ -230,14 +230,15 @@ impl Processor {
     /// while it was down. Returns whether partitions were added. A failure to ask is logged, not
     /// fatal: the counts stay as they were, and results whose source is not at home under them
     /// are still marked.
-    pub(super) fn learn_partition_counts(&mut self) -> bool {
+    pub(super) fn learn_partition_counts(&mut self, timeout: Duration) -> bool {
         let recorded = self.inputs.encode();
         let mut added = false;
         for topic in &self.settings.input_topics {
-            let count = match kafka::admin::partition_count(
+            let count = match kafka::admin::partition_count_within(
                 self.sink.client(),
                 &self.settings.kafka,
                 topic,
+                timeout,
             ) {
                 Ok(Some(count)) => count,
                 Ok(None) => {

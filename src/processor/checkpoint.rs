@@ -10,6 +10,10 @@ use rdkafka::Offset;
 
 use super::*;
 
+/// How long a checkpoint waits for the input topics' partition counts: it holds up the poll loop,
+/// and an unanswered probe only leaves the counts as they were.
+const COUNT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Processor {
     /// After a processing or checkpoint error: under exactly-once, an abortable transaction error
     /// aborts the transaction and redoes the work since the last checkpoint ([`Processor::rewind`]);
@@ -144,7 +148,7 @@ impl Processor {
         // Results are about to be committed: an increase of the input's partitions is learnt
         // now, not only at the next rebalance (librdkafka sees it within its metadata refresh).
         let unknown = !self.inputs.knows_all(&self.settings.input_topics);
-        let added = (results || unknown) && self.learn_partition_counts();
+        let added = (results || unknown) && self.learn_partition_counts(COUNT_PROBE_TIMEOUT);
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
                 // Outputs first: state must never claim offsets whose windows were not delivered.

@@ -52,6 +52,7 @@ impl Processor {
             .and_then(|()| {
                 self.counts.aborts += 1;
                 self.results_waiting_since = None;
+                self.inputs.rewound();
                 self.rewind(consumer)
             });
         rewound.map_err(|error| self.fail(error))
@@ -89,6 +90,7 @@ impl Processor {
             Ok(checkpointed) => {
                 if checkpointed == Checkpointed::Committed {
                     self.consecutive_aborts = 0;
+                    self.inputs.checkpointed();
                 }
                 Ok(checkpointed)
             }

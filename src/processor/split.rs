@@ -32,12 +32,15 @@ use crate::partitioner::Partitioner;
 pub(super) struct InputPartitions {
     partitioner: Partitioner,
     counts: HashMap<String, usize>,
-    /// Per topic, its count before the last increase this process saw.
-    before: HashMap<String, usize>,
-    /// Per topic and partition, the `(source, window size)`s that moved in since the increase and
-    /// whose first window there was marked. Only moved sources, and only after an increase: a
+    /// Per topic, its earlier counts (each increase seen, here or by the state dir), oldest first.
+    before: HashMap<String, Vec<usize>>,
+    /// Per topic and partition, the `(source, window size)`s that moved in and whose first window
+    /// there was marked and checkpointed. Only moved sources, and only after an increase: a
     /// deployment whose producers partition otherwise keeps nothing here.
     arrived: HashMap<String, HashMap<i32, HashSet<(SmolStr, usize)>>>,
+    /// Marked since the last checkpoint: a checkpoint keeps them ([`InputPartitions::checkpointed`]),
+    /// an abort drops them ([`InputPartitions::rewound`]), so a redone window is marked again.
+    pending: Vec<(String, i32, SmolStr, usize)>,
     /// Partitions that already logged a possibly split window (once per partition and process).
     warned: HashMap<String, HashSet<i32>>,
 }
@@ -63,6 +66,7 @@ impl InputPartitions {
             counts: HashMap::new(),
             before: HashMap::new(),
             arrived: HashMap::new(),
+            pending: Vec::new(),
             warned: HashMap::new(),
         }
     }
@@ -78,24 +82,36 @@ impl InputPartitions {
                 return InputPartitions::new(partitioner);
             };
             inputs.counts.insert(topic.to_owned(), count);
-            match fields.next().map(str::parse::<usize>) {
-                None => {}
-                Some(Ok(before)) if before < count => {
-                    inputs.before.insert(topic.to_owned(), before);
+            if let Some(earlier) = fields.next() {
+                let earlier: Option<Vec<usize>> =
+                    earlier.split(',').map(|n| n.parse().ok()).collect();
+                match earlier {
+                    Some(earlier)
+                        if earlier.windows(2).all(|w| w[0] < w[1])
+                            && earlier.last().is_some_and(|&last| last < count) =>
+                    {
+                        inputs.before.insert(topic.to_owned(), earlier);
+                    }
+                    _ => return InputPartitions::new(partitioner),
                 }
-                Some(_) => return InputPartitions::new(partitioner),
+            }
+            if fields.next().is_some() {
+                return InputPartitions::new(partitioner);
             }
         }
         inputs
     }
 
-    /// The counts as text for the store: a line `topic count [before]` per topic, sorted.
+    /// The counts as text for the store: a line `topic count [earlier,counts]` per topic, sorted.
     pub(super) fn encode(&self) -> String {
         let mut lines: Vec<String> = self
             .counts
             .iter()
             .map(|(topic, count)| match self.before.get(topic) {
-                Some(before) => format!("{topic} {count} {before}"),
+                Some(earlier) => {
+                    let earlier: Vec<String> = earlier.iter().map(usize::to_string).collect();
+                    format!("{topic} {count} {}", earlier.join(","))
+                }
                 None => format!("{topic} {count}"),
             })
             .collect();
@@ -114,29 +130,52 @@ impl InputPartitions {
         level: usize,
     ) -> Option<String> {
         let (header, moved_in) = self.elsewhere(topic, partition, source)?;
-        let marked = moved_in
-            && self
-                .arrived
-                .get(topic)
-                .and_then(|parts| parts.get(&partition))
-                .is_some_and(|arrived| arrived.contains(&(SmolStr::new(source), level)));
-        (!marked).then_some(header)
+        (!(moved_in && self.marked(topic, partition, source, level))).then_some(header)
+    }
+
+    /// Whether the first window of size `level` of `source`, which moved into `topic`'s
+    /// `partition`, was marked (checkpointed, or since the last checkpoint).
+    fn marked(&self, topic: &str, partition: i32, source: &str, level: usize) -> bool {
+        self.arrived
+            .get(topic)
+            .and_then(|parts| parts.get(&partition))
+            .is_some_and(|arrived| arrived.contains(&(SmolStr::new(source), level)))
+            || self
+                .pending
+                .iter()
+                .any(|(t, p, s, l)| t == topic && *p == partition && s == source && *l == level)
+    }
+
+    /// A checkpoint committed the windows marked since the last one.
+    pub(super) fn checkpointed(&mut self) {
+        for (topic, partition, source, level) in self.pending.drain(..) {
+            self.arrived
+                .entry(topic)
+                .or_default()
+                .entry(partition)
+                .or_default()
+                .insert((source, level));
+        }
+    }
+
+    /// The work since the last checkpoint is redone: its marks are to be made again.
+    pub(super) fn rewound(&mut self) {
+        self.pending.clear();
     }
 
     /// The header value if `source` is not at home in `topic`'s `partition` under the current
-    /// count, or was not under the count before the last increase (then `true`: it moved in).
+    /// count, or was not under an earlier count (then `true`: it moved in at an increase).
     fn elsewhere(&self, topic: &str, partition: i32, source: &str) -> Option<(String, bool)> {
         let count = *self.counts.get(topic)?;
         let key = source.as_bytes();
         let (home, partitions, moved_in) = match self.partitioner.home_of(key, partition, count) {
             Some(home) => (home, count, false),
             None => {
-                let before = *self.before.get(topic)?;
-                (
-                    self.partitioner.home_of(key, partition, before)?,
-                    before,
-                    true,
-                )
+                // Moved in at some increase: elsewhere under an earlier count (the latest such).
+                let (home, before) = self.before.get(topic)?.iter().rev().find_map(|&before| {
+                    Some((self.partitioner.home_of(key, partition, before)?, before))
+                })?;
+                (home, before, true)
             }
         };
         Some((
@@ -155,6 +194,7 @@ impl InputPartitions {
     pub(super) fn forget(&mut self, topic: &str) -> bool {
         self.before.remove(topic);
         self.arrived.remove(topic);
+        self.pending.retain(|(t, ..)| t != topic);
         self.counts.remove(topic).is_some()
     }
 
@@ -163,7 +203,10 @@ impl InputPartitions {
     pub(super) fn update(&mut self, topic: &str, count: usize) -> Option<usize> {
         match self.counts.insert(topic.to_owned(), count) {
             Some(before) if before < count => {
-                self.before.insert(topic.to_owned(), before);
+                self.before
+                    .entry(topic.to_owned())
+                    .or_default()
+                    .push(before);
                 Some(before)
             }
             _ => None,
@@ -191,15 +234,11 @@ impl InputPartitions {
     ) -> Option<Displaced> {
         let (header, moved_in) = self.elsewhere(topic, partition, source)?;
         if moved_in {
-            let arrived = self
-                .arrived
-                .entry(topic.to_owned())
-                .or_default()
-                .entry(partition)
-                .or_default();
-            if !arrived.insert((SmolStr::new(source), level)) {
+            if self.marked(topic, partition, source, level) {
                 return None; // its first window here was marked already
             }
+            self.pending
+                .push((topic.to_owned(), partition, SmolStr::new(source), level));
         }
         let fits = [Partitioner::Murmur2, Partitioner::Crc32]
             .into_iter()
@@ -275,7 +314,25 @@ mod tests {
             Some(8),
             "an increase while it was down"
         );
-        for foreign in ["a", "a x", "a 5 x", "a 5 7", "a 5 3\nb"] {
+        restored.update("a", 7);
+        assert_eq!(restored.encode(), "a 7 3,5\nb 9 8");
+        let again = InputPartitions::restore(Partitioner::Murmur2, &restored.encode());
+        assert_eq!(
+            again.encode(),
+            restored.encode(),
+            "every earlier count kept"
+        );
+        restored.update("a", 5);
+        for foreign in [
+            "a",
+            "a x",
+            "a 5 x",
+            "a 5 7",
+            "a 5 3\nb",
+            "a 7 5,3",
+            "a 7 3,5 9",
+            "a 7 3,",
+        ] {
             assert_eq!(
                 InputPartitions::restore(Partitioner::Murmur2, foreign).encode(),
                 "",
@@ -292,6 +349,37 @@ mod tests {
             None,
             "a recreated topic is no increase"
         );
+    }
+
+    #[test]
+    fn a_new_part_is_marked_again_when_its_work_is_redone_and_after_a_second_increase() {
+        let home = |s: &str, n| partition_of(s.as_bytes(), n).expect("keyed");
+        let moved = (0..)
+            .map(|i| format!("sensor-{i}"))
+            .find(|s| home(s, 3) != home(s, 5) && home(s, 5) == home(s, 7))
+            .expect("a source that moves at 3 → 5 and stays at 5 → 7");
+        let (old, new) = (home(&moved, 3), home(&moved, 5));
+        let mark = format!("partition={new} home={old} partitions=3");
+        let mut inputs = InputPartitions::new(Partitioner::Murmur2);
+        inputs.update("t", 3);
+        inputs.update("t", 5);
+        inputs.update("t", 7);
+        let header = |i: &mut InputPartitions| i.displaced("t", new, &moved, 0).map(|d| d.header);
+        assert_eq!(
+            header(&mut inputs),
+            Some(mark.clone()),
+            "moved in at the first increase"
+        );
+        assert_eq!(header(&mut inputs), None, "once");
+        inputs.rewound();
+        assert_eq!(
+            header(&mut inputs),
+            Some(mark.clone()),
+            "the redone window is marked again"
+        );
+        inputs.checkpointed();
+        inputs.rewound();
+        assert_eq!(header(&mut inputs), None, "a checkpointed mark stays made");
     }
 
     #[test]

@@ -96,6 +96,7 @@ mod percentiles;
 mod processor;
 mod repartition;
 mod repartition_review;
+mod repartition_review2;
 mod reset;
 mod rollups;
 mod scenario;

@@ -297,6 +297,65 @@ pub struct CommitMetadata {
     /// Written by `streamagg reset`: the committed offset is where generation `generation` starts,
     /// with empty state (`stream_time` none, `rebuild_offset` the committed offset).
     pub reset: bool,
+    /// The topic's partition counts before its increases, as the committing instance knew them
+    /// (`pc=3,5`; written only after an increase): an instance that takes the partition over
+    /// learns which sources moved in (`processor::split`).
+    pub earlier_counts: EarlierCounts,
+}
+
+/// Up to [`EarlierCounts::MAX`] earlier partition counts of a topic, ascending (the latest kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EarlierCounts {
+    counts: [u32; EarlierCounts::MAX],
+    len: usize,
+}
+
+impl EarlierCounts {
+    pub const MAX: usize = 4;
+
+    /// The latest [`EarlierCounts::MAX`] of `counts` (ascending, each at least 1), or `None` if
+    /// they are not.
+    pub fn of(counts: &[usize]) -> Option<EarlierCounts> {
+        if counts.first() == Some(&0) || !counts.windows(2).all(|w| w[0] < w[1]) {
+            return None;
+        }
+        let kept = &counts[counts.len().saturating_sub(Self::MAX)..];
+        let mut earlier = EarlierCounts::default();
+        for (slot, &count) in earlier.counts.iter_mut().zip(kept) {
+            *slot = u32::try_from(count).ok()?;
+        }
+        earlier.len = kept.len();
+        Some(earlier)
+    }
+
+    pub fn as_vec(&self) -> Vec<usize> {
+        self.counts[..self.len]
+            .iter()
+            .map(|&c| c as usize)
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn word(&self) -> String {
+        let counts: Vec<String> = self.as_vec().iter().map(usize::to_string).collect();
+        format!("pc={}", counts.join(","))
+    }
+
+    fn parse_word(word: &str) -> Option<EarlierCounts> {
+        let counts: Option<Vec<usize>> = word
+            .strip_prefix("pc=")?
+            .split(',')
+            .map(|c| c.parse().ok())
+            .collect();
+        let counts = counts?;
+        (counts.len() <= Self::MAX)
+            .then(|| EarlierCounts::of(&counts))
+            .flatten()
+            .filter(|e| !e.is_empty())
+    }
 }
 
 impl CommitMetadata {
@@ -313,6 +372,7 @@ impl CommitMetadata {
             semantics,
             generation,
             reset: true,
+            earlier_counts: EarlierCounts::default(),
         }
     }
 
@@ -333,6 +393,10 @@ impl CommitMetadata {
         if let Some(semantics) = &self.semantics {
             text.push(' ');
             text.push_str(&semantics.encode());
+        }
+        if !self.earlier_counts.is_empty() {
+            text.push(' ');
+            text.push_str(&self.earlier_counts.word());
         }
         text
     }
@@ -356,11 +420,20 @@ impl CommitMetadata {
             t => Some(t.parse().ok()?),
         };
         let rebuild_offset = words.next()?.strip_prefix("rb=")?.parse().ok()?;
+        let earlier_next = |words: &mut std::iter::Peekable<std::str::Split<'_, char>>| {
+            words.peek().is_some_and(|w| w.starts_with("pc="))
+        };
         let semantics = match semantics_words {
             Some(true) => Some(Semantics::parse_words(&mut words)?),
             Some(false) => None,
-            None if words.peek().is_some() => Some(Semantics::parse_words(&mut words)?),
+            None if words.peek().is_some() && !earlier_next(&mut words) => {
+                Some(Semantics::parse_words(&mut words)?)
+            }
             None => None,
+        };
+        let earlier_counts = match words.next_if(|w| w.starts_with("pc=")) {
+            Some(word) => EarlierCounts::parse_word(word)?,
+            None => EarlierCounts::default(),
         };
         words.next().is_none().then_some(CommitMetadata {
             stream_time,
@@ -368,6 +441,7 @@ impl CommitMetadata {
             semantics,
             generation,
             reset,
+            earlier_counts,
         })
     }
 }

@@ -47,8 +47,17 @@ fn metadata_round_trips_and_foreign_metadata_is_ignored() {
             semantics,
             generation: Generation(generation),
             reset,
+            earlier_counts: Default::default(),
         };
         assert_eq!(CommitMetadata::parse(&meta.encode()), Some(meta));
+        // With earlier partition counts (after an increase), in every form.
+        let earlier_counts = EarlierCounts::of(&[3, 5]).expect("ascending");
+        let with = CommitMetadata {
+            earlier_counts,
+            ..meta
+        };
+        assert!(with.encode().ends_with(" pc=3,5"), "{}", with.encode());
+        assert_eq!(CommitMetadata::parse(&with.encode()), Some(with));
     }
     // In the first generation the older forms are written, byte for byte, so that instances of
     // streamagg before generations (in a rolling upgrade) still read them.
@@ -58,6 +67,7 @@ fn metadata_round_trips_and_foreign_metadata_is_ignored() {
         semantics: Some(MINUTE),
         generation: Generation(0),
         reset: false,
+        earlier_counts: Default::default(),
     };
     assert_eq!(
         first.encode(),
@@ -125,6 +135,7 @@ fn percentiles_are_recorded_only_when_on_and_a_change_is_named() {
             semantics: Some(with),
             generation: Generation(generation),
             reset: false,
+            earlier_counts: Default::default(),
         };
         assert_eq!(CommitMetadata::parse(&meta.encode()), Some(meta));
     }
@@ -179,6 +190,7 @@ fn rollups_and_a_zone_are_recorded_only_when_on_and_a_change_is_named() {
         semantics: Some(rolled),
         generation: Generation(4),
         reset: false,
+        earlier_counts: Default::default(),
     };
     assert_eq!(CommitMetadata::parse(&meta.encode()), Some(meta));
     for foreign in [
@@ -254,6 +266,7 @@ fn resume_plans() {
             semantics: Some(MINUTE),
             generation: G0,
             reset: false,
+            earlier_counts: Default::default(),
         })
     };
     let cases = [
@@ -416,6 +429,7 @@ fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
         semantics: Some(MINUTE),
         generation: G0,
         reset: false,
+        earlier_counts: Default::default(),
     };
     let marker = |generation, stream_time, rebuild_offset| CommitMetadata {
         stream_time,
@@ -468,4 +482,37 @@ fn metadata_that_cannot_be_ours_for_its_commit_is_implausible() {
             "{metadata:?} at {committed}"
         );
     }
+}
+
+#[test]
+fn earlier_partition_counts_keep_the_latest_four_and_foreign_words_are_refused() {
+    assert_eq!(
+        EarlierCounts::of(&[1, 2, 3, 5, 8, 13]).map(|e| e.as_vec()),
+        Some(vec![3, 5, 8, 13])
+    );
+    assert_eq!(EarlierCounts::of(&[]).map(|e| e.is_empty()), Some(true));
+    for refused in [&[5, 3][..], &[3, 3], &[0, 2]] {
+        assert_eq!(EarlierCounts::of(refused), None, "{refused:?}");
+    }
+    let base = "streamagg/2 st=1 rb=2 w=60000 g=10000 min=- et=field in=json";
+    assert!(CommitMetadata::parse(&format!("{base} pc=3")).is_some());
+    for foreign in [
+        "pc=",
+        "pc=x",
+        "pc=5,3",
+        "pc=0",
+        "pc=1,2,3,4,5",
+        "pc=3 pc=4",
+        "pc=3 extra",
+    ] {
+        assert_eq!(
+            CommitMetadata::parse(&format!("{base} {foreign}")),
+            None,
+            "{foreign}"
+        );
+    }
+    let v3 = "streamagg/3 gen=7 st=1 rb=2 pc=3,5";
+    let parsed = CommitMetadata::parse(v3).expect("v3 without semantics");
+    assert_eq!(parsed.earlier_counts.as_vec(), vec![3, 5]);
+    assert_eq!(parsed.encode(), v3);
 }

@@ -70,6 +70,11 @@ impl Processor {
                     Offset::Offset(offset) => Some((offset, self.ours(&tp, offset, c.metadata()))),
                     _ => None,
                 });
+            if let Some(Some(meta)) = group.map(|(_, meta)| meta) {
+                // The committer's knowledge of earlier partition counts (a state dir of its own).
+                self.inputs
+                    .learn_earlier(&tp.topic, &meta.earlier_counts.as_vec());
+            }
             if let Some(committed) = group.and_then(|(_, meta)| meta?.semantics) {
                 if committed != self.semantics {
                     return Err(PipelineError::SettingsChanged {
@@ -265,6 +270,16 @@ impl Processor {
                     continue;
                 }
                 added = true;
+                // The next checkpoint commits every owned partition again, its metadata now with
+                // the earlier counts (`pc=`): whoever takes one over learns of the increase.
+                for state in self
+                    .partitions
+                    .get_mut(topic.as_str())
+                    .into_iter()
+                    .flat_map(|p| p.values_mut())
+                {
+                    state.changed |= state.next_offset.is_some();
+                }
                 tracing::warn!(
                     topic,
                     before,

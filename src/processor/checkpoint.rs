@@ -9,6 +9,7 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 
 use super::*;
+use crate::checkpoint::EarlierCounts;
 
 /// How long a checkpoint waits for the input topics' partition counts: it holds up the poll loop,
 /// and an unanswered probe only leaves the counts as they were.
@@ -122,6 +123,8 @@ impl Processor {
                     semantics: Some(self.semantics),
                     generation: state.generation,
                     reset: false,
+                    earlier_counts: EarlierCounts::of(self.inputs.earlier(topic))
+                        .unwrap_or_default(),
                 };
                 let mut element = offsets.add_partition(topic, partition);
                 element

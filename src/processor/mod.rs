@@ -16,7 +16,8 @@
 //!   delivered; (2) write, per changed partition, the dirty open windows, a range delete of the closed
 //!   ones, and the partition's `next_offset`, stream time and generation, in one synced `WriteBatch`;
 //!   (3) commit the offsets to the group with metadata `streamagg/2 st=<stream time> rb=<rebuild
-//!   offset>` plus the window semantics (`w= g= min= et= in=`), or `streamagg/3 gen=<generation> …`
+//!   offset>` plus the window semantics (`w= g= min= et= in=`) and, once the input topic grew, its
+//!   earlier partition counts (`pc=`, [`split`]), or `streamagg/3 gen=<generation> …`
 //!   once the partition is past its first generation (see [`crate::checkpoint::CommitMetadata`]). A
 //!   crash between (2) and (3) leaves the group commit behind RocksDB, with streamagg's metadata of
 //!   the same generation: `plan_resume` continues from local state. A commit behind it *without*

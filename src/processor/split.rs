@@ -107,13 +107,15 @@ impl InputPartitions {
         let mut lines: Vec<String> = self
             .counts
             .iter()
-            .map(|(topic, count)| match self.before.get(topic) {
-                Some(earlier) => {
-                    let earlier: Vec<String> = earlier.iter().map(usize::to_string).collect();
-                    format!("{topic} {count} {}", earlier.join(","))
-                }
-                None => format!("{topic} {count}"),
-            })
+            .map(
+                |(topic, count)| match self.before.get(topic).filter(|e| !e.is_empty()) {
+                    Some(earlier) => {
+                        let earlier: Vec<String> = earlier.iter().map(usize::to_string).collect();
+                        format!("{topic} {count} {}", earlier.join(","))
+                    }
+                    None => format!("{topic} {count}"),
+                },
+            )
             .collect();
         lines.sort();
         lines.join("\n")
@@ -184,6 +186,27 @@ impl InputPartitions {
         ))
     }
 
+    /// `topic`'s earlier counts, oldest first (empty before any increase).
+    pub(super) fn earlier(&self, topic: &str) -> &[usize] {
+        self.before.get(topic).map_or(&[], Vec::as_slice)
+    }
+
+    /// Learns earlier counts of `topic` from a group commit (its committer saw the increases):
+    /// they join the ones known here, below the current count if known.
+    pub(super) fn learn_earlier(&mut self, topic: &str, earlier: &[usize]) {
+        let count = self.counts.get(topic).copied();
+        let known = self.before.entry(topic.to_owned()).or_default();
+        for &before in earlier {
+            if count.is_none_or(|count| before < count) && !known.contains(&before) {
+                known.push(before);
+            }
+        }
+        known.sort_unstable();
+        if known.is_empty() {
+            self.before.remove(topic);
+        }
+    }
+
     /// Whether the count of each of `topics` is known.
     pub(super) fn knows_all(&self, topics: &[String]) -> bool {
         topics.iter().all(|topic| self.counts.contains_key(topic))
@@ -201,6 +224,9 @@ impl InputPartitions {
     /// Records that `topic` has `count` partitions; returns the previous count if this is more
     /// (partitions were added since it was last seen). The first count seen is no change.
     pub(super) fn update(&mut self, topic: &str, count: usize) -> Option<usize> {
+        if let Some(earlier) = self.before.get_mut(topic) {
+            earlier.retain(|&before| before < count); // learnt from a commit, or a recreated topic
+        }
         match self.counts.insert(topic.to_owned(), count) {
             Some(before) if before < count => {
                 self.before

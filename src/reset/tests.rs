@@ -27,6 +27,7 @@ fn ours(offset: i64, generation: u64) -> Option<(i64, Option<CommitMetadata>)> {
             semantics: Some(MINUTE),
             generation: Generation(generation),
             reset: false,
+            earlier_counts: Default::default(),
         }),
     ))
 }

@@ -1,13 +1,7 @@
 //! Regression tests from the second adversarial review of "partitions added to a live input topic"
-//! (issue 16): the new-part rule under a second increase and across an aborted transaction.
-//!
-//! Not here, a known gap (issue 16's note): an instance with an empty state dir that never saw the
-//! increase and takes over a moved source's new partition (`split_after_change_with(..,
-//! hand_over: true)`) emits the new part unmarked; with the old part emitted before the increase
-//! (records that would have been late in the old partition), no part is marked. Carrying the
-//! earlier counts in the group's commit metadata would close it. The oracle is the one of `repartition.rs`: the documented
-//! semantics run per partition on the records as they sit in the topic; which windows are split is
-//! learnt from the partitions holding their records, never from streamagg's partitioner.
+//! (issue 16): the new-part rule under a second increase, across an aborted transaction,
+//! and across a hand-over to an instance with an empty state dir (which learns the earlier counts
+//! from the group's commits).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -82,6 +76,17 @@ fn a_second_increase_does_not_unmark_the_new_part_of_the_first() {
 #[test]
 fn an_abort_after_the_new_part_was_marked_does_not_unmark_it() {
     let unmarked = split_after_change("review2-abort", &[5], true);
+    assert!(unmarked.is_empty(), "{}", unmarked.join("\n"));
+}
+
+/// Two instances with different knowledge: "a" sees the increase (3 → 5); "b" joins afterwards
+/// with an empty state dir (a scale-out, a pod rescheduled without its volume) and takes every
+/// partition over when "a" stops gracefully. "b" sees 5 partitions as the first count; it learns
+/// the earlier count from "a"'s group commits (`pc=3`), so the new parts it emits are marked (the
+/// old parts went out before the change).
+#[test]
+fn a_hand_over_to_an_instance_that_never_saw_the_increase_marks_the_new_parts() {
+    let unmarked = split_after_change_with("review2-handover", &[5], false, true);
     assert!(unmarked.is_empty(), "{}", unmarked.join("\n"));
 }
 

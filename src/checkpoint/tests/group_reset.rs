@@ -25,6 +25,7 @@ fn resume_plans_after_a_group_reset() {
                 semantics: Some(MINUTE),
                 generation,
                 reset: false,
+                earlier_counts: Default::default(),
             }),
         ))
     };

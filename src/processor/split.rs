@@ -54,8 +54,8 @@ pub(super) struct Displaced {
     pub header: String,
     /// Whether this is the partition's first such window (log it).
     pub first: bool,
-    /// Another partitioner that puts the source where it was read, under the current count: the
-    /// producers probably use that one (`--input-partitioner` is wrong).
+    /// For the partition's first such window: another partitioner that puts the source where it
+    /// was read, under the current count (the producers probably use that one).
     pub fits: Option<Partitioner>,
 }
 
@@ -266,13 +266,6 @@ impl InputPartitions {
             self.pending
                 .push((topic.to_owned(), partition, SmolStr::new(source), level));
         }
-        let fits = [Partitioner::Murmur2, Partitioner::Crc32]
-            .into_iter()
-            .filter(|&other| other != self.partitioner)
-            .find(|other| {
-                let count = self.counts.get(topic).copied().unwrap_or(0);
-                other.partition_of(source.as_bytes(), count) == Some(partition)
-            });
         let first = match self.warned.get_mut(topic) {
             Some(partitions) => partitions.insert(partition),
             None => {
@@ -281,6 +274,12 @@ impl InputPartitions {
                 true
             }
         };
+        // Only the partition's first such window is logged, so only its hint is worked out.
+        let count = self.counts.get(topic).copied().unwrap_or(0);
+        let fits = [Partitioner::Murmur2, Partitioner::Crc32]
+            .into_iter()
+            .filter(|&other| first && other != self.partitioner)
+            .find(|other| other.partition_of(source.as_bytes(), count) == Some(partition));
         Some(Displaced {
             header,
             first,

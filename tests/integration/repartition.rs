@@ -22,17 +22,17 @@ use crate::oracle::{close, decode_output, header, oracle, Expected};
 use crate::scenario::{assigned_partitions, check_alive, Scenario};
 
 /// A minute boundary.
-const BASE: i64 = 1_700_000_040_000;
-const SOURCES: usize = 40;
-const SPLIT_HEADER: &str = "streamagg.possibly_split";
+pub const BASE: i64 = 1_700_000_040_000;
+pub const SOURCES: usize = 40;
+pub const SPLIT_HEADER: &str = "streamagg.possibly_split";
 
 /// (source, window start)
-type Window = (String, i64);
+pub type Window = (String, i64);
 /// (count, sum, min, max)
-type Values = (i64, f64, f64, f64);
+pub type Values = (i64, f64, f64, f64);
 
 /// `(source, seconds after BASE, value)` for every source, every 10 s in `seconds`.
-fn events(seconds: std::ops::RangeInclusive<i64>) -> Vec<(String, i64, f64)> {
+pub fn events(seconds: std::ops::RangeInclusive<i64>) -> Vec<(String, i64, f64)> {
     seconds
         .step_by(10)
         .flat_map(|second| {
@@ -45,7 +45,7 @@ fn events(seconds: std::ops::RangeInclusive<i64>) -> Vec<(String, i64, f64)> {
 }
 
 /// Adds partitions to `topic` (Kafka's CreatePartitions) until it has `total`.
-fn add_partitions(topic: &TestTopic, total: usize) {
+pub fn add_partitions(topic: &TestTopic, total: usize) {
     let settings = kafka_settings();
     let admin = kafka::admin::admin_client(&settings).expect("admin client");
     let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(settings.timeout));
@@ -60,7 +60,7 @@ fn add_partitions(topic: &TestTopic, total: usize) {
 }
 
 /// The oracle run on each partition's records alone: partition → its windows.
-fn per_partition(
+pub fn per_partition(
     inputs: &[crate::dataset::Input],
     records: &[RawRecord],
 ) -> BTreeMap<i32, Expected> {

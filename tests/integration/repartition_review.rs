@@ -1,60 +1,28 @@
 //! Regression tests from the adversarial review of "partitions added to a live input topic"
 //! (issue 16): each scenario once sent a window split by the change out without the
 //! `streamagg.possibly_split` header (a silent partial average), lost the knowledge of the change,
-//! or counted a change that was none. The oracle is the one of `repartition.rs`: the documented semantics run per partition on
-//! the records as they sit in the topic; where a source moved is learnt from the partitions its
-//! records are in before and after the change, never from streamagg's partitioner.
+//! or counted a change that was none. The oracle and the helpers are `repartition.rs`'s: the
+//! documented semantics run per partition on the records as they sit in the topic; where a source
+//! moved is learnt from the partitions its records are in before and after the change, never from
+//! streamagg's partitioner.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
-use streamagg::kafka;
 use streamagg::partitioner::Partitioner;
 use streamagg::reader::RawRecord;
 
-use crate::common::{
-    block_on, kafka_settings, read_all, wait_for_records, ProcessorProcess, TestTopic,
-};
+use crate::common::{read_all, wait_for_records, ProcessorProcess};
 use crate::dataset::{index_of, json_events, produce_inputs_with_headers};
-use crate::oracle::{decode_output, header, oracle, Expected};
+use crate::oracle::{decode_output, header, oracle};
+use crate::repartition::{
+    add_partitions, events, per_partition, Values, Window, BASE, SOURCES, SPLIT_HEADER,
+};
 use crate::scenario::{assigned_partitions, check_alive, wait_until_assigned, Scenario};
 
-const BASE: i64 = 1_700_000_040_000;
-const SOURCES: usize = 40;
-const SPLIT_HEADER: &str = "streamagg.possibly_split";
-
-type Values = (i64, f64, f64, f64);
-/// (source, window start)
-type Window = (String, i64);
 /// Each output record of a window: (header, values).
 type Records = Vec<(Option<String>, Values)>;
-
-fn events(seconds: std::ops::RangeInclusive<i64>) -> Vec<(String, i64, f64)> {
-    seconds
-        .step_by(10)
-        .flat_map(|second| {
-            (0..SOURCES).map(move |i| {
-                let value = 50.0 + ((i as i64 * 7 + second) % 47) as f64;
-                (format!("sensor-{i:02}"), BASE + second * 1000, value)
-            })
-        })
-        .collect()
-}
-
-fn add_partitions(topic: &TestTopic, total: usize) {
-    let settings = kafka_settings();
-    let admin = kafka::admin::admin_client(&settings).expect("admin client");
-    let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(settings.timeout));
-    let results = block_on(admin.create_partitions(
-        [&rdkafka::admin::NewPartitions::new(&topic.name, total)],
-        &options,
-    ))
-    .expect("CreatePartitions");
-    for result in results {
-        result.unwrap_or_else(|(name, code)| panic!("adding partitions to {name}: {code}"));
-    }
-}
 
 /// How one run of the change goes.
 struct Setup {
@@ -322,14 +290,7 @@ fn run(setup: &Setup, purpose: &str) -> (Outcome, Vec<ProcessorProcess>) {
     }
 
     let input: Vec<RawRecord> = read_all(&scenario.topics.input.name);
-    let partitions: BTreeSet<i32> = input.iter().map(|r| r.partition).collect();
-    let parts: BTreeMap<i32, Expected> = partitions
-        .into_iter()
-        .map(|p| {
-            let mine: Vec<RawRecord> = input.iter().filter(|r| r.partition == p).cloned().collect();
-            (p, oracle(Format::Json, &scenario.inputs, &mine))
-        })
-        .collect();
+    let parts = per_partition(&scenario.inputs, &input);
     let mut homes: BTreeMap<String, (BTreeSet<i32>, BTreeSet<i32>)> = BTreeMap::new();
     for record in &input {
         let index = index_of(record);

@@ -7,39 +7,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
-use streamagg::kafka;
 use streamagg::partitioner::Partitioner;
 use streamagg::reader::RawRecord;
 
-use crate::common::{block_on, kafka_settings, read_all, wait_for_records, TestTopic};
+use crate::common::{read_all, wait_for_records};
 use crate::dataset::{json_events, produce_inputs_with_headers};
-use crate::oracle::{decode_output, header, oracle, Expected};
+use crate::oracle::{decode_output, header};
+use crate::repartition::{
+    add_partitions, per_partition, Values, Window, BASE, SOURCES, SPLIT_HEADER,
+};
 use crate::scenario::{assigned_partitions, check_alive, wait_until_assigned, Scenario, Topics};
 
-const BASE: i64 = 1_700_000_040_000;
-const SOURCES: usize = 40;
-const SPLIT_HEADER: &str = "streamagg.possibly_split";
 const ABORTS: &str = "streamagg_transaction_aborts_total";
 const ADDED_LOG: &str = "partitions were added to an input topic";
-
-/// (source, window start)
-type Window = (String, i64);
-/// (count, sum, min, max)
-type Values = (i64, f64, f64, f64);
-
-fn add_partitions(topic: &TestTopic, total: usize) {
-    let settings = kafka_settings();
-    let admin = kafka::admin::admin_client(&settings).expect("admin client");
-    let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(settings.timeout));
-    let results = block_on(admin.create_partitions(
-        [&rdkafka::admin::NewPartitions::new(&topic.name, total)],
-        &options,
-    ))
-    .expect("CreatePartitions");
-    for result in results {
-        result.unwrap_or_else(|(name, code)| panic!("adding partitions to {name}: {code}"));
-    }
-}
 
 fn closer(tag: &str, partition: i32, count: usize) -> String {
     (0..)
@@ -233,14 +213,7 @@ fn split_after_change_with(
     }
 
     let input: Vec<RawRecord> = read_all(&scenario.topics.input.name);
-    let partitions: BTreeSet<i32> = input.iter().map(|r| r.partition).collect();
-    let parts: BTreeMap<i32, Expected> = partitions
-        .into_iter()
-        .map(|q| {
-            let mine: Vec<RawRecord> = input.iter().filter(|r| r.partition == q).cloned().collect();
-            (q, oracle(Format::Json, &scenario.inputs, &mine))
-        })
-        .collect();
+    let parts = per_partition(&scenario.inputs, &input);
     let mut expected: BTreeMap<Window, Vec<(i32, Values)>> = BTreeMap::new();
     for (q, windows) in &parts {
         for (key, values) in &windows.windows {

@@ -78,6 +78,52 @@ pub fn per_partition(
         .collect()
 }
 
+/// (source, window) → each partition's part of it (of [`per_partition`]'s windows).
+pub fn parts_by_window(parts: &BTreeMap<i32, Expected>) -> BTreeMap<Window, Vec<(i32, Values)>> {
+    let mut windows: BTreeMap<Window, Vec<(i32, Values)>> = BTreeMap::new();
+    for (partition, expected) in parts {
+        for (key, values) in &expected.windows {
+            windows
+                .entry(key.clone())
+                .or_default()
+                .push((*partition, *values));
+        }
+    }
+    windows
+}
+
+/// The `sensor-` sources whose records are in another partition from input index `first` on than
+/// before it, from the topic itself: source → (old partition, new partition).
+pub fn moved_sources(
+    inputs: &[crate::dataset::Input],
+    records: &[RawRecord],
+    first: usize,
+) -> BTreeMap<String, (i32, i32)> {
+    let mut homes: BTreeMap<String, (BTreeSet<i32>, BTreeSet<i32>)> = BTreeMap::new();
+    for record in records {
+        let index = index_of(record);
+        let home = homes.entry(inputs[index].source.clone()).or_default();
+        if index < first {
+            home.0.insert(record.partition);
+        } else {
+            home.1.insert(record.partition);
+        }
+    }
+    homes
+        .into_iter()
+        .filter(|(s, _)| s.starts_with("sensor-"))
+        .filter_map(|(s, (old, new))| {
+            assert_eq!(
+                (old.len(), new.len()),
+                (1, 1),
+                "{s} keyed to one partition at a time"
+            );
+            let (old, new) = (*old.first()?, *new.first()?);
+            (old != new).then_some((s, (old, new)))
+        })
+        .collect()
+}
+
 /// When the producers move sources to their new partitions, relative to the processor learning of
 /// the change.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -178,31 +224,7 @@ fn partitions_added(producers: Producers) {
         "a closer in every partition"
     );
     let parts = per_partition(&scenario.inputs, &input);
-    // Where each source's records are before and after the change, from the topic itself.
-    let mut homes: BTreeMap<String, (BTreeSet<i32>, BTreeSet<i32>)> = BTreeMap::new();
-    for record in &input {
-        let index = index_of(record);
-        let source = scenario.inputs[index].source.clone();
-        let home = homes.entry(source).or_default();
-        if index < first {
-            home.0.insert(record.partition);
-        } else {
-            home.1.insert(record.partition);
-        }
-    }
-    let moved: BTreeMap<&str, (i32, i32)> = homes
-        .iter()
-        .filter(|(s, _)| s.starts_with("sensor-"))
-        .filter_map(|(s, (old, new))| {
-            assert_eq!(
-                (old.len(), new.len()),
-                (1, 1),
-                "{s} keyed to one partition at a time"
-            );
-            let (old, new) = (*old.first()?, *new.first()?);
-            (old != new).then_some((s.as_str(), (old, new)))
-        })
-        .collect();
+    let moved = moved_sources(&scenario.inputs, &input, first);
     assert!(
         moved.len() >= 8 && moved.len() <= SOURCES - 8,
         "a fair share of the sources moved: {}",
@@ -213,16 +235,7 @@ fn partitions_added(producers: Producers) {
         "some sources moved between the old partitions, not only to new ones: {moved:?}"
     );
 
-    // (source, window) → each partition's part of it.
-    let mut expected: BTreeMap<Window, Vec<(i32, Values)>> = BTreeMap::new();
-    for (partition, windows) in &parts {
-        for (key, values) in &windows.windows {
-            expected
-                .entry(key.clone())
-                .or_default()
-                .push((*partition, *values));
-        }
-    }
+    let expected = parts_by_window(&parts);
     let records_expected: usize = expected.values().map(Vec::len).sum();
     let split: Vec<&(String, i64)> = expected.keys().filter(|k| expected[*k].len() > 1).collect();
     assert_eq!(

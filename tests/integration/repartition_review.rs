@@ -17,7 +17,8 @@ use crate::common::{read_all, wait_for_records, ProcessorProcess};
 use crate::dataset::{index_of, json_events, produce_inputs_with_headers};
 use crate::oracle::{decode_output, header, oracle};
 use crate::repartition::{
-    add_partitions, events, per_partition, Values, Window, BASE, SOURCES, SPLIT_HEADER,
+    add_partitions, events, moved_sources, parts_by_window, per_partition, Values, Window, BASE,
+    SOURCES, SPLIT_HEADER,
 };
 use crate::scenario::{assigned_partitions, check_alive, wait_until_assigned, Scenario};
 
@@ -45,6 +46,25 @@ struct Setup {
     /// Stop every instance (SIGTERM) before the change and start them again after every record
     /// is written: the change happens while the processor is down.
     down_across_change: bool,
+}
+
+impl Setup {
+    /// 3 → 5 partitions, one instance "a", murmur2 producers, the new partitions picked up before
+    /// the records after the change are written.
+    fn three_to_five() -> Setup {
+        Setup {
+            before: 3,
+            after: 5,
+            instances: &["a"],
+            producer_partitioner: None,
+            closer_partitioner: Partitioner::Murmur2,
+            flags: &[],
+            wait_for_pick_up: true,
+            config: None,
+            kill_first: false,
+            down_across_change: false,
+        }
+    }
 }
 
 struct Outcome {
@@ -291,41 +311,9 @@ fn run(setup: &Setup, purpose: &str) -> (Outcome, Vec<ProcessorProcess>) {
 
     let input: Vec<RawRecord> = read_all(&scenario.topics.input.name);
     let parts = per_partition(&scenario.inputs, &input);
-    let mut homes: BTreeMap<String, (BTreeSet<i32>, BTreeSet<i32>)> = BTreeMap::new();
-    for record in &input {
-        let index = index_of(record);
-        let home = homes
-            .entry(scenario.inputs[index].source.clone())
-            .or_default();
-        if index < first {
-            home.0.insert(record.partition);
-        } else {
-            home.1.insert(record.partition);
-        }
-    }
-    let moved: BTreeMap<String, (i32, i32)> = homes
-        .iter()
-        .filter(|(s, _)| s.starts_with("sensor-"))
-        .filter_map(|(s, (old, new))| {
-            assert_eq!(
-                (old.len(), new.len()),
-                (1, 1),
-                "{s} keyed to one partition at a time"
-            );
-            let (old, new) = (*old.first()?, *new.first()?);
-            (old != new).then(|| (s.clone(), (old, new)))
-        })
-        .collect();
+    let moved = moved_sources(&scenario.inputs, &input, first);
     assert!(!moved.is_empty(), "some sources moved");
-    let mut expected: BTreeMap<Window, Vec<(i32, Values)>> = BTreeMap::new();
-    for (partition, windows) in &parts {
-        for (key, values) in &windows.windows {
-            expected
-                .entry(key.clone())
-                .or_default()
-                .push((*partition, *values));
-        }
-    }
+    let expected = parts_by_window(&parts);
     let records_expected: usize = expected.values().map(Vec::len).sum();
     let _ = wait_for_records(
         &scenario.topics.output.name,
@@ -396,13 +384,7 @@ fn with_two_instances_the_old_parts_on_the_instance_without_new_partitions_are_m
         before: 2,
         after: 3,
         instances: &["a", "b"],
-        producer_partitioner: None,
-        closer_partitioner: Partitioner::Murmur2,
-        flags: &[],
-        wait_for_pick_up: true,
-        config: None,
-        kill_first: false,
-        down_across_change: false,
+        ..Setup::three_to_five()
     };
     let (outcome, processors) = run(&setup, "review-two");
     let mismatches = outcome.mismatches();
@@ -429,16 +411,9 @@ fn with_two_instances_the_old_parts_on_the_instance_without_new_partitions_are_m
 #[test]
 fn crc32_producers_with_the_default_partitioner_are_named_in_the_log() {
     let mut setup = Setup {
-        before: 3,
-        after: 5,
-        instances: &["a"],
         producer_partitioner: Some("consistent_random"),
         closer_partitioner: Partitioner::Crc32,
-        flags: &[],
-        wait_for_pick_up: true,
-        config: None,
-        kill_first: false,
-        down_across_change: false,
+        ..Setup::three_to_five()
     };
     let (outcome, processors) = run(&setup, "review-crc32");
     let mismatches = outcome.mismatches();
@@ -490,18 +465,7 @@ fn crc32_producers_with_the_default_partitioner_are_named_in_the_log() {
 /// some output partitions) must not take it for the whole window.
 #[test]
 fn both_parts_of_a_split_window_are_marked() {
-    let setup = Setup {
-        before: 3,
-        after: 5,
-        instances: &["a"],
-        producer_partitioner: None,
-        closer_partitioner: Partitioner::Murmur2,
-        flags: &[],
-        wait_for_pick_up: true,
-        config: None,
-        kill_first: false,
-        down_across_change: false,
-    };
+    let setup = Setup::three_to_five();
     let (outcome, processors) = run(&setup, "review-newpart");
     let mismatches = outcome.mismatches();
     let unmarked = outcome.unmarked_parts();
@@ -522,16 +486,8 @@ fn both_parts_of_a_split_window_are_marked() {
 #[test]
 fn split_windows_closed_before_the_processor_learns_the_count_are_marked() {
     let setup = Setup {
-        before: 3,
-        after: 5,
-        instances: &["a"],
-        producer_partitioner: None,
-        closer_partitioner: Partitioner::Murmur2,
-        flags: &[],
         wait_for_pick_up: false,
-        config: None,
-        kill_first: false,
-        down_across_change: false,
+        ..Setup::three_to_five()
     };
     let (outcome, processors) = run(&setup, "review-gap");
     let mismatches = outcome.mismatches();
@@ -556,16 +512,8 @@ fn split_windows_closed_before_the_processor_learns_the_count_are_marked() {
 #[test]
 fn rollup_windows_of_a_moved_source_are_marked() {
     let setup = Setup {
-        before: 3,
-        after: 5,
-        instances: &["a"],
-        producer_partitioner: None,
-        closer_partitioner: Partitioner::Murmur2,
         flags: &[("--window", "1m,5m")],
-        wait_for_pick_up: true,
-        config: None,
-        kill_first: false,
-        down_across_change: false,
+        ..Setup::three_to_five()
     };
     let (outcome, processors) = run(&setup, "review-rollup");
     let summary = outcome.log_summary();
@@ -706,16 +654,10 @@ fn the_live_answer_for_a_moved_sources_open_window_is_not_a_silent_part() {
 #[test]
 fn a_rebuilt_old_part_after_a_kill_is_marked_and_nothing_is_lost_or_duplicated() {
     let setup = Setup {
-        before: 3,
-        after: 5,
         instances: &["a", "b"],
-        producer_partitioner: None,
-        closer_partitioner: Partitioner::Murmur2,
-        flags: &[],
-        wait_for_pick_up: true,
         config: Some(crate::scenario::FAST_FAILOVER),
         kill_first: true,
-        down_across_change: false,
+        ..Setup::three_to_five()
     };
     let (outcome, processors) = run(&setup, "review-kill");
     let mismatches = outcome.mismatches();
@@ -739,16 +681,8 @@ fn a_rebuilt_old_part_after_a_kill_is_marked_and_nothing_is_lost_or_duplicated()
 #[test]
 fn with_an_unknown_partitioner_the_addition_is_logged_and_counted_and_nothing_marked() {
     let setup = Setup {
-        before: 3,
-        after: 5,
-        instances: &["a"],
-        producer_partitioner: None,
-        closer_partitioner: Partitioner::Murmur2,
         flags: &[("--input-partitioner", "unknown")],
-        wait_for_pick_up: true,
-        config: None,
-        kill_first: false,
-        down_across_change: false,
+        ..Setup::three_to_five()
     };
     let (outcome, mut processors) = run(&setup, "review-unknown");
     let added = processors[0].wait_for_metric(
@@ -917,16 +851,8 @@ fn a_topic_recreated_with_more_partitions_is_not_counted_as_partitions_added() {
 #[test]
 fn at_least_once_old_parts_are_marked_and_nothing_is_lost() {
     let setup = Setup {
-        before: 3,
-        after: 5,
-        instances: &["a"],
-        producer_partitioner: None,
-        closer_partitioner: Partitioner::Murmur2,
         flags: &[("--guarantee", "at-least-once")],
-        wait_for_pick_up: true,
-        config: None,
-        kill_first: false,
-        down_across_change: false,
+        ..Setup::three_to_five()
     };
     let (outcome, processors) = run(&setup, "review-alo");
     let mismatches = outcome.mismatches();
@@ -947,16 +873,9 @@ fn at_least_once_old_parts_are_marked_and_nothing_is_lost() {
 #[test]
 fn partitions_added_while_the_processor_is_down_are_counted_at_the_restart() {
     let setup = Setup {
-        before: 3,
-        after: 5,
-        instances: &["a"],
-        producer_partitioner: None,
-        closer_partitioner: Partitioner::Murmur2,
-        flags: &[],
         wait_for_pick_up: false,
-        config: None,
-        kill_first: false,
         down_across_change: true,
+        ..Setup::three_to_five()
     };
     let (outcome, mut processors) = run(&setup, "review-down");
     let addr = processors[0].telemetry_addr(Duration::from_secs(10));

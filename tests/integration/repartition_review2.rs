@@ -14,7 +14,7 @@ use crate::common::{read_all, wait_for_records};
 use crate::dataset::{json_events, produce_inputs_with_headers};
 use crate::oracle::{decode_output, header};
 use crate::repartition::{
-    add_partitions, per_partition, Values, Window, BASE, SOURCES, SPLIT_HEADER,
+    add_partitions, parts_by_window, per_partition, Values, Window, BASE, SOURCES, SPLIT_HEADER,
 };
 use crate::scenario::{assigned_partitions, check_alive, wait_until_assigned, Scenario, Topics};
 
@@ -214,12 +214,7 @@ fn split_after_change_with(
 
     let input: Vec<RawRecord> = read_all(&scenario.topics.input.name);
     let parts = per_partition(&scenario.inputs, &input);
-    let mut expected: BTreeMap<Window, Vec<(i32, Values)>> = BTreeMap::new();
-    for (q, windows) in &parts {
-        for (key, values) in &windows.windows {
-            expected.entry(key.clone()).or_default().push((*q, *values));
-        }
-    }
+    let expected = parts_by_window(&parts);
     let records_expected: usize = expected.values().map(Vec::len).sum();
     let _ = wait_for_records(
         &scenario.topics.output.name,

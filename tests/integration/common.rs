@@ -450,3 +450,13 @@ pub fn metric_sum(addr: std::net::SocketAddr, name: &str) -> f64 {
         })
         .sum()
 }
+
+/// Runs `scripts/kafka <action>` (down, up, pause, resume) on the shared broker: only exclusive
+/// tests do, as `scripts/test` runs them alone.
+pub fn kafka(action: &str) {
+    let status = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka"))
+        .arg(action)
+        .status()
+        .expect("scripts/kafka runs");
+    assert!(status.success(), "scripts/kafka {action} failed");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use streamagg::codec::Format;
 
-use crate::common::{http_get, streamagg, ProcessorProcess, TestTopic};
+use crate::common::{http_get, kafka, streamagg, ProcessorProcess, TestTopic};
 use crate::scenario::random_group;
 use crate::scenario::Scenario;
 
@@ -347,15 +347,6 @@ fn processor_with_records_flowing(
     }
 
     (processor, addr, [input, output], dir)
-}
-
-/// Runs `scripts/kafka <action>` (pause, resume) on the shared broker.
-fn kafka(action: &str) {
-    let status = Command::new(format!("{REPO}/scripts/kafka"))
-        .arg(action)
-        .status()
-        .expect("scripts/kafka runs");
-    assert!(status.success(), "scripts/kafka {action} failed");
 }
 
 #[test]

@@ -38,6 +38,7 @@ pub mod registry;
 #[cfg(feature = "runtime")]
 pub mod replay;
 pub mod reset;
+pub mod restart;
 pub mod route;
 #[cfg(feature = "runtime")]
 pub mod sink;

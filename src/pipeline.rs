@@ -42,6 +42,7 @@ use crate::live::assignment::advertising_client_id;
 use crate::live::queries::Inbox;
 use crate::processor::{Checkpointed, Counts, PipelineError, Processor};
 use crate::registry::{EventInput, InputError, RegistryClient};
+use crate::restart::{self, RestartBudget};
 use crate::sink::Sink;
 use crate::store::db::{self, Recorded, StateStore};
 use crate::telemetry::{self, metric, Health};
@@ -220,6 +221,12 @@ fn output_schema_ids(settings: &RunSettings) -> Result<Option<Vec<u32>>, Pipelin
 
 /// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.
 /// With `live`, the poll loop also answers live-state questions between batches.
+///
+/// A failure at start-up is returned. A transient failure after the pipeline had been running
+/// ([`PipelineError::is_transient`]) starts it again in-process, within the [`RestartBudget`]: the
+/// consumer, producer and state store of the failed run are closed (nothing of its work since the
+/// last checkpoint is committed) and new ones resume from the last checkpoint, as a restarted
+/// process would.
 pub fn run(
     settings: RunSettings,
     stop: &AtomicBool,
@@ -227,9 +234,48 @@ pub fn run(
     live: Option<LiveRun>,
 ) -> Result<RunReport, PipelineError> {
     // Counters of rare events exist from the start, at zero, so rates and alerts see them.
-    for counter in [metric::PRODUCER_ERRORS, metric::CHECKPOINT_FAILURES] {
+    for counter in [
+        metric::PRODUCER_ERRORS,
+        metric::CHECKPOINT_FAILURES,
+        metric::PIPELINE_RESTARTS,
+    ] {
         metrics::counter!(counter).increment(0);
     }
+    let mut budget = RestartBudget::default();
+    let mut started = false;
+    loop {
+        let error = match run_once(&settings, stop, &health, live.as_ref(), &mut started) {
+            Err(error) if started && error.is_transient() => error,
+            finished => return finished,
+        };
+        let Some(delay) = budget.next(Instant::now()) else {
+            tracing::error!(%error, restarts = restart::MAX_RESTARTS, within = ?restart::BUDGET_WINDOW, "the pipeline keeps failing: giving up");
+            return Err(error);
+        };
+        metrics::counter!(metric::PIPELINE_RESTARTS).increment(1);
+        tracing::warn!(%error, retry_in = ?delay, "the pipeline failed; starting the pipeline again from the last checkpoint");
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                // Nothing since the last checkpoint was committed: the next start redoes it.
+                return Err(error);
+            }
+            // Waiting on purpose is not a stalled loop.
+            health.polled();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One run of the pipeline: start-up, then the poll loop until `stop` or an error. Sets `started`
+/// once the consumer has subscribed.
+fn run_once(
+    settings: &RunSettings,
+    stop: &AtomicBool,
+    health: &Arc<Health>,
+    live: Option<&LiveRun>,
+    started: &mut bool,
+) -> Result<RunReport, PipelineError> {
     for event in ["assigned", "revoked"] {
         metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
     }
@@ -237,7 +283,7 @@ pub fn run(
     let semantics = settings.semantics();
     check_recorded(
         &store,
-        &settings,
+        settings,
         Recorded::Semantics,
         &semantics.encode(),
         |stored| {
@@ -249,7 +295,7 @@ pub fn run(
     )?;
     check_recorded(
         &store,
-        &settings,
+        settings,
         Recorded::Group,
         &settings.group,
         |stored| format!("group '{stored}' (now '{}')", settings.group),
@@ -266,11 +312,11 @@ pub fn run(
         Guarantee::AtLeastOnce => None,
     };
     if settings.create_topics {
-        create_topics(&settings)?;
+        create_topics(settings)?;
     }
-    let input = EventInput::new(&settings)?;
-    let mut sink = Sink::connect(&settings, transactional_id.as_deref())?;
-    if let Some(ids) = output_schema_ids(&settings)? {
+    let input = EventInput::new(settings)?;
+    let mut sink = Sink::connect(settings, transactional_id.as_deref())?;
+    if let Some(ids) = output_schema_ids(settings)? {
         sink.frame_with(ids);
     }
     for topic in &settings.input_topics {
@@ -332,7 +378,7 @@ pub fn run(
             store,
             sink,
             input,
-            Arc::clone(&health),
+            Arc::clone(health),
         )),
         failure: Mutex::new(None),
         closing: AtomicBool::new(false),
@@ -346,6 +392,7 @@ pub fn run(
         .subscribe(&topics)
         .map_err(PipelineError::Consumer)?;
     tracing::info!(group = %settings.group, inputs = ?settings.input_topics, output = %settings.output_topic, rollup_outputs = ?settings.rollup_outputs, "running");
+    *started = true;
 
     let context = consumer.context();
     let done = AtomicBool::new(false);
@@ -354,7 +401,7 @@ pub fn run(
         let exit_after = stall_exit_after(settings.stall_timeout);
         scope.spawn(move || watch_poll_loop(health_ref, done_ref, exit_after));
         let inbox = live.as_ref().map(|l| &l.inbox);
-        let result = poll_loop(&consumer, &settings, stop, &health, inbox);
+        let result = poll_loop(&consumer, settings, stop, health, inbox);
         done.store(true, Ordering::Relaxed);
         result
     });

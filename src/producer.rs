@@ -92,6 +92,21 @@ impl ProduceError {
         }
     }
 
+    /// Whether a newer producer with the same `transactional.id` fenced this one: another instance
+    /// runs under this instance's id, and starting again would only fence it back.
+    pub fn is_fenced(&self) -> bool {
+        let cause = match self {
+            ProduceError::Send { cause, .. } | ProduceError::Transaction { cause, .. } => cause,
+            ProduceError::Setup(_)
+            | ProduceError::Delivery { .. }
+            | ProduceError::FlushTimeout { .. } => return false,
+        };
+        matches!(
+            cause.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+        )
+    }
+
     /// The transaction error kind, if this is a transaction error.
     pub fn transaction_kind(&self) -> Option<TransactionErrorKind> {
         match self {

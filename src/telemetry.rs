@@ -34,6 +34,7 @@ pub mod metric {
     pub const STATE_SIZE_BYTES: &str = "streamagg_state_size_bytes";
     pub const CHECKPOINTS: &str = "streamagg_checkpoints_total";
     pub const CHECKPOINT_FAILURES: &str = "streamagg_checkpoint_failures_total";
+    pub const PIPELINE_RESTARTS: &str = "streamagg_pipeline_restarts_total";
     pub const CHECKPOINT_DURATION_SECONDS: &str = "streamagg_checkpoint_duration_seconds";
     pub const TRANSACTION_ABORTS: &str = "streamagg_transaction_aborts_total";
     pub const PARTITION_RESETS: &str = "streamagg_partition_resets_total";
@@ -204,6 +205,11 @@ fn describe() {
         CHECKPOINT_FAILURES,
         Unit::Count,
         "Checkpoints that failed (the instance stops, or aborts and redoes the work)."
+    );
+    describe_counter!(
+        PIPELINE_RESTARTS,
+        Unit::Count,
+        "In-process restarts of the pipeline after a transient failure (at most 5 in 10 minutes; then the process exits)."
     );
     describe_histogram!(
         CHECKPOINT_DURATION_SECONDS,

@@ -56,7 +56,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use crate::checkpoint::{CommitMetadata, Generation, Semantics};
 use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
 use crate::config::{Guarantee, RunSettings};
-use crate::kafka::KafkaSetupError;
+use crate::kafka::{self, KafkaSetupError};
 use crate::producer::{ProduceError, TransactionErrorKind};
 use crate::registry::{EventInput, InputError};
 use crate::route::{route_event, Route};
@@ -99,6 +99,31 @@ pub enum PipelineError {
     PartitionsAdded,
     #[error("{0} transaction aborts in a row without a checkpoint in between; the last: {1}")]
     TooManyAborts(u32, Box<PipelineError>),
+}
+
+impl PipelineError {
+    /// Whether a pipeline that failed with this after it had been running may be started again
+    /// in-process ([`crate::restart`]): the cluster's state (a coordinator away past the
+    /// transaction timeout and the epoch it bumped, an unreachable broker), not the settings, the
+    /// ACLs, the input's schemas, the local disk or another instance running under this one's id,
+    /// which a restart would only meet again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PipelineError::Setup(_)
+            | PipelineError::NoGroupMetadata
+            | PipelineError::PartitionsAdded => true,
+            PipelineError::Produce(e) => !e.is_not_authorized() && !e.is_fenced(),
+            PipelineError::Consumer(e) => !kafka::context::is_not_authorized(e),
+            // Aborts in a row have already been retried with back-off (a refused record stays refused).
+            PipelineError::TooManyAborts(..)
+            | PipelineError::Store(_)
+            | PipelineError::InputMissing(_)
+            | PipelineError::OutputMissing { .. }
+            | PipelineError::Input(_)
+            | PipelineError::NotAuthorized { .. }
+            | PipelineError::SettingsChanged { .. } => false,
+        }
+    }
 }
 
 impl From<KafkaSetupError> for PipelineError {

@@ -36,3 +36,77 @@ fn a_checkpoint_commits_a_partition_only_with_new_records_and_no_rebuild_under_w
         assert_eq!(state.checkpoint_offset(), expected, "{name}");
     }
 }
+
+#[test]
+fn only_errors_of_the_clusters_state_start_the_pipeline_again() {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let send = |code| {
+        PipelineError::from(ProduceError::Send {
+            topic: "out".into(),
+            cause: KafkaError::MessageProduction(code),
+        })
+    };
+    let transaction = |code| {
+        PipelineError::from(ProduceError::Transaction {
+            stage: "send offsets",
+            cause: KafkaError::Flush(code),
+            kind: TransactionErrorKind::Retriable,
+        })
+    };
+    let cases = [
+        (
+            "a commit timed out",
+            transaction(Code::OperationTimedOut),
+            true,
+        ),
+        (
+            "a broker went away",
+            send(Code::BrokerTransportFailure),
+            true,
+        ),
+        (
+            "the epoch was bumped",
+            transaction(Code::InvalidProducerEpoch),
+            true,
+        ),
+        (
+            "a consumer error",
+            PipelineError::Consumer(KafkaError::Global(Code::AllBrokersDown)),
+            true,
+        ),
+        ("no group metadata", PipelineError::NoGroupMetadata, true),
+        (
+            "fenced by a newer instance (librdkafka)",
+            transaction(Code::Fenced),
+            false,
+        ),
+        (
+            "fenced by a newer instance (broker)",
+            send(Code::ProducerFenced),
+            false,
+        ),
+        (
+            "no write on the output",
+            send(Code::TopicAuthorizationFailed),
+            false,
+        ),
+        (
+            "no read on the group",
+            PipelineError::Consumer(KafkaError::Global(Code::GroupAuthorizationFailed)),
+            false,
+        ),
+        (
+            "the input topic was deleted",
+            PipelineError::InputMissing("in".into()),
+            false,
+        ),
+        (
+            "aborts in a row",
+            PipelineError::TooManyAborts(10, Box::new(transaction(Code::OperationTimedOut))),
+            false,
+        ),
+    ];
+    for (case, error, transient) in cases {
+        assert_eq!(error.is_transient(), transient, "{case}: {error}");
+    }
+}

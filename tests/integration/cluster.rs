@@ -206,7 +206,16 @@ fn finish(scenario: &Scenario, instances: &[&str], mut processors: Vec<Processor
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    for processor in processors.iter_mut() {
+    for (instance, processor) in instances.iter().zip(processors.iter_mut()) {
+        // An instance that gave up after the last look is started again too, and stopped cleanly.
+        if let Some(status) = processor.exited() {
+            eprintln!(
+                "instance {instance} exited ({status}), restarting it to stop it; its log:\n{}",
+                processor.log()
+            );
+            *processor = scenario.start(instance);
+            restarts += 1;
+        }
         processor.stop_gracefully();
         // What the processor went through (shown with --nocapture, and on failure).
         for line in processor.log().lines() {

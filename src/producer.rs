@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -123,6 +123,8 @@ pub struct RecordProducer {
     sent: u64,
     /// `Some(open)` for a transactional producer: whether a transaction is open.
     transaction: Option<bool>,
+    /// When the open transaction began.
+    opened_at: Option<Instant>,
     timeout: Duration,
 }
 
@@ -139,6 +141,7 @@ impl RecordProducer {
             producer,
             sent: 0,
             transaction: None,
+            opened_at: None,
             timeout: settings.timeout,
         })
     }
@@ -159,6 +162,7 @@ impl RecordProducer {
             producer,
             sent: 0,
             transaction: Some(false),
+            opened_at: None,
             timeout: settings.timeout,
         })
     }
@@ -311,8 +315,14 @@ impl RecordProducer {
                 .begin_transaction()
                 .map_err(|e| ProduceError::transaction("begin", e))?;
             self.transaction = Some(true);
+            self.opened_at = Some(Instant::now());
         }
         Ok(())
+    }
+
+    /// How long the open transaction has been open, if one is.
+    pub fn open_transaction_age(&self) -> Option<Duration> {
+        self.opened_at.map(|at| at.elapsed())
     }
 
     /// Commits the open transaction (opening one if needed) together with the consumer `offsets` of
@@ -340,6 +350,7 @@ impl RecordProducer {
             retry_or_fail(&mut backoff, ProduceError::transaction("commit", e))?;
         }
         self.transaction = Some(false);
+        self.opened_at = None;
         Ok(())
     }
 
@@ -355,6 +366,7 @@ impl RecordProducer {
                 .abort_transaction(self.timeout)
                 .map_err(|e| ProduceError::transaction("abort", e))?;
             self.transaction = Some(false);
+            self.opened_at = None;
             // The purged records failed on purpose; they are redone, not lost.
             self.producer
                 .context()

@@ -1,57 +1,51 @@
-//! The processor's restart strategy: how often a pipeline that failed after it had been running is
+//! The processor's restart strategy: whether a pipeline that failed after it had been running is
 //! started again in-process, and how long it waits first.
 //!
-//! A transaction coordinator that stays away past the transaction timeout, a producer epoch the
-//! coordinator bumped, a consumer error: the cluster's state, not the settings. Flink restarts the
+//! A transaction coordinator that stays away past the transaction timeout, the producer epoch it
+//! then bumps, an unreachable broker: the cluster's state, not the settings. Flink restarts the
 //! job from its last checkpoint (`restart-strategy: exponential-delay`); Kafka Streams replaces a
 //! fenced producer and rejoins. Exiting instead would leave it to Kubernetes, whose crash-loop
 //! back-off grows to five minutes and pages whoever watches restarts. Starting again in-process
 //! takes the same path as a restarted process (state from RocksDB, offsets from the group), so the
 //! guarantees are those proven under kill -9; only the process stays.
 //!
-//! The budget keeps a failure that does not go away from looping: at most [`MAX_RESTARTS`] in any
-//! [`BUDGET_WINDOW`], waiting 1 s, 2 s, 4 s, … (at most [`MAX_DELAY`]) as failures crowd; past it,
-//! the error ends the process.
+//! The budget keeps a failure that does not go away from looping: a run that committed a
+//! checkpoint made progress and clears it; after [`MAX_RESTARTS`] restarts in a row without one,
+//! the error ends the process. The waits are 1 s, 2 s, 4 s, … (at most [`MAX_DELAY`]): a failure
+//! met again at the same place (a record the cluster refuses, a coordinator still away) fails
+//! every run before its first checkpoint, and the process exits within about a minute.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The most in-process restarts in any [`BUDGET_WINDOW`].
-pub const MAX_RESTARTS: usize = 5;
+/// The most restarts in a row without a checkpoint committed in between.
+pub const MAX_RESTARTS: u32 = 5;
 
-/// The span over which restarts are counted.
-pub const BUDGET_WINDOW: Duration = Duration::from_secs(600);
-
-/// The wait before the first restart in a [`BUDGET_WINDOW`]; it doubles with each further one.
+/// The wait before the first restart after progress; it doubles with each further one.
 pub const FIRST_DELAY: Duration = Duration::from_secs(1);
 
 /// The longest wait before a restart (below the default stall timeout of 30 s).
 pub const MAX_DELAY: Duration = Duration::from_secs(16);
 
-/// The restarts of the last [`BUDGET_WINDOW`].
+/// Restarts since the last run that committed a checkpoint.
 #[derive(Debug, Default)]
 pub struct RestartBudget {
-    recent: VecDeque<Instant>,
+    in_a_row: u32,
 }
 
 impl RestartBudget {
-    /// After a failure at `now`: how long to wait before starting again, or `None` when
-    /// [`MAX_RESTARTS`] restarts already happened in the last [`BUDGET_WINDOW`].
-    pub fn next(&mut self, now: Instant) -> Option<Duration> {
-        while self
-            .recent
-            .front()
-            .is_some_and(|&at| now.duration_since(at) >= BUDGET_WINDOW)
-        {
-            self.recent.pop_front();
+    /// After a failed run (`progressed`: it committed a checkpoint): how long to wait before
+    /// starting again, or `None` when [`MAX_RESTARTS`] restarts in a row made no progress.
+    pub fn next(&mut self, progressed: bool) -> Option<Duration> {
+        if progressed {
+            self.in_a_row = 0;
         }
-        if self.recent.len() >= MAX_RESTARTS {
+        if self.in_a_row >= MAX_RESTARTS {
             return None;
         }
         let delay = FIRST_DELAY
-            .saturating_mul(1 << self.recent.len().min(16))
+            .saturating_mul(1 << self.in_a_row.min(16))
             .min(MAX_DELAY);
-        self.recent.push_back(now);
+        self.in_a_row += 1;
         Some(delay)
     }
 }
@@ -60,45 +54,40 @@ impl RestartBudget {
 mod tests {
     use super::*;
 
-    /// A case: its name, failures at these seconds after a start, the waits they give (`None`:
-    /// give up).
-    type Case = (&'static str, &'static [u64], &'static [Option<u64>]);
+    /// A case: its name, whether each failed run had committed a checkpoint, and the waits that
+    /// gives in seconds (`None`: give up).
+    type Case = (&'static str, &'static [bool], &'static [Option<u64>]);
 
     #[test]
-    fn restarts_back_off_and_stop_at_the_budget_until_old_ones_age_out() {
+    fn restarts_back_off_and_give_up_after_five_in_a_row_without_progress() {
         let cases: &[Case] = &[
-            ("one failure", &[0], &[Some(1)]),
+            ("one failure", &[true], &[Some(1)]),
             (
-                "failures crowding in",
-                &[0, 5, 10, 20, 40, 60],
+                "a failure met again before any checkpoint",
+                &[true, false, false, false, false, false],
                 &[Some(1), Some(2), Some(4), Some(8), Some(16), None],
             ),
             (
-                "the wait is capped",
-                &[0, 1, 2, 3, 4],
-                &[Some(1), Some(2), Some(4), Some(8), Some(16)],
+                "the first run failing before its first checkpoint counts too",
+                &[false, false, false, false, false, false],
+                &[Some(1), Some(2), Some(4), Some(8), Some(16), None],
             ),
             (
-                "an old failure ages out of the window",
-                &[0, 100, 200, 300, 400, 600, 601],
-                &[Some(1), Some(2), Some(4), Some(8), Some(16), Some(16), None],
+                "progress in between clears the count",
+                &[false, false, false, false, true, false],
+                &[Some(1), Some(2), Some(4), Some(8), Some(1), Some(2)],
             ),
             (
-                "failures ten minutes apart always wait a second",
-                &[0, 600, 1200, 1800, 2400, 3000, 3600],
+                "failures with progress between them always wait a second",
+                &[true, true, true, true, true, true, true],
                 &[Some(1); 7],
             ),
         ];
-        for (case, failures, expected) in cases {
-            let start = Instant::now();
+        for (case, progressed, expected) in cases {
             let mut budget = RestartBudget::default();
-            let waits: Vec<Option<u64>> = failures
+            let waits: Vec<Option<u64>> = progressed
                 .iter()
-                .map(|&s| {
-                    budget
-                        .next(start + Duration::from_secs(s))
-                        .map(|d| d.as_secs())
-                })
+                .map(|&p| budget.next(p).map(|d| d.as_secs()))
                 .collect();
             assert_eq!(&waits, expected, "{case}");
         }

@@ -388,6 +388,11 @@ impl Sink {
         self.producer.commit_transaction(offsets, group, patience)
     }
 
+    /// How long the open transaction has been open, if one is.
+    pub fn open_transaction_age(&self) -> Option<Duration> {
+        self.producer.open_transaction_age()
+    }
+
     /// Aborts everything sent since the last commit.
     pub fn abort_transaction(&mut self) -> Result<(), ProduceError> {
         self.producer.abort_transaction()

@@ -209,7 +209,7 @@ fn describe() {
     describe_counter!(
         PIPELINE_RESTARTS,
         Unit::Count,
-        "In-process restarts of the pipeline after a transient failure (at most 5 in 10 minutes; then the process exits)."
+        "In-process restarts of the pipeline after a transient failure (after 5 in a row without a checkpoint the process exits)."
     );
     describe_histogram!(
         CHECKPOINT_DURATION_SECONDS,
@@ -358,6 +358,12 @@ impl Health {
     pub fn polled(&self) {
         let ms = (self.started.elapsed().as_millis() as u64).max(1);
         self.last_poll_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A new run of the pipeline starts: its start-up counts as live, as the first one did, until
+    /// its poll loop polls.
+    pub fn starting_again(&self) {
+        self.last_poll_ms.store(0, Ordering::Relaxed);
     }
 
     /// How long since the poll loop last polled; `None` before it first did (start-up).

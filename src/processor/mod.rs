@@ -47,11 +47,12 @@ mod split;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::checkpoint::{CommitMetadata, Generation, Semantics};
 use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
@@ -99,21 +100,37 @@ pub enum PipelineError {
     PartitionsAdded,
     #[error("{0} transaction aborts in a row without a checkpoint in between; the last: {1}")]
     TooManyAborts(u32, Box<PipelineError>),
+    /// The coordinator aborted a transaction that outlived `transaction.timeout.ms` (it could not
+    /// be committed in time, e.g. while the coordinator moved) and fenced its producer epoch.
+    #[error("the transaction was open for {} and the coordinator aborted it past transaction.timeout.ms: {cause}", humantime::format_duration(*.open_for))]
+    TransactionExpired {
+        open_for: Duration,
+        cause: Box<PipelineError>,
+    },
 }
 
 impl PipelineError {
     /// Whether a pipeline that failed with this after it had been running may be started again
-    /// in-process ([`crate::restart`]): the cluster's state (a coordinator away past the
-    /// transaction timeout and the epoch it bumped, an unreachable broker), not the settings, the
-    /// ACLs, the input's schemas, the local disk or another instance running under this one's id,
-    /// which a restart would only meet again.
+    /// in-process ([`crate::restart`]): the cluster's state (an unreachable broker, a coordinator
+    /// away past the transaction timeout and the epoch it then bumped), not the settings, the
+    /// ACLs or credentials, the input's schemas, the local disk, a record the cluster refuses or
+    /// another instance running under this one's id, which a restart would only meet again.
     pub fn is_transient(&self) -> bool {
         match self {
-            PipelineError::Setup(_)
+            PipelineError::Setup(e) => matches!(**e, KafkaSetupError::Unreachable { .. }),
+            PipelineError::TransactionExpired { .. }
             | PipelineError::NoGroupMetadata
             | PipelineError::PartitionsAdded => true,
-            PipelineError::Produce(e) => !e.is_not_authorized() && !e.is_fenced(),
-            PipelineError::Consumer(e) => !kafka::context::is_not_authorized(e),
+            PipelineError::Produce(e) => match **e {
+                ProduceError::Setup(KafkaSetupError::Unreachable { .. })
+                | ProduceError::FlushTimeout { .. } => true,
+                // A failed delivery keeps only its reason's text: a refusal (an ACL, a timestamp
+                // out of the topic's bounds) cannot be told from a timeout.
+                ProduceError::Setup(_) | ProduceError::Delivery { .. } => false,
+                ProduceError::Send { ref cause, .. }
+                | ProduceError::Transaction { ref cause, .. } => !refused(cause) && !e.is_fenced(),
+            },
+            PipelineError::Consumer(e) => !refused(e),
             // Aborts in a row have already been retried with back-off (a refused record stays refused).
             PipelineError::TooManyAborts(..)
             | PipelineError::Store(_)
@@ -124,6 +141,43 @@ impl PipelineError {
             | PipelineError::SettingsChanged { .. } => false,
         }
     }
+
+    /// Whether a transaction step failed retriably until its patience (the transaction timeout)
+    /// ran out: the coordinator aborts that transaction.
+    pub fn ran_out_of_patience(&self) -> bool {
+        matches!(self, PipelineError::Produce(e) if e.transaction_kind() == Some(TransactionErrorKind::Retriable))
+    }
+
+    /// Whether a newer producer with this instance's `transactional.id` fenced it.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, PipelineError::Produce(e) if e.is_fenced())
+    }
+
+    /// A fence met by a transaction that had been open for at least `timeout` is the coordinator's
+    /// doing: it aborts a transaction that outlives `transaction.timeout.ms` and bumps the
+    /// producer's epoch, which librdkafka reports as fenced, as if another instance had taken the
+    /// id over. Such a fence becomes [`PipelineError::TransactionExpired`]; any other error, and a
+    /// fence of a younger transaction (another instance with this id), stays as it is.
+    pub fn expired_if_fenced(self, open_for: Option<Duration>, timeout: Duration) -> Self {
+        match open_for {
+            Some(open_for) if open_for >= timeout && self.is_fenced() => {
+                PipelineError::TransactionExpired {
+                    open_for,
+                    cause: Box::new(self),
+                }
+            }
+            _ => self,
+        }
+    }
+}
+
+/// Whether the cluster refused this principal: an ACL, or failed authentication.
+fn refused(error: &KafkaError) -> bool {
+    kafka::context::is_not_authorized(error)
+        || matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+        )
 }
 
 impl From<KafkaSetupError> for PipelineError {
@@ -314,6 +368,12 @@ impl Processor {
     /// What happened to input records so far.
     pub(crate) fn counts(&self) -> Counts {
         self.counts
+    }
+
+    /// Counts on from `counts`, an earlier run's in this process (the metrics are its totals).
+    pub(crate) fn counting_from(mut self, counts: Counts) -> Self {
+        self.counts = counts;
+        self
     }
 
     /// Processes one input record.

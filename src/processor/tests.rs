@@ -46,29 +46,36 @@ fn only_errors_of_the_clusters_state_start_the_pipeline_again() {
             cause: KafkaError::MessageProduction(code),
         })
     };
-    let transaction = |code| {
+    let transaction = |code, kind| {
         PipelineError::from(ProduceError::Transaction {
             stage: "send offsets",
             cause: KafkaError::Flush(code),
-            kind: TransactionErrorKind::Retriable,
+            kind,
         })
     };
+    let timed_out = || transaction(Code::OperationTimedOut, TransactionErrorKind::Retriable);
+    let fenced = || transaction(Code::Fenced, TransactionErrorKind::Fatal);
+    let expired = PipelineError::TransactionExpired {
+        open_for: Duration::from_secs(11),
+        cause: Box::new(fenced()),
+    };
+    let unreachable = KafkaSetupError::Unreachable {
+        brokers: "b".into(),
+        waited: Duration::from_secs(10),
+        cause: KafkaError::Global(Code::AllBrokersDown),
+    };
+    let refused = KafkaSetupError::Refused {
+        brokers: "b".into(),
+        reason: "SASL authentication failed".into(),
+    };
     let cases = [
-        (
-            "a commit timed out",
-            transaction(Code::OperationTimedOut),
-            true,
-        ),
+        ("a commit that ran out of patience", timed_out(), true),
         (
             "a broker went away",
             send(Code::BrokerTransportFailure),
             true,
         ),
-        (
-            "the epoch was bumped",
-            transaction(Code::InvalidProducerEpoch),
-            true,
-        ),
+        ("an expired transaction's fence", expired, true),
         (
             "a consumer error",
             PipelineError::Consumer(KafkaError::Global(Code::AllBrokersDown)),
@@ -76,13 +83,32 @@ fn only_errors_of_the_clusters_state_start_the_pipeline_again() {
         ),
         ("no group metadata", PipelineError::NoGroupMetadata, true),
         (
-            "fenced by a newer instance (librdkafka)",
-            transaction(Code::Fenced),
+            "the cluster unreachable at the next start",
+            PipelineError::from(unreachable),
+            true,
+        ),
+        (
+            "records still undelivered at a flush",
+            PipelineError::from(ProduceError::FlushTimeout {
+                pending: 3,
+                waited: Duration::from_secs(60),
+            }),
+            true,
+        ),
+        ("fenced by another instance (librdkafka)", fenced(), false),
+        (
+            "fenced by another instance (broker)",
+            send(Code::ProducerFenced),
             false,
         ),
         (
-            "fenced by a newer instance (broker)",
-            send(Code::ProducerFenced),
+            "credentials refused at the next start",
+            PipelineError::from(refused),
+            false,
+        ),
+        (
+            "authentication failed",
+            PipelineError::Consumer(KafkaError::Global(Code::Authentication)),
             false,
         ),
         (
@@ -96,17 +122,63 @@ fn only_errors_of_the_clusters_state_start_the_pipeline_again() {
             false,
         ),
         (
+            "a delivery failed (a refusal cannot be told from a timeout)",
+            PipelineError::from(ProduceError::Delivery {
+                failed: 1,
+                total: 9,
+                first_error: "x".into(),
+            }),
+            false,
+        ),
+        (
             "the input topic was deleted",
             PipelineError::InputMissing("in".into()),
             false,
         ),
         (
             "aborts in a row",
-            PipelineError::TooManyAborts(10, Box::new(transaction(Code::OperationTimedOut))),
+            PipelineError::TooManyAborts(10, Box::new(timed_out())),
             false,
         ),
     ];
     for (case, error, transient) in cases {
         assert_eq!(error.is_transient(), transient, "{case}: {error}");
+    }
+}
+
+#[test]
+fn a_fence_is_the_coordinators_only_when_the_transaction_outlived_its_timeout() {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let timeout = Duration::from_secs(10);
+    let fenced = || {
+        PipelineError::from(ProduceError::Transaction {
+            stage: "commit",
+            cause: KafkaError::Flush(Code::Fenced),
+            kind: TransactionErrorKind::Fatal,
+        })
+    };
+    let other = || PipelineError::InputMissing("in".into());
+    let secs = |s| Some(Duration::from_secs(s));
+    // (case, error, how long the transaction was open) → expired (so transient)
+    let cases = [
+        ("open past the timeout", fenced(), secs(12), true),
+        ("open exactly the timeout", fenced(), secs(10), true),
+        (
+            "a young transaction: another instance",
+            fenced(),
+            secs(3),
+            false,
+        ),
+        ("no transaction open", fenced(), None, false),
+        ("not a fence", other(), secs(30), false),
+    ];
+    for (case, error, open_for, expired) in cases {
+        let classified = error.expired_if_fenced(open_for, timeout);
+        assert_eq!(
+            matches!(classified, PipelineError::TransactionExpired { .. }),
+            expired,
+            "{case}: {classified}"
+        );
+        assert_eq!(classified.is_transient(), expired, "{case}");
     }
 }

@@ -42,10 +42,14 @@ use crate::live::assignment::advertising_client_id;
 use crate::live::queries::Inbox;
 use crate::processor::{Checkpointed, Counts, PipelineError, Processor};
 use crate::registry::{EventInput, InputError, RegistryClient};
-use crate::restart::{self, RestartBudget};
 use crate::sink::Sink;
 use crate::store::db::{self, Recorded, StateStore};
 use crate::telemetry::{self, metric, Health};
+
+mod supervise;
+
+pub use supervise::run;
+use supervise::Progress;
 
 /// The consumer's context: logging, plus the processor the rebalance callback works on.
 struct ProcessorContext {
@@ -219,62 +223,15 @@ fn output_schema_ids(settings: &RunSettings) -> Result<Option<Vec<u32>>, Pipelin
     Ok(Some(ids))
 }
 
-/// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.
-/// With `live`, the poll loop also answers live-state questions between batches.
-///
-/// A failure at start-up is returned. A transient failure after the pipeline had been running
-/// ([`PipelineError::is_transient`]) starts it again in-process, within the [`RestartBudget`]: the
-/// consumer, producer and state store of the failed run are closed (nothing of its work since the
-/// last checkpoint is committed) and new ones resume from the last checkpoint, as a restarted
-/// process would.
-pub fn run(
-    settings: RunSettings,
-    stop: &AtomicBool,
-    health: Arc<Health>,
-    live: Option<LiveRun>,
-) -> Result<RunReport, PipelineError> {
-    // Counters of rare events exist from the start, at zero, so rates and alerts see them.
-    for counter in [
-        metric::PRODUCER_ERRORS,
-        metric::CHECKPOINT_FAILURES,
-        metric::PIPELINE_RESTARTS,
-    ] {
-        metrics::counter!(counter).increment(0);
-    }
-    let mut budget = RestartBudget::default();
-    let mut started = false;
-    loop {
-        let error = match run_once(&settings, stop, &health, live.as_ref(), &mut started) {
-            Err(error) if started && error.is_transient() => error,
-            finished => return finished,
-        };
-        let Some(delay) = budget.next(Instant::now()) else {
-            tracing::error!(%error, restarts = restart::MAX_RESTARTS, within = ?restart::BUDGET_WINDOW, "the pipeline keeps failing: giving up");
-            return Err(error);
-        };
-        metrics::counter!(metric::PIPELINE_RESTARTS).increment(1);
-        tracing::warn!(%error, retry_in = ?delay, "the pipeline failed; starting the pipeline again from the last checkpoint");
-        let until = Instant::now() + delay;
-        while Instant::now() < until {
-            if stop.load(Ordering::Relaxed) {
-                // Nothing since the last checkpoint was committed: the next start redoes it.
-                return Err(error);
-            }
-            // Waiting on purpose is not a stalled loop.
-            health.polled();
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// One run of the pipeline: start-up, then the poll loop until `stop` or an error. Sets `started`
-/// once the consumer has subscribed.
+/// One run of the pipeline: start-up, then the poll loop until `stop` or an error, then the
+/// final checkpoint (on a stop) and leaving the group. Counts on from `progress.counts` and leaves
+/// its own there; sets `progress.started` once the consumer has subscribed.
 fn run_once(
     settings: &RunSettings,
     stop: &AtomicBool,
     health: &Arc<Health>,
     live: Option<&LiveRun>,
-    started: &mut bool,
+    progress: &mut Progress,
 ) -> Result<RunReport, PipelineError> {
     for event in ["assigned", "revoked"] {
         metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
@@ -373,13 +330,10 @@ fn run_once(
     }
     let context = ProcessorContext {
         base: StreamaggContext::default(),
-        processor: Mutex::new(Processor::new(
-            settings.clone(),
-            store,
-            sink,
-            input,
-            Arc::clone(health),
-        )),
+        processor: Mutex::new(
+            Processor::new(settings.clone(), store, sink, input, Arc::clone(health))
+                .counting_from(progress.counts),
+        ),
         failure: Mutex::new(None),
         closing: AtomicBool::new(false),
     };
@@ -392,19 +346,11 @@ fn run_once(
         .subscribe(&topics)
         .map_err(PipelineError::Consumer)?;
     tracing::info!(group = %settings.group, inputs = ?settings.input_topics, output = %settings.output_topic, rollup_outputs = ?settings.rollup_outputs, "running");
-    *started = true;
+    progress.started = true;
 
     let context = consumer.context();
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|scope| {
-        let (health_ref, done_ref) = (&health, &done);
-        let exit_after = stall_exit_after(settings.stall_timeout);
-        scope.spawn(move || watch_poll_loop(health_ref, done_ref, exit_after));
-        let inbox = live.as_ref().map(|l| &l.inbox);
-        let result = poll_loop(&consumer, settings, stop, health, inbox);
-        done.store(true, Ordering::Relaxed);
-        result
-    });
+    let inbox = live.as_ref().map(|l| &l.inbox);
+    let result = poll_loop(&consumer, settings, stop, health, inbox);
     // After an error nothing is checkpointed any more: not here, and not by the revoke that leaving
     // the group runs below (the half-handled work since the last checkpoint is redone on restart).
     let result = result.map_err(|error| {
@@ -421,6 +367,7 @@ fn run_once(
             .map(|_| ())
     });
     let counts = context.with_processor(|p| p.counts());
+    progress.counts = counts;
     health.set_ready(false);
     context.closing.store(true, Ordering::Relaxed);
     drop(consumer);
@@ -572,61 +519,4 @@ fn create_topics(settings: &RunSettings) -> Result<(), PipelineError> {
         tracing::warn!("{warning}");
     }
     Ok(())
-}
-
-/// The watchdog: reports (once per stall, in the log and the metrics) when the poll loop has not
-/// polled for the stall timeout — a stuck broker call or a slow checkpoint that would otherwise only
-/// show as a silent consumer lag. `/healthz` reads the same [`Health`].
-/// How long a stalled poll loop may stay stalled before the process exits: this many stall
-/// timeouts, and at least [`STALL_EXIT_FLOOR`].
-const STALL_EXIT_FACTOR: u32 = 4;
-const STALL_EXIT_FLOOR: Duration = Duration::from_secs(60);
-
-/// How long a stall lasts before the process exits (see [`watch_poll_loop`]).
-fn stall_exit_after(stall_timeout: Duration) -> Duration {
-    (stall_timeout * STALL_EXIT_FACTOR).max(STALL_EXIT_FLOOR)
-}
-
-/// Ends the process as a kill would, without exit handlers: RocksDB's static destructors would
-/// otherwise join its background threads while another thread is stuck inside a client call. The
-/// store and the transaction are crash-safe (the kill -9 tests), and the log line is written already
-/// (tracing writes to stderr unbuffered).
-fn exit_at_once(code: i32) -> ! {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: _exit ends the process at once; nothing of this process runs after it.
-    unsafe {
-        libc::_exit(code)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    std::process::exit(code)
-}
-
-fn watch_poll_loop(health: &Health, done: &AtomicBool, exit_after: Duration) {
-    let mut reported = false;
-    metrics::counter!(metric::POLL_LOOP_STALLS).absolute(0);
-    while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        let stalled = !health.is_live();
-        metrics::gauge!(metric::POLL_LOOP_STALLED).set(if stalled { 1.0 } else { 0.0 });
-        if stalled && !reported {
-            tracing::error!(stalled_for = ?health.since_last_poll(), "the poll loop is stalled");
-            metrics::counter!(metric::POLL_LOOP_STALLS).increment(1);
-            reported = true;
-        } else if !stalled && reported {
-            tracing::warn!("the poll loop is polling again");
-            reported = false;
-        }
-        // A client call that never returns keeps the loop stalled for good: librdkafka's
-        // send_offsets_to_transaction can wait without end for a coordinator that went away
-        // (confluentinc/librdkafka#5456, #5511; seen on the three-node cluster after two of its
-        // brokers came back). Exiting, as a liveness probe would restart the pod, commits nothing
-        // after the last checkpoint: the restart resumes from it, like after a kill -9.
-        if health
-            .since_last_poll()
-            .is_some_and(|since| since >= exit_after)
-        {
-            tracing::error!(stalled_for = ?health.since_last_poll(), "the poll loop has been stalled too long (a client call that does not return); exiting so the instance is restarted from its last checkpoint");
-            exit_at_once(1);
-        }
-    }
 }

@@ -177,17 +177,21 @@ fn finish(scenario: &Scenario, instances: &[&str], mut processors: Vec<Processor
         std::thread::sleep(Duration::from_millis(500));
     };
     let mut restarts = 0;
+    // An instance that exited is started again on its state dir.
+    let mut restart_if_exited = |instance: &str, processor: &mut ProcessorProcess| {
+        if let Some(status) = processor.exited() {
+            eprintln!(
+                "instance {instance} exited ({status}), restarting it; its log:\n{}",
+                processor.log()
+            );
+            *processor = scenario.start(instance);
+            restarts += 1;
+            assert!(restarts <= 10, "more than 10 restarts");
+        }
+    };
     loop {
         for (instance, processor) in instances.iter().zip(processors.iter_mut()) {
-            if let Some(status) = processor.exited() {
-                eprintln!(
-                    "instance {instance} exited ({status}), restarting it; its log:\n{}",
-                    processor.log()
-                );
-                *processor = scenario.start(instance);
-                restarts += 1;
-                assert!(restarts <= 10, "more than 10 restarts");
-            }
+            restart_if_exited(instance, processor);
         }
         let output = read_all(&scenario.topics.output.name);
         if output.len() >= expected {
@@ -208,14 +212,7 @@ fn finish(scenario: &Scenario, instances: &[&str], mut processors: Vec<Processor
     }
     for (instance, processor) in instances.iter().zip(processors.iter_mut()) {
         // An instance that gave up after the last look is started again too, and stopped cleanly.
-        if let Some(status) = processor.exited() {
-            eprintln!(
-                "instance {instance} exited ({status}), restarting it to stop it; its log:\n{}",
-                processor.log()
-            );
-            *processor = scenario.start(instance);
-            restarts += 1;
-        }
+        restart_if_exited(instance, processor);
         processor.stop_gracefully();
         // What the processor went through (shown with --nocapture, and on failure).
         for line in processor.log().lines() {

@@ -396,15 +396,25 @@ pub fn config_file(dir: &std::path::Path, toml: &str) -> String {
     path.to_str().expect("utf8 path").to_owned()
 }
 
-/// Everything on `topic` now (committed records only), read from the beginning.
+/// Everything on `topic` now (committed records only), read from the beginning. A read that fails
+/// (e.g. metadata not served yet by a broker just thawed) is tried again, up to 5 times in all.
 pub fn read_all(topic: &str) -> Vec<streamagg::reader::RawRecord> {
-    streamagg::reader::read_to_end(
-        &kafka_settings(),
-        topic,
-        streamagg::reader::Isolation::ReadCommitted,
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("reading {topic}: {e}"))
+    let read = || {
+        streamagg::reader::read_to_end(
+            &kafka_settings(),
+            topic,
+            streamagg::reader::Isolation::ReadCommitted,
+            Duration::from_secs(30),
+        )
+    };
+    for _ in 1..5 {
+        match read() {
+            Ok(records) => return records,
+            Err(e) => eprintln!("reading {topic} failed, trying again in 1 s: {e}"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    read().unwrap_or_else(|e| panic!("reading {topic}: {e}"))
 }
 
 /// Reads `topic` until it holds at least `count` records or `deadline` passes, calling `check`

@@ -189,6 +189,13 @@ fn exclusive_a_transaction_lost_to_a_frozen_coordinator_restarts_the_pipeline_no
     std::thread::sleep(Duration::from_secs(15));
     kafka("resume");
     let output = scenario.wait_for_all(&mut [&mut processor], Duration::from_secs(240));
+    // The metrics are the process's totals: they count on through the restart (every input record
+    // was consumed at least once, some twice), instead of standing still until the new run's own
+    // count passes the old one's.
+    let wait = Duration::from_secs(30);
+    processor.wait_for_metric("streamagg_pipeline_restarts_total", 1.0, wait);
+    let inputs = scenario.inputs.len() as f64;
+    processor.wait_for_metric("streamagg_records_consumed_total", inputs, wait);
     processor.stop_gracefully();
     let log = processor.log();
     assert!(

@@ -10,12 +10,14 @@
 //! guarantees are those proven under kill -9; only the process stays.
 //!
 //! The budget keeps a failure that does not go away from looping: a run that committed a
-//! checkpoint made progress and clears it; after [`MAX_RESTARTS`] restarts in a row without one,
-//! the error ends the process. The waits are 1 s, 2 s, 4 s, … (at most [`MAX_DELAY`]): a failure
-//! met again at the same place (a record the cluster refuses, a coordinator still away) fails
-//! every run before its first checkpoint, and the process exits within about a minute.
+//! checkpoint made progress and clears it, and so does a failure [`FORGET_AFTER`] after the one
+//! before (a quiet input commits nothing for hours, and its failures are not one failure); after
+//! [`MAX_RESTARTS`] restarts in a row without either, the error ends the process. The waits are
+//! 1 s, 2 s, 4 s, … (at most [`MAX_DELAY`]): a failure met again at the same place (a record the
+//! cluster refuses, a coordinator still away) fails every run before its first checkpoint, and the
+//! process exits within a few minutes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The most restarts in a row without a checkpoint committed in between.
 pub const MAX_RESTARTS: u32 = 5;
@@ -26,17 +28,25 @@ pub const FIRST_DELAY: Duration = Duration::from_secs(1);
 /// The longest wait before a restart (below the default stall timeout of 30 s).
 pub const MAX_DELAY: Duration = Duration::from_secs(16);
 
-/// Restarts since the last run that committed a checkpoint.
+/// A failure this long after the one before starts the count afresh.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// Restarts since the last run that committed a checkpoint, and when the last failure was.
 #[derive(Debug, Default)]
 pub struct RestartBudget {
     in_a_row: u32,
+    last_failure: Option<Instant>,
 }
 
 impl RestartBudget {
-    /// After a failed run (`progressed`: it committed a checkpoint): how long to wait before
-    /// starting again, or `None` when [`MAX_RESTARTS`] restarts in a row made no progress.
-    pub fn next(&mut self, progressed: bool) -> Option<Duration> {
-        if progressed {
+    /// After a run that failed at `now` (`progressed`: it committed a checkpoint): how long to wait
+    /// before starting again, or `None` when [`MAX_RESTARTS`] restarts in a row made no progress.
+    pub fn next(&mut self, progressed: bool, now: Instant) -> Option<Duration> {
+        let long_after = self
+            .last_failure
+            .is_some_and(|last| now.saturating_duration_since(last) >= FORGET_AFTER);
+        self.last_failure = Some(now);
+        if progressed || long_after {
             self.in_a_row = 0;
         }
         if self.in_a_row >= MAX_RESTARTS {
@@ -54,40 +64,106 @@ impl RestartBudget {
 mod tests {
     use super::*;
 
-    /// A case: its name, whether each failed run had committed a checkpoint, and the waits that
-    /// gives in seconds (`None`: give up).
-    type Case = (&'static str, &'static [bool], &'static [Option<u64>]);
+    /// A case: its name, each failed run's (minutes since the start, whether it committed a
+    /// checkpoint), and the waits that gives in seconds (`None`: give up).
+    type Case = (&'static str, &'static [(u64, bool)], &'static [Option<u64>]);
 
     #[test]
     fn restarts_back_off_and_give_up_after_five_in_a_row_without_progress() {
         let cases: &[Case] = &[
-            ("one failure", &[true], &[Some(1)]),
+            ("one failure", &[(0, true)], &[Some(1)]),
             (
                 "a failure met again before any checkpoint",
-                &[true, false, false, false, false, false],
+                &[
+                    (0, true),
+                    (1, false),
+                    (2, false),
+                    (3, false),
+                    (4, false),
+                    (5, false),
+                ],
                 &[Some(1), Some(2), Some(4), Some(8), Some(16), None],
             ),
             (
                 "the first run failing before its first checkpoint counts too",
-                &[false, false, false, false, false, false],
+                &[
+                    (0, false),
+                    (1, false),
+                    (2, false),
+                    (3, false),
+                    (4, false),
+                    (5, false),
+                ],
                 &[Some(1), Some(2), Some(4), Some(8), Some(16), None],
             ),
             (
                 "progress in between clears the count",
-                &[false, false, false, false, true, false],
+                &[
+                    (0, false),
+                    (1, false),
+                    (2, false),
+                    (3, false),
+                    (4, true),
+                    (5, false),
+                ],
                 &[Some(1), Some(2), Some(4), Some(8), Some(1), Some(2)],
             ),
             (
                 "failures with progress between them always wait a second",
-                &[true, true, true, true, true, true, true],
+                &[
+                    (0, true),
+                    (1, true),
+                    (2, true),
+                    (3, true),
+                    (4, true),
+                    (5, true),
+                    (6, true),
+                ],
                 &[Some(1); 7],
             ),
+            (
+                "a quiet input's failures hours apart are not one failure",
+                &[
+                    (0, false),
+                    (60, false),
+                    (120, false),
+                    (180, false),
+                    (240, false),
+                    (300, false),
+                ],
+                &[Some(1); 6],
+            ),
+            (
+                "ten minutes after the last failure the count starts afresh",
+                &[
+                    (0, false),
+                    (1, false),
+                    (2, false),
+                    (3, false),
+                    (4, false),
+                    (14, false),
+                    (15, false),
+                ],
+                &[
+                    Some(1),
+                    Some(2),
+                    Some(4),
+                    Some(8),
+                    Some(16),
+                    Some(1),
+                    Some(2),
+                ],
+            ),
         ];
-        for (case, progressed, expected) in cases {
+        for (case, failures, expected) in cases {
+            let start = Instant::now();
             let mut budget = RestartBudget::default();
-            let waits: Vec<Option<u64>> = progressed
+            let waits: Vec<Option<u64>> = failures
                 .iter()
-                .map(|&p| budget.next(p).map(|d| d.as_secs()))
+                .map(|&(minute, progressed)| {
+                    let at = start + Duration::from_secs(minute * 60);
+                    budget.next(progressed, at).map(|d| d.as_secs())
+                })
                 .collect();
             assert_eq!(&waits, expected, "{case}");
         }

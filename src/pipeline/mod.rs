@@ -300,6 +300,12 @@ fn run_once(
         }
     }
 
+    if progress.started && stop.load(Ordering::Relaxed) {
+        // Stopped while a restart was starting up: nothing is open yet, nothing to finish.
+        return Ok(RunReport {
+            counts: progress.counts,
+        });
+    }
     let mut config = settings.kafka.consumer_config("streamagg");
     config
         .set("group.id", &settings.group)

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{run_once, LiveRun, RunReport};
 use crate::config::RunSettings;
@@ -66,17 +66,22 @@ fn run_until_stopped(
     loop {
         let checkpoints_before = progress.counts.checkpoints;
         let error = match run_once(settings, stop, health, live, &mut progress) {
-            Err(error) if progress.started && error.is_transient() => error,
+            // A failure while stopping (the final checkpoint) ends the process, as it always did.
+            Err(error)
+                if progress.started && error.is_transient() && !stop.load(Ordering::Relaxed) =>
+            {
+                error
+            }
             finished => return finished,
         };
         let progressed = progress.counts.checkpoints > checkpoints_before;
-        let Some(delay) = budget.next(progressed) else {
-            tracing::error!(%error, restarts = restart::MAX_RESTARTS, "the pipeline failed again without committing a checkpoint since its last restarts: giving up");
+        let Some(delay) = budget.next(progressed, Instant::now()) else {
+            tracing::error!(%error, restarts = restart::MAX_RESTARTS, "the pipeline failed again, without a checkpoint committed since its last restarts: giving up");
             return Err(error);
         };
         tracing::warn!(%error, retry_in = ?delay, "the pipeline failed; starting the pipeline again from the last checkpoint");
-        let until = std::time::Instant::now() + delay;
-        while std::time::Instant::now() < until {
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
             if stop.load(Ordering::Relaxed) {
                 // Nothing since the last checkpoint was committed: the next start redoes it.
                 tracing::info!("stop requested while waiting to start the pipeline again");

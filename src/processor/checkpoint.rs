@@ -60,29 +60,32 @@ impl Processor {
     }
 
     /// Marks the instance failed (nothing is checkpointed from now on) and, under exactly-once,
-    /// aborts the open transaction so read_committed consumers are not held up by it; returns
-    /// `error`, or the fence the abort met if `error` was something else than a transaction step
-    /// that ran out of patience: a fence decides whether the pipeline may start again (see
-    /// [`PipelineError::expired_if_fenced`], applied to either).
+    /// aborts the open transaction so read_committed consumers are not held up by it. Returns
+    /// `error`, classified once, at the first failure ([`PipelineError::expired_if_fenced`]); when
+    /// `error` would start the pipeline again but the abort meets a fence, the fence decides
+    /// instead (classified by the transaction's age when it was met).
     pub(crate) fn fail(&mut self, error: PipelineError) -> PipelineError {
-        let open_for = self.sink.open_transaction_age();
+        if self.failed {
+            return error;
+        }
+        self.failed = true;
         let timeout = self.settings.transaction_timeout;
-        let mut error = error.expired_if_fenced(open_for, timeout);
-        if !self.failed {
-            self.failed = true;
-            if self.settings.guarantee == Guarantee::ExactlyOnce {
-                if let Err(abort) = self.sink.abort_transaction() {
-                    tracing::warn!(%abort, "aborting the open transaction after the error failed too; the next run aborts it");
-                    let abort = PipelineError::from(abort);
-                    // After a commit that ran out of patience the coordinator aborts the
-                    // transaction anyway, and a fence is its doing; otherwise it decides.
-                    if abort.is_fenced() && !error.is_fenced() && !error.ran_out_of_patience() {
-                        error = abort.expired_if_fenced(open_for, timeout);
-                    }
+        let error = error.expired_if_fenced(self.sink.open_transaction_age(), timeout);
+        if self.settings.guarantee != Guarantee::ExactlyOnce {
+            return error;
+        }
+        match self.sink.abort_transaction() {
+            Ok(()) => error,
+            Err(abort) => {
+                tracing::warn!(%error, %abort, "aborting the open transaction after the error failed too; the next run aborts it");
+                let abort = PipelineError::from(abort);
+                if abort.is_fenced() && error.is_transient() {
+                    abort.expired_if_fenced(self.sink.open_transaction_age(), timeout)
+                } else {
+                    error
                 }
             }
         }
-        error
     }
 
     /// Checkpoints every owned partition that processed records since its last checkpoint, unless

@@ -142,12 +142,6 @@ impl PipelineError {
         }
     }
 
-    /// Whether a transaction step failed retriably until its patience (the transaction timeout)
-    /// ran out: the coordinator aborts that transaction.
-    pub fn ran_out_of_patience(&self) -> bool {
-        matches!(self, PipelineError::Produce(e) if e.transaction_kind() == Some(TransactionErrorKind::Retriable))
-    }
-
     /// Whether a newer producer with this instance's `transactional.id` fenced it.
     pub fn is_fenced(&self) -> bool {
         matches!(self, PipelineError::Produce(e) if e.is_fenced())

@@ -95,8 +95,18 @@ fn main() -> Result<()> {
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "10")
         .create_with_context(StreamaggContext::default())?;
-    let partitions = kafka::admin::partition_count(&consumer, &settings, &args.topic)?
-        .with_context(|| format!("topic {} does not exist", args.topic))?;
+    // A topic created just before may not be in the broker's metadata yet (KRaft brokers learn
+    // it from the controller a moment later): look again for up to the timeout.
+    let looking = Instant::now();
+    let partitions = loop {
+        match kafka::admin::partition_count(&consumer, &settings, &args.topic)? {
+            Some(partitions) => break partitions,
+            None if looking.elapsed() < settings.timeout => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            None => bail!("topic {} does not exist", args.topic),
+        }
+    };
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions as i32 {
         assignment.add_partition_offset(&args.topic, partition, Offset::Beginning)?;

@@ -3,6 +3,7 @@ partitions and brokers a deployment needs for a given event rate and number of s
 
     python3 bench/capacity.py [--inputs bench/capacity-inputs.json] [--scale-out bench/results/scale-out-….json]
                               [--rates 1e5,1e6,1e7,1e8] [--sources 1e4,1e6,1e8]
+                              [--windows 1m,5m,1h] [--percentiles]
 
 Prints the Markdown table (and the inputs it used, each with its source). The inputs file holds every
 number with the results file it comes from; a scale-out results JSON (bench/scale-out), if given,
@@ -74,18 +75,25 @@ def distinct(sources, draws):
     return sources * -math.expm1(-draws / sources)
 
 
-def plan(rate, sources, v):
+def plan(rate, sources, v, sizes=None, percentiles=False):
     """The deployment for `rate` events/s over `sources` sources, each event from a source picked
-    uniformly at random. Pure: `v` holds the inputs."""
-    window_s, open_factor = v["window_s"], 1 + v["grace_s"] / v["window_s"]
-    # A source emits one window per window length in which it sent anything.
-    active = distinct(sources, rate * window_s)
-    windows_per_s = active / window_s
-    cpu = rate * v["cpu_s_per_m_events"] / 1e6 + windows_per_s * per_window_cpu_s(v)
-    # Open windows live in memory (RocksDB holds their checkpoint): a window stays open for window
-    # + grace, so the group holds `active × open_factor` of them.
-    open_windows = active * open_factor
-    window_mib = open_windows * v["memory_bytes_per_open_window"] / MIB
+    uniformly at random, with windows of `sizes` seconds (default: `window_s` alone; more sizes are
+    `--window 1m,5m,1h`) and, with `percentiles`, a quantile sketch in every window. Pure: `v` holds
+    the inputs."""
+    sizes = sizes or [v["window_s"]]
+    windows_per_s = open_windows = 0
+    for size in sizes:
+        # A source emits one window per window length in which it sent anything; a window stays
+        # open for its length + grace, so the group holds `active × open_factor` of each size.
+        active = distinct(sources, rate * size)
+        windows_per_s += active / size
+        open_windows += active * (1 + v["grace_s"] / size)
+    cpu_per_event = v["cpu_s_per_m_events"] + (v["percentile_cpu_s_per_m_events"] if percentiles else 0)
+    cpu = rate * cpu_per_event / 1e6 + windows_per_s * per_window_cpu_s(v)
+    # Open windows live in memory (RocksDB holds their checkpoint).
+    window_bytes = v["memory_bytes_per_open_window"] + (
+        v["percentile_bytes_per_open_window"] if percentiles else 0)
+    window_mib = open_windows * window_bytes / MIB
     # One instance's processing is one thread (the poll loop); librdkafka's threads add the rest.
     instances = max(1, math.ceil(cpu / (v["instance_max_cores"] * v["target_utilisation"])),
                     math.ceil(window_mib / v["max_window_mib_per_instance"]))
@@ -100,8 +108,8 @@ def plan(rate, sources, v):
     partitions_per_instance = math.ceil(partitions / instances)
     fetch_mib = max(0, partitions_per_instance - v["rss_partitions"]) * v["fetch_mib_per_partition"]
     memory_mib = v["rss_mib"] + fetch_mib + window_mib / instances
-    # Each checkpoint writes every window that changed since the last one, once.
-    writes = distinct(sources, rate * v["checkpoint_interval_s"]) / v["checkpoint_interval_s"] / instances
+    # Each checkpoint writes every window (of each size) that changed since the last one, once.
+    writes = len(sizes) * distinct(sources, rate * v["checkpoint_interval_s"]) / v["checkpoint_interval_s"] / instances
     return {"rate": rate, "sources": sources, "cpu_cores": cpu, "instances": instances,
             "cores": instances * v["cores_per_instance"], "partitions": partitions, "brokers": brokers,
             "ingress_mb_s": ingress / 1e6, "windows_per_s": windows_per_s,
@@ -117,14 +125,14 @@ def human(n):
     return f"{n:g}"
 
 
-def table(rates, source_counts, v):
+def table(rates, source_counts, v, sizes=None, percentiles=False):
     lines = ["| events/s | sources | windows/s | CPU (cores busy) | instances | cores (requests) | partitions | "
              "brokers | cluster ingress MB/s | open windows per instance | memory per instance MiB | "
              "state on disk per instance MiB | state writes per instance MB/s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rate in rates:
         for sources in source_counts:
-            p = plan(rate, sources, v)
+            p = plan(rate, sources, v, sizes, percentiles)
             lines.append(f"| {human(rate)} | {human(sources)} | {p['windows_per_s']:,.0f} | {p['cpu_cores']:,.1f} | "
                          f"{p['instances']:,} | {p['cores']:,} | {p['partitions']:,} | {p['brokers']:,} | "
                          f"{p['ingress_mb_s']:,.0f} | {p['open_windows_per_instance']:,.0f} | "
@@ -137,6 +145,12 @@ def numbers(text):
     return [int(float(x)) for x in text.split(",")]
 
 
+def durations(text):
+    """Window sizes such as `1m,5m,1h` (units s, m, h, d), in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return [int(float(x[:-1]) * units[x[-1]]) for x in text.split(",")]
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(prog="bench/capacity.py", description=__doc__.split("\n\n")[0])
@@ -144,10 +158,13 @@ def main():
     parser.add_argument("--scale-out", help="a bench/scale-out results JSON whose measurements replace the inputs'")
     parser.add_argument("--rates", default="1e5,1e6,1e7,1e8", help="events/s, comma-separated")
     parser.add_argument("--sources", default="1e4,1e6,1e8", help="numbers of sources, comma-separated")
+    parser.add_argument("--windows", help="window sizes as `run --window` takes them, e.g. 1m,5m,1h")
+    parser.add_argument("--percentiles", action="store_true", help="with a quantile sketch in every window")
     args = parser.parse_args()
     try:
         v, sources = load_inputs(args.inputs, args.scale_out)
-        lines = table(numbers(args.rates), numbers(args.sources), v)
+        sizes = durations(args.windows) if args.windows else None
+        lines = table(numbers(args.rates), numbers(args.sources), v, sizes, args.percentiles)
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
         print(f"bench/capacity.py: error: cannot use the inputs: {error!r}", file=sys.stderr)
         sys.exit(1)

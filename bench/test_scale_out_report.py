@@ -118,6 +118,29 @@ class CapacityPlan(unittest.TestCase):
                 p = capacity.plan(rate, sources, v)
                 self.assertEqual((p["instances"], p["partitions"], p["brokers"], round(p["windows_per_s"])), expected)
 
+    def test_more_window_sizes_and_percentiles(self):
+        # Every source sends in every window of every size (many events, few sources): each size
+        # adds sources / size windows per second and sources × (1 + grace / size) open windows.
+        v = dict(inputs(), cpu_s_per_m_events=1.0, grace_s=60, memory_bytes_per_open_window=100,
+                 percentile_cpu_s_per_m_events=0.5, percentile_bytes_per_open_window=50,
+                 kcurve_events=1_000_000,
+                 kcurve_few={"sources": 1, "windows": 0, "cpu_s_per_m_events": 1.0, "state_written_mib": 0},
+                 kcurve_many={"sources": 2, "windows": 1_000_000, "cpu_s_per_m_events": 2.0, "state_written_mib": 0})
+        sources, rate = 600, 1_000_000
+        cases = [
+            # (sizes, percentiles) -> (windows/s, open windows, cores busy: 1 µs per event + 1 µs per window)
+            (([60], False), (10, 1200, 1.00001)),
+            (([60, 300, 3600], False), (10 + 2 + 1 / 6, 1200 + 720 + 610, 1.0000122)),
+            (([60], True), (10, 1200, 1.50001)),
+        ]
+        for (sizes, percentiles), (windows, open_windows, cores) in cases:
+            with self.subTest(sizes=sizes, percentiles=percentiles):
+                p = capacity.plan(rate, sources, v, sizes, percentiles)
+                self.assertAlmostEqual(p["windows_per_s"], windows, places=3)
+                self.assertAlmostEqual(p["open_windows_per_instance"] * p["instances"], open_windows, places=3)
+                self.assertAlmostEqual(p["cpu_cores"], cores, places=6)
+        self.assertEqual(capacity.durations("1m,5m,1h,1d,30s"), [60, 300, 3600, 86400, 30])
+
     def test_every_input_has_a_source(self):
         with open(os.path.join(os.path.dirname(__file__), "capacity-inputs.json")) as f:
             raw = json.load(f)

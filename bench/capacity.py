@@ -81,15 +81,17 @@ def plan(rate, sources, v, sizes=None, percentiles=False):
     `--window 1m,5m,1h`) and, with `percentiles`, a quantile sketch in every window. Pure: `v` holds
     the inputs."""
     sizes = sizes or [v["window_s"]]
-    windows_per_s = open_windows = 0
-    for size in sizes:
+    windows_per_s = open_windows = window_cpu = 0
+    for i, size in enumerate(sizes):
         # A source emits one window per window length in which it sent anything; a window stays
         # open for its length + grace, so the group holds `active × open_factor` of each size.
         active = distinct(sources, rate * size)
         windows_per_s += active / size
         open_windows += active * (1 + v["grace_s"] / size)
+        # A larger size's window is merged from closed smaller ones and written once more.
+        window_cpu += active / size * (per_window_cpu_s(v) if i == 0 else v["rollup_window_cpu_s"])
     cpu_per_event = v["cpu_s_per_m_events"] + (v["percentile_cpu_s_per_m_events"] if percentiles else 0)
-    cpu = rate * cpu_per_event / 1e6 + windows_per_s * per_window_cpu_s(v)
+    cpu = rate * cpu_per_event / 1e6 + window_cpu
     # Open windows live in memory (RocksDB holds their checkpoint).
     window_bytes = v["memory_bytes_per_open_window"] + (
         v["percentile_bytes_per_open_window"] if percentiles else 0)

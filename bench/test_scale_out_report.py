@@ -123,14 +123,16 @@ class CapacityPlan(unittest.TestCase):
         # adds sources / size windows per second and sources × (1 + grace / size) open windows.
         v = dict(inputs(), cpu_s_per_m_events=1.0, grace_s=60, memory_bytes_per_open_window=100,
                  percentile_cpu_s_per_m_events=0.5, percentile_bytes_per_open_window=50,
+                 rollup_window_cpu_s=3e-6,
                  kcurve_events=1_000_000,
                  kcurve_few={"sources": 1, "windows": 0, "cpu_s_per_m_events": 1.0, "state_written_mib": 0},
                  kcurve_many={"sources": 2, "windows": 1_000_000, "cpu_s_per_m_events": 2.0, "state_written_mib": 0})
         sources, rate = 600, 1_000_000
         cases = [
-            # (sizes, percentiles) -> (windows/s, open windows, cores busy: 1 µs per event + 1 µs per window)
+            # (sizes, percentiles) -> (windows/s, open windows, cores busy: 1 µs per event, 1 µs per
+            # window of the first size, 3 µs per window of a larger one)
             (([60], False), (10, 1200, 1.00001)),
-            (([60, 300, 3600], False), (10 + 2 + 1 / 6, 1200 + 720 + 610, 1.0000122)),
+            (([60, 300, 3600], False), (10 + 2 + 1 / 6, 1200 + 720 + 610, 1.0000165)),
             (([60], True), (10, 1200, 1.50001)),
         ]
         for (sizes, percentiles), (windows, open_windows, cores) in cases:

@@ -68,6 +68,9 @@ mod tests {
     /// checkpoint), and the waits that gives in seconds (`None`: give up).
     type Case = (&'static str, &'static [(u64, bool)], &'static [Option<u64>]);
 
+    /// Five restarts, waiting longer each time, then giving up.
+    const GIVING_UP: &[Option<u64>] = &[Some(1), Some(2), Some(4), Some(8), Some(16), None];
+
     #[test]
     fn restarts_back_off_and_give_up_after_five_in_a_row_without_progress() {
         let cases: &[Case] = &[
@@ -82,7 +85,7 @@ mod tests {
                     (4, false),
                     (5, false),
                 ],
-                &[Some(1), Some(2), Some(4), Some(8), Some(16), None],
+                GIVING_UP,
             ),
             (
                 "the first run failing before its first checkpoint counts too",
@@ -94,7 +97,7 @@ mod tests {
                     (4, false),
                     (5, false),
                 ],
-                &[Some(1), Some(2), Some(4), Some(8), Some(16), None],
+                GIVING_UP,
             ),
             (
                 "progress in between clears the count",

@@ -233,9 +233,6 @@ fn run_once(
     live: Option<&LiveRun>,
     progress: &mut Progress,
 ) -> Result<RunReport, PipelineError> {
-    for event in ["assigned", "revoked"] {
-        metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
-    }
     let store = StateStore::open(&settings.state_dir, !settings.rollups.is_empty())?;
     let semantics = settings.semantics();
     check_recorded(

@@ -43,6 +43,9 @@ pub fn run(
     ] {
         metrics::counter!(counter).increment(0);
     }
+    for event in ["assigned", "revoked"] {
+        metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
+    }
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let exit_after = stall_exit_after(settings.stall_timeout);
@@ -99,6 +102,7 @@ fn run_until_stopped(
     }
 }
 
+/// How long a stalled poll loop may stay stalled before the process exits: this many stall
 /// timeouts, and at least [`STALL_EXIT_FLOOR`].
 const STALL_EXIT_FACTOR: u32 = 4;
 const STALL_EXIT_FLOOR: Duration = Duration::from_secs(60);

@@ -52,7 +52,6 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::types::RDKafkaErrorCode;
 
 use crate::checkpoint::{CommitMetadata, Generation, Semantics};
 use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
@@ -165,13 +164,11 @@ impl PipelineError {
     }
 }
 
-/// Whether the cluster refused this principal: an ACL, or failed authentication.
+/// Whether the cluster refused this principal: an ACL, or its credentials or TLS settings
+/// ([`kafka::context::is_refusal`], which start-up uses too).
 fn refused(error: &KafkaError) -> bool {
     kafka::context::is_not_authorized(error)
-        || matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
-        )
+        || kafka::context::is_refusal(error, &error.to_string())
 }
 
 impl From<KafkaSetupError> for PipelineError {

@@ -112,6 +112,11 @@ fn only_errors_of_the_clusters_state_start_the_pipeline_again() {
             false,
         ),
         (
+            "TLS refused",
+            PipelineError::Consumer(KafkaError::Global(Code::SSL)),
+            false,
+        ),
+        (
             "no write on the output",
             send(Code::TopicAuthorizationFailed),
             false,

@@ -360,6 +360,18 @@ impl Health {
         self.last_poll_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// [`Self::polled`], unless the poll loop's work has been waiting on a call since `since`
+    /// (then the loop counts as having last polled at `since`).
+    pub fn polled_unless_waiting_since(&self, since: Option<Instant>) {
+        match since {
+            None => self.polled(),
+            Some(since) => {
+                let ms = (since.saturating_duration_since(self.started).as_millis() as u64).max(1);
+                self.last_poll_ms.store(ms, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// A new run of the pipeline starts: its start-up counts as live, as the first one did, until
     /// its poll loop polls.
     pub fn starting_again(&self) {

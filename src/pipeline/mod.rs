@@ -40,7 +40,7 @@ use crate::kafka::context::{ConnectionAware, StreamaggContext};
 use crate::kafka::{self, KafkaSetupError};
 use crate::live::assignment::advertising_client_id;
 use crate::live::queries::Inbox;
-use crate::processor::{Checkpointed, Counts, PipelineError, Processor};
+use crate::processor::{Checkpointed, Counts, GroupCommit, PipelineError, Processor};
 use crate::registry::{EventInput, InputError, RegistryClient};
 use crate::sink::Sink;
 use crate::store::db::{self, Recorded, StateStore};
@@ -353,21 +353,35 @@ fn run_once(
 
     let context = consumer.context();
     let inbox = live.as_ref().map(|l| &l.inbox);
-    let result = poll_loop(&consumer, settings, stop, health, inbox);
-    // After an error nothing is checkpointed any more: not here, and not by the revoke that leaving
-    // the group runs below (the half-handled work since the last checkpoint is redone on restart).
-    let result = result.map_err(|error| {
-        context.with_processor(|p| {
-            let error = p.fail(error);
-            p.explain(error)
-        })
-    });
-    // On a clean stop: a final checkpoint, then leave the group (dropping the consumer revokes its
-    // partitions through the callback above, which has nothing left to write).
-    let result = result.and_then(|()| {
-        context
-            .with_processor(|p| p.checkpoint(&consumer))
-            .map(|_| ())
+    // Under at-least-once the periodic checkpoints' group commits go out from a thread of their
+    // own (`GroupCommits`); it ends, having sent what waits, before the consumer is dropped.
+    let (group_commits, store) = context.with_processor(|p| p.group_commits());
+    let result = std::thread::scope(|scope| {
+        if settings.guarantee == Guarantee::AtLeastOnce {
+            std::thread::Builder::new()
+                .name("group-commits".into())
+                .spawn_scoped(scope, || group_commits.run(&consumer, &store))
+                .map_err(PipelineError::CommitterThread)?;
+        }
+        let result = poll_loop(&consumer, settings, stop, health, inbox);
+        // After an error nothing is checkpointed any more: not here, and not by the revoke that
+        // leaving the group runs below (the half-handled work since the last checkpoint is redone
+        // on restart).
+        let result = result.map_err(|error| {
+            context.with_processor(|p| {
+                let error = p.fail(error);
+                p.explain(error)
+            })
+        });
+        // On a clean stop: a final checkpoint, then leave the group (dropping the consumer revokes
+        // its partitions through the callback above, which has nothing left to write).
+        let result = result.and_then(|()| {
+            context
+                .with_processor(|p| p.checkpoint(&consumer, GroupCommit::Wait))
+                .map(|_| ())
+        });
+        group_commits.stop();
+        result
     });
     let counts = context.with_processor(|p| p.counts());
     progress.counts = counts;
@@ -408,8 +422,11 @@ fn poll_loop(
         Some(_) => LIVE_IDLE_POLL,
         None => Duration::from_millis(100),
     };
+    let (group_commits, _) = context.with_processor(|p| p.group_commits());
     while !stop.load(Ordering::Relaxed) {
-        health.polled();
+        // A group commit the committer thread has been waiting on stalls the loop's checkpoints
+        // as surely as one waited on here (the watchdog then exits, as for any stuck call).
+        health.polled_unless_waiting_since(group_commits.on_the_wire_since());
         // A batch: wait up to 100 ms (10 ms with the live-state endpoint on) for the first record,
         // then take what is already fetched without waiting, up to POLL_BATCH records; the clock
         // is read and the timers below are checked once per batch, not per record. (The processor's lock is taken per record, never across
@@ -462,7 +479,7 @@ fn poll_loop(
                 && context.with_processor(|p| p.results_waited(EARLY_COMMIT_DELAY)));
         if due {
             last_checkpoint = Instant::now();
-            match context.with_processor(|p| p.checkpoint(consumer)) {
+            match context.with_processor(|p| p.checkpoint(consumer, GroupCommit::Background)) {
                 Ok(Checkpointed::Nothing | Checkpointed::Committed) => {}
                 Ok(Checkpointed::Aborted) => {
                     metrics::counter!(metric::CHECKPOINT_FAILURES).increment(1)

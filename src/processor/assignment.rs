@@ -23,7 +23,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 
-use super::{PartitionState, PipelineError, Processor};
+use super::{GroupCommit, PartitionState, PipelineError, Processor};
 use crate::checkpoint::TopicPartition;
 use crate::checkpoint::{plan_resume, CommitMetadata, Generation, GroupReset, ResumePlan};
 use crate::config::Guarantee;
@@ -386,7 +386,7 @@ impl Processor {
         revoked: &TopicPartitionList,
     ) -> Result<(), PipelineError> {
         // Under exactly-once the open transaction spans all partitions, so all are checkpointed.
-        let result = self.checkpoint(consumer).map(|_| ());
+        let result = self.checkpoint(consumer, GroupCommit::Wait).map(|_| ());
         for element in revoked.elements() {
             if let Some(parts) = self.partitions.get_mut(element.topic()) {
                 parts.remove(&element.partition());

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 
@@ -69,6 +69,8 @@ impl Processor {
             return error;
         }
         self.failed = true;
+        // Nothing more is committed: not even a checkpoint that waits for the committer thread.
+        self.group_commits.discard_waiting();
         let timeout = self.settings.transaction_timeout;
         let error = error.expired_if_fenced(self.sink.open_transaction_age(), timeout);
         if self.settings.guarantee != Guarantee::ExactlyOnce {
@@ -98,11 +100,12 @@ impl Processor {
     pub(crate) fn checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        group_commit: GroupCommit,
     ) -> Result<Checkpointed, PipelineError> {
         if self.failed {
             return Ok(Checkpointed::Nothing);
         }
-        match self.write_checkpoint(consumer) {
+        match self.write_checkpoint(consumer, group_commit) {
             Ok(checkpointed) => {
                 if checkpointed == Checkpointed::Committed {
                     self.consecutive_aborts = 0;
@@ -122,7 +125,25 @@ impl Processor {
     fn write_checkpoint<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        group_commit: GroupCommit,
     ) -> Result<Checkpointed, PipelineError> {
+        // Partitions whose group commit failed, or waits for the committer thread when this
+        // checkpoint commits itself, are committed (again) by this one, from their current state.
+        let mut commit_to_group = true;
+        let again = match group_commit {
+            GroupCommit::Background => self.group_commits.take_failed(),
+            GroupCommit::Wait => self
+                .group_commits
+                .settle(self.settings.kafka.timeout)
+                .unwrap_or_else(|unsettled| {
+                    tracing::warn!(%unsettled, "not committing this checkpoint's offsets to the group: whoever takes its partitions over starts from an earlier commit (under at-least-once, emitting windows again)");
+                    commit_to_group = false;
+                    Vec::new()
+                }),
+        };
+        for offsets in &again {
+            self.mark_changed(offsets);
+        }
         let results = self.results_waiting_since.take().is_some();
         let mut updates = Vec::new();
         let mut offsets = TopicPartitionList::new();
@@ -176,10 +197,18 @@ impl Processor {
                     .flush(self.settings.kafka.timeout.max(Duration::from_secs(60)))?;
                 self.store.write(&updates)?;
                 // The group commit is advisory (RocksDB is the truth for this instance); a failed
-                // commit only means a new owner rebuilds from an older point.
-                if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
-                    tracing::warn!(%error, "committing offsets to the group failed; retrying at the next checkpoint");
-                    self.mark_changed(&offsets);
+                // commit only means a new owner rebuilds from an older point, and its partitions
+                // are committed again at the next checkpoint.
+                match group_commit {
+                    GroupCommit::Background => self.group_commits.in_background(offsets),
+                    GroupCommit::Wait if commit_to_group => {
+                        if let Err(error) = self.group_commits.wait(consumer, &self.store, &offsets)
+                        {
+                            tracing::warn!(%error, "retrying at the next checkpoint");
+                            self.mark_changed(&offsets);
+                        }
+                    }
+                    GroupCommit::Wait => self.mark_changed(&offsets),
                 }
             }
             Guarantee::ExactlyOnce => {
@@ -212,6 +241,8 @@ impl Processor {
             .is_some_and(|since| since.elapsed() >= delay)
     }
 
+    /// Marks `offsets`' partitions (those still owned) to be checkpointed and committed at the next
+    /// checkpoint, even if they process nothing until then.
     fn mark_changed(&mut self, offsets: &TopicPartitionList) {
         for element in offsets.elements() {
             if let Some(state) = self
@@ -223,6 +254,18 @@ impl Processor {
             }
         }
     }
+}
+
+/// How an at-least-once checkpoint commits its offsets to the group (exactly-once commits them in
+/// its transaction); see [`GroupCommits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupCommit {
+    /// Waits for the coordinator's answer: before partitions are handed over, a reset is
+    /// committed, or the instance stops, so that whoever starts next starts from this checkpoint.
+    Wait,
+    /// Hands the offsets to the committer thread and goes on: the periodic checkpoint, which must
+    /// not hold up the poll loop for a round trip to the coordinator.
+    Background,
 }
 
 /// What a checkpoint writes of each window size of a partition: its closed windows' bound and its

@@ -41,6 +41,9 @@
 
 mod assignment;
 mod checkpoint;
+pub(crate) use checkpoint::GroupCommit;
+mod group_commit;
+pub(crate) use group_commit::GroupCommits;
 mod idle;
 mod live;
 mod split;
@@ -106,6 +109,8 @@ pub enum PipelineError {
         open_for: Duration,
         cause: Box<PipelineError>,
     },
+    #[error("cannot start the thread that commits offsets to the group: {0}")]
+    CommitterThread(std::io::Error),
 }
 
 impl PipelineError {
@@ -137,6 +142,7 @@ impl PipelineError {
             | PipelineError::OutputMissing { .. }
             | PipelineError::Input(_)
             | PipelineError::NotAuthorized { .. }
+            | PipelineError::CommitterThread(_)
             | PipelineError::SettingsChanged { .. } => false,
         }
     }
@@ -290,7 +296,8 @@ type FastHash = foldhash::fast::RandomState;
 /// The open windows of every owned partition, with the store and sink they checkpoint to.
 pub struct Processor {
     settings: RunSettings,
-    store: StateStore,
+    /// Shared with the run's committer thread, which syncs its log before a group commit.
+    store: Arc<StateStore>,
     sink: Sink,
     /// Decodes input records (and fetches registry writer schemas).
     input: EventInput,
@@ -315,6 +322,9 @@ pub struct Processor {
     consecutive_aborts: u32,
     /// The input topics' partition counts, to mark windows a partition increase split.
     inputs: split::InputPartitions,
+    /// At-least-once group commits, the periodic ones sent by a committer thread the run starts
+    /// ([`Processor::group_commits`]).
+    group_commits: Arc<GroupCommits>,
 }
 
 impl Processor {
@@ -341,7 +351,7 @@ impl Processor {
             inputs,
             semantics: settings.semantics(),
             settings,
-            store,
+            store: Arc::new(store),
             sink,
             partitions: Partitions::default(),
             counts: Counts::default(),
@@ -353,7 +363,14 @@ impl Processor {
             checkpoint_duration: metrics::histogram!(metric::CHECKPOINT_DURATION_SECONDS),
             failed: false,
             consecutive_aborts: 0,
+            group_commits: Arc::default(),
         }
+    }
+
+    /// What the run's committer thread serves, and the store whose log it syncs
+    /// ([`GroupCommits::run`]).
+    pub(crate) fn group_commits(&self) -> (Arc<GroupCommits>, Arc<StateStore>) {
+        (Arc::clone(&self.group_commits), Arc::clone(&self.store))
     }
 
     /// What happened to input records so far.
@@ -382,7 +399,7 @@ impl Processor {
         if self.counts.resets > resets {
             // Commit the reset at once: until then the group's commit still describes the old log,
             // and a restart would rebuild from it.
-            self.checkpoint(consumer)?;
+            self.checkpoint(consumer, GroupCommit::Wait)?;
         }
         Ok(())
     }

@@ -52,6 +52,26 @@ fn health_is_live_at_start_up_and_not_after_a_stall() {
 }
 
 #[test]
+fn a_loop_that_polls_while_its_commit_hangs_is_stalled_all_the_same() {
+    let health = Health::new(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(10));
+    let commit_sent = std::time::Instant::now();
+    health.polled_unless_waiting_since(Some(commit_sent));
+    assert!(health.is_live(), "waiting less than stall_after");
+    std::thread::sleep(Duration::from_millis(80));
+    health.polled_unless_waiting_since(Some(commit_sent));
+    assert!(
+        !health.is_live(),
+        "the commit has been waiting longer than stall_after"
+    );
+    assert!(health
+        .since_last_poll()
+        .is_some_and(|since| since >= Duration::from_millis(80)));
+    health.polled_unless_waiting_since(None);
+    assert!(health.is_live(), "the answer came");
+}
+
+#[test]
 fn the_endpoint_answers_probes_by_health() {
     let health = Health::new(Duration::from_secs(60));
     let status = |path: &str, health: &Health| respond(path, None, health).status();

@@ -8,6 +8,9 @@
 //!   follow --brokers B --topic T --for 150s --format json|avro --grace-ms G
 //!       follow for a fixed time, decode every TrafficAverage and report the emission latency:
 //!       arrival time − (window_end + grace), the earliest moment the window could be final.
+//!       With --warmup-ms W it also reports the latency of windows ending at least W after the
+//!       first window end seen (`steady_*`) and the worst before (`warmup_max_ms`): where a
+//!       start-up transient stops and the steady state begins.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,7 @@ struct Args {
     follow_for: Option<Duration>,
     format: Format,
     grace_ms: Option<i64>,
+    warmup_ms: i64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -41,6 +45,7 @@ fn parse_args() -> Result<Args> {
         follow_for: None,
         format: Format::Json,
         grace_ms: None,
+        warmup_ms: 0,
     };
     while let Some(flag) = args.next() {
         let value = args
@@ -53,6 +58,7 @@ fn parse_args() -> Result<Args> {
             "--timeout" => parsed.timeout = humantime::parse_duration(&value)?,
             "--for" => parsed.follow_for = Some(humantime::parse_duration(&value)?),
             "--grace-ms" => parsed.grace_ms = Some(value.parse().context("--grace-ms")?),
+            "--warmup-ms" => parsed.warmup_ms = value.parse().context("--warmup-ms")?,
             "--format" => {
                 parsed.format = match value.as_str() {
                     "json" => Format::Json,
@@ -120,6 +126,8 @@ fn main() -> Result<()> {
     // (window end, output partition) → (min, max, count) of latency: where a tail comes from.
     let mut bursts = std::collections::BTreeMap::new();
     let mut undecodable = 0_u64;
+    // (window end, latency) of every sample, split at the end into warm-up and steady state.
+    let mut by_window_end = Vec::new();
     while started.elapsed() < limit && args.until.is_none_or(|until| records < until) {
         let Some(message) = consumer.poll(Duration::from_millis(50)) else {
             continue;
@@ -134,6 +142,7 @@ fn main() -> Result<()> {
                 Ok(average) => {
                     let latency = arrived - (average.window_end + grace_ms);
                     latencies.push(latency);
+                    by_window_end.push((average.window_end, latency));
                     let burst = bursts
                         .entry((average.window_end, message.partition()))
                         .or_insert((i64::MAX, i64::MIN, 0_u64));
@@ -155,6 +164,17 @@ fn main() -> Result<()> {
     for ((window_end, partition), (min, max, count)) in &bursts {
         eprintln!("burst window_end={window_end} partition={partition} records={count} latency_min_ms={min} latency_max_ms={max}");
     }
+    let steady_from = by_window_end.iter().map(|&(end, _)| end).min().unwrap_or(0) + args.warmup_ms;
+    let (mut steady, warmup): (Vec<_>, Vec<_>) = by_window_end
+        .iter()
+        .partition(|&&(end, _)| end >= steady_from);
+    let mut steady: Vec<i64> = steady.drain(..).map(|&(_, latency)| latency).collect();
+    steady.sort_unstable();
+    let warmup_max = warmup
+        .iter()
+        .map(|&&(_, latency)| latency)
+        .max()
+        .unwrap_or(0);
     latencies.sort_unstable();
     let closes = bursts
         .keys()
@@ -163,13 +183,18 @@ fn main() -> Result<()> {
         .len();
     println!(
         "records={records} first_arrival_ms={} last_arrival_ms={last_ms} undecodable={undecodable} \
-         closes={closes} latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_p999_ms={} latency_max_ms={}",
+         closes={closes} latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_p999_ms={} latency_max_ms={} \
+         steady_samples={} steady_p50_ms={} steady_p99_ms={} steady_max_ms={} warmup_max_ms={warmup_max}",
         first_ms.unwrap_or(0),
         latencies.len(),
         quantile(&latencies, 0.5),
         quantile(&latencies, 0.99),
         quantile(&latencies, 0.999),
         latencies.last().copied().unwrap_or(0),
+        steady.len(),
+        quantile(&steady, 0.5),
+        quantile(&steady, 0.99),
+        steady.last().copied().unwrap_or(0),
     );
     Ok(())
 }

@@ -354,9 +354,11 @@ fn run_once(
     let context = consumer.context();
     let inbox = live.as_ref().map(|l| &l.inbox);
     // Under at-least-once the periodic checkpoints' group commits go out from a thread of their
-    // own (`GroupCommits`); it ends, having sent what waits, before the consumer is dropped.
+    // own (`GroupCommits`); it ends, having sent what waits, before the consumer is dropped (also
+    // when the run unwinds).
     let (group_commits, store) = context.with_processor(|p| p.group_commits());
     let result = std::thread::scope(|scope| {
+        let _stop_committer = group_commits.stop_on_drop();
         if settings.guarantee == Guarantee::AtLeastOnce {
             std::thread::Builder::new()
                 .name("group-commits".into())
@@ -375,13 +377,11 @@ fn run_once(
         });
         // On a clean stop: a final checkpoint, then leave the group (dropping the consumer revokes
         // its partitions through the callback above, which has nothing left to write).
-        let result = result.and_then(|()| {
+        result.and_then(|()| {
             context
                 .with_processor(|p| p.checkpoint(&consumer, GroupCommit::Wait))
                 .map(|_| ())
-        });
-        group_commits.stop();
-        result
+        })
     });
     let counts = context.with_processor(|p| p.counts());
     progress.counts = counts;

@@ -138,7 +138,7 @@ impl Processor {
                 .unwrap_or_else(|unsettled| {
                     tracing::warn!(%unsettled, "not committing this checkpoint's offsets to the group: whoever takes its partitions over starts from an earlier commit (under at-least-once, emitting windows again)");
                     commit_to_group = false;
-                    Vec::new()
+                    unsettled.taken
                 }),
         };
         for offsets in &again {

@@ -44,6 +44,9 @@ struct State {
     on_the_wire_since: Option<Instant>,
     /// Background commits that failed, for the next checkpoint to commit again.
     failed: Vec<TopicPartitionList>,
+    /// Settles under way: the committer thread starts no commit meanwhile, so what waits when a
+    /// settle begins is taken back by it, not sent.
+    settling: usize,
     /// The committer thread sends what waits and then ends.
     stopping: bool,
 }
@@ -57,10 +60,14 @@ pub(crate) enum CommitError {
     Store(#[from] StoreError),
 }
 
-/// [`GroupCommits::settle`] gave up waiting for the commit on the wire.
+/// [`GroupCommits::settle`] gave up waiting for the commit on the wire; what waited and what
+/// failed are taken back all the same.
 #[derive(Debug, thiserror::Error)]
-#[error("a group commit sent {} ago is still unanswered", humantime::format_duration(*.0))]
-pub(crate) struct Unsettled(pub Duration);
+#[error("a group commit sent {} ago is still unanswered", humantime::format_duration(*.on_the_wire_for))]
+pub(crate) struct Unsettled {
+    pub on_the_wire_for: Duration,
+    pub taken: Vec<TopicPartitionList>,
+}
 
 impl GroupCommits {
     /// Hands `offsets` to the committer thread and returns at once.
@@ -76,13 +83,18 @@ impl GroupCommits {
     /// Waits up to `timeout` for the commit on the wire to be answered, then takes back what waits
     /// for the thread and what failed: the caller commits those partitions again, from their
     /// current state, with [`Self::wait`] (which must follow before the next background commit).
+    /// If the commit on the wire stays unanswered, they are taken back all the same (so that none
+    /// goes out after a hand-over), in the error.
     pub(crate) fn settle(&self, timeout: Duration) -> Result<Vec<TopicPartitionList>, Unsettled> {
         let mut state = self.lock();
+        state.settling += 1;
         let deadline = Instant::now() + timeout;
+        let mut unanswered = None;
         while let Some(since) = state.on_the_wire_since {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Unsettled(since.elapsed()));
+                unanswered = Some(since.elapsed());
+                break;
             }
             state = self
                 .changed
@@ -90,9 +102,18 @@ impl GroupCommits {
                 .map(|(state, _)| state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner().0);
         }
+        state.settling -= 1;
         let mut taken = std::mem::take(&mut state.failed);
         taken.extend(state.waiting.take());
-        Ok(taken)
+        drop(state);
+        self.changed.notify_all();
+        match unanswered {
+            None => Ok(taken),
+            Some(on_the_wire_for) => Err(Unsettled {
+                on_the_wire_for,
+                taken,
+            }),
+        }
     }
 
     /// Commits `offsets` on the calling thread and returns the answer, after syncing `store`'s log.
@@ -128,6 +149,12 @@ impl GroupCommits {
         self.changed.notify_all();
     }
 
+    /// [`Self::stop`] when dropped: a run that unwinds ends its committer thread too (else the
+    /// thread scope would wait for it for ever).
+    pub(crate) fn stop_on_drop(&self) -> impl Drop + '_ {
+        StopOnDrop(self)
+    }
+
     /// Background commits that failed since the last call: their partitions are to be committed
     /// again.
     pub(crate) fn take_failed(&self) -> Vec<TopicPartitionList> {
@@ -152,7 +179,9 @@ impl GroupCommits {
     fn run_with(&self, mut commit: impl FnMut(&TopicPartitionList) -> Result<(), CommitError>) {
         loop {
             let mut state = self.lock();
-            while state.on_the_wire_since.is_some() || (state.waiting.is_none() && !state.stopping)
+            while state.on_the_wire_since.is_some()
+                || state.settling > 0
+                || (state.waiting.is_none() && !state.stopping)
             {
                 state = self.wait_for_change(state);
             }
@@ -192,6 +221,14 @@ impl Drop for Answered<'_> {
     fn drop(&mut self) {
         self.0.lock().on_the_wire_since = None;
         self.0.changed.notify_all();
+    }
+}
+
+struct StopOnDrop<'a>(&'a GroupCommits);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

@@ -176,17 +176,36 @@ fn settling_waits_for_the_commit_on_the_wire_and_takes_back_what_waits_and_faile
     );
     commits.in_background(list(&[("t", 1, 20, "b")]));
     assert!(commits.on_the_wire_since().is_some());
-    assert!(
-        commits.settle(Duration::from_millis(50)).is_err(),
-        "the commit on the wire is unanswered"
+    // Unanswered: what waits is taken back all the same, so that it cannot go out after the
+    // partitions are handed over.
+    let unsettled = commits
+        .settle(Duration::from_millis(50))
+        .expect_err("the commit on the wire is unanswered");
+    assert_eq!(
+        unsettled.taken.iter().map(entries).collect::<Vec<_>>(),
+        vec![entries(&list(&[("t", 1, 20, "b")]))]
     );
+    commits.in_background(list(&[("t", 2, 30, "c")]));
+    // The settle runs before the thread can take "c" (the first commit answers meanwhile, failed).
+    let settling = {
+        let commits = Arc::clone(&commits);
+        std::thread::spawn(move || commits.settle(Duration::from_secs(10)))
+    };
+    let begun = std::time::Instant::now();
+    while commits.lock().settling == 0 {
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "the settle began"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     release.send(()).expect("release");
-    let taken = commits.settle(Duration::from_secs(10)).expect("settled");
+    let taken = settling.join().expect("settle").expect("settled");
     assert_eq!(
         taken.iter().map(entries).collect::<Vec<_>>(),
         vec![
             entries(&list(&[("t", 0, 10, "a")])),
-            entries(&list(&[("t", 1, 20, "b")]))
+            entries(&list(&[("t", 2, 30, "c")]))
         ],
         "the failed commit and the waiting one"
     );

@@ -356,20 +356,18 @@ impl Health {
 
     /// Called by the poll loop every time it polls.
     pub fn polled(&self) {
-        let ms = (self.started.elapsed().as_millis() as u64).max(1);
-        self.last_poll_ms.store(ms, Ordering::Relaxed);
+        self.polled_at(Instant::now());
     }
 
     /// [`Self::polled`], unless the poll loop's work has been waiting on a call since `since`
     /// (then the loop counts as having last polled at `since`).
     pub fn polled_unless_waiting_since(&self, since: Option<Instant>) {
-        match since {
-            None => self.polled(),
-            Some(since) => {
-                let ms = (since.saturating_duration_since(self.started).as_millis() as u64).max(1);
-                self.last_poll_ms.store(ms, Ordering::Relaxed);
-            }
-        }
+        self.polled_at(since.unwrap_or_else(Instant::now));
+    }
+
+    fn polled_at(&self, at: Instant) {
+        let ms = (at.saturating_duration_since(self.started).as_millis() as u64).max(1);
+        self.last_poll_ms.store(ms, Ordering::Relaxed);
     }
 
     /// A new run of the pipeline starts: its start-up counts as live, as the first one did, until

@@ -40,7 +40,7 @@ use crate::kafka::context::{ConnectionAware, StreamaggContext};
 use crate::kafka::{self, KafkaSetupError};
 use crate::live::assignment::advertising_client_id;
 use crate::live::queries::Inbox;
-use crate::processor::{Checkpointed, Counts, GroupCommit, PipelineError, Processor};
+use crate::processor::{Checkpointed, Counts, GroupCommit, GroupCommits, PipelineError, Processor};
 use crate::registry::{EventInput, InputError, RegistryClient};
 use crate::sink::Sink;
 use crate::store::db::{self, Recorded, StateStore};
@@ -365,7 +365,7 @@ fn run_once(
                 .spawn_scoped(scope, || group_commits.run(&consumer, &store))
                 .map_err(PipelineError::CommitterThread)?;
         }
-        let result = poll_loop(&consumer, settings, stop, health, inbox);
+        let result = poll_loop(&consumer, settings, stop, health, inbox, &group_commits);
         // After an error nothing is checkpointed any more: not here, and not by the revoke that
         // leaving the group runs below (the half-handled work since the last checkpoint is redone
         // on restart).
@@ -411,6 +411,7 @@ fn poll_loop(
     stop: &AtomicBool,
     health: &Health,
     inbox: Option<&Inbox>,
+    group_commits: &GroupCommits,
 ) -> Result<(), PipelineError> {
     let context = consumer.context();
     let mut last_checkpoint = Instant::now();
@@ -422,7 +423,6 @@ fn poll_loop(
         Some(_) => LIVE_IDLE_POLL,
         None => Duration::from_millis(100),
     };
-    let (group_commits, _) = context.with_processor(|p| p.group_commits());
     while !stop.load(Ordering::Relaxed) {
         // A group commit the committer thread has been waiting on stalls the loop's checkpoints
         // as surely as one waited on here (the watchdog then exits, as for any stuck call).

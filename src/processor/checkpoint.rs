@@ -129,17 +129,15 @@ impl Processor {
     ) -> Result<Checkpointed, PipelineError> {
         // Partitions whose group commit failed, or waits for the committer thread when this
         // checkpoint commits itself, are committed (again) by this one, from their current state.
-        let mut commit_to_group = true;
-        let again = match group_commit {
-            GroupCommit::Background => self.group_commits.take_failed(),
-            GroupCommit::Wait => self
-                .group_commits
-                .settle(self.settings.kafka.timeout)
-                .unwrap_or_else(|unsettled| {
+        let (again, commit_to_group) = match group_commit {
+            GroupCommit::Background => (self.group_commits.take_failed(), true),
+            GroupCommit::Wait => match self.group_commits.settle(self.settings.kafka.timeout) {
+                Ok(taken) => (taken, true),
+                Err(unsettled) => {
                     tracing::warn!(%unsettled, "not committing this checkpoint's offsets to the group: whoever takes its partitions over starts from an earlier commit (under at-least-once, emitting windows again)");
-                    commit_to_group = false;
-                    unsettled.taken
-                }),
+                    (unsettled.taken, false)
+                }
+            },
         };
         for offsets in &again {
             self.mark_changed(offsets);

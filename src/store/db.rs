@@ -119,11 +119,12 @@ impl StateStore {
         // Checkpoints are written without an fsync (an fsync per checkpoint held up the poll loop
         // for 2–100 ms a second). A killed process loses nothing: the log is the OS's once written.
         // A power loss loses the last writes, and recovery keeps the log's longest intact prefix,
-        // so the store holds an earlier checkpoint whole, never part of one. Its position is then
-        // behind the group's commit (always so under exactly-once, which writes here after the
-        // commit) and the partition is rebuilt from the commit, as after a lost state dir; or,
-        // under at-least-once with the group commit lost too, processing resumes from it and
-        // emits the windows closed since then again.
+        // so the store holds an earlier checkpoint whole, never part of one. Under exactly-once,
+        // which writes here after the transaction, its position is then behind the group's commit
+        // and the partition is rebuilt from the commit, as after a lost state dir. Under
+        // at-least-once the log is synced before each group commit (`processor::group_commit`),
+        // so the store is never behind the group: processing resumes from it and emits the
+        // windows closed since then again.
         options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
         // Memory: RocksDB's defaults (a 64 MiB memtable per family, two of them while one flushes)
         // would be the largest item in the RSS of an instance holding many sources, since every

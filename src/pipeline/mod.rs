@@ -4,7 +4,7 @@
 //! lives in the consumer's context behind a mutex, so librdkafka's rebalance callback — which runs
 //! inside `poll` on the same thread — can checkpoint revoked partitions before they are released and
 //! set the resume offsets of assigned ones before they are fetched. Every `checkpoint_interval` (and,
-//! under exactly-once, early once caught up and windows have closed) the loop checkpoints: outputs
+//! under exactly-once, early once every partition has closed a window end) the loop checkpoints: outputs
 //! are flushed, then state and the offsets it reflects are written to RocksDB in one batch, then the
 //! offsets are committed to the group with rebuild metadata.
 //!
@@ -13,10 +13,10 @@
 //!   output, late and DLQ topics exist → subscribe with the
 //!   cooperative-sticky assignor. Any failure is one line and exit 1.
 //! - **Poll loop** (one thread): `poll` (batches of up to 1,024 records) → `Processor::handle` → every
-//!   `checkpoint_interval`, `Processor::checkpoint`; under exactly-once also early, when results have
-//!   waited 20 ms (for the other partitions crossing the same window end) and the batch drained
-//!   everything fetched: a caught-up instance commits results within tens of milliseconds of a close,
-//!   one catching up on a backlog checkpoints on the interval only; every second, `Processor::publish` (metrics, readiness). Rebalance callbacks
+//!   `checkpoint_interval`, `Processor::checkpoint`; under exactly-once also early, once every
+//!   partition has closed the same window ends (or 20 ms passed) and the batch drained what was
+//!   fetched or the last early commit is 100 ms old ([`early_commit`]): results commit within
+//!   milliseconds of a close; every second, `Processor::publish` (metrics, readiness). Rebalance callbacks
 //!   run inside `poll` on this same thread and reach the processor through the consumer context's mutex;
 //!   so do librdkafka's statistics (consumer lag). A watchdog thread watches the loop's last poll.
 //!   With the live-state endpoint on, the loop also answers its questions between batches
@@ -46,6 +46,7 @@ use crate::sink::Sink;
 use crate::store::db::{self, Recorded, StateStore};
 use crate::telemetry::{self, metric, Health};
 
+mod early_commit;
 mod supervise;
 
 pub use supervise::run;
@@ -399,10 +400,6 @@ const POLL_BATCH: usize = 1024;
 /// waits when nothing is arriving (100 idle wake-ups a second, instead of 10).
 const LIVE_IDLE_POLL: Duration = Duration::from_millis(10);
 
-/// Under exactly-once, how long results wait for other partitions' closes before a caught-up
-/// instance commits them early (see [`poll_loop`]).
-const EARLY_COMMIT_DELAY: Duration = Duration::from_millis(20);
-
 /// Polls, processes, closes idle windows, checkpoints, answers live-state questions and publishes
 /// metrics until `stop` is set or an error occurs.
 fn poll_loop(
@@ -415,6 +412,7 @@ fn poll_loop(
 ) -> Result<(), PipelineError> {
     let context = consumer.context();
     let mut last_checkpoint = Instant::now();
+    let mut last_early_commit = Instant::now();
     let mut last_publish = Instant::now();
     let mut last_report = Instant::now();
     // How long a poll waits for the first record of a batch. A live-state question waits for it
@@ -432,7 +430,7 @@ fn poll_loop(
         // is read and the timers below are checked once per batch, not per record. (The processor's lock is taken per record, never across
         // a poll: librdkafka runs the rebalance callback, which takes it too, inside poll.)
         let mut timeout = idle_poll;
-        let mut caught_up = false;
+        let mut drained = false;
         for _ in 0..POLL_BATCH {
             match consumer.poll(timeout) {
                 Some(Ok(message)) => context.with_processor(|p| p.handle(consumer, &message))?,
@@ -442,7 +440,7 @@ fn poll_loop(
                 }
                 Some(Err(error)) => tracing::warn!(%error, "consumer error"),
                 None => {
-                    caught_up = true;
+                    drained = true;
                     break;
                 }
             }
@@ -466,19 +464,21 @@ fn poll_loop(
             })?;
         }
         // A checkpoint every interval. Under exactly-once, results become visible only when the
-        // checkpoint's transaction commits, so a caught-up instance (the fetched records all
-        // processed) also commits once results have waited EARLY_COMMIT_DELAY — long enough for the
-        // other partitions crossing the same window end to close theirs into the same transaction —
-        // and emits within tens of milliseconds of a close instead of within a checkpoint interval.
-        // While catching up on a backlog, where windows close often and throughput matters, only
-        // the interval counts. (Under at-least-once results are sent as they close, after the
-        // output's 5 ms linger; an early checkpoint would only hold up the other partitions.)
-        let due = last_checkpoint.elapsed() >= settings.checkpoint_interval
-            || (caught_up
-                && settings.guarantee == Guarantee::ExactlyOnce
-                && context.with_processor(|p| p.results_waited(EARLY_COMMIT_DELAY)));
-        if due {
+        // checkpoint's transaction commits, so results also commit early, once every partition has
+        // closed the same window ends into the transaction ([`early_commit`]). (Under at-least-once
+        // results are sent as they close, after the output's 5 ms linger; an early checkpoint
+        // would only hold up the other partitions.)
+        let early = settings.guarantee == Guarantee::ExactlyOnce
+            && early_commit::commit_early(
+                context.with_processor(|p| p.waiting_results()),
+                drained,
+                last_early_commit.elapsed(),
+            );
+        if early || last_checkpoint.elapsed() >= settings.checkpoint_interval {
             last_checkpoint = Instant::now();
+            if early {
+                last_early_commit = last_checkpoint;
+            }
             match context.with_processor(|p| p.checkpoint(consumer, GroupCommit::Background)) {
                 Ok(Checkpointed::Nothing | Checkpointed::Committed) => {}
                 Ok(Checkpointed::Aborted) => {

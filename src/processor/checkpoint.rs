@@ -52,7 +52,7 @@ impl Processor {
             .map_err(PipelineError::from)
             .and_then(|()| {
                 self.counts.aborts += 1;
-                self.results_waiting_since = None;
+                self.results_waiting = None;
                 self.inputs.rewound();
                 self.rewind(consumer)
             });
@@ -142,7 +142,7 @@ impl Processor {
         for offsets in &again {
             self.mark_changed(offsets);
         }
-        let results = self.results_waiting_since.take().is_some();
+        let results = self.results_waiting.take().is_some();
         let mut updates = Vec::new();
         let mut offsets = TopicPartitionList::new();
         for (topic, parts) in &mut self.partitions {
@@ -233,10 +233,20 @@ impl Processor {
         Ok(Checkpointed::Committed)
     }
 
-    /// Whether results emitted since the last checkpoint have waited at least `delay` for one.
-    pub(crate) fn results_waited(&self, delay: Duration) -> bool {
-        self.results_waiting_since
-            .is_some_and(|since| since.elapsed() >= delay)
+    /// The results emitted since the last checkpoint, if any: how long they have waited for it, and
+    /// whether every owned partition has closed what they closed (a partition that has seen no
+    /// record has not).
+    pub(crate) fn waiting_results(&self) -> Option<WaitingResults> {
+        let pending = self.results_waiting.as_ref()?;
+        let stream_times = self
+            .partitions
+            .values()
+            .flat_map(|parts| parts.values())
+            .map(|state| state.windows.stream_time());
+        Some(WaitingResults {
+            waited: pending.since.elapsed(),
+            close_complete: close_complete(pending.emitted_at, stream_times),
+        })
     }
 
     /// Marks `offsets`' partitions (those still owned) to be checkpointed and committed at the next
@@ -252,6 +262,25 @@ impl Processor {
             }
         }
     }
+}
+
+/// Results emitted since the last checkpoint, as the poll loop's early commit sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WaitingResults {
+    /// Since the first of them was emitted.
+    pub waited: Duration,
+    /// Whether every owned partition has closed what they closed ([`close_complete`]).
+    pub close_complete: bool,
+}
+
+/// Whether every partition, at `stream_times`, has closed what results emitted at stream time
+/// `emitted_at` closed: a partition closes what is due after every record, so one whose stream time
+/// has reached it has. A partition that has seen no record has not.
+fn close_complete(
+    emitted_at: Option<i64>,
+    mut stream_times: impl Iterator<Item = Option<i64>>,
+) -> bool {
+    emitted_at.is_some_and(|emitted_at| stream_times.all(|time| time >= Some(emitted_at)))
 }
 
 /// How an at-least-once checkpoint commits its offsets to the group (exactly-once commits them in
@@ -281,4 +310,29 @@ fn level_updates(windows: &mut PartitionWindows) -> Vec<LevelUpdate> {
             changed,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_is_complete_once_every_partition_reached_the_stream_time_results_closed_at() {
+        #[rustfmt::skip]
+        let cases = [
+            ("every partition past it", Some(61_000), vec![Some(61_000), Some(61_004), Some(61_002)], true),
+            ("a partition just short of it", Some(61_004), vec![Some(61_004), Some(61_003)], false),
+            ("a partition that has seen no record", Some(61_000), vec![Some(61_000), None], false),
+            ("a partition far behind, catching up", Some(61_000), vec![Some(61_000), Some(2_000)], false),
+            ("no partition left (all revoked)", Some(61_000), vec![], true),
+            ("no stream time known for the results", None, vec![Some(61_000)], false),
+        ];
+        for (name, emitted_at, stream_times, expected) in cases {
+            assert_eq!(
+                close_complete(emitted_at, stream_times.into_iter()),
+                expected,
+                "{name}"
+            );
+        }
+    }
 }

@@ -41,7 +41,7 @@
 
 mod assignment;
 mod checkpoint;
-pub(crate) use checkpoint::GroupCommit;
+pub(crate) use checkpoint::{GroupCommit, WaitingResults};
 mod group_commit;
 pub(crate) use group_commit::GroupCommits;
 mod idle;
@@ -234,6 +234,14 @@ pub enum Checkpointed {
 /// the instance gives up (a problem that redoing the work meets every time).
 const MAX_CONSECUTIVE_ABORTS: u32 = 10;
 
+/// Results emitted since the last checkpoint.
+struct PendingResults {
+    /// When the first of them was emitted.
+    since: Instant,
+    /// The furthest stream time of a partition one was emitted at.
+    emitted_at: Option<i64>,
+}
+
 /// One owned input partition.
 struct PartitionState {
     windows: PartitionWindows,
@@ -311,8 +319,8 @@ pub struct Processor {
     consumed_once: bool,
     emit_latency: metrics::Histogram,
     checkpoint_duration: metrics::Histogram,
-    /// Since when emitted results wait for a checkpoint (`None`: none emitted since the last one).
-    results_waiting_since: Option<Instant>,
+    /// Results emitted since the last checkpoint (`None`: none), waiting for it to commit them.
+    results_waiting: Option<PendingResults>,
     /// The settings the state and commits must have been made under.
     semantics: Semantics,
     /// Set by the first processing error: from then on nothing is checkpointed, so the half-handled
@@ -359,7 +367,7 @@ impl Processor {
             assigned_once: false,
             consumed_once: false,
             emit_latency: metrics::histogram!(metric::EMIT_LATENCY_SECONDS),
-            results_waiting_since: None,
+            results_waiting: None,
             checkpoint_duration: metrics::histogram!(metric::CHECKPOINT_DURATION_SECONDS),
             failed: false,
             consecutive_aborts: 0,
@@ -510,7 +518,7 @@ impl Processor {
     }
 
     /// Emits closed windows to the sink, counting them and observing their emission latency; the
-    /// first results since the last checkpoint start the wait [`Processor::results_waited`] measures.
+    /// first results since the last checkpoint start the wait [`Processor::waiting_results`] reports.
     ///
     /// The latency is observed once per window start in the burst (all its sources close at the same
     /// moment and share the value), not once per source: the exporter keeps every observation until
@@ -524,9 +532,16 @@ impl Processor {
         if windows.is_empty() {
             return Ok(()); // the common case, once per record: no clock read
         }
-        if self.results_waiting_since.is_none() {
-            self.results_waiting_since = Some(Instant::now());
-        }
+        let stream_time = self
+            .partitions
+            .get(topic)
+            .and_then(|parts| parts.get(&partition))
+            .and_then(|state| state.windows.stream_time());
+        let pending = self.results_waiting.get_or_insert(PendingResults {
+            since: Instant::now(),
+            emitted_at: None,
+        });
+        pending.emitted_at = pending.emitted_at.max(stream_time);
         let now = crate::producer::now_ms();
         let mut observed_start = None;
         for window in windows {

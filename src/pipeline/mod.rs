@@ -4,7 +4,7 @@
 //! lives in the consumer's context behind a mutex, so librdkafka's rebalance callback — which runs
 //! inside `poll` on the same thread — can checkpoint revoked partitions before they are released and
 //! set the resume offsets of assigned ones before they are fetched. Every `checkpoint_interval` (and,
-//! under exactly-once, early once every partition has closed a window end) the loop checkpoints: outputs
+//! under exactly-once, early once results are ready) the loop checkpoints: outputs
 //! are flushed, then state and the offsets it reflects are written to RocksDB in one batch, then the
 //! offsets are committed to the group with rebuild metadata.
 //!
@@ -13,10 +13,10 @@
 //!   output, late and DLQ topics exist → subscribe with the
 //!   cooperative-sticky assignor. Any failure is one line and exit 1.
 //! - **Poll loop** (one thread): `poll` (batches of up to 1,024 records) → `Processor::handle` → every
-//!   `checkpoint_interval`, `Processor::checkpoint`; under exactly-once also early, once every
-//!   partition has closed the same window ends (or 20 ms passed) and the batch drained what was
-//!   fetched or the last early commit is 100 ms old ([`early_commit`]): results commit within
-//!   milliseconds of a close; every second, `Processor::publish` (metrics, readiness). Rebalance callbacks
+//!   `checkpoint_interval`, `Processor::checkpoint`; under exactly-once also early
+//!   ([`early_commit`]): live results once every partition has closed the same window ends (20 ms
+//!   at most), those of older data once they waited 20 ms and the batch drained what was fetched;
+//!   every second, `Processor::publish` (metrics, readiness). Rebalance callbacks
 //!   run inside `poll` on this same thread and reach the processor through the consumer context's mutex;
 //!   so do librdkafka's statistics (consumer lag). A watchdog thread watches the loop's last poll.
 //!   With the live-state endpoint on, the loop also answers its questions between batches
@@ -412,7 +412,6 @@ fn poll_loop(
 ) -> Result<(), PipelineError> {
     let context = consumer.context();
     let mut last_checkpoint = Instant::now();
-    let mut last_early_commit = Instant::now();
     let mut last_publish = Instant::now();
     let mut last_report = Instant::now();
     // How long a poll waits for the first record of a batch. A live-state question waits for it
@@ -464,21 +463,15 @@ fn poll_loop(
             })?;
         }
         // A checkpoint every interval. Under exactly-once, results become visible only when the
-        // checkpoint's transaction commits, so results also commit early, once every partition has
-        // closed the same window ends into the transaction ([`early_commit`]). (Under at-least-once
+        // checkpoint's transaction commits, so results also commit early: live ones once every
+        // partition has closed the same window ends into the transaction, those of older data once
+        // the loop drained what was fetched ([`early_commit`]). (Under at-least-once
         // results are sent as they close, after the output's 5 ms linger; an early checkpoint
         // would only hold up the other partitions.)
         let early = settings.guarantee == Guarantee::ExactlyOnce
-            && early_commit::commit_early(
-                context.with_processor(|p| p.waiting_results()),
-                drained,
-                last_early_commit.elapsed(),
-            );
+            && early_commit::commit_early(context.with_processor(|p| p.waiting_results()), drained);
         if early || last_checkpoint.elapsed() >= settings.checkpoint_interval {
             last_checkpoint = Instant::now();
-            if early {
-                last_early_commit = last_checkpoint;
-            }
             match context.with_processor(|p| p.checkpoint(consumer, GroupCommit::Background)) {
                 Ok(Checkpointed::Nothing | Checkpointed::Committed) => {}
                 Ok(Checkpointed::Aborted) => {

@@ -233,9 +233,9 @@ impl Processor {
         Ok(Checkpointed::Committed)
     }
 
-    /// The results emitted since the last checkpoint, if any: how long they have waited for it, and
-    /// whether every owned partition has closed what they closed (a partition that has seen no
-    /// record has not).
+    /// The results emitted since the last checkpoint, if any: how long they have waited for it,
+    /// whether every owned partition has closed the same window ends, and how long before the wall
+    /// clock the newest of them closed.
     pub(crate) fn waiting_results(&self) -> Option<WaitingResults> {
         let pending = self.results_waiting.as_ref()?;
         let stream_times = self
@@ -243,9 +243,11 @@ impl Processor {
             .values()
             .flat_map(|parts| parts.values())
             .map(|state| state.windows.stream_time());
+        let closed_before_now = crate::producer::now_ms().saturating_sub(pending.closes_at);
         Some(WaitingResults {
             waited: pending.since.elapsed(),
-            close_complete: close_complete(pending.emitted_at, stream_times),
+            close_complete: close_complete(pending.closes_at, stream_times),
+            closed_before_now: Duration::from_millis(u64::try_from(closed_before_now).unwrap_or(0)),
         })
     }
 
@@ -269,18 +271,19 @@ impl Processor {
 pub(crate) struct WaitingResults {
     /// Since the first of them was emitted.
     pub waited: Duration,
-    /// Whether every owned partition has closed what they closed ([`close_complete`]).
+    /// Whether every owned partition has closed the same window ends ([`close_complete`]).
     pub close_complete: bool,
+    /// How long before the wall clock the newest of them closed (zero if not yet by it: producers'
+    /// clocks ahead).
+    pub closed_before_now: Duration,
 }
 
-/// Whether every partition, at `stream_times`, has closed what results emitted at stream time
-/// `emitted_at` closed: a partition closes what is due after every record, so one whose stream time
-/// has reached it has. A partition that has seen no record has not.
-fn close_complete(
-    emitted_at: Option<i64>,
-    mut stream_times: impl Iterator<Item = Option<i64>>,
-) -> bool {
-    emitted_at.is_some_and(|emitted_at| stream_times.all(|time| time >= Some(emitted_at)))
+/// Whether every partition, at `stream_times`, has closed the windows that close at `closes_at`
+/// (window end + grace): a partition closes what is due after every record, so one whose stream
+/// time has reached it has. A partition that has seen no valid record has no stream time, and has
+/// not.
+fn close_complete(closes_at: i64, mut stream_times: impl Iterator<Item = Option<i64>>) -> bool {
+    stream_times.all(|time| time >= Some(closes_at))
 }
 
 /// How an at-least-once checkpoint commits its offsets to the group (exactly-once commits them in
@@ -317,19 +320,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_close_is_complete_once_every_partition_reached_the_stream_time_results_closed_at() {
+    fn a_close_is_complete_once_every_partition_reached_its_close_time() {
         #[rustfmt::skip]
         let cases = [
-            ("every partition past it", Some(61_000), vec![Some(61_000), Some(61_004), Some(61_002)], true),
-            ("a partition just short of it", Some(61_004), vec![Some(61_004), Some(61_003)], false),
-            ("a partition that has seen no record", Some(61_000), vec![Some(61_000), None], false),
-            ("a partition far behind, catching up", Some(61_000), vec![Some(61_000), Some(2_000)], false),
-            ("no partition left (all revoked)", Some(61_000), vec![], true),
-            ("no stream time known for the results", None, vec![Some(61_000)], false),
+            ("every partition past it", vec![Some(61_000), Some(61_004), Some(61_002)], true),
+            ("a partition just short of it", vec![Some(61_000), Some(60_999)], false),
+            ("a partition that has seen no valid record", vec![Some(61_000), None], false),
+            ("a partition far behind, catching up", vec![Some(61_000), Some(2_000)], false),
+            ("no partition left (all revoked)", vec![], true),
         ];
-        for (name, emitted_at, stream_times, expected) in cases {
+        for (name, stream_times, expected) in cases {
             assert_eq!(
-                close_complete(emitted_at, stream_times.into_iter()),
+                close_complete(61_000, stream_times.into_iter()),
                 expected,
                 "{name}"
             );

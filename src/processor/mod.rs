@@ -238,8 +238,8 @@ const MAX_CONSECUTIVE_ABORTS: u32 = 10;
 struct PendingResults {
     /// When the first of them was emitted.
     since: Instant,
-    /// The furthest stream time of a partition one was emitted at.
-    emitted_at: Option<i64>,
+    /// The latest close time (window end + grace) among them.
+    closes_at: i64,
 }
 
 /// One owned input partition.
@@ -532,16 +532,18 @@ impl Processor {
         if windows.is_empty() {
             return Ok(()); // the common case, once per record: no clock read
         }
-        let stream_time = self
-            .partitions
-            .get(topic)
-            .and_then(|parts| parts.get(&partition))
-            .and_then(|state| state.windows.stream_time());
+        // Every size closes at its end + the one grace (a larger window with its last smaller one).
+        let closes_at = windows
+            .iter()
+            .map(|w| w.window_end)
+            .max()
+            .unwrap_or(i64::MIN);
+        let closes_at = closes_at.saturating_add(self.settings.window.grace_ms);
         let pending = self.results_waiting.get_or_insert(PendingResults {
             since: Instant::now(),
-            emitted_at: None,
+            closes_at,
         });
-        pending.emitted_at = pending.emitted_at.max(stream_time);
+        pending.closes_at = pending.closes_at.max(closes_at);
         let now = crate::producer::now_ms();
         let mut observed_start = None;
         for window in windows {

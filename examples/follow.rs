@@ -11,6 +11,13 @@
 //!       With --warmup-ms W it also reports the latency of windows ending at least W after the
 //!       first window end seen (`steady_*`) and the worst before (`warmup_max_ms`): where a
 //!       start-up transient stops and the steady state begins.
+//!       With --input I (an input topic with `message.timestamp.type=LogAppendTime`) it also splits
+//!       each steady-state sample at the moment the broker appended the record that closed its
+//!       window: for each window end and input partition, the first record whose event time
+//!       reaches window_end + grace (found through the append-time index, then read forward).
+//!       `own_*` is arrival − that append (what the processor and the output path added, the
+//!       results of input partition p being keyed to output partition p), `upstream_max_ms` the
+//!       worst append − (window_end + grace) (what the generator and the broker added before).
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +28,7 @@ use streamagg::codec::{decode, Format};
 use streamagg::config::cluster::KafkaSettings;
 use streamagg::kafka;
 use streamagg::kafka::context::StreamaggContext;
-use streamagg::model::TrafficAverage;
+use streamagg::model::{TrafficAverage, TrafficEvent};
 use streamagg::producer::now_ms;
 
 struct Args {
@@ -33,6 +40,7 @@ struct Args {
     format: Format,
     grace_ms: Option<i64>,
     warmup_ms: i64,
+    input: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -46,6 +54,7 @@ fn parse_args() -> Result<Args> {
         format: Format::Json,
         grace_ms: None,
         warmup_ms: 0,
+        input: None,
     };
     while let Some(flag) = args.next() {
         let value = args
@@ -59,6 +68,7 @@ fn parse_args() -> Result<Args> {
             "--for" => parsed.follow_for = Some(humantime::parse_duration(&value)?),
             "--grace-ms" => parsed.grace_ms = Some(value.parse().context("--grace-ms")?),
             "--warmup-ms" => parsed.warmup_ms = value.parse().context("--warmup-ms")?,
+            "--input" => parsed.input = Some(value),
             "--format" => {
                 parsed.format = match value.as_str() {
                     "json" => Format::Json,
@@ -126,7 +136,8 @@ fn main() -> Result<()> {
     // (window end, output partition) → (min, max, count) of latency: where a tail comes from.
     let mut bursts = std::collections::BTreeMap::new();
     let mut undecodable = 0_u64;
-    // (window end, latency) of every sample, split at the end into warm-up and steady state.
+    // (window end, output partition, latency) of every sample, split at the end into warm-up and
+    // steady state.
     let mut by_window_end = Vec::new();
     while started.elapsed() < limit && args.until.is_none_or(|until| records < until) {
         let Some(message) = consumer.poll(Duration::from_millis(50)) else {
@@ -142,7 +153,7 @@ fn main() -> Result<()> {
                 Ok(average) => {
                     let latency = arrived - (average.window_end + grace_ms);
                     latencies.push(latency);
-                    by_window_end.push((average.window_end, latency));
+                    by_window_end.push((average.window_end, message.partition(), latency));
                     let burst = bursts
                         .entry((average.window_end, message.partition()))
                         .or_insert((i64::MAX, i64::MIN, 0_u64));
@@ -164,17 +175,59 @@ fn main() -> Result<()> {
     for ((window_end, partition), (min, max, count)) in &bursts {
         eprintln!("burst window_end={window_end} partition={partition} records={count} latency_min_ms={min} latency_max_ms={max}");
     }
-    let steady_from = by_window_end.iter().map(|&(end, _)| end).min().unwrap_or(0) + args.warmup_ms;
-    let (mut steady, warmup): (Vec<_>, Vec<_>) = by_window_end
+    let steady_from = by_window_end
         .iter()
-        .partition(|&&(end, _)| end >= steady_from);
-    let mut steady: Vec<i64> = steady.drain(..).map(|&(_, latency)| latency).collect();
+        .map(|&(end, ..)| end)
+        .min()
+        .unwrap_or(0)
+        + args.warmup_ms;
+    let (steady_samples, warmup): (Vec<_>, Vec<_>) = by_window_end
+        .iter()
+        .partition(|&&(end, ..)| end >= steady_from);
+    let mut steady: Vec<i64> = steady_samples
+        .iter()
+        .map(|&&(.., latency)| latency)
+        .collect();
     steady.sort_unstable();
     let warmup_max = warmup
         .iter()
-        .map(|&&(_, latency)| latency)
+        .map(|&&(.., latency)| latency)
         .max()
         .unwrap_or(0);
+    let split = match (&args.input, args.grace_ms) {
+        (Some(input), Some(grace_ms)) => {
+            let closing = closing_appends(
+                &consumer,
+                &settings,
+                input,
+                args.format,
+                &steady_samples,
+                grace_ms,
+            )?;
+            let mut own = Vec::new();
+            let mut upstream_max = None;
+            for &&(window_end, partition, latency) in &steady_samples {
+                let close = window_end + grace_ms;
+                let appended = closing.get(&(window_end, partition)).with_context(|| {
+                    format!(
+                        "no record closing window end {window_end} on input partition {partition}"
+                    )
+                })?;
+                // latency = arrival − close, so arrival − appended = latency − (appended − close).
+                own.push(latency - (appended - close));
+                upstream_max = upstream_max.max(Some(appended - close));
+            }
+            own.sort_unstable();
+            format!(
+                " own_p50_ms={} own_p99_ms={} own_max_ms={} upstream_max_ms={}",
+                quantile(&own, 0.5),
+                quantile(&own, 0.99),
+                own.last().copied().unwrap_or(0),
+                upstream_max.unwrap_or(0)
+            )
+        }
+        _ => String::new(),
+    };
     latencies.sort_unstable();
     let closes = bursts
         .keys()
@@ -184,7 +237,7 @@ fn main() -> Result<()> {
     println!(
         "records={records} first_arrival_ms={} last_arrival_ms={last_ms} undecodable={undecodable} \
          closes={closes} latency_samples={} latency_p50_ms={} latency_p99_ms={} latency_p999_ms={} latency_max_ms={} \
-         steady_samples={} steady_p50_ms={} steady_p99_ms={} steady_max_ms={} warmup_max_ms={warmup_max}",
+         steady_samples={} steady_p50_ms={} steady_p99_ms={} steady_max_ms={} warmup_max_ms={warmup_max}{split}",
         first_ms.unwrap_or(0),
         latencies.len(),
         quantile(&latencies, 0.5),
@@ -197,4 +250,62 @@ fn main() -> Result<()> {
         steady.last().copied().unwrap_or(0),
     );
     Ok(())
+}
+
+/// For each (window end, partition) of `samples`: when the broker appended the first record of
+/// `input`'s partition whose event time reaches window_end + `grace_ms` (the record that closed
+/// the window there). The append-time index gives the first record appended at or after that
+/// moment (no record closing the window can be appended before it: its event time is its
+/// producer's clock); reading forward finds the first whose event time reaches it.
+fn closing_appends(
+    consumer: &BaseConsumer<StreamaggContext>,
+    settings: &KafkaSettings,
+    input: &str,
+    format: Format,
+    samples: &[&(i64, i32, i64)],
+    grace_ms: i64,
+) -> Result<std::collections::BTreeMap<(i64, i32), i64>> {
+    const MAX_READ: u64 = 5_000_000;
+    let wanted: std::collections::BTreeSet<(i64, i32)> = samples
+        .iter()
+        .map(|&&(end, partition, _)| (end, partition))
+        .collect();
+    let mut found = std::collections::BTreeMap::new();
+    for &(window_end, partition) in &wanted {
+        let close = window_end + grace_ms;
+        let mut query = TopicPartitionList::new();
+        query.add_partition_offset(input, partition, Offset::Offset(close))?;
+        let located = consumer.offsets_for_times(query, settings.timeout)?;
+        let from = located
+            .find_partition(input, partition)
+            .map(|e| e.offset())
+            .context("offsets_for_times answered without the partition")?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(input, partition, from)?;
+        consumer.assign(&assignment)?;
+        let mut read = 0_u64;
+        let reading = Instant::now();
+        loop {
+            if read >= MAX_READ || reading.elapsed() > Duration::from_secs(60) {
+                bail!("no record of {input}/{partition} closes window end {window_end} within {read} records");
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message?;
+            read += 1;
+            let Ok(event) = decode::<TrafficEvent>(message.payload().unwrap_or_default(), format)
+            else {
+                continue;
+            };
+            if event.timestamp >= close {
+                let rdkafka::Timestamp::LogAppendTime(appended) = message.timestamp() else {
+                    bail!("{input} does not stamp records with their append time (message.timestamp.type=LogAppendTime)");
+                };
+                found.insert((window_end, partition), appended);
+                break;
+            }
+        }
+    }
+    Ok(found)
 }

@@ -63,7 +63,12 @@ pub fn fetch_metadata_within<K: ServedClient>(
                     });
                 }
                 if !is_transient(&cause) || Instant::now() >= deadline {
-                    return Err(KafkaSetupError::unreachable(settings, cause));
+                    // How long this call waited, not the settings' usual timeout.
+                    return Err(KafkaSetupError::Unreachable {
+                        brokers: settings.brokers.clone(),
+                        waited: timeout,
+                        cause,
+                    });
                 }
             }
         }

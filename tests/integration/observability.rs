@@ -349,6 +349,33 @@ fn processor_with_records_flowing(
     (processor, addr, [input, output], dir)
 }
 
+/// `/readyz`'s answer asked between two `/healthz` answers of 503 less than `stall_timeout` apart.
+/// The loop did not poll in between (a poll makes it live, and it counts as stalled again only a
+/// whole stall timeout later), so `/readyz` was asked while the loop was stalled. With the broker
+/// frozen the loop may still poll now and then: a bounded wait inside a checkpoint (the 2 s
+/// partition-count probe) returns, the loop polls once and stalls again on the next call. So the
+/// question is asked again until one falls inside a stall, within `deadline`.
+fn readyz_while_stalled(addr: SocketAddr, stall_timeout: Duration, deadline: Duration) -> u16 {
+    let started = Instant::now();
+    let status = |path| http_get(addr, path).map(|(status, _)| status).ok();
+    loop {
+        let asked = Instant::now();
+        let before = status("/healthz");
+        let ready = status("/readyz");
+        let after = status("/healthz");
+        if let (Some(503), Some(ready), Some(503)) = (before, ready, after) {
+            if asked.elapsed() < stall_timeout {
+                return ready;
+            }
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "no /readyz answer fell between two /healthz answers of 503 within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 #[ignore = "freezes the shared broker: scripts/test runs it alone, after the others"]
 fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
@@ -367,7 +394,7 @@ fn exclusive_healthz_fails_while_a_frozen_broker_stalls_the_poll_loop() {
         }
         // Asked while still stalled: once the broker thaws, the loop polls and is ready again
         // within milliseconds.
-        let ready = http_get(addr, "/readyz").expect("readyz").0;
+        let ready = readyz_while_stalled(addr, Duration::from_secs(2), Duration::from_secs(20));
         (seen, ready)
     });
     kafka("resume");

@@ -515,6 +515,15 @@ pub enum ResumePlan {
     Reset { checkpointed: i64, log_end: i64 },
 }
 
+/// Records a plan needed that the log no longer holds ([`ResumePlan::trimmed_by`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Missing from the windows a rebuild restores (they come out short).
+    pub from_rebuild: u64,
+    /// Never processed: they were deleted before anyone read them.
+    pub unread: u64,
+}
+
 /// Who reset a group's offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupReset {
@@ -537,6 +546,28 @@ impl ResumePlan {
             ResumePlan::Replay { .. } => "replay",
             ResumePlan::Fresh => "fresh",
             ResumePlan::Reset { .. } => "reset",
+        }
+    }
+
+    /// What a log that now starts at `log_start` no longer holds of what this plan reads: records
+    /// a rebuild needed for the open windows (they are rebuilt from what is left), and records
+    /// never processed at all (processing resumes at the log start instead of below it). Nothing
+    /// for a plan that reads from the log's beginning anyway (fresh, reset).
+    pub fn trimmed_by(&self, log_start: i64) -> Trimmed {
+        let (needed_from, processed_until) = match *self {
+            ResumePlan::Rebuild {
+                from, replay_until, ..
+            } => (from, replay_until),
+            ResumePlan::Local { from, .. }
+            | ResumePlan::CommittedOnly { from, .. }
+            | ResumePlan::Replay { from, .. } => (from, from),
+            ResumePlan::Fresh | ResumePlan::Reset { .. } => return Trimmed::default(),
+        };
+        let from_rebuild = log_start.min(processed_until) - needed_from;
+        let unread = log_start - processed_until;
+        Trimmed {
+            from_rebuild: u64::try_from(from_rebuild).unwrap_or(0),
+            unread: u64::try_from(unread).unwrap_or(0),
         }
     }
 

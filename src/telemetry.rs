@@ -38,6 +38,7 @@ pub mod metric {
     pub const CHECKPOINT_DURATION_SECONDS: &str = "streamagg_checkpoint_duration_seconds";
     pub const TRANSACTION_ABORTS: &str = "streamagg_transaction_aborts_total";
     pub const PARTITION_RESETS: &str = "streamagg_partition_resets_total";
+    pub const INPUT_RECORDS_TRIMMED: &str = "streamagg_input_records_trimmed_total";
     pub const REBALANCES: &str = "streamagg_rebalances_total";
     pub const CONSUMER_LAG_RECORDS: &str = "streamagg_consumer_lag_records";
     pub const EMIT_LATENCY_SECONDS: &str = "streamagg_emit_latency_seconds";
@@ -225,6 +226,11 @@ fn describe() {
         PARTITION_RESETS,
         Unit::Count,
         "Partitions whose state was dropped and that are processed again, by reason: log_went_back (topic recreated, log truncated: from the log's beginning), group_reset (the group's offset was reset with `streamagg reset` or kafka-consumer-groups: from the reset offset)."
+    );
+    describe_counter!(
+        INPUT_RECORDS_TRIMMED,
+        Unit::Count,
+        "Input records deleted (retention, deleted records) before this instance read them, by what they are missing from: rebuild (the windows open at a hand-off, rebuilt from what is left and emitted short), unread (never processed: where processing resumed was below the log's start)."
     );
     describe_counter!(
         REBALANCES,

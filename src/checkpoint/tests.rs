@@ -516,3 +516,58 @@ fn earlier_partition_counts_keep_the_latest_four_and_foreign_words_are_refused()
     assert_eq!(parsed.earlier_counts.as_vec(), vec![3, 5]);
     assert_eq!(parsed.encode(), v3);
 }
+
+#[test]
+fn what_a_trimmed_log_takes_from_each_plan() {
+    let rebuild = ResumePlan::Rebuild {
+        from: 100,
+        replay_until: 300,
+        stream_time: Some(5),
+        generation: G0,
+        forget_local: true,
+    };
+    let local = ResumePlan::Local {
+        from: 300,
+        generation: G0,
+    };
+    let committed_only = ResumePlan::CommittedOnly {
+        from: 300,
+        forget_local: false,
+    };
+    let replay = ResumePlan::Replay {
+        from: 300,
+        forget_local: true,
+        by: GroupReset::Foreign,
+    };
+    let reset = ResumePlan::Reset {
+        checkpointed: 300,
+        log_end: 10,
+    };
+    let trimmed = |from_rebuild, unread| Trimmed {
+        from_rebuild,
+        unread,
+    };
+    // (plan, log start, trimmed)
+    let cases = [
+        (rebuild, 0, trimmed(0, 0)),
+        (rebuild, 100, trimmed(0, 0)),
+        (rebuild, 101, trimmed(1, 0)),
+        (rebuild, 250, trimmed(150, 0)),
+        (rebuild, 300, trimmed(200, 0)),
+        (rebuild, 350, trimmed(200, 50)),
+        (local, 299, trimmed(0, 0)),
+        (local, 300, trimmed(0, 0)),
+        (local, 320, trimmed(0, 20)),
+        (committed_only, 310, trimmed(0, 10)),
+        (replay, 301, trimmed(0, 1)),
+        (ResumePlan::Fresh, 1_000, trimmed(0, 0)),
+        (reset, 1_000, trimmed(0, 0)),
+    ];
+    for (index, (plan, log_start, expected)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            plan.trimmed_by(log_start),
+            expected,
+            "case {index}: {plan:?} from log start {log_start}"
+        );
+    }
+}

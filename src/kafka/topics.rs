@@ -118,25 +118,38 @@ pub fn check_existing(
     problems
 }
 
-/// A warning if `topic`'s `retention.ms` is shorter than a rebuild needs (`rebuild_span`, and at
-/// least [`MIN_INPUT_RETENTION`]); `-1` (forever) and an unknown value are not warned about.
+/// Warnings if `topic` may not keep what a rebuild needs: a `retention.ms` shorter than
+/// `rebuild_span` (and at least [`MIN_INPUT_RETENTION`]), or any `retention.bytes` limit (how much
+/// time it keeps then depends on the input's rate, and a burst trims the history of open windows).
+/// `-1` (no limit) and an unknown value are not warned about.
 pub fn check_input_retention(
     topic: &str,
     found: &TopicDescription,
     rebuild_span: Duration,
-) -> Option<String> {
-    let retention_ms: i64 = found.configs.get("retention.ms")?.trim().parse().ok()?;
+) -> Vec<String> {
+    let setting = |key: &str| -> Option<i64> { found.configs.get(key)?.trim().parse().ok() };
     let needed = rebuild_span.max(MIN_INPUT_RETENTION);
     let needed_ms = i64::try_from(needed.as_millis()).unwrap_or(i64::MAX);
-    (retention_ms >= 0 && retention_ms < needed_ms).then(|| {
-        format!(
+    let mut warnings = Vec::new();
+    if let Some(retention_ms) = setting("retention.ms").filter(|&ms| ms >= 0 && ms < needed_ms) {
+        warnings.push(format!(
             "input topic '{topic}' keeps records for {}, less than {}: an instance that takes over \
              a partition after a stall may not find the history to rebuild its open windows \
              (README: Retention)",
             humantime::format_duration(Duration::from_millis(retention_ms as u64)),
             humantime::format_duration(needed)
-        )
-    })
+        ));
+    }
+    if let Some(bytes) = setting("retention.bytes").filter(|&bytes| bytes >= 0) {
+        warnings.push(format!(
+            "input topic '{topic}' keeps at most {bytes} bytes per partition (retention.bytes): \
+             how much time that is depends on the input's rate, and a burst can delete the history \
+             an instance that takes over a partition needs to rebuild its open windows of the last \
+             {} (README: Retention)",
+            humantime::format_duration(rebuild_span)
+        ));
+    }
+    warnings
 }
 
 /// What [`ensure`] did and found.
@@ -221,12 +234,27 @@ mod tests {
     use super::*;
 
     fn found(partitions: usize, replication: usize, retention: Option<&str>) -> TopicDescription {
+        found_with(
+            partitions,
+            replication,
+            &retention
+                .map(|r| ("retention.ms", r))
+                .into_iter()
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn found_with(
+        partitions: usize,
+        replication: usize,
+        configs: &[(&str, &str)],
+    ) -> TopicDescription {
         TopicDescription {
             partitions,
             replication,
-            configs: retention
-                .map(|r| ("retention.ms".to_owned(), r.to_owned()))
-                .into_iter()
+            configs: configs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         }
     }
@@ -313,21 +341,37 @@ mod tests {
     }
 
     #[test]
-    fn input_retention_shorter_than_a_rebuild_or_an_hour_is_warned_about() {
+    fn input_retention_shorter_than_a_rebuild_or_an_hour_or_limited_by_size_is_warned_about() {
         let span = Duration::from_secs(70);
-        let cases = [
-            (None, span, false),
-            (Some("-1"), span, false),
-            (Some("604800000"), span, false),
-            (Some("3600000"), span, false),
-            (Some("3599999"), span, true),
-            (Some("600000"), span, true),
-            (Some("7200000"), Duration::from_secs(3 * 3600), true),
-            (Some("not a number"), span, false),
+        let week = ("retention.ms", "604800000");
+        // (topic configs, rebuild span, warnings)
+        type Case<'a> = (&'a [(&'a str, &'a str)], Duration, usize);
+        let cases: [Case; 13] = [
+            (&[], span, 0),
+            (&[("retention.ms", "-1")], span, 0),
+            (&[week], span, 0),
+            (&[("retention.ms", "3600000")], span, 0),
+            (&[("retention.ms", "3599999")], span, 1),
+            (&[("retention.ms", "600000")], span, 1),
+            (
+                &[("retention.ms", "7200000")],
+                Duration::from_secs(3 * 3600),
+                1,
+            ),
+            (&[("retention.ms", "not a number")], span, 0),
+            (&[week, ("retention.bytes", "-1")], span, 0),
+            (&[week, ("retention.bytes", "1073741824")], span, 1),
+            (&[week, ("retention.bytes", "0")], span, 1),
+            (
+                &[("retention.ms", "600000"), ("retention.bytes", "1")],
+                span,
+                2,
+            ),
+            (&[week, ("retention.bytes", "lots")], span, 0),
         ];
-        for (index, (retention, span, warned)) in cases.into_iter().enumerate() {
-            let warning = check_input_retention("in", &found(1, 1, retention), span);
-            assert_eq!(warning.is_some(), warned, "case {index}: {warning:?}");
+        for (index, (configs, span, warnings)) in cases.into_iter().enumerate() {
+            let found = check_input_retention("in", &found_with(1, 1, configs), span);
+            assert_eq!(found.len(), warnings, "case {index}: {found:?}");
         }
     }
 }

@@ -46,6 +46,10 @@ pub fn run(
     for event in ["assigned", "revoked"] {
         metrics::counter!(metric::REBALANCES, "event" => event).increment(0);
     }
+    for missing_from in ["rebuild", "unread"] {
+        metrics::counter!(metric::INPUT_RECORDS_TRIMMED, "missing_from" => missing_from)
+            .increment(0);
+    }
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let exit_after = stall_exit_after(settings.stall_timeout);

@@ -216,6 +216,11 @@ pub struct Counts {
     /// Partitions whose group offset was reset (`streamagg reset`, Kafka's own tool) and that are
     /// processed again from there.
     pub group_resets: u64,
+    /// Input records deleted before they were read: missing from the windows a hand-off rebuilt.
+    pub trimmed_from_rebuilds: u64,
+    /// Input records deleted before they were read: never processed (where processing resumed was
+    /// below the log's start).
+    pub trimmed_unread: u64,
 }
 
 /// What a checkpoint did.
@@ -632,6 +637,13 @@ impl Processor {
         }
         for (reason, value) in [("log_went_back", c.resets), ("group_reset", c.group_resets)] {
             metrics::counter!(metric::PARTITION_RESETS, "reason" => reason).absolute(value);
+        }
+        for (missing_from, value) in [
+            ("rebuild", c.trimmed_from_rebuilds),
+            ("unread", c.trimmed_unread),
+        ] {
+            metrics::counter!(metric::INPUT_RECORDS_TRIMMED, "missing_from" => missing_from)
+                .absolute(value);
         }
         let now_ms = crate::producer::now_ms();
         let (mut open, mut owned, mut replaying) = (0, 0, false);

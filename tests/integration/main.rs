@@ -24,7 +24,9 @@
 //!   `hostile_input.rs` (an oversized source, side outputs too large for their topic, a burst of
 //!   DLQ copies, headers a producer cannot copy) and `hostile_operations.rs` (a recreated input
 //!   topic, changed semantics, idle close and hand-off, a transaction timeout, abort and redo,
-//!   another group's state dir) hold each outcome to the oracle or to exact expectations.
+//!   another group's state dir) hold each outcome to the oracle or to exact expectations;
+//!   `trimmed_input.rs` deletes records before they are read (a short rebuild, a resume below the
+//!   log's start) and holds the counts of what was lost to offsets read from the broker.
 //!   `reset.rs` resets a group's offsets with Kafka's own `kafka-consumer-groups` and with
 //!   `streamagg reset`, under both guarantees, and holds the replay to the oracle: every window
 //!   emitted once more, the old state dirs dropped; `streamagg reset` refuses a group with members.
@@ -104,3 +106,4 @@ mod schema_registry;
 mod secure_broker;
 mod security;
 mod settings;
+mod trimmed_input;

@@ -515,13 +515,32 @@ pub enum ResumePlan {
     Reset { checkpointed: i64, log_end: i64 },
 }
 
-/// Records a plan needed that the log no longer holds ([`ResumePlan::trimmed_by`]).
+/// Input offsets a partition's log no longer held when they were to be read (retention, deleted
+/// records): [`Trimmed::between`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Trimmed {
-    /// Missing from the windows a rebuild restores (they come out short).
+    /// Below the offset a rebuild replays to: missing from the windows it restores (they come out
+    /// short); another instance processed them before.
     pub from_rebuild: u64,
-    /// Never processed: they were deleted before anyone read them.
+    /// From there on: never processed by anyone.
     pub unread: u64,
+}
+
+impl Trimmed {
+    /// The offsets `[from, to)` that were gone when they were to be read, less those up to
+    /// `counted_through` (counted before on this partition: a rebuild redone after an abort or a
+    /// reassignment meets the same gap again), split at `replay_until`.
+    pub fn between(from: i64, to: i64, replay_until: i64, counted_through: Option<i64>) -> Self {
+        let from = counted_through.map_or(from, |counted| from.max(counted));
+        if to <= from {
+            return Trimmed::default();
+        }
+        let split = replay_until.clamp(from, to);
+        Trimmed {
+            from_rebuild: u64::try_from(split - from).unwrap_or(0),
+            unread: u64::try_from(to - split).unwrap_or(0),
+        }
+    }
 }
 
 /// Who reset a group's offset.
@@ -546,28 +565,6 @@ impl ResumePlan {
             ResumePlan::Replay { .. } => "replay",
             ResumePlan::Fresh => "fresh",
             ResumePlan::Reset { .. } => "reset",
-        }
-    }
-
-    /// What a log that now starts at `log_start` no longer holds of what this plan reads: records
-    /// a rebuild needed for the open windows (they are rebuilt from what is left), and records
-    /// never processed at all (processing resumes at the log start instead of below it). Nothing
-    /// for a plan that reads from the log's beginning anyway (fresh, reset).
-    pub fn trimmed_by(&self, log_start: i64) -> Trimmed {
-        let (needed_from, processed_until) = match *self {
-            ResumePlan::Rebuild {
-                from, replay_until, ..
-            } => (from, replay_until),
-            ResumePlan::Local { from, .. }
-            | ResumePlan::CommittedOnly { from, .. }
-            | ResumePlan::Replay { from, .. } => (from, from),
-            ResumePlan::Fresh | ResumePlan::Reset { .. } => return Trimmed::default(),
-        };
-        let from_rebuild = log_start.min(processed_until) - needed_from;
-        let unread = log_start - processed_until;
-        Trimmed {
-            from_rebuild: u64::try_from(from_rebuild).unwrap_or(0),
-            unread: u64::try_from(unread).unwrap_or(0),
         }
     }
 

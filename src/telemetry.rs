@@ -230,7 +230,7 @@ fn describe() {
     describe_counter!(
         INPUT_RECORDS_TRIMMED,
         Unit::Count,
-        "Input records deleted (retention, deleted records) before this instance read them, by what they are missing from: rebuild (the windows open at a hand-off, rebuilt from what is left and emitted short), unread (never processed: where processing resumed was below the log's start)."
+        "Input records (offsets, transaction markers included) deleted by retention or DeleteRecords before this instance read them, each counted once per process, by what they are missing from: rebuild (the windows open at a hand-off, rebuilt from what is left and emitted short), unread (never processed: a resume below the log's start, or an instance that fell behind retention)."
     );
     describe_counter!(
         REBALANCES,

@@ -518,56 +518,33 @@ fn earlier_partition_counts_keep_the_latest_four_and_foreign_words_are_refused()
 }
 
 #[test]
-fn what_a_trimmed_log_takes_from_each_plan() {
-    let rebuild = ResumePlan::Rebuild {
-        from: 100,
-        replay_until: 300,
-        stream_time: Some(5),
-        generation: G0,
-        forget_local: true,
-    };
-    let local = ResumePlan::Local {
-        from: 300,
-        generation: G0,
-    };
-    let committed_only = ResumePlan::CommittedOnly {
-        from: 300,
-        forget_local: false,
-    };
-    let replay = ResumePlan::Replay {
-        from: 300,
-        forget_local: true,
-        by: GroupReset::Foreign,
-    };
-    let reset = ResumePlan::Reset {
-        checkpointed: 300,
-        log_end: 10,
-    };
+fn trimmed_offsets_split_at_the_replay_end_and_are_counted_once() {
     let trimmed = |from_rebuild, unread| Trimmed {
         from_rebuild,
         unread,
     };
-    // (plan, log start, trimmed)
+    // (from, to, replay_until, counted_through, trimmed)
     let cases = [
-        (rebuild, 0, trimmed(0, 0)),
-        (rebuild, 100, trimmed(0, 0)),
-        (rebuild, 101, trimmed(1, 0)),
-        (rebuild, 250, trimmed(150, 0)),
-        (rebuild, 300, trimmed(200, 0)),
-        (rebuild, 350, trimmed(200, 50)),
-        (local, 299, trimmed(0, 0)),
-        (local, 300, trimmed(0, 0)),
-        (local, 320, trimmed(0, 20)),
-        (committed_only, 310, trimmed(0, 10)),
-        (replay, 301, trimmed(0, 1)),
-        (ResumePlan::Fresh, 1_000, trimmed(0, 0)),
-        (reset, 1_000, trimmed(0, 0)),
+        (100, 100, 300, None, trimmed(0, 0)),
+        (100, 90, 300, None, trimmed(0, 0)),
+        (100, 101, 300, None, trimmed(1, 0)),
+        (100, 250, 300, None, trimmed(150, 0)),
+        (100, 300, 300, None, trimmed(200, 0)),
+        (100, 350, 300, None, trimmed(200, 50)),
+        (300, 320, 300, None, trimmed(0, 20)),
+        (400, 450, 300, None, trimmed(0, 50)),
+        // Met again after an abort or a reassignment: nothing new.
+        (100, 250, 300, Some(250), trimmed(0, 0)),
+        // The log start moved on since: only the new part.
+        (100, 280, 300, Some(250), trimmed(30, 0)),
+        (100, 350, 300, Some(250), trimmed(50, 50)),
+        (300, 320, 300, Some(400), trimmed(0, 0)),
     ];
-    for (index, (plan, log_start, expected)) in cases.into_iter().enumerate() {
+    for (index, (from, to, replay_until, counted, expected)) in cases.into_iter().enumerate() {
         assert_eq!(
-            plan.trimmed_by(log_start),
+            Trimmed::between(from, to, replay_until, counted),
             expected,
-            "case {index}: {plan:?} from log start {log_start}"
+            "case {index}: [{from}, {to}) replaying to {replay_until}, counted through {counted:?}"
         );
     }
 }

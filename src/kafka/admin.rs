@@ -107,6 +107,29 @@ pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
     topic: &str,
     partition: i32,
 ) -> Option<i64> {
+    cached_watermarks(consumer, topic, partition)
+        .map(|(_, high)| high)
+        .filter(|&high| high >= 0)
+}
+
+/// The log start offset (low watermark) librdkafka last saw for a partition in a fetch response
+/// (no request is made), or `None` while it has none.
+pub fn cached_log_start<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    cached_watermarks(consumer, topic, partition)
+        .map(|(low, _)| low)
+        .filter(|&low| low >= 0)
+}
+
+/// (low, high) watermarks as librdkafka last saw them in a fetch response; -1 for one it has not.
+fn cached_watermarks<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1_i64, -1_i64);
     // SAFETY: the client pointer is valid for the consumer's lifetime, the topic is a NUL-terminated
@@ -120,8 +143,7 @@ pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
             &mut high,
         )
     };
-    (error == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+    (error == rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR).then_some((low, high))
 }
 
 /// The largest record batch the broker accepts on each of `topics` (its `max.message.bytes`), in

@@ -336,7 +336,8 @@ fn run_once(
         base: StreamaggContext::default(),
         processor: Mutex::new(
             Processor::new(settings.clone(), store, sink, input, Arc::clone(health))
-                .counting_from(progress.counts),
+                .counting_from(progress.counts)
+                .remembering_trimmed(progress.trimmed_through.clone()),
         ),
         failure: Mutex::new(None),
         closing: AtomicBool::new(false),
@@ -386,6 +387,7 @@ fn run_once(
     });
     let counts = context.with_processor(|p| p.counts());
     progress.counts = counts;
+    progress.trimmed_through = context.with_processor(|p| p.trimmed_through().clone());
     health.set_ready(false);
     context.closing.store(true, Ordering::Relaxed);
     drop(consumer);

@@ -1,11 +1,13 @@
 //! `streamagg run` over its whole life: the runs of the pipeline, started again in-process after a
 //! transient failure (the strategy is [`crate::restart`]), and the watchdog over all of them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{run_once, LiveRun, RunReport};
+use crate::checkpoint::TopicPartition;
 use crate::config::RunSettings;
 use crate::processor::{Counts, PipelineError};
 use crate::restart::{self, RestartBudget};
@@ -19,6 +21,8 @@ pub(super) struct Progress {
     pub(super) started: bool,
     /// The counts of every run so far: the metrics are the process's totals.
     pub(super) counts: Counts,
+    /// What the runs so far counted as trimmed input, per partition (counted once per process).
+    pub(super) trimmed_through: HashMap<TopicPartition, i64>,
 }
 
 /// Runs the processor until `stop` is set, then checkpoints, leaves the group and returns. Blocks.

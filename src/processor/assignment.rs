@@ -111,14 +111,6 @@ impl Processor {
                     tracing::warn!(topic = %tp.topic, partition = tp.partition, committed = offset, local = from, "the group's streamagg commit is behind this instance's state (written under at-least-once?): continuing from the state; to process again, use `streamagg reset`");
                 }
             }
-            if let Some(start) = log_start {
-                let trimmed = plan.trimmed_by(start);
-                if trimmed.unread > 0 {
-                    tracing::error!(topic = %tp.topic, partition = tp.partition, log_start = start, unread = trimmed.unread, resume = plan.kind(), "the log was trimmed (retention, deleted records) past where processing resumes: records deleted before anyone read them are missing from the results; processing goes on from the log's start");
-                }
-                self.counts.trimmed_from_rebuilds += trimmed.from_rebuild;
-                self.counts.trimmed_unread += trimmed.unread;
-            }
             let empty = super::new_windows(&self.settings);
             let forget_local = match plan {
                 ResumePlan::Rebuild { forget_local, .. }
@@ -164,10 +156,11 @@ impl Processor {
                     ..
                 } => {
                     // Retention (or deleted records) took part of what the rebuild needs: rebuild
-                    // what is left rather than let the reset policy move past the commit.
+                    // what is left rather than let the reset policy move past the commit. (Past
+                    // the commit too: the records from there are counted when the next one comes.)
                     let from = match log_start.filter(|&start| start > from) {
                         Some(start) => {
-                            tracing::warn!(topic = %tp.topic, partition = tp.partition, rebuild_from = from, log_start = start, missing = start.min(replay_until) - from, "the log no longer holds the start of the open windows: they are rebuilt from what is left and will be short");
+                            self.count_trimmed(&tp, from, start.min(replay_until), replay_until);
                             start.min(replay_until)
                         }
                         None => from,

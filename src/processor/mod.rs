@@ -47,6 +47,7 @@ pub(crate) use group_commit::GroupCommits;
 mod idle;
 mod live;
 mod split;
+mod trimmed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -333,6 +334,8 @@ pub struct Processor {
     failed: bool,
     /// Transaction aborts since the last successful checkpoint.
     consecutive_aborts: u32,
+    /// Per partition, the end of the last gap counted as trimmed input ([`trimmed`]).
+    trimmed_through: HashMap<TopicPartition, i64>,
     /// The input topics' partition counts, to mark windows a partition increase split.
     inputs: split::InputPartitions,
     /// At-least-once group commits, the periodic ones sent by a committer thread the run starts
@@ -376,6 +379,7 @@ impl Processor {
             checkpoint_duration: metrics::histogram!(metric::CHECKPOINT_DURATION_SECONDS),
             failed: false,
             consecutive_aborts: 0,
+            trimmed_through: HashMap::new(),
             group_commits: Arc::default(),
         }
     }
@@ -407,7 +411,7 @@ impl Processor {
             return Ok(()); // the loop is stopping: nothing more is processed or committed
         }
         let resets = self.counts.resets;
-        self.process(message)
+        self.process(consumer, message)
             .or_else(|error| self.recover(consumer, error))?;
         if self.counts.resets > resets {
             // Commit the reset at once: until then the group's commit still describes the old log,
@@ -434,17 +438,34 @@ impl Processor {
     }
 
     /// The per-record work of [`Processor::handle`].
-    fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+    fn process<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), PipelineError> {
         let route_settings = self.settings.route_settings();
         let (topic, partition) = (message.topic(), message.partition());
+        let offset = message.offset();
+        let Some(state) = self.partitions.get(topic).and_then(|p| p.get(&partition)) else {
+            return Ok(()); // fetched just before its partition was revoked: the new owner processes it
+        };
+        if let Some(expected) = state.next_offset.filter(|&next| offset > next) {
+            // Further on than expected: transaction markers, or records deleted before they were
+            // read (librdkafka's reset policy moved the consumer to the log's start).
+            let tp = TopicPartition {
+                topic: topic.to_owned(),
+                partition,
+            };
+            let replay_until = state.replay_until;
+            self.count_gap(consumer, &tp, expected, offset, replay_until);
+        }
         let Some(state) = self
             .partitions
             .get_mut(topic)
             .and_then(|p| p.get_mut(&partition))
         else {
-            return Ok(()); // fetched just before its partition was revoked: the new owner processes it
+            return Ok(());
         };
-        let offset = message.offset();
         if let Some(expected) = state.next_offset.filter(|&next| offset < next) {
             // librdkafka hands out a partition's records in offset order from where it was
             // positioned: an earlier offset means the log itself went back (an out-of-range reset

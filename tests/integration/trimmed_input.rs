@@ -1,7 +1,8 @@
 //! Input records deleted before they were read (retention; here Kafka's DeleteRecords): a hand-off
-//! whose rebuild finds the start of the open windows gone, and an instance that resumes below the
-//! log's start. Both are counted exactly in `streamagg_input_records_trimmed_total`, against
-//! counts the test works out from the group's commits and the broker's offsets, and logged.
+//! whose rebuild finds the start of the open windows gone, an instance that falls behind the log's
+//! start while it runs, and one that resumes below it. Each is counted exactly in
+//! `streamagg_input_records_trimmed_total`, against counts the test works out from the group's
+//! commits and the broker's offsets, and logged.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -126,16 +127,25 @@ fn records_deleted_before_they_were_read_are_counted_exactly_and_logged() {
     let scenario = Scenario::new("trimmed", Format::Json, PARTITIONS, 61, 3_000);
     let input = scenario.topics.input.name.clone();
     let group = scenario.group.clone();
-    let third = scenario.inputs.len() / 3;
+    let fifth = scenario.inputs.len() / 5;
+    let slice = |k: usize| k * fifth..(k + 1) * fifth;
+    let all_of = |positions: &[(i32, i64, Option<i64>)]| -> Vec<(i32, i64)> {
+        positions.iter().map(|&(p, end, _)| (p, end)).collect()
+    };
+    let unread_of = |positions: &[(i32, i64, Option<i64>)]| -> i64 {
+        positions
+            .iter()
+            .map(|&(_, end, committed)| end - committed.expect("committed"))
+            .sum()
+    };
 
-    // The first instance processes a third of the dataset and stops: its commits say where the
-    // windows it left open begin.
-    scenario.preload(0..third);
+    // 1. The first instance processes a fifth of the dataset and stops: its commits say where the
+    // windows it left open begin. Retention then takes half of their history on each partition.
+    scenario.preload(slice(0));
     let mut first = scenario.start("a");
     wait_until_committed(&group, &input, &mut first);
     first.stop_gracefully();
     let before = commits(&group, &input);
-    // Retention takes half of the open windows' history on each partition.
     let cut: Vec<(i32, i64)> = before
         .iter()
         .map(|&(partition, committed, rebuild)| (partition, rebuild + (committed - rebuild) / 2))
@@ -148,7 +158,7 @@ fn records_deleted_before_they_were_read_are_counted_exactly_and_logged() {
         "windows left open on every partition to cut into: {before:?}"
     );
     delete_records_before(&input, &cut);
-    let missing_from_rebuild: i64 = before
+    let from_rebuild: i64 = before
         .iter()
         .zip(&cut)
         .map(|(&(_, _, rebuild), &(_, cut))| cut - rebuild)
@@ -156,39 +166,57 @@ fn records_deleted_before_they_were_read_are_counted_exactly_and_logged() {
 
     // Another instance, without the first one's state, takes over: it rebuilds the open windows
     // from what is left.
-    scenario.preload(third..2 * third);
+    scenario.preload(slice(1));
     let mut second = scenario.start("b");
-    assert_trimmed(&mut second, missing_from_rebuild, 0);
+    assert_trimmed(&mut second, from_rebuild, 0);
     wait_until_committed(&group, &input, &mut second);
+
+    // 2. While it runs, it falls behind retention: frozen, the records written meanwhile are
+    // deleted before it reads them; thawed, it goes on with what comes next.
+    second.signal("STOP");
+    // A fetch request sent before the freeze waits at the broker for records up to
+    // `fetch.wait.max.ms` (500 ms): let it be answered empty first, or it would carry the records
+    // to the frozen client before they are deleted (and they would be read after all).
+    std::thread::sleep(Duration::from_millis(1_500));
+    scenario.preload(slice(2));
+    let behind = ends_and_commits(&group, &input);
+    let unread_running = unread_of(&behind);
+    assert!(unread_running > 0, "records written while it was frozen");
+    delete_records_before(&input, &all_of(&behind));
+    second.signal("CONT");
+    scenario.preload(slice(3));
+    wait_until_committed(&group, &input, &mut second);
+    assert_trimmed(&mut second, from_rebuild, unread_running);
     let log = second.log();
     second.stop_gracefully();
     assert!(
         log.contains("they are rebuilt from what is left and will be short"),
         "the short rebuild is logged; log:\n{log}"
     );
-
-    // While it is stopped, retention takes everything, including records it never read.
-    scenario.preload(2 * third..scenario.inputs.len());
-    let positions = ends_and_commits(&group, &input);
-    let unread: i64 = positions
-        .iter()
-        .map(|&(_, end, committed)| end - committed.expect("committed"))
-        .sum();
-    assert!(unread > 0, "records written while it was stopped");
-    delete_records_before(
-        &input,
-        &positions
-            .iter()
-            .map(|&(partition, end, _)| (partition, end))
-            .collect::<Vec<_>>(),
-    );
-    // It resumes from its own state, below the log's start now.
-    let mut third_run = scenario.start("b");
-    assert_trimmed(&mut third_run, 0, unread);
-    let log = third_run.log();
-    third_run.stop_gracefully();
     assert!(
-        log.contains("past where processing resumes"),
-        "the records never read are logged; log:\n{log}"
+        log.contains("records deleted before anyone read them"),
+        "the records it never read are logged; log:\n{log}"
     );
+
+    // 3. While it is stopped, retention takes records it never read again.
+    scenario.preload(slice(4));
+    let stopped = ends_and_commits(&group, &input);
+    let unread_stopped = unread_of(&stopped);
+    assert!(unread_stopped > 0, "records written while it was stopped");
+    delete_records_before(&input, &all_of(&stopped));
+    // It resumes from its own state, below the log's start now (the counts are this process's).
+    // The gap shows when a record comes from past it: a few events more on every partition.
+    let mut third = scenario.start("b");
+    scenario.preload(slice(4).start..slice(4).start + 40);
+    let grown = ends_and_commits(&group, &input);
+    assert!(
+        grown
+            .iter()
+            .zip(&stopped)
+            .all(|(&(_, now, _), &(_, then, _))| now > then),
+        "every partition got more records: {stopped:?} -> {grown:?}"
+    );
+    wait_until_committed(&group, &input, &mut third);
+    assert_trimmed(&mut third, 0, unread_stopped);
+    third.stop_gracefully();
 }

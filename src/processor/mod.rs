@@ -446,7 +446,11 @@ impl Processor {
         let route_settings = self.settings.route_settings();
         let (topic, partition) = (message.topic(), message.partition());
         let offset = message.offset();
-        let Some(state) = self.partitions.get(topic).and_then(|p| p.get(&partition)) else {
+        let Some(mut state) = self
+            .partitions
+            .get_mut(topic)
+            .and_then(|p| p.get_mut(&partition))
+        else {
             return Ok(()); // fetched just before its partition was revoked: the new owner processes it
         };
         if let Some(expected) = state.next_offset.filter(|&next| offset > next) {
@@ -458,14 +462,15 @@ impl Processor {
             };
             let replay_until = state.replay_until;
             self.count_gap(consumer, &tp, expected, offset, replay_until);
+            state = match self
+                .partitions
+                .get_mut(topic)
+                .and_then(|p| p.get_mut(&partition))
+            {
+                Some(state) => state,
+                None => return Ok(()),
+            };
         }
-        let Some(state) = self
-            .partitions
-            .get_mut(topic)
-            .and_then(|p| p.get_mut(&partition))
-        else {
-            return Ok(());
-        };
         if let Some(expected) = state.next_offset.filter(|&next| offset < next) {
             // librdkafka hands out a partition's records in offset order from where it was
             // positioned: an earlier offset means the log itself went back (an out-of-range reset

@@ -527,6 +527,15 @@ pub struct Trimmed {
 }
 
 impl Trimmed {
+    /// Where the deleted part of a gap ends: a record at `offset` came from further on than the
+    /// partition's `expected` next offset, and the log starts at `log_start`. Deleted records lie
+    /// below a log start past `expected`, and only a record at or past that start comes after them
+    /// (the reset policy moved the consumer there): a record below it was fetched before the log
+    /// was trimmed, so the gap before it is transaction markers, aborted or compacted records.
+    pub fn gap_end(expected: i64, offset: i64, log_start: i64) -> Option<i64> {
+        (offset > expected && log_start > expected && offset >= log_start).then_some(log_start)
+    }
+
     /// The offsets `[from, to)` that were gone when they were to be read, less those up to
     /// `counted_through` (counted before on this partition: a rebuild redone after an abort or a
     /// reassignment meets the same gap again), split at `replay_until`.

@@ -548,3 +548,29 @@ fn trimmed_offsets_split_at_the_replay_end_and_are_counted_once() {
         );
     }
 }
+
+#[test]
+fn only_a_gap_up_to_a_log_start_past_the_expected_offset_is_trimmed_input() {
+    // (expected, offset, log start, end of the deleted part)
+    let cases = [
+        // Retention overtook the consumer; the reset policy moved it to the log start.
+        (100, 150, 150, Some(150)),
+        // … and transaction markers follow the log start.
+        (100, 152, 150, Some(150)),
+        // No gap.
+        (100, 100, 150, None),
+        // Transaction markers, the log start far behind.
+        (100, 102, 0, None),
+        (100, 102, 100, None),
+        // Fetched before the log was trimmed past it: the gap is markers, not deleted records.
+        (100, 102, 150, None),
+        (100, 149, 150, None),
+    ];
+    for (index, (expected, offset, log_start, end)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            Trimmed::gap_end(expected, offset, log_start),
+            end,
+            "case {index}: expected {expected}, record at {offset}, log start {log_start}"
+        );
+    }
+}

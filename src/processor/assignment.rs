@@ -154,19 +154,7 @@ impl Processor {
                     replay_until,
                     stream_time,
                     ..
-                } => {
-                    // Retention (or deleted records) took part of what the rebuild needs: rebuild
-                    // what is left rather than let the reset policy move past the commit. (Past
-                    // the commit too: the records from there are counted when the next one comes.)
-                    let from = match log_start.filter(|&start| start > from) {
-                        Some(start) => {
-                            self.count_trimmed(&tp, from, start.min(replay_until), replay_until);
-                            start.min(replay_until)
-                        }
-                        None => from,
-                    };
-                    (empty.restored(stream_time, []).0, Some(from), replay_until)
-                }
+                } => (empty.restored(stream_time, []).0, Some(from), replay_until),
                 ResumePlan::CommittedOnly { from, .. } => {
                     tracing::warn!(topic = %tp.topic, partition = tp.partition, "group offset has no streamagg metadata: open windows start empty");
                     (empty, Some(from), from)
@@ -182,6 +170,7 @@ impl Processor {
                         }
                     }
                     self.counts.group_resets += 1;
+                    self.forget_trimmed(&tp);
                     (empty, Some(from), from)
                 }
                 ResumePlan::Reset {
@@ -192,10 +181,22 @@ impl Processor {
                     self.counts.resets += 1;
                     // A topic created anew: its partition count is no increase of the old one's.
                     self.inputs.forget(&tp.topic);
+                    self.forget_trimmed(&tp);
                     let start = log_start.unwrap_or(0);
                     (empty, Some(start), start)
                 }
                 ResumePlan::Fresh => (empty, None, 0),
+            };
+            // Retention (or deleted records) took what the plan was to read first: a rebuild
+            // rebuilds what is left, and anything past the commit was never read. Read from the
+            // log's start (not wherever the reset policy would move the consumer: `latest` would
+            // skip what is left too), counting what is gone.
+            let from = match (from, log_start) {
+                (Some(from), Some(start)) if start > from => {
+                    self.count_trimmed(&tp, from, start, replay_until);
+                    Some(start)
+                }
+                (from, _) => from,
             };
             tracing::info!(topic = %tp.topic, partition = tp.partition, resume = plan.kind(), ?plan, %generation, "assigned");
             let state = PartitionState {

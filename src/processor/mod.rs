@@ -456,12 +456,8 @@ impl Processor {
         if let Some(expected) = state.next_offset.filter(|&next| offset > next) {
             // Further on than expected: transaction markers, or records deleted before they were
             // read (librdkafka's reset policy moved the consumer to the log's start).
-            let tp = TopicPartition {
-                topic: topic.to_owned(),
-                partition,
-            };
             let replay_until = state.replay_until;
-            self.count_gap(consumer, &tp, expected, offset, replay_until);
+            self.count_gap(consumer, (topic, partition), expected, offset, replay_until);
             state = match self
                 .partitions
                 .get_mut(topic)
@@ -488,10 +484,13 @@ impl Processor {
             self.counts.resets += 1;
             // A topic created anew: its partition count is no increase of the old one's.
             self.inputs.forget(topic);
-            self.store.forget(&TopicPartition {
+            let tp = TopicPartition {
                 topic: topic.to_owned(),
                 partition,
-            })?;
+            };
+            self.store.forget(&tp)?;
+            // Its offsets start over: what was counted as trimmed for the old ones says nothing.
+            self.trimmed_through.remove(&tp);
         }
         self.counts.consumed += 1;
         if !self.consumed_once {

@@ -1,15 +1,21 @@
 //! Input the log no longer held when it was to be read (retention, deleted records): counted once
-//! per offset and logged, never skipped silently. Met in two places: a rebuild whose start the log
-//! no longer holds (seen at assignment, from the log start), and a position below the log start
-//! (seen when the next record comes from further on than the partition's next offset, while
-//! librdkafka's last fetch response puts the log start past that offset: its reset policy moved the
-//! consumer over the gap) — after a resume, or while running behind retention.
+//! per offset and logged, never skipped silently. Met in two places: at assignment, when the log
+//! starts past where the partition's plan was to read (the open windows' rebuild, a resume; it
+//! then reads from the log's start), and while running, when the next record comes from further on
+//! than the partition's next offset and from at or past a log start that is beyond it: the
+//! consumer fell behind retention and its reset policy moved it over the gap
+//! ([`Trimmed::gap_end`]).
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 
 use super::Processor;
 use crate::checkpoint::{TopicPartition, Trimmed};
 use crate::kafka;
+
+/// How long a gap waits for the broker's log start when librdkafka has none cached.
+const GAP_LOG_START_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Processor {
     /// Counts the offsets `[from, to)` of `tp` that were gone when they were to be read, each once
@@ -37,21 +43,39 @@ impl Processor {
         }
     }
 
-    /// [`Self::count_trimmed`] for a record at `offset` of `tp` that comes from further on than the
-    /// partition's `expected` next offset, if the log start librdkafka last saw is past `expected`
-    /// (a gap of transaction markers or compacted records is not a loss).
+    /// [`Self::count_trimmed`] for the deleted part of a gap ([`Trimmed::gap_end`]): the record at
+    /// `offset` of `topic`'s `partition` comes from further on than its `expected` next offset.
+    /// The log start is librdkafka's from its last fetch response, asked of the broker if that
+    /// response carried none (an error response stores -1). Cold: gaps are transaction markers.
+    #[cold]
     pub(super) fn count_gap<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        tp: &TopicPartition,
+        (topic, partition): (&str, i32),
         expected: i64,
         offset: i64,
         replay_until: i64,
     ) {
-        let log_start = kafka::admin::cached_log_start(consumer, &tp.topic, tp.partition);
-        if log_start.is_some_and(|start| start > expected) {
-            self.count_trimmed(tp, expected, offset, replay_until);
+        let log_start = kafka::admin::cached_log_start(consumer, topic, partition).or_else(|| {
+            consumer
+                .fetch_watermarks(topic, partition, GAP_LOG_START_TIMEOUT)
+                .ok()
+                .map(|(low, _)| low)
+        });
+        if let Some(end) = log_start.and_then(|start| Trimmed::gap_end(expected, offset, start)) {
+            let tp = TopicPartition {
+                topic: topic.to_owned(),
+                partition,
+            };
+            self.count_trimmed(&tp, expected, end, replay_until);
         }
+    }
+
+    /// A partition whose offsets start over (its topic created anew, its log truncated, its group
+    /// offset reset): what was counted for its old offsets says nothing about the new ones. (The
+    /// per-record path, which holds a partition's state, removes the mark itself.)
+    pub(super) fn forget_trimmed(&mut self, tp: &TopicPartition) {
+        self.trimmed_through.remove(tp);
     }
 
     /// What was counted as trimmed, per partition: the end of the last gap. An in-process restart

@@ -36,6 +36,22 @@ RUN_ID = f"{int(time.time())}-{os.getpid()}"
 # streamagg (a config file's [kafka.consumer]), so the two compare like for like.
 CONSUMER_PROPERTIES = []
 STREAMAGG_CONFIG = []
+# --state-root: where streamagg's state dirs go (default: the run's work dir), and those made there.
+STATE_ROOT = []
+STATE_DIRS = []
+
+
+def filesystem_of(path):
+    """`path`'s file system as `df` names it: its device and type."""
+    out = subprocess.run(["df", "--output=source,fstype", path], capture_output=True, text=True).stdout.split()
+    return " ".join(out[-2:]) if len(out) >= 4 else "unknown file system"
+
+
+def new_state_dir(work):
+    """A fresh state dir for one streamagg run: under --state-root if given, else under `work`."""
+    state = tempfile.mkdtemp(prefix="state-", dir=STATE_ROOT[0] if STATE_ROOT else work)
+    STATE_DIRS.append(state)
+    return state
 
 
 def use_consumer_properties(properties, work):
@@ -322,7 +338,7 @@ def processor_run(system, guarantee, dataset, work, timeout, extra=()):
     (read_committed), then the process's CPU, peak RSS and disk writes, then the output check."""
     tag = f"{system}-{guarantee}-{dataset.fmt}-k{dataset.sources}-{time.monotonic_ns()}"
     output = create_topic(f"bench-{RUN_ID}-out-{tag}")
-    state = tempfile.mkdtemp(prefix="state-", dir=work)
+    state = new_state_dir(work)
     log_path = os.path.join(work, f"{tag}.log")
     follower = subprocess.Popen([ENV["FOLLOW_BIN"], "--brokers", BROKERS, "--topic", output,
                                  "--until", str(len(dataset.expected)), "--timeout", f"{timeout}s"],
@@ -392,7 +408,7 @@ def open_loop_capacity(guarantee, seconds, sources, work, extra):
     tag = f"capacity-{guarantee}"
     topic = create_topic(f"bench-{RUN_ID}-{tag}-in")
     output = create_topic(f"bench-{RUN_ID}-{tag}-out")
-    state = tempfile.mkdtemp(prefix="state-", dir=work)
+    state = new_state_dir(work)
     group = f"bench-{RUN_ID}-{tag}"
     log_path = os.path.join(work, f"{tag}.log")
     with open(log_path, "w") as log_file:
@@ -435,7 +451,7 @@ def latency_run(guarantee, rate, seconds, sources, work, extra):
     # from the payload, never from the record's timestamp).
     topic = create_topic(f"bench-{RUN_ID}-{tag}-in", "message.timestamp.type=LogAppendTime")
     output = create_topic(f"bench-{RUN_ID}-{tag}-out")
-    state = tempfile.mkdtemp(prefix="state-", dir=work)
+    state = new_state_dir(work)
     window_s = int(extra[extra.index("--window") + 1].rstrip("s")) if "--window" in extra else 60
     grace_ms = int(extra[extra.index("--grace") + 1].rstrip("s")) * 1000 if "--grace" in extra else GRACE_MS
     log_path = os.path.join(work, f"{tag}.log")
@@ -569,6 +585,12 @@ def main():
     parser.add_argument("--timeout", type=int, default=1800, help="give up on one run after this many seconds")
     parser.add_argument("--fetch-grid", action="store_true",
                         help="instead of the comparison: the ceiling and streamagg under each fetch-sizing setting")
+    parser.add_argument("--latency-rate", type=float, default=None, metavar="EVENTS_PER_S",
+                        help="the latency mode's 100 %% load, instead of probing the open-loop capacity "
+                             "(the probe varies by ±10 %% from run to run: pin it to compare runs)")
+    parser.add_argument("--state-root", default=None, metavar="DIR",
+                        help="make every system's state dirs under DIR (e.g. a disk of its own, as on a "
+                             "deployment) instead of the run's temporary dir")
     parser.add_argument("--consumer-property", action="append", default=[], metavar="KEY=VALUE",
                         help="librdkafka consumer property for streamagg and the ceiling alike (repeatable)")
     args = parser.parse_args()
@@ -585,6 +607,10 @@ def main():
         args.k_curve = "100,1000"
         args.latency_seconds = 8
         latency_extra = ["--window", "2s", "--grace", "1s"]
+    if args.state_root:
+        if not os.path.isdir(args.state_root):
+            parser.error(f"--state-root {args.state_root} is not a directory")
+        STATE_ROOT.append(args.state_root)
     peers = [] if args.peers == "none" else args.peers.split(",")
     k_curve = [] if args.k_curve == "none" else [int(k) for k in args.k_curve.split(",")]
     work = tempfile.mkdtemp(prefix="streamagg-bench-")
@@ -670,20 +696,26 @@ def main():
             # 3. Latency at 50 % and 80 % of streamagg's measured at-least-once rate (Avro).
             if args.latency_seconds > 0:
                 # 100 % = what the generator and streamagg sustain together on these cores.
-                try:
-                    capacity = open_loop_capacity("at-least-once", 20 if not args.smoke else 1, args.sources, work,
-                                                  latency_extra)
-                except Exception as error:
-                    failures.append(f"latency capacity probe: {error}")
-                    capacity = float("nan")
-                log(f"open-loop capacity (generator + streamagg at-least-once on the same cores): {capacity:,.0f} events/s")
+                if args.latency_rate:
+                    capacity = args.latency_rate
+                    log(f"open-loop capacity pinned by --latency-rate: {capacity:,.0f} events/s")
+                else:
+                    try:
+                        capacity = open_loop_capacity("at-least-once", 20 if not args.smoke else 1, args.sources,
+                                                      work, latency_extra)
+                    except Exception as error:
+                        failures.append(f"latency capacity probe: {error}")
+                        capacity = float("nan")
+                    log(f"open-loop capacity (generator + streamagg at-least-once on the same cores): {capacity:,.0f} events/s")
                 max_rate = capacity
                 report += [f"## Emission latency (open loop, event time = wall clock, {args.sources:,} sources, "
                            f"{args.latency_seconds} s per run, {latency_extra[1]} windows, {latency_extra[3]} grace)", "",
                            "Latency = arrival at a read_committed consumer − (window end + grace), the earliest moment a window can be final. "
-                           f"Load = a fraction of the open-loop capacity, {fmt_rate(capacity)} events/s: what the generator (`streamagg produce`) "
-                           "and streamagg at-least-once sustain together on these two cores with the broker (generator unthrottled, "
-                           "time to group lag 0). Short windows so that a run has many closes: every source's window closes at "
+                           + (f"Load = a fraction of {fmt_rate(capacity)} events/s, pinned by `--latency-rate`. " if args.latency_rate else
+                              f"Load = a fraction of the open-loop capacity, {fmt_rate(capacity)} events/s: what the generator (`streamagg produce`) "
+                              "and streamagg at-least-once sustain together on these two cores with the broker (generator unthrottled, "
+                              "time to group lag 0). ")
+                           + "Short windows so that a run has many closes: every source's window closes at "
                            "once, so a close is one burst and the percentiles need many of them (`closes` counts the distinct "
                            "window ends seen); the time from a close to its output does not depend on the window's length. "
                            f"The first {WARMUP_WINDOWS} window ends of a run are its warm-up (the first writes to fresh topics and "
@@ -716,7 +748,7 @@ def main():
     finally:
         for topic in list(TOPICS):
             delete_topic(topic)
-        subprocess.run(["rm", "-rf", work])
+        subprocess.run(["rm", "-rf", work, *STATE_DIRS])
 
     report += ["## How this was measured", "",
                f"- Machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; "
@@ -724,6 +756,9 @@ def main():
                f"- Input: `streamagg produce --count {args.events} --sources K --span 10m --out-of-order-ms 1000 --seed 7 --seal` "
                "(event times spread over 10 minutes, each up to 1 s behind its clock, then one event 15 minutes later per partition so every window closes).",
                f"- Every system runs {args.repeat}× from a fresh consumer group and state dir; the table shows medians. "
+               + (f"State dirs are on `{args.state_root}` ({filesystem_of(args.state_root)}). " if args.state_root else
+                  "State dirs share the broker's file system. ")
+               + 
                "events/s = input events / (the system's first record → the last expected window arrives at a read_committed consumer); "
                "each system reports its first record itself (streamagg's `first record consumed` log line, the peers' `first_record_ms=` line "
                "from their timestamp extractors (Flink's: its Kafka record deserializer), the ceiling's visitor). start-up s = process start → first record (group join, the JVM). "

@@ -64,11 +64,9 @@ pub fn fetch_metadata_within<K: ServedClient>(
                 }
                 if !is_transient(&cause) || Instant::now() >= deadline {
                     // How long this call waited, not the settings' usual timeout.
-                    return Err(KafkaSetupError::Unreachable {
-                        brokers: settings.brokers.clone(),
-                        waited: timeout,
-                        cause,
-                    });
+                    return Err(KafkaSetupError::unreachable_within(
+                        settings, timeout, cause,
+                    ));
                 }
             }
         }

@@ -133,9 +133,19 @@ impl KafkaSetupError {
 
     /// The cluster at `settings.brokers` did not answer within `settings.timeout`.
     pub fn unreachable(settings: &KafkaSettings, cause: KafkaError) -> Self {
+        KafkaSetupError::unreachable_within(settings, settings.timeout, cause)
+    }
+
+    /// The cluster at `settings.brokers` did not answer within `waited` (a call with a timeout of
+    /// its own).
+    pub fn unreachable_within(
+        settings: &KafkaSettings,
+        waited: Duration,
+        cause: KafkaError,
+    ) -> Self {
         KafkaSetupError::Unreachable {
             brokers: settings.brokers.clone(),
-            waited: settings.timeout,
+            waited,
             cause,
         }
     }

@@ -219,8 +219,8 @@ pub struct Counts {
     pub group_resets: u64,
     /// Input records deleted before they were read: missing from the windows a hand-off rebuilt.
     pub trimmed_from_rebuilds: u64,
-    /// Input records deleted before they were read: never processed (where processing resumed was
-    /// below the log's start).
+    /// Input records deleted before they were read: never processed (a resume below the log's
+    /// start, or an instance that fell behind retention while running).
     pub trimmed_unread: u64,
 }
 

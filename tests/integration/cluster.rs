@@ -34,6 +34,12 @@
 //!   stalled for 4 stall timeouts (at least 60 s) exits the process (`pipeline::watch_poll_loop`),
 //!   as a liveness probe would restart the pod; these tests run with `--stall-timeout 5s` and
 //!   restart an instance that exits. On a timeout the tests print each instance's log.
+//! - On 2026-12-05 one run of the group-coordinator test ended with a graceful stop that exited 1:
+//!   the instance's `send_offsets_to_transaction` had waited ~20 s for the killed coordinator, the
+//!   output was whole meanwhile, and the SIGTERM came while it waited; the coordinator then aborted
+//!   the transaction past `transaction.timeout.ms` (nothing committed past it). `finish` now stops
+//!   an instance only once its `/readyz` answers 200 (a poll loop that has waited on a commit for
+//!   longer than the stall timeout is not ready).
 //! - A node of Kafka 4.1.1 restarted after a controlled stop under load once died in its raft IO
 //!   thread (`CorruptRecordException: Unexpected EOF` reading its metadata log), last at 16:54 on
 //!   2026-12-04; not in the test runs and soaks after it (more than 50 node restarts).
@@ -45,7 +51,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use streamagg::codec::Format;
 
-use crate::common::{brokers, read_all, replication_factor, ProcessorProcess};
+use crate::common::{brokers, http_get, read_all, replication_factor, ProcessorProcess};
 use crate::oracle::Delivery;
 use crate::scenario::{Scenario, FAST_FAILOVER};
 
@@ -210,9 +216,29 @@ fn finish(scenario: &Scenario, instances: &[&str], mut processors: Vec<Processor
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Each instance is stopped once it is ready again. One still waiting on a commit the failover
+    // left hanging (librdkafka can wait ~20 s for a coordinator that came back) would have that
+    // transaction aborted past transaction.timeout.ms while it stops, and exit 1: what a kill -9
+    // leaves, which the restarts above already cover, not what a graceful stop is tested for.
+    let ready_deadline = Instant::now() + Duration::from_secs(120);
     for (instance, processor) in instances.iter().zip(processors.iter_mut()) {
-        // An instance that gave up after the last look is started again too, and stopped cleanly.
-        restart_if_exited(instance, processor);
+        loop {
+            // An instance that gave up after the last look is started again too, and stopped cleanly.
+            restart_if_exited(instance, processor);
+            let addr = processor.telemetry_addr(Duration::from_secs(60));
+            let ready = http_get(addr, "/readyz").is_ok_and(|(status, _)| status == 200);
+            if ready {
+                break;
+            }
+            if Instant::now() >= ready_deadline {
+                eprintln!("instance {instance}'s log:\n{}", processor.log());
+            }
+            assert!(
+                Instant::now() < ready_deadline,
+                "instance {instance} not ready 120 s after the output was whole"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
         processor.stop_gracefully();
         // What the processor went through (shown with --nocapture, and on failure).
         for line in processor.log().lines() {

@@ -764,8 +764,7 @@ def main():
                f"- Every system runs {args.repeat}× from a fresh consumer group and state dir; the table shows medians. "
                + (f"State dirs are on `{args.state_root}` ({filesystem_of(args.state_root)}). " if args.state_root else
                   "State dirs share the broker's file system. ")
-               + 
-               "events/s = input events / (the system's first record → the last expected window arrives at a read_committed consumer); "
+               + "events/s = input events / (the system's first record → the last expected window arrives at a read_committed consumer); "
                "each system reports its first record itself (streamagg's `first record consumed` log line, the peers' `first_record_ms=` line "
                "from their timestamp extractors (Flink's: its Kafka record deserializer), the ceiling's visitor). start-up s = process start → first record (group join, the JVM). "
                "CPU-s, peak RSS (VmHWM) and state written (write_bytes) come from the process's own "

@@ -325,15 +325,17 @@ impl RecordProducer {
         self.opened_at.map(|at| at.elapsed())
     }
 
-    /// Commits the open transaction (opening one if needed) together with the consumer `offsets` of
-    /// `group`. Retriable failures are retried with backoff for up to `patience`; other failures are
-    /// returned with their [`TransactionErrorKind`].
-    pub fn commit_transaction(
+    /// Everything of a commit but the commit itself: opens a transaction if none is open, adds the
+    /// consumer `offsets` of `group` to it and waits for its records. The caller may still abort
+    /// ([`RecordProducer::abort_transaction`]) or commit ([`RecordProducer::commit_prepared`]).
+    /// Retriable failures are retried with backoff for up to `patience`, shared with the commit;
+    /// other failures are returned with their [`TransactionErrorKind`].
+    pub fn prepare_commit(
         &mut self,
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
         patience: Duration,
-    ) -> Result<(), ProduceError> {
+    ) -> Result<PreparedCommit, ProduceError> {
         self.begin_if_transactional()?;
         let mut backoff = Backoff::new(patience);
         while let Err(e) = self
@@ -346,6 +348,13 @@ impl RecordProducer {
         // 100 ms that each run to the end: ~100 ms per commit with records in flight. Flush here
         // in 1 ms steps, so its flush finds nothing left.
         self.fast_flush(self.timeout);
+        Ok(PreparedCommit { backoff })
+    }
+
+    /// Commits the transaction [`RecordProducer::prepare_commit`] prepared: its records and offsets
+    /// become visible together.
+    pub fn commit_prepared(&mut self, prepared: PreparedCommit) -> Result<(), ProduceError> {
+        let PreparedCommit { mut backoff } = prepared;
         while let Err(e) = self.producer.commit_transaction(self.timeout) {
             retry_or_fail(&mut backoff, ProduceError::transaction("commit", e))?;
         }
@@ -448,6 +457,14 @@ pub fn producer_config(
         config.set(key, value);
     }
     config
+}
+
+/// A transaction whose offsets are added and whose records are delivered, waiting to be committed
+/// or aborted; it carries what is left of the commit's patience.
+#[must_use = "a prepared transaction is committed or aborted"]
+#[derive(Debug)]
+pub struct PreparedCommit {
+    backoff: Backoff,
 }
 
 /// Sleeps and returns `Ok` if `error` is retriable and `backoff` has patience left; otherwise returns it.

@@ -21,7 +21,7 @@ use crate::codec::{encode, Format};
 use crate::config::{OutputTimestamp, RunSettings};
 use crate::kafka::KafkaSetupError;
 use crate::model::TrafficAverage;
-use crate::producer::{ProduceError, RecordProducer};
+use crate::producer::{PreparedCommit, ProduceError, RecordProducer};
 use crate::window::sketch::SketchSpec;
 use crate::window::ClosedWindow;
 
@@ -377,15 +377,20 @@ impl Sink {
             .send_at(topic, key, Some(&[]), Some(headers), timestamp)
     }
 
-    /// Commits everything sent since the last commit together with the consumer's `offsets`, in one
-    /// transaction (see [`RecordProducer::commit_transaction`]).
-    pub fn commit_transaction(
+    /// Adds the consumer's `offsets` to the transaction of everything sent since the last commit
+    /// and waits for its records (see [`RecordProducer::prepare_commit`]).
+    pub fn prepare_commit(
         &mut self,
         offsets: &TopicPartitionList,
         group: &ConsumerGroupMetadata,
         patience: Duration,
-    ) -> Result<(), ProduceError> {
-        self.producer.commit_transaction(offsets, group, patience)
+    ) -> Result<PreparedCommit, ProduceError> {
+        self.producer.prepare_commit(offsets, group, patience)
+    }
+
+    /// Commits the prepared transaction: its records and offsets become visible together.
+    pub fn commit_prepared(&mut self, prepared: PreparedCommit) -> Result<(), ProduceError> {
+        self.producer.commit_prepared(prepared)
     }
 
     /// How long the open transaction has been open, if one is.

@@ -26,8 +26,10 @@ use rdkafka::Offset;
 use super::{GroupCommit, PartitionState, PipelineError, Processor};
 use crate::checkpoint::TopicPartition;
 use crate::checkpoint::{plan_resume, CommitMetadata, Generation, GroupReset, ResumePlan};
+use crate::config::cluster::KafkaSettings;
 use crate::config::Guarantee;
-use crate::kafka::{self, Backoff};
+use crate::kafka::context::{ConnectionAware, ServedClient};
+use crate::kafka::{self, Backoff, KafkaSetupError};
 use crate::store::db::Recorded;
 
 impl Processor {
@@ -230,23 +232,31 @@ impl Processor {
         Ok(())
     }
 
-    /// Asks the cluster for the input topics' partition counts (a rebalance follows every change
-    /// librdkafka sees; exactly-once also asks before committing results): an increase is logged
+    /// Asks the cluster for the input topics' partition counts through the sink's client and learns
+    /// from the answer ([`Processor::learn_probed_counts`]). Returns whether partitions were added.
+    pub(super) fn learn_partition_counts(&mut self, timeout: Duration) -> bool {
+        let probed = probe_partition_counts(
+            self.sink.client(),
+            &self.settings.kafka,
+            &self.settings.input_topics,
+            timeout,
+        );
+        self.learn_probed_counts(probed)
+    }
+
+    /// Learns from the input topics' partition counts as the cluster gave them (a rebalance follows
+    /// every change librdkafka sees; a checkpoint with results also asks): an increase is logged
     /// and counted, and from now on windows of sources that moved are marked as possibly split
     /// ([`super::split`]). The counts are recorded in the store, so a restart knows of an increase
     /// while it was down. Returns whether partitions were added. A failure to ask is logged, not
     /// fatal: the counts stay as they were, and results whose source is not at home under them
     /// are still marked.
-    pub(super) fn learn_partition_counts(&mut self, timeout: Duration) -> bool {
+    pub(super) fn learn_probed_counts(&mut self, probed: ProbedCounts) -> bool {
         let recorded = self.inputs.encode();
         let mut added = false;
-        for topic in &self.settings.input_topics {
-            let count = match kafka::admin::partition_count_within(
-                self.sink.client(),
-                &self.settings.kafka,
-                topic,
-                timeout,
-            ) {
+        for (topic, answer) in probed.0 {
+            let topic = &topic;
+            let count = match answer {
                 Ok(Some(count)) => count,
                 Ok(None) => {
                     // Deleted: one created again under its name starts anew (no increase).
@@ -382,7 +392,7 @@ impl Processor {
 
     /// Checkpoints everything (unless the instance has failed), then drops the state of revoked
     /// partitions.
-    pub(crate) fn revoke<C: ConsumerContext>(
+    pub(crate) fn revoke<C: ConsumerContext + ConnectionAware>(
         &mut self,
         consumer: &BaseConsumer<C>,
         revoked: &TopicPartitionList,
@@ -431,4 +441,29 @@ mod tests {
         let error = first_partition_error(&answer).expect("the error is seen");
         assert!(error.to_string().contains("nstable"), "{error}");
     }
+}
+
+/// The input topics' partition counts as the cluster answered, topic by topic: `Ok(None)` for one
+/// it does not have.
+#[derive(Debug)]
+pub(super) struct ProbedCounts(Vec<(String, Result<Option<usize>, KafkaSetupError>)>);
+
+/// Asks the cluster, through `kafka`, for the partition count of each of `topics`, waiting at most
+/// `timeout` for each. Only asks: [`Processor::learn_probed_counts`] learns from the answer, so a
+/// checkpoint may ask on another thread while it prepares its commit.
+pub(super) fn probe_partition_counts<K: ServedClient>(
+    kafka: &K,
+    settings: &KafkaSettings,
+    topics: &[String],
+    timeout: Duration,
+) -> ProbedCounts {
+    ProbedCounts(
+        topics
+            .iter()
+            .map(|topic| {
+                let answer = kafka::admin::partition_count_within(kafka, settings, topic, timeout);
+                (topic.clone(), answer)
+            })
+            .collect(),
+    )
 }

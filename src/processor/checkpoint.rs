@@ -8,11 +8,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 
+use super::assignment::{probe_partition_counts, ProbedCounts};
 use super::*;
 use crate::checkpoint::EarlierCounts;
+use crate::kafka::context::{ConnectionAware, ServedClient};
 
-/// How long a checkpoint waits for the input topics' partition counts: it holds up the poll loop,
-/// and an unanswered probe only leaves the counts as they were.
+/// How long a checkpoint waits for the input topics' partition counts: it holds up the poll loop
+/// (while the checkpoint flushes its outputs, or prepares its transaction), and an unanswered
+/// probe only leaves the counts as they were.
 const COUNT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Processor {
@@ -97,7 +100,7 @@ impl Processor {
     /// to the group (advisory). exactly-once: commit outputs and offsets in one Kafka transaction →
     /// then write RocksDB; if the transaction must be aborted, everything since the last checkpoint is
     /// redone from there ([`Processor::rewind`]).
-    pub(crate) fn checkpoint<C: ConsumerContext>(
+    pub(crate) fn checkpoint<C: ConsumerContext + ConnectionAware>(
         &mut self,
         consumer: &BaseConsumer<C>,
         group_commit: GroupCommit,
@@ -122,7 +125,7 @@ impl Processor {
     /// The work of [`Processor::checkpoint`]. Partitions still replaying to rebuild their windows
     /// are left out: their group commit stays where the rebuild started from (committing the replay
     /// position would move it back, and a later owner would forward the replayed records again).
-    fn write_checkpoint<C: ConsumerContext>(
+    fn write_checkpoint<C: ConsumerContext + ConnectionAware>(
         &mut self,
         consumer: &BaseConsumer<C>,
         group_commit: GroupCommit,
@@ -184,15 +187,24 @@ impl Processor {
             return Ok(Checkpointed::Nothing);
         }
         let started = Instant::now();
-        // Results are about to be committed: an increase of the input's partitions is learnt
-        // now, not only at the next rebalance (librdkafka sees it within its metadata refresh).
-        let unknown = !self.inputs.knows_all(&self.settings.input_topics);
-        let added = (results || unknown) && self.learn_partition_counts(COUNT_PROBE_TIMEOUT);
+        // Results are about to be committed: an increase of the input's partitions is learnt now,
+        // not only at the next rebalance (librdkafka sees it within its metadata refresh). The
+        // probe starts after every result of this checkpoint was emitted, on a thread of its own
+        // through the consumer's client, while the outputs are flushed or the transaction is
+        // prepared: under exactly-once its answer is in before anything is committed.
+        let probe = results || !self.inputs.knows_all(&self.settings.input_topics);
+        let counts_client = Consumer::client(consumer);
         match self.settings.guarantee {
             Guarantee::AtLeastOnce => {
                 // Outputs first: state must never claim offsets whose windows were not delivered.
-                self.sink
-                    .flush(self.settings.kafka.timeout.max(Duration::from_secs(60)))?;
+                let flush_timeout = self.settings.kafka.timeout.max(Duration::from_secs(60));
+                let (flushed, probed) = while_probing(counts_client, &self.settings, probe, || {
+                    self.sink.flush(flush_timeout)
+                });
+                if let Some(probed) = probed {
+                    self.learn_probed_counts(probed);
+                }
+                flushed?;
                 self.store.write(&updates)?;
                 // The group commit is advisory (RocksDB is the truth for this instance); a failed
                 // commit only means a new owner rebuilds from an older point, and its partitions
@@ -210,20 +222,23 @@ impl Processor {
                 }
             }
             Guarantee::ExactlyOnce => {
-                if added {
-                    // Partitions were added and producers may have moved sources already: redo
-                    // the work with the new count, so the results it split are marked.
-                    return Err(PipelineError::PartitionsAdded);
-                }
                 let group = consumer
                     .group_metadata()
                     .ok_or(PipelineError::NoGroupMetadata)?;
                 // Retrying past the transaction timeout is pointless: the coordinator aborts it.
-                self.sink.commit_transaction(
-                    &offsets,
-                    &group,
-                    self.settings.transaction_timeout,
-                )?;
+                let patience = self.settings.transaction_timeout;
+                let (prepared, probed) =
+                    while_probing(counts_client, &self.settings, probe, || {
+                        self.sink.prepare_commit(&offsets, &group, patience)
+                    });
+                let added = probed.is_some_and(|probed| self.learn_probed_counts(probed));
+                let prepared = prepared?;
+                if added {
+                    // Partitions were added and producers may have moved sources already: abort,
+                    // and redo the work with the new count, so the results it split are marked.
+                    return Err(PipelineError::PartitionsAdded);
+                }
+                self.sink.commit_prepared(prepared)?;
                 self.store.write(&updates)?;
             }
         }
@@ -284,6 +299,47 @@ pub(crate) struct WaitingResults {
 /// not.
 fn close_complete(closes_at: i64, mut stream_times: impl Iterator<Item = Option<i64>>) -> bool {
     stream_times.all(|time| time >= Some(closes_at))
+}
+
+/// Runs `work` on this thread while, if `probe`, another asks the cluster through `kafka` for the
+/// input topics' partition counts ([`probe_partition_counts`]); returns both when both are done.
+/// If no thread can be started, the probe runs here first, as it did before it had a thread.
+fn while_probing<K: ServedClient + Sync, T>(
+    kafka: &K,
+    settings: &RunSettings,
+    probe: bool,
+    work: impl FnOnce() -> T,
+) -> (T, Option<ProbedCounts>) {
+    let ask = || {
+        probe_partition_counts(
+            kafka,
+            &settings.kafka,
+            &settings.input_topics,
+            COUNT_PROBE_TIMEOUT,
+        )
+    };
+    if !probe {
+        return (work(), None);
+    }
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("count-probe".into())
+            .spawn_scoped(scope, ask)
+        {
+            Ok(probing) => {
+                let done = work();
+                let probed = probing
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (done, Some(probed))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a thread for the partition-count probe: probing on the poll loop");
+                let probed = ask();
+                (work(), Some(probed))
+            }
+        }
+    })
 }
 
 /// How an at-least-once checkpoint commits its offsets to the group (exactly-once commits them in

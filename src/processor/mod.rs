@@ -27,7 +27,10 @@
 //! - **Checkpoint**, exactly-once: (1) `send_offsets_to_transaction` (same offsets and metadata, with the
 //!   consumer's group metadata, so a zombie from an older generation is fenced) and
 //!   `commit_transaction` — the transaction holds every output and side output since the last
-//!   checkpoint; (2) only then the RocksDB batch. A crash before (1) completes aborts the transaction
+//!   checkpoint. A checkpoint that carries results asks the cluster for the input topics' partition
+//!   counts on a thread of its own while it sends the offsets and flushes, and waits for the answer
+//!   before the commit: an increase aborts and redoes the work instead, so the windows it split
+//!   are marked ([`split`]); (2) only then the RocksDB batch. A crash before (1) completes aborts the transaction
 //!   (fenced by the restarted instance's `init_transactions`, or timed out) and leaves RocksDB at the
 //!   previous checkpoint, which equals the group's committed offsets: the work is redone. A crash between
 //!   (1) and (2) leaves RocksDB *behind* the group commit: `plan_resume` sees it and rebuilds from the
@@ -60,6 +63,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use crate::checkpoint::{CommitMetadata, Generation, Semantics};
 use crate::checkpoint::{PartitionCheckpoint, TopicPartition};
 use crate::config::{Guarantee, RunSettings};
+use crate::kafka::context::ConnectionAware;
 use crate::kafka::{self, KafkaSetupError};
 use crate::producer::{ProduceError, TransactionErrorKind};
 use crate::registry::{EventInput, InputError};
@@ -402,7 +406,7 @@ impl Processor {
     }
 
     /// Processes one input record.
-    pub(crate) fn handle<C: ConsumerContext>(
+    pub(crate) fn handle<C: ConsumerContext + ConnectionAware>(
         &mut self,
         consumer: &BaseConsumer<C>,
         message: &BorrowedMessage<'_>,

@@ -418,31 +418,6 @@ fn first_partition_error(committed: &TopicPartitionList) -> Option<KafkaError> {
     committed.elements().iter().find_map(|e| e.error().err())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rdkafka::types::RDKafkaRespErr;
-
-    #[test]
-    fn a_per_partition_offset_fetch_error_is_an_error_not_an_absent_commit() {
-        let mut answer = TopicPartitionList::new();
-        answer
-            .add_partition_offset("t", 0, Offset::Offset(5))
-            .expect("offset");
-        assert!(first_partition_error(&answer).is_none());
-        answer.add_partition("t", 1);
-        // What librdkafka's OffsetFetch answer holds when the group has transactional offsets
-        // pending for the partition (KIP-447): an error on the element, offset invalid.
-        // SAFETY: the list holds two elements, and only the second's error code is written.
-        unsafe {
-            (*(*answer.ptr()).elems.add(1)).err =
-                RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNSTABLE_OFFSET_COMMIT;
-        }
-        let error = first_partition_error(&answer).expect("the error is seen");
-        assert!(error.to_string().contains("nstable"), "{error}");
-    }
-}
-
 /// The input topics' partition counts as the cluster answered, topic by topic: `Ok(None)` for one
 /// it does not have.
 #[derive(Debug)]
@@ -466,4 +441,29 @@ pub(super) fn probe_partition_counts<K: ServedClient>(
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaRespErr;
+
+    #[test]
+    fn a_per_partition_offset_fetch_error_is_an_error_not_an_absent_commit() {
+        let mut answer = TopicPartitionList::new();
+        answer
+            .add_partition_offset("t", 0, Offset::Offset(5))
+            .expect("offset");
+        assert!(first_partition_error(&answer).is_none());
+        answer.add_partition("t", 1);
+        // What librdkafka's OffsetFetch answer holds when the group has transactional offsets
+        // pending for the partition (KIP-447): an error on the element, offset invalid.
+        // SAFETY: the list holds two elements, and only the second's error code is written.
+        unsafe {
+            (*(*answer.ptr()).elems.add(1)).err =
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNSTABLE_OFFSET_COMMIT;
+        }
+        let error = first_partition_error(&answer).expect("the error is seen");
+        assert!(error.to_string().contains("nstable"), "{error}");
+    }
 }
